@@ -1,0 +1,171 @@
+//! Per-packet metadata, kept in an array beside the slot memory (so the slot memory
+//! stays one region the kernel can write into, and metadata never shares a cache line
+//! with packet bytes the NIC or kernel is writing).
+
+use crate::time::Instant;
+use crate::wire::flow::FlowKey;
+
+use super::handle::PortId;
+
+/// Who may touch a slot right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// On the free list.
+    #[default]
+    Free,
+    /// Lent to a driver (for example posted as an io_uring read buffer).
+    Driver,
+    /// Held by the pipeline or a stage.
+    Pipeline,
+}
+
+/// The network layer the parse stage found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum L3Kind {
+    /// Not parsed yet, or an EtherType the node does not interpret (still bridged).
+    #[default]
+    None,
+    /// ARP over Ethernet.
+    Arp,
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+/// State of the transport checksum, as virtio-net's vnet_hdr describes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CsumState {
+    /// Nobody checked it.
+    #[default]
+    Unverified,
+    /// Checked and correct.
+    Verified,
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the field holds only the pseudo-header sum and
+    /// must be completed before the packet leaves on a device that cannot do it.
+    Partial {
+        /// Offset (from the packet start) where summing starts.
+        start: u16,
+        /// Offset of the checksum field from `start`.
+        offset: u16,
+    },
+}
+
+bitflags::bitflags! {
+    /// Facts about a packet that later stages test instead of re-parsing.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct PktFlags: u16 {
+        /// The parse stage has run and the offsets are valid.
+        const PARSED = 1 << 0;
+        /// The frame carried an 802.1Q tag (see `vlan_tci`).
+        const VLAN = 1 << 1;
+        /// An IP fragment (IPv4 MF or offset, or an IPv6 fragment header).
+        const FRAGMENT = 1 << 2;
+        /// A fragment other than the first: it has no transport header.
+        const LATER_FRAGMENT = 1 << 3;
+        /// `l4` points at a complete transport header of `ip_proto`.
+        const HAS_L4 = 1 << 4;
+        /// The flow key is filled in.
+        const HAS_FLOW = 1 << 5;
+        /// Destination MAC is broadcast or multicast.
+        const L2_MULTI = 1 << 6;
+        /// Record this packet's path in the trace.
+        const TRACE = 1 << 7;
+        /// Made by a stage (ICMP error, ARP request), not received.
+        const GENERATED = 1 << 8;
+    }
+}
+
+/// Metadata of one packet. Offsets are absolute positions in the slot, so moving the
+/// packet start (encapsulation, decapsulation) does not invalidate them.
+#[derive(Clone, Copy, Debug)]
+pub struct PktMeta {
+    pub(super) head: u16,
+    pub(super) len: u16,
+    pub(super) owner: Owner,
+    /// Port the packet arrived on (or the port a generated packet is about).
+    pub in_port: PortId,
+    /// Egress port chosen so far ([`PortId::NONE`] until a stage decides).
+    pub out_port: PortId,
+    /// Offset of the Ethernet header.
+    pub l2: u16,
+    /// Offset of the network header (valid when `l3_kind` is not `None`).
+    pub l3: u16,
+    /// Offset of the transport header (valid when `flags` has `HAS_L4`).
+    pub l4: u16,
+    /// Network layer kind.
+    pub l3_kind: L3Kind,
+    /// IP protocol / IPv6 next header of the transport (after extension headers).
+    pub ip_proto: u8,
+    /// 802.1Q tag control information when `flags` has `VLAN`.
+    pub vlan_tci: u16,
+    /// Parse facts.
+    pub flags: PktFlags,
+    /// The 5-tuple (valid when `flags` has `HAS_FLOW`).
+    pub flow: FlowKey,
+    /// Free-form mark, as the kernel's `skb->mark`.
+    pub mark: u32,
+    /// Receive time on the driver's clock.
+    pub timestamp: Instant,
+    /// Transport checksum state.
+    pub csum: CsumState,
+    /// Trace id when the packet is traced (`flags` has `TRACE`), else 0.
+    pub trace_id: u32,
+}
+
+impl PktMeta {
+    /// Metadata of a fresh slot whose packet starts at `head` and is empty.
+    pub(super) const fn fresh(head: u16, owner: Owner) -> Self {
+        PktMeta {
+            head,
+            len: 0,
+            owner,
+            in_port: PortId::NONE,
+            out_port: PortId::NONE,
+            l2: head,
+            l3: 0,
+            l4: 0,
+            l3_kind: L3Kind::None,
+            ip_proto: 0,
+            vlan_tci: 0,
+            flags: PktFlags::empty(),
+            flow: FlowKey::EMPTY,
+            mark: 0,
+            timestamp: Instant::ZERO,
+            csum: CsumState::Unverified,
+            trace_id: 0,
+        }
+    }
+
+    /// Offset of the first packet byte in the slot.
+    #[inline]
+    pub const fn head(&self) -> u16 {
+        self.head
+    }
+
+    /// Packet length in bytes.
+    #[inline]
+    pub const fn len(&self) -> u16 {
+        self.len
+    }
+
+    /// True when the packet has no bytes.
+    #[inline]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shorten the packet to `len` bytes (padding after an IP packet); never grows it.
+    #[inline]
+    pub(crate) fn trim(&mut self, len: u16) {
+        if len < self.len {
+            self.len = len;
+        }
+    }
+
+    /// Who holds the slot.
+    #[inline]
+    pub const fn owner(&self) -> Owner {
+        self.owner
+    }
+}

@@ -1,0 +1,406 @@
+//! The buffer pool: fixed-size slots in one page-aligned region, allocated once.
+//!
+//! # Design
+//! The region is a `Vec<u8>` over-allocated by one page and used from its first
+//! page-aligned byte, so it is contiguous and page-aligned (what `IORING_REGISTER_BUFFERS`
+//! wants) without any `unsafe`. It never grows or moves after construction. The free
+//! list is a stack of slot indexes with capacity for every slot, so alloc and free are
+//! O(1) and never allocate. Metadata lives in a separate array, one entry per slot.
+
+use thiserror::Error;
+
+use super::handle::PktId;
+use super::meta::{Owner, PktMeta};
+
+/// Default slot size: a 1500-byte MTU frame plus headroom, VPP's 2 KiB buffer.
+pub const DEFAULT_SLOT_SIZE: usize = 2048;
+/// Default headroom: room for an outer Ethernet + IPv6 + UDP + VXLAN header (70 bytes)
+/// with margin, VPP's 128-byte `pre_data`.
+pub const DEFAULT_HEADROOM: usize = 128;
+/// Alignment of the region.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Why a buffer operation could not be done. The packet is left unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum BufError {
+    /// Not enough headroom in front of the packet.
+    #[error("not enough headroom")]
+    NoHeadroom,
+    /// Not enough tailroom behind the packet.
+    #[error("not enough tailroom")]
+    NoTailroom,
+    /// The packet is shorter than the bytes to remove.
+    #[error("packet shorter than requested")]
+    TooShort,
+    /// The slot is already free (double free or use after free).
+    #[error("slot is not allocated")]
+    NotAllocated,
+    /// Pool geometry out of range.
+    #[error("invalid pool geometry: {0}")]
+    Geometry(&'static str),
+}
+
+/// A per-worker pool of packet slots. See the [module docs](super).
+#[derive(Debug)]
+pub struct BufPool {
+    region: Vec<u8>,
+    base: usize,
+    slot_size: usize,
+    headroom: usize,
+    meta: Vec<PktMeta>,
+    free: Vec<PktId>,
+    exhausted: u64,
+}
+
+impl BufPool {
+    /// A pool of `slots` slots of `slot_size` bytes with `headroom` bytes reserved in
+    /// front of each fresh packet.
+    ///
+    /// # Errors
+    /// [`BufError::Geometry`] unless `slot_size` is a multiple of 64 in 256..=65472,
+    /// `headroom` is at least 128 and leaves at least 128 bytes of data, and `slots` is in
+    /// 1..=2^24.
+    pub fn new(slots: usize, slot_size: usize, headroom: usize) -> Result<Self, BufError> {
+        if !(256..=65472).contains(&slot_size) || !slot_size.is_multiple_of(64) {
+            return Err(BufError::Geometry("slot_size must be a multiple of 64 in 256..=65472"));
+        }
+        if headroom < DEFAULT_HEADROOM || headroom + 128 > slot_size {
+            return Err(BufError::Geometry("headroom must be >= 128 and leave 128 bytes of data"));
+        }
+        if slots == 0 || slots > 1 << 24 {
+            return Err(BufError::Geometry("slots must be in 1..=16777216"));
+        }
+        let bytes = slots * slot_size;
+        let region = vec![0u8; bytes + PAGE_SIZE];
+        let base = region.as_ptr().align_offset(PAGE_SIZE);
+        let head = u16::try_from(headroom).map_err(|_| BufError::Geometry("headroom"))?;
+        let meta = vec![PktMeta::fresh(head, Owner::Free); slots];
+        // Lowest index on top, so a fresh pool hands out slot 0 first (deterministic).
+        let free = (0..slots).rev().map(|i| PktId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
+        Ok(BufPool { region, base, slot_size, headroom, meta, free, exhausted: 0 })
+    }
+
+    /// A pool with the default slot size and headroom.
+    ///
+    /// # Errors
+    /// As [`BufPool::new`].
+    pub fn with_slots(slots: usize) -> Result<Self, BufError> {
+        Self::new(slots, DEFAULT_SLOT_SIZE, DEFAULT_HEADROOM)
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Slots currently free.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Headroom of a fresh packet.
+    pub fn default_headroom(&self) -> usize {
+        self.headroom
+    }
+
+    /// How many allocations failed because the pool was empty.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted
+    }
+
+    /// The whole slot region: start and length, for registering with io_uring.
+    pub fn region(&self) -> &[u8] {
+        self.region.get(self.base..self.base + self.meta.len() * self.slot_size).unwrap_or(&[])
+    }
+
+    /// Take a free slot for `owner`; the packet in it is empty with default headroom.
+    /// Returns `None` (and counts it) when the pool is exhausted. Never allocates.
+    #[inline]
+    pub fn alloc(&mut self, owner: Owner) -> Option<PktId> {
+        let Some(id) = self.free.pop() else {
+            self.exhausted += 1;
+            return None;
+        };
+        if let Some(m) = self.meta.get_mut(id.index()) {
+            // The headroom fits u16: checked in `new`.
+            *m = PktMeta::fresh(u16::try_from(self.headroom).unwrap_or(u16::MAX), owner);
+        }
+        Some(id)
+    }
+
+    /// Return a slot to the pool.
+    ///
+    /// # Errors
+    /// [`BufError::NotAllocated`] if the slot is already free; the pool is unchanged.
+    #[inline]
+    pub fn free(&mut self, pkt: PktId) -> Result<(), BufError> {
+        let m = self.meta.get_mut(pkt.index()).ok_or(BufError::NotAllocated)?;
+        if m.owner == Owner::Free {
+            return Err(BufError::NotAllocated);
+        }
+        m.owner = Owner::Free;
+        // Cannot exceed capacity: each slot is on the list at most once (owner check).
+        self.free.push(pkt);
+        Ok(())
+    }
+
+    /// Hand a slot to another owner (for example from driver to pipeline).
+    ///
+    /// # Errors
+    /// [`BufError::NotAllocated`] for a free slot.
+    pub fn set_owner(&mut self, pkt: PktId, owner: Owner) -> Result<(), BufError> {
+        let m = self.meta.get_mut(pkt.index()).ok_or(BufError::NotAllocated)?;
+        if m.owner == Owner::Free || owner == Owner::Free {
+            return Err(BufError::NotAllocated);
+        }
+        m.owner = owner;
+        Ok(())
+    }
+
+    /// Metadata of a packet.
+    #[inline]
+    pub fn meta(&self, pkt: PktId) -> &PktMeta {
+        debug_assert!(pkt.index() < self.meta.len());
+        // Handles come only from this pool, so the index is in range; the fallback
+        // keeps a foreign handle from panicking in release builds.
+        self.meta.get(pkt.index()).unwrap_or(&FOREIGN)
+    }
+
+    /// Mutable metadata of a packet.
+    #[inline]
+    pub fn meta_mut(&mut self, pkt: PktId) -> &mut PktMeta {
+        let i = pkt.index().min(self.meta.len().saturating_sub(1));
+        debug_assert!(pkt.index() < self.meta.len());
+        // `new` guarantees at least one slot, so `i` is in range.
+        #[allow(clippy::indexing_slicing)]
+        &mut self.meta[i]
+    }
+
+    #[inline]
+    fn slot_range(&self, pkt: PktId) -> core::ops::Range<usize> {
+        let start = self.base + pkt.index() * self.slot_size;
+        start..start + self.slot_size
+    }
+
+    /// The whole slot of a packet (headroom, data and tailroom), for stages that work
+    /// with the absolute offsets in [`PktMeta`].
+    #[inline]
+    pub fn slot(&self, pkt: PktId) -> &[u8] {
+        let r = self.slot_range(pkt);
+        self.region.get(r).unwrap_or(&[])
+    }
+
+    /// The whole slot of a packet, writable.
+    #[inline]
+    pub fn slot_mut(&mut self, pkt: PktId) -> &mut [u8] {
+        let r = self.slot_range(pkt);
+        self.region.get_mut(r).unwrap_or(&mut [])
+    }
+
+    /// Slot and metadata together, for stages that read offsets and write bytes.
+    #[inline]
+    pub fn slot_and_meta_mut(&mut self, pkt: PktId) -> (&mut [u8], &mut PktMeta) {
+        let r = self.slot_range(pkt);
+        let i = pkt.index().min(self.meta.len().saturating_sub(1));
+        let slot = self.region.get_mut(r).unwrap_or(&mut []);
+        #[allow(clippy::indexing_slicing)] // `i` clamped above; `new` ensures len >= 1
+        let meta = &mut self.meta[i];
+        (slot, meta)
+    }
+
+    /// The packet bytes.
+    #[inline]
+    pub fn data(&self, pkt: PktId) -> &[u8] {
+        let m = self.meta(pkt);
+        let (h, l) = (usize::from(m.head), usize::from(m.len));
+        self.slot(pkt).get(h..h + l).unwrap_or(&[])
+    }
+
+    /// The packet bytes, writable.
+    #[inline]
+    pub fn data_mut(&mut self, pkt: PktId) -> &mut [u8] {
+        let (slot, m) = self.slot_and_meta_mut(pkt);
+        let (h, l) = (usize::from(m.head), usize::from(m.len));
+        slot.get_mut(h..h + l).unwrap_or(&mut [])
+    }
+
+    /// Bytes free in front of the packet.
+    #[inline]
+    pub fn headroom(&self, pkt: PktId) -> usize {
+        usize::from(self.meta(pkt).head)
+    }
+
+    /// Bytes free behind the packet.
+    #[inline]
+    pub fn tailroom(&self, pkt: PktId) -> usize {
+        let m = self.meta(pkt);
+        self.slot_size - usize::from(m.head) - usize::from(m.len)
+    }
+
+    /// Grow the packet at the front by `n` bytes and return them for the caller to
+    /// fill (an outer header). The returned bytes hold whatever the slot held before:
+    /// the caller must overwrite all of them.
+    ///
+    /// # Errors
+    /// [`BufError::NoHeadroom`] if fewer than `n` bytes are free in front; the packet is
+    /// unchanged.
+    #[inline]
+    pub fn push_front(&mut self, pkt: PktId, n: usize) -> Result<&mut [u8], BufError> {
+        let (slot, m) = self.slot_and_meta_mut(pkt);
+        let head = usize::from(m.head);
+        if n > head {
+            return Err(BufError::NoHeadroom);
+        }
+        let new_head = head - n;
+        // Both fit u16: new_head < head, len + n <= slot_size <= 65472.
+        m.head = u16::try_from(new_head).map_err(|_| BufError::NoHeadroom)?;
+        m.len = u16::try_from(usize::from(m.len) + n).map_err(|_| BufError::NoHeadroom)?;
+        slot.get_mut(new_head..head).ok_or(BufError::NoHeadroom)
+    }
+
+    /// Remove `n` bytes from the front (strip an outer header).
+    ///
+    /// # Errors
+    /// [`BufError::TooShort`] if the packet has fewer than `n` bytes; unchanged then.
+    #[inline]
+    pub fn pull_front(&mut self, pkt: PktId, n: usize) -> Result<(), BufError> {
+        let m = self.meta_mut(pkt);
+        let n16 = u16::try_from(n).map_err(|_| BufError::TooShort)?;
+        if n16 > m.len {
+            return Err(BufError::TooShort);
+        }
+        m.head += n16;
+        m.len -= n16;
+        Ok(())
+    }
+
+    /// Grow the packet at the back by `n` zeroed bytes and return them.
+    ///
+    /// # Errors
+    /// [`BufError::NoTailroom`] if fewer than `n` bytes are free behind the packet.
+    pub fn push_back(&mut self, pkt: PktId, n: usize) -> Result<&mut [u8], BufError> {
+        let slot_size = self.slot_size;
+        let (slot, m) = self.slot_and_meta_mut(pkt);
+        let end = usize::from(m.head) + usize::from(m.len);
+        if end + n > slot_size {
+            return Err(BufError::NoTailroom);
+        }
+        m.len = u16::try_from(usize::from(m.len) + n).map_err(|_| BufError::NoTailroom)?;
+        let tail = slot.get_mut(end..end + n).ok_or(BufError::NoTailroom)?;
+        // SECURITY: the slot may hold an earlier packet's bytes; never emit them.
+        tail.fill(0);
+        Ok(tail)
+    }
+
+    /// Shorten the packet to `len` bytes (Ethernet padding, trailing garbage).
+    ///
+    /// # Errors
+    /// [`BufError::TooShort`] if the packet is shorter than `len`.
+    #[inline]
+    pub fn truncate(&mut self, pkt: PktId, len: usize) -> Result<(), BufError> {
+        let m = self.meta_mut(pkt);
+        let len = u16::try_from(len).map_err(|_| BufError::TooShort)?;
+        if len > m.len {
+            return Err(BufError::TooShort);
+        }
+        m.len = len;
+        Ok(())
+    }
+
+    /// Replace the packet with a copy of `frame`, starting at the default headroom.
+    /// Drivers and tests use it to load a received frame.
+    ///
+    /// # Errors
+    /// [`BufError::NoTailroom`] if `frame` does not fit behind the default headroom.
+    pub fn set_data(&mut self, pkt: PktId, frame: &[u8]) -> Result<(), BufError> {
+        let headroom = self.headroom;
+        let (slot, m) = self.slot_and_meta_mut(pkt);
+        let dst = slot.get_mut(headroom..headroom + frame.len()).ok_or(BufError::NoTailroom)?;
+        dst.copy_from_slice(frame);
+        m.head = u16::try_from(headroom).map_err(|_| BufError::NoTailroom)?;
+        m.len = u16::try_from(frame.len()).map_err(|_| BufError::NoTailroom)?;
+        m.l2 = m.head;
+        Ok(())
+    }
+}
+
+/// Metadata returned for a handle that is not from this pool (never in correct code).
+static FOREIGN: PktMeta = PktMeta::fresh(0, Owner::Free);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_is_page_aligned_and_contiguous() {
+        let pool = BufPool::with_slots(8).unwrap();
+        let r = pool.region();
+        assert_eq!(r.as_ptr() as usize % PAGE_SIZE, 0);
+        assert_eq!(r.len(), 8 * DEFAULT_SLOT_SIZE);
+    }
+
+    #[test]
+    fn geometry_is_checked() {
+        assert_eq!(
+            BufPool::new(4, 100, 128).unwrap_err(),
+            BufError::Geometry("slot_size must be a multiple of 64 in 256..=65472")
+        );
+        assert!(matches!(BufPool::new(4, 2048, 64), Err(BufError::Geometry(_))));
+        assert!(matches!(BufPool::new(0, 2048, 128), Err(BufError::Geometry(_))));
+    }
+
+    #[test]
+    fn exhaustion_is_counted_and_free_is_checked() {
+        let mut pool = BufPool::with_slots(2).unwrap();
+        let a = pool.alloc(Owner::Pipeline).unwrap();
+        let b = pool.alloc(Owner::Pipeline).unwrap();
+        assert_eq!((a.index(), b.index()), (0, 1));
+        assert_eq!(pool.alloc(Owner::Pipeline), None);
+        assert_eq!(pool.exhausted(), 1);
+        pool.free(a).unwrap();
+        assert_eq!(pool.free(a), Err(BufError::NotAllocated));
+        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.alloc(Owner::Driver), Some(a));
+        assert_eq!(pool.meta(a).owner(), Owner::Driver);
+    }
+
+    #[test]
+    fn push_pull_truncate_move_the_window_and_fail_cleanly() {
+        let mut pool = BufPool::with_slots(1).unwrap();
+        let p = pool.alloc(Owner::Pipeline).unwrap();
+        pool.set_data(p, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(pool.headroom(p), 128);
+        pool.push_front(p, 2).unwrap().copy_from_slice(&[9, 8]);
+        assert_eq!(pool.data(p), &[9, 8, 1, 2, 3, 4]);
+        assert_eq!(pool.push_front(p, 127), Err(BufError::NoHeadroom));
+        assert_eq!(pool.data(p), &[9, 8, 1, 2, 3, 4]);
+        pool.pull_front(p, 3).unwrap();
+        assert_eq!(pool.data(p), &[2, 3, 4]);
+        assert_eq!(pool.pull_front(p, 4), Err(BufError::TooShort));
+        pool.truncate(p, 1).unwrap();
+        assert_eq!(pool.data(p), &[2]);
+        assert_eq!(pool.truncate(p, 2), Err(BufError::TooShort));
+        let room = pool.tailroom(p);
+        assert_eq!(room, 2048 - 129 - 1);
+        assert_eq!(pool.push_back(p, room + 1), Err(BufError::NoTailroom));
+        assert_eq!(pool.push_back(p, 2).unwrap(), &[0, 0]);
+        assert_eq!(pool.data(p), &[2, 0, 0]);
+        assert_eq!(pool.set_data(p, &[0; 2048]), Err(BufError::NoTailroom));
+    }
+
+    #[test]
+    fn reused_slot_does_not_leak_old_bytes_through_push_back() {
+        let mut pool = BufPool::with_slots(1).unwrap();
+        let p = pool.alloc(Owner::Pipeline).unwrap();
+        pool.set_data(p, &[0xaa; 64]).unwrap();
+        pool.free(p).unwrap();
+        let q = pool.alloc(Owner::Pipeline).unwrap();
+        assert!(pool.data(q).is_empty());
+        assert!(pool.push_back(q, 64).unwrap().iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,128 @@
+//! What a stage may use besides the packet: the batch's time, the buffer pool, the
+//! seeded RNG, the counters (only through [`Context::drop`]), the trace and the
+//! configuration snapshot.
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::PipelineConfig;
+use super::counters::Counters;
+use super::drop_reason::DropReason;
+use super::trace::{Trace, TraceNote, TraceRecord};
+use crate::buf::{Batch, BufPool, Owner, PktFlags, PktId};
+use crate::time::Instant;
+
+/// The RNG every random choice in a pipeline comes from (NAT ports, hash salts).
+/// Seeded by the driver, so the same seed and input give the same output.
+pub type Rng = Xoshiro256PlusPlus;
+
+/// Most packets stages may generate per batch (ARP requests, ICMP errors, ...).
+pub const GENERATED_MAX: usize = crate::buf::BATCH_MAX;
+
+/// The per-batch context handed to each stage.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// Time of this batch on the driver's clock.
+    pub now: Instant,
+    /// The worker's buffer pool.
+    pub pool: &'a mut BufPool,
+    /// The seeded RNG.
+    pub rng: &'a mut Rng,
+    /// The configuration in force for this batch.
+    pub config: &'a PipelineConfig,
+    pub(super) counters: &'a mut Counters,
+    pub(super) trace: &'a mut Trace,
+    pub(super) generated: &'a mut Vec<(PktId, usize)>,
+    pub(super) stage: usize,
+    pub(super) stage_name: &'static str,
+    pub(super) tracing: bool,
+}
+
+impl Context<'_> {
+    /// Drop the packet at `i`: the only way to drop, so every drop is counted under
+    /// this stage and `reason`, with its bytes.
+    #[inline]
+    pub fn drop(&mut self, batch: &mut Batch, i: usize, reason: DropReason) {
+        let pkt = batch.pkt(i);
+        let len = usize::from(self.pool.meta(pkt).len());
+        self.counters.count_drop(self.stage, reason, len);
+        batch.set_dropped(i, reason);
+    }
+
+    /// Index of the running stage in the pipeline (1-based; 0 is the pipeline itself).
+    #[inline]
+    pub fn stage_index(&self) -> usize {
+        self.stage
+    }
+
+    /// True when some packet of this batch is traced: check once per batch and run
+    /// the traced or untraced loop (VPP's `do_trace` argument).
+    #[inline]
+    pub fn tracing(&self) -> bool {
+        self.tracing
+    }
+
+    /// Record a note about `pkt` if it is traced.
+    #[inline]
+    pub fn trace_note(&mut self, pkt: PktId, note: TraceNote) {
+        let m = self.pool.meta(pkt);
+        if m.flags.contains(PktFlags::TRACE) {
+            let id = m.trace_id;
+            self.trace.push(TraceRecord::Note { id, stage: self.stage_name, note });
+        }
+    }
+
+    /// A fresh packet from the pool for a stage to build (an ICMP error, an ARP
+    /// request). Exhaustion is counted as `pool_exhausted` under this stage.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PktId> {
+        let p = self.pool.alloc(Owner::Pipeline);
+        if p.is_none() {
+            self.counters.count_drop(self.stage, DropReason::PoolExhausted, 0);
+            // A packet that was never made was not generated either: keep the
+            // accounting identity by counting it as generated and dropped.
+            self.counters.totals.generated += 1;
+        }
+        p
+    }
+
+    /// Queue a packet this stage made to run through the pipeline after the current
+    /// batch, entering at stage `at` (use [`stage_index`](Self::stage_index) `+ 1` for
+    /// "the next stage"). Generated packets pass every later stage, so an ICMP error
+    /// about a NATed flow is translated like the kernel's.
+    ///
+    /// When the generated queue is full the packet is freed and counted as
+    /// `generate_overflow`.
+    #[inline]
+    pub fn inject(&mut self, pkt: PktId, at: usize) {
+        self.pool.meta_mut(pkt).flags |= PktFlags::GENERATED;
+        self.counters.totals.generated += 1;
+        if self.generated.len() < GENERATED_MAX {
+            self.generated.push((pkt, at));
+        } else {
+            let len = usize::from(self.pool.meta(pkt).len());
+            self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
+            let _ = self.pool.free(pkt);
+        }
+    }
+
+    /// Put a packet this stage held back into the pipeline at stage `at` (the ARP
+    /// reply came). Counted as `released`.
+    #[inline]
+    pub fn release(&mut self, pkt: PktId, at: usize) {
+        self.counters.totals.released += 1;
+        if self.generated.len() < GENERATED_MAX {
+            self.generated.push((pkt, at));
+        } else {
+            let len = usize::from(self.pool.meta(pkt).len());
+            self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
+            let _ = self.pool.free(pkt);
+        }
+    }
+
+    /// Drop a packet this stage holds (outside any batch), counted like [`drop`](Self::drop).
+    pub fn drop_held(&mut self, pkt: PktId, reason: DropReason) {
+        let len = usize::from(self.pool.meta(pkt).len());
+        self.counters.count_drop(self.stage, reason, len);
+        let _ = self.pool.free(pkt);
+    }
+}

@@ -1,0 +1,162 @@
+//! Per-worker counters: totals of what entered and left the pipeline, and drops by
+//! stage × reason (packets and bytes), as dense arrays of plain integers.
+//!
+//! A worker owns its `Counters` and nobody else writes them, so increments are plain
+//! adds; readers take a [`CounterSnapshot`] at a batch boundary and sum snapshots
+//! across workers. Stage index 0 is the pipeline itself (`no_disposition`,
+//! `generate_loop`, drops a driver reports).
+//!
+//! The accounting identity, checked at every batch boundary in tests and fuzzing:
+//! `rx + generated + released = tx + host + dropped + held`.
+
+use core::fmt;
+
+use super::drop_reason::DropReason;
+
+/// Name of stage index 0: drops decided by the pipeline or reported by the driver.
+pub const PIPELINE_STAGE: &str = "pipeline";
+
+/// Totals of packets through a pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Packets handed in by the driver.
+    pub rx: u64,
+    /// Bytes handed in by the driver.
+    pub rx_bytes: u64,
+    /// Packets created by stages (ARP requests, ICMP errors, ...).
+    pub generated: u64,
+    /// Packets given back to the driver to transmit.
+    pub tx: u64,
+    /// Bytes given back to transmit.
+    pub tx_bytes: u64,
+    /// Packets delivered to the host stack.
+    pub host: u64,
+    /// Packets dropped (sum over every stage and reason).
+    pub dropped: u64,
+    /// Times a stage took a packet to hold (waiting for ARP, say).
+    pub held: u64,
+    /// Held packets a stage put back into the pipeline.
+    pub released: u64,
+}
+
+/// The counters of one pipeline (one worker).
+#[derive(Debug)]
+pub struct Counters {
+    stages: Vec<&'static str>,
+    drops: Vec<[u64; DropReason::COUNT]>,
+    drop_bytes: Vec<[u64; DropReason::COUNT]>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+impl Counters {
+    /// Counters for the named stages (index 0, the pipeline, is added in front).
+    pub fn new(stage_names: &[&'static str]) -> Self {
+        let mut stages = vec![PIPELINE_STAGE];
+        stages.extend_from_slice(stage_names);
+        let n = stages.len();
+        Counters {
+            stages,
+            drops: vec![[0; DropReason::COUNT]; n],
+            drop_bytes: vec![[0; DropReason::COUNT]; n],
+            totals: Totals::default(),
+        }
+    }
+
+    /// Count one dropped packet of `bytes` bytes under `stage` and `reason`.
+    #[inline]
+    pub fn count_drop(&mut self, stage: usize, reason: DropReason, bytes: usize) {
+        let i = reason.index();
+        if let Some(c) = self.drops.get_mut(stage).and_then(|row| row.get_mut(i)) {
+            *c += 1;
+        }
+        if let Some(c) = self.drop_bytes.get_mut(stage).and_then(|row| row.get_mut(i)) {
+            *c += bytes as u64;
+        }
+        self.totals.dropped += 1;
+    }
+
+    /// Stage names, index 0 first.
+    pub fn stage_names(&self) -> &[&'static str] {
+        &self.stages
+    }
+
+    /// Packets dropped by `stage` (by name) for `reason`.
+    pub fn drops(&self, stage: &str, reason: DropReason) -> u64 {
+        self.stages
+            .iter()
+            .position(|s| *s == stage)
+            .and_then(|i| self.drops.get(i))
+            .and_then(|row| row.get(reason.index()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A copy of every non-zero counter, for reading and summing across workers.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let mut drops = Vec::new();
+        for (s, (row, brow)) in self.drops.iter().zip(&self.drop_bytes).enumerate() {
+            for r in DropReason::ALL {
+                let n = row.get(r.index()).copied().unwrap_or(0);
+                if n > 0 {
+                    let bytes = brow.get(r.index()).copied().unwrap_or(0);
+                    drops.push(DropCount {
+                        stage: self.stages.get(s).copied().unwrap_or("?"),
+                        reason: *r,
+                        packets: n,
+                        bytes,
+                    });
+                }
+            }
+        }
+        CounterSnapshot { totals: self.totals, drops }
+    }
+}
+
+/// One non-zero drop counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropCount {
+    /// Stage name.
+    pub stage: &'static str,
+    /// Reason.
+    pub reason: DropReason,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Counters read at a batch boundary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Totals.
+    pub totals: Totals,
+    /// Non-zero drop counters, by stage order then reason code.
+    pub drops: Vec<DropCount>,
+}
+
+impl CounterSnapshot {
+    /// True when `rx + generated + released = tx + host + dropped + held`.
+    pub fn balanced(&self) -> bool {
+        let t = &self.totals;
+        t.rx + t.generated + t.released == t.tx + t.host + t.dropped + t.held
+    }
+}
+
+impl fmt::Display for CounterSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        writeln!(f, "{:<28} {:>12} {:>14}", "counter", "packets", "bytes")?;
+        writeln!(f, "{:<28} {:>12} {:>14}", "rx", t.rx, t.rx_bytes)?;
+        writeln!(f, "{:<28} {:>12}", "generated", t.generated)?;
+        writeln!(f, "{:<28} {:>12} {:>14}", "tx", t.tx, t.tx_bytes)?;
+        writeln!(f, "{:<28} {:>12}", "host", t.host)?;
+        writeln!(f, "{:<28} {:>12}", "held", t.held)?;
+        writeln!(f, "{:<28} {:>12}", "released", t.released)?;
+        writeln!(f, "{:<28} {:>12}", "dropped", t.dropped)?;
+        for d in &self.drops {
+            writeln!(f, "  {:<26} {:>12} {:>14}", format!("{}/{}", d.stage, d.reason), d.packets, d.bytes)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The one table of drop reasons for the whole crate (VPP's `foreach_*_error`, Cilium's
+//! `drop_reasons.h`). Counters, traces and the CLI all use [`DropReason::as_str`].
+//!
+//! Codes are stable: a retired code stays reserved and is never reused, so a counter
+//! dump from an older build still reads right. Counter arrays are indexed by
+//! `code - 1`, so codes are kept dense.
+
+use core::fmt;
+
+/// How bad a drop is, for alerting (VPP `vl_counter_severity_e`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Expected by policy (an ACL said no, a TTL ran out).
+    Info,
+    /// Bad input from outside (malformed or corrupted packets).
+    Warn,
+    /// The node itself fell short (out of buffers, queue full, no decision).
+    Error,
+}
+
+macro_rules! drop_reasons {
+    ( $( $(#[doc = $doc:literal])+ $code:literal => $variant:ident, $name:literal, $sev:ident; )+ ) => {
+        /// Why a packet was dropped. One enum for the crate; see the module docs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u16)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])+ $variant = $code, )+
+        }
+
+        impl DropReason {
+            /// Every reason, in code order.
+            pub const ALL: &'static [DropReason] = &[ $( DropReason::$variant, )+ ];
+
+            /// Size of a counter array indexed by [`index`](Self::index).
+            pub const COUNT: usize = max_code(&[ $( $code, )+ ]);
+
+            /// The snake_case name used in counters, traces and the CLI.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( DropReason::$variant => $name, )+ }
+            }
+
+            /// How bad it is.
+            pub const fn severity(self) -> Severity {
+                match self { $( DropReason::$variant => Severity::$sev, )+ }
+            }
+
+            /// One-line description (the variant's doc comment).
+            pub const fn description(self) -> &'static str {
+                match self { $( DropReason::$variant => concat!($($doc),+), )+ }
+            }
+        }
+    };
+}
+
+// Const context: `get` is not const-callable on slices here; `i < len` guards the index.
+#[allow(clippy::indexing_slicing)]
+const fn max_code(codes: &[u16]) -> usize {
+    let mut i = 0;
+    let mut m = 0;
+    while i < codes.len() {
+        if codes[i] as usize > m {
+            m = codes[i] as usize;
+        }
+        i += 1;
+    }
+    m
+}
+
+drop_reasons! {
+    /// A packet was still undecided after the last stage.
+    1 => NoDisposition, "no_disposition", Error;
+    /// No free buffer for a packet the node had to create or receive.
+    2 => PoolExhausted, "pool_exhausted", Error;
+    /// Frame shorter than an Ethernet header (or its 802.1Q tag).
+    3 => RuntFrame, "runt_frame", Warn;
+    /// Source MAC is multicast, broadcast or zero (Linux's bridge drops these too).
+    4 => InvalidSrcMac, "invalid_src_mac", Warn;
+    /// ARP packet shorter than 28 bytes.
+    5 => ArpTruncated, "arp_truncated", Warn;
+    /// ARP for a hardware or protocol type other than Ethernet/IPv4.
+    6 => ArpUnsupported, "arp_unsupported", Warn;
+    /// IPv4 packet shorter than its header or its total length.
+    7 => Ipv4Truncated, "ipv4_truncated", Warn;
+    /// IPv4 version field is not 4.
+    8 => Ipv4BadVersion, "ipv4_bad_version", Warn;
+    /// IPv4 header length (IHL) below 5.
+    9 => Ipv4BadHeaderLen, "ipv4_bad_header_len", Warn;
+    /// IPv4 total length smaller than the header.
+    10 => Ipv4BadTotalLen, "ipv4_bad_total_len", Warn;
+    /// IPv4 header checksum does not verify.
+    11 => Ipv4BadChecksum, "ipv4_bad_checksum", Warn;
+    /// IPv6 packet shorter than 40 bytes or its payload length.
+    12 => Ipv6Truncated, "ipv6_truncated", Warn;
+    /// IPv6 version field is not 6.
+    13 => Ipv6BadVersion, "ipv6_bad_version", Warn;
+    /// An IPv6 extension header runs past the packet.
+    14 => Ipv6BadExtHeader, "ipv6_bad_ext_header", Warn;
+    /// More IPv6 extension headers than the node walks.
+    15 => Ipv6TooManyExtHeaders, "ipv6_too_many_ext_headers", Warn;
+    /// TCP segment shorter than its header.
+    16 => TcpTruncated, "tcp_truncated", Warn;
+    /// TCP data offset below 5.
+    17 => TcpBadHeaderLen, "tcp_bad_header_len", Warn;
+    /// TCP checksum does not verify (when the policy checks it).
+    18 => TcpBadChecksum, "tcp_bad_checksum", Warn;
+    /// UDP datagram shorter than 8 bytes or its length field.
+    19 => UdpTruncated, "udp_truncated", Warn;
+    /// UDP length field below 8.
+    20 => UdpBadLength, "udp_bad_length", Warn;
+    /// UDP checksum does not verify, or is zero over IPv6.
+    21 => UdpBadChecksum, "udp_bad_checksum", Warn;
+    /// ICMP or ICMPv6 message shorter than 8 bytes.
+    22 => IcmpTruncated, "icmp_truncated", Warn;
+    /// ICMP or ICMPv6 checksum does not verify (when the policy checks it).
+    23 => IcmpBadChecksum, "icmp_bad_checksum", Warn;
+    /// Packets generated by stages kept generating packets past the round limit.
+    24 => GenerateLoop, "generate_loop", Error;
+    /// More packets generated in one batch than the generated queue holds.
+    25 => GenerateOverflow, "generate_overflow", Error;
+}
+
+impl DropReason {
+    /// The stable numeric code.
+    #[inline]
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Dense index into counter arrays (`code - 1`).
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_dense_unique_and_names_snake_case() {
+        assert_eq!(DropReason::COUNT, DropReason::ALL.len());
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r} is out of order");
+            assert!(r.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(!r.description().is_empty());
+        }
+        assert_eq!(DropReason::Ipv4BadChecksum.as_str(), "ipv4_bad_checksum");
+        assert_eq!(DropReason::Ipv4BadChecksum.code(), 11);
+    }
+}

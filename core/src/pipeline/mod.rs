@@ -1,0 +1,323 @@
+//! The stage pipeline: runs stages in order over a batch, skipping final packets,
+//! then settles every packet's disposition.
+//!
+//! ```text
+//!  driver rx ──> [ingress: count rx, flag traced packets]
+//!                  │
+//!                  ▼
+//!   stage 1 ──> stage 2 ──> ... ──> stage n     (each skips final packets)
+//!                  │   stages may inject generated / released packets
+//!                  ▼
+//!            [settle: Drop → free slot; Tx → output.tx (grouped by port);
+//!             Host → output.host; Held → the stage keeps it;
+//!             still Continue → drop `no_disposition`]
+//!                  │
+//!                  ▼
+//!            generated packets run as their own batches, from the stage they
+//!            asked for, at most MAX_ROUNDS rounds (then `generate_loop`)
+//! ```
+//!
+//! Packets in `output` belong to the driver: it transmits and frees them. Dropped
+//! packets are freed here. Nothing in [`Pipeline::process`] allocates: every queue is
+//! reserved at construction for the worst case.
+
+mod context;
+mod counters;
+mod disposition;
+mod drop_reason;
+mod stage;
+pub mod trace;
+
+pub use context::{Context, GENERATED_MAX, Rng};
+pub use counters::{CounterSnapshot, Counters, DropCount, PIPELINE_STAGE, Totals};
+pub use disposition::Disposition;
+pub use drop_reason::{DropReason, Severity};
+pub use stage::Stage;
+pub use trace::{Trace, TraceNote, TraceRecord};
+
+use rand_core::SeedableRng;
+
+use crate::buf::{BATCH_MAX, Batch, BufPool, PktFlags, PktId, PortId};
+use crate::time::Instant;
+use crate::wire::ChecksumPolicy;
+
+/// Rounds of generated packets run after a batch before the rest are dropped as
+/// `generate_loop` (an ICMP error about an ICMP error is never sent, so two suffice
+/// in practice; four leaves margin).
+pub const MAX_ROUNDS: usize = 4;
+
+/// The configuration snapshot stages read through the [`Context`]. Later issues grow
+/// it into the node's table snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Which checksums the receive path verifies.
+    pub checksum: ChecksumPolicy,
+}
+
+/// Where the packets of a processed batch go. The driver transmits `tx` and delivers
+/// `host`, then frees those slots.
+#[derive(Debug, Default)]
+pub struct Output {
+    tx: Vec<(PortId, u32, PktId)>,
+    host: Vec<PktId>,
+}
+
+impl Output {
+    fn with_capacity(n: usize) -> Self {
+        Output { tx: Vec::with_capacity(n), host: Vec::with_capacity(n) }
+    }
+
+    /// Packets to transmit as `(port, packet)`, grouped by port, in arrival order
+    /// within a port.
+    pub fn tx(&self) -> impl ExactSizeIterator<Item = (PortId, PktId)> + '_ {
+        self.tx.iter().map(|&(port, _, pkt)| (port, pkt))
+    }
+
+    /// Packets for the host stack, in order.
+    pub fn host(&self) -> &[PktId] {
+        &self.host
+    }
+
+    fn clear(&mut self) {
+        self.tx.clear();
+        self.host.clear();
+    }
+}
+
+/// An ordered list of stages with their counters, trace and RNG: one per worker.
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+    counters: Counters,
+    trace: Trace,
+    rng: Rng,
+    config: PipelineConfig,
+    generated: Vec<(PktId, usize)>,
+    pending: Vec<(PktId, usize)>,
+    gen_batch: Batch,
+    output: Output,
+    order: u32,
+}
+
+impl core::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stage_names())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline running `stages` in order, with the RNG seeded from `seed`.
+    pub fn new(stages: Vec<Box<dyn Stage>>, config: PipelineConfig, seed: u64) -> Self {
+        let names: Vec<&'static str> = stages.iter().map(|s| s.name()).collect();
+        let out_cap = BATCH_MAX + GENERATED_MAX * MAX_ROUNDS;
+        Pipeline {
+            stages,
+            counters: Counters::new(&names),
+            trace: Trace::default(),
+            rng: Rng::seed_from_u64(seed),
+            config,
+            generated: Vec::with_capacity(GENERATED_MAX),
+            pending: Vec::with_capacity(GENERATED_MAX),
+            gen_batch: Batch::new(),
+            output: Output::with_capacity(out_cap),
+            order: 0,
+        }
+    }
+
+    /// Stage names in order.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.name()).collect()
+    }
+
+    /// The 1-based index of a stage by name, for [`Context::inject`].
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name() == name).map(|i| i + 1)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The trace buffer.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// Trace the next `n` packets received (VPP `trace add`).
+    pub fn trace_add(&mut self, n: u32) {
+        self.trace.add(n);
+    }
+
+    /// Replace the configuration; takes effect from the next batch.
+    pub fn set_config(&mut self, config: PipelineConfig) {
+        self.config = config;
+    }
+
+    /// Count a packet the driver dropped before the pipeline saw it (no buffer, a
+    /// read error): it is received and dropped under the `pipeline` stage.
+    pub fn count_driver_drop(&mut self, reason: DropReason, bytes: usize) {
+        self.counters.totals.rx += 1;
+        self.counters.totals.rx_bytes += bytes as u64;
+        self.counters.count_drop(0, reason, bytes);
+    }
+
+    /// Run a batch through every stage and settle each packet. Returns where the
+    /// packets go; the batch is left as processed (dispositions readable) and the
+    /// driver clears it. Never allocates.
+    pub fn process(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch) -> &Output {
+        self.output.clear();
+        self.order = 0;
+        let mut tracing = false;
+        for i in 0..batch.len() {
+            let pkt = batch.pkt(i);
+            let m = pool.meta(pkt);
+            let len = m.len();
+            self.counters.totals.rx += 1;
+            self.counters.totals.rx_bytes += u64::from(len);
+            if self.trace.budget() > 0
+                && let Some(id) = self.trace.take()
+            {
+                {
+                    let m = pool.meta_mut(pkt);
+                    m.flags |= PktFlags::TRACE;
+                    m.trace_id = id;
+                    let port = m.in_port;
+                    let data = pool.data(pkt);
+                    let n = data.len().min(trace::SNAP_LEN);
+                    let mut snap = [0u8; trace::SNAP_LEN];
+                    if let (Some(dst), Some(src)) = (snap.get_mut(..n), data.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                    self.trace.push(TraceRecord::Ingress {
+                        id,
+                        port,
+                        at: now,
+                        len,
+                        snap_len: u16::try_from(n).unwrap_or(0),
+                        snap,
+                    });
+                    tracing = true;
+                }
+            }
+        }
+        self.run_from(pool, now, batch, 1, tracing);
+        self.settle(pool, batch);
+
+        for _ in 0..MAX_ROUNDS {
+            if self.generated.is_empty() {
+                break;
+            }
+            core::mem::swap(&mut self.generated, &mut self.pending);
+            // Group by entry stage, keeping queue order within a stage.
+            stable_sort_by_stage(&mut self.pending);
+            let mut k = 0;
+            while k < self.pending.len() {
+                let at = self.pending.get(k).map_or(0, |e| e.1);
+                let mut gb = core::mem::take(&mut self.gen_batch);
+                gb.clear();
+                let mut traced = false;
+                while let Some(&(pkt, a)) = self.pending.get(k) {
+                    if a != at || gb.is_full() {
+                        break;
+                    }
+                    traced |= pool.meta(pkt).flags.contains(PktFlags::TRACE);
+                    let _ = gb.push(pkt);
+                    k += 1;
+                }
+                self.run_from(pool, now, &mut gb, at, traced);
+                self.settle(pool, &gb);
+                self.gen_batch = gb;
+            }
+            self.pending.clear();
+        }
+        // Whatever is still queued after the last round was generated in a loop.
+        while let Some((pkt, _)) = self.generated.pop() {
+            let len = usize::from(pool.meta(pkt).len());
+            self.counters.count_drop(0, DropReason::GenerateLoop, len);
+            let _ = pool.free(pkt);
+        }
+        self.output.tx.sort_unstable_by_key(|&(port, order, _)| (port, order));
+        &self.output
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
+        let Pipeline { stages, counters, trace, rng, config, generated, .. } = self;
+        for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
+            let name = stage.name();
+            let mut live_before = [false; BATCH_MAX];
+            if tracing {
+                for (i, l) in live_before.iter_mut().enumerate().take(batch.len()) {
+                    *l = batch.is_live(i);
+                }
+            }
+            let mut cx = Context {
+                now,
+                pool: &mut *pool,
+                rng: &mut *rng,
+                config: &*config,
+                counters: &mut *counters,
+                trace: &mut *trace,
+                generated: &mut *generated,
+                stage: s + 1,
+                stage_name: name,
+                tracing,
+            };
+            stage.process(&mut cx, batch);
+            if tracing {
+                for (i, was_live) in live_before.iter().enumerate().take(batch.len()) {
+                    let m = pool.meta(batch.pkt(i));
+                    if *was_live && m.flags.contains(PktFlags::TRACE) {
+                        trace.push(TraceRecord::Verdict {
+                            id: m.trace_id,
+                            stage: name,
+                            disposition: batch.disposition(i),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, pool: &mut BufPool, batch: &Batch) {
+        for (pkt, d) in batch.iter() {
+            match d {
+                Disposition::Continue => {
+                    let len = usize::from(pool.meta(pkt).len());
+                    self.counters.count_drop(0, DropReason::NoDisposition, len);
+                    let _ = pool.free(pkt);
+                }
+                Disposition::Drop(_) => {
+                    let _ = pool.free(pkt);
+                }
+                Disposition::Tx(port) => {
+                    self.counters.totals.tx += 1;
+                    self.counters.totals.tx_bytes += u64::from(pool.meta(pkt).len());
+                    pool.meta_mut(pkt).out_port = port;
+                    self.output.tx.push((port, self.order, pkt));
+                    self.order += 1;
+                }
+                Disposition::Host => {
+                    self.counters.totals.host += 1;
+                    self.output.host.push(pkt);
+                }
+                Disposition::Held => self.counters.totals.held += 1,
+            }
+        }
+    }
+}
+
+/// Stable insertion sort by entry stage: no allocation (std's stable sort allocates),
+/// and the queue holds at most [`GENERATED_MAX`] entries, usually a handful.
+fn stable_sort_by_stage(v: &mut [(PktId, usize)]) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && v.get(j - 1).map_or(0, |e| e.1) > v.get(j).map_or(0, |e| e.1) {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The `Stage` trait: one step of packet processing over a batch (a VPP graph node).
+
+use super::context::Context;
+use crate::buf::Batch;
+
+/// A pipeline stage. `process` sees the whole batch, skips packets that are already
+/// final (`batch.is_live(i)` is false) and leaves each live packet `Continue` or final.
+///
+/// Dispatch through `dyn Stage` happens once per batch, never per packet.
+pub trait Stage: Send {
+    /// The stage's name: its module name (`"parse"`, `"route"`), used in counters,
+    /// traces and the CLI.
+    fn name(&self) -> &'static str;
+
+    /// Process the live packets of `batch`.
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch);
+}

@@ -1,0 +1,7 @@
+//! The stages, one module each. The node path follows netfilter's order (design.md):
+//! parse → source check → decap → bridge → conntrack → DNAT/LB → policy → route →
+//! SNAT → commit → encap → L2 rewrite → egress. Stages land one issue at a time.
+
+pub mod parse;
+
+pub use parse::ParseStage;

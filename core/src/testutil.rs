@@ -1,0 +1,165 @@
+//! Test helpers shared by `core`'s tests, the simulator, the TAP driver and the benches
+//! (feature `testutils`): frame builders and whole-counter-set assertions.
+//!
+//! The builders use this crate's own `emit`; tests that check `emit` itself build
+//! their expected bytes independently (etherparse, golden captures).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::buf::{Batch, BufPool, Owner, PktId, PortId};
+use crate::pipeline::{CounterSnapshot, DropReason};
+use crate::wire::arp::{ArpOperation, ArpRepr};
+use crate::wire::checksum::{Sum, pseudo_v4, pseudo_v6};
+use crate::wire::ethernet::{EtherType, EthernetAddress, EthernetRepr};
+use crate::wire::icmpv4::{Icmpv4Repr, Icmpv4Type};
+use crate::wire::ip::IpProtocol;
+use crate::wire::ipv4::Ipv4Repr;
+use crate::wire::ipv6::Ipv6Repr;
+use crate::wire::tcp::{TcpFlags, TcpRepr};
+use crate::wire::udp::UdpRepr;
+
+/// MAC of the test frames' sender.
+pub const MAC_A: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x0a]);
+/// MAC of the test frames' receiver.
+pub const MAC_B: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x0b]);
+
+fn eth(ethertype: EtherType) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    EthernetRepr { src: MAC_A, dst: MAC_B, vlan_tci: None, ethertype }.emit(&mut f).unwrap();
+    f
+}
+
+/// An Ethernet/IPv4/UDP frame with a correct UDP checksum, TTL 64, DF.
+pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = eth(EtherType::Ipv4);
+    let ulen = 8 + payload.len();
+    let ip = Ipv4Repr::new(src, dst, IpProtocol::Udp, u16::try_from(ulen).unwrap(), 64);
+    let mut ipb = vec![0u8; 20 + ulen];
+    ip.emit(&mut ipb).unwrap();
+    ipb[28..].copy_from_slice(payload);
+    UdpRepr { src_port: sport, dst_port: dport }
+        .emit(&mut ipb[20..], payload.len(), Some(pseudo_v4(src, dst, 17, u16::try_from(ulen).unwrap())))
+        .unwrap();
+    f.extend_from_slice(&ipb);
+    f
+}
+
+/// An Ethernet/IPv4/UDP frame of exactly `len` bytes (at least 42).
+pub fn udp4_sized(len: usize) -> Vec<u8> {
+    udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 3), 40000, 53, &vec![0x5a; len.max(42) - 42])
+}
+
+/// An Ethernet/IPv4/TCP frame with correct checksums.
+pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
+    let mut f = eth(EtherType::Ipv4);
+    let tlen = 20 + payload.len();
+    let ip = Ipv4Repr::new(src, dst, IpProtocol::Tcp, u16::try_from(tlen).unwrap(), 64);
+    let mut ipb = vec![0u8; 20 + tlen];
+    ip.emit(&mut ipb).unwrap();
+    ipb[40..].copy_from_slice(payload);
+    TcpRepr::new(sport, dport, 1000, 0, flags, 65535)
+        .emit(&mut ipb[20..], pseudo_v4(src, dst, 6, u16::try_from(tlen).unwrap()))
+        .unwrap();
+    f.extend_from_slice(&ipb);
+    f
+}
+
+/// An Ethernet/IPv4/ICMP echo request.
+pub fn icmp4_echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16) -> Vec<u8> {
+    let mut f = eth(EtherType::Ipv4);
+    let ip = Ipv4Repr::new(src, dst, IpProtocol::Icmp, 16, 64);
+    let mut ipb = vec![0u8; 36];
+    ip.emit(&mut ipb).unwrap();
+    ipb[28..].copy_from_slice(b"podplane");
+    Icmpv4Repr::echo(Icmpv4Type::EchoRequest, ident, seq).emit(&mut ipb[20..], Sum::new()).unwrap();
+    f.extend_from_slice(&ipb);
+    f
+}
+
+/// An Ethernet/IPv6/UDP frame with a correct checksum.
+pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = eth(EtherType::Ipv6);
+    let ulen = 8 + payload.len();
+    let ip = Ipv6Repr {
+        src,
+        dst,
+        next_header: IpProtocol::Udp,
+        payload_len: u16::try_from(ulen).unwrap(),
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let mut ipb = vec![0u8; 40 + ulen];
+    ip.emit(&mut ipb).unwrap();
+    ipb[48..].copy_from_slice(payload);
+    UdpRepr { src_port: sport, dst_port: dport }
+        .emit(&mut ipb[40..], payload.len(), Some(pseudo_v6(src, dst, 17, u32::try_from(ulen).unwrap())))
+        .unwrap();
+    f.extend_from_slice(&ipb);
+    f
+}
+
+/// A broadcast ARP request "who-has `target` tell `sender`" from [`MAC_A`].
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 28];
+    EthernetRepr { src: MAC_A, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::Arp }
+        .emit(&mut f)
+        .unwrap();
+    ArpRepr {
+        operation: ArpOperation::Request,
+        sender_mac: MAC_A,
+        sender_ip: sender,
+        target_mac: EthernetAddress::default(),
+        target_ip: target,
+    }
+    .emit(&mut f[14..])
+    .unwrap();
+    f
+}
+
+/// Load `frames` into fresh slots of `pool` as received on `port`, into `batch`.
+pub fn load(pool: &mut BufPool, batch: &mut Batch, port: PortId, frames: &[Vec<u8>]) -> Vec<PktId> {
+    frames
+        .iter()
+        .map(|f| {
+            let p = pool.alloc(Owner::Pipeline).expect("pool has room for the test frames");
+            pool.set_data(p, f).unwrap();
+            pool.meta_mut(p).in_port = port;
+            batch.push(p).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// The expected non-zero drop counters; [`check`](Self::check) also requires every
+/// other drop counter to be zero and the accounting identity to hold (netstack3's
+/// `IpCounterExpectations`: assert the whole set).
+#[derive(Debug, Default)]
+pub struct CounterExpect {
+    drops: Vec<(&'static str, DropReason, u64)>,
+}
+
+impl CounterExpect {
+    /// Expect nothing dropped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Expect `n` drops by `stage` for `reason`.
+    pub fn drop(mut self, stage: &'static str, reason: DropReason, n: u64) -> Self {
+        self.drops.push((stage, reason, n));
+        self
+    }
+
+    /// Panic with the whole snapshot unless it matches exactly.
+    pub fn check(&self, snap: &CounterSnapshot) {
+        let mut got: Vec<(&str, DropReason, u64)> = snap.drops.iter().map(|d| (d.stage, d.reason, d.packets)).collect();
+        let mut want: Vec<(&str, DropReason, u64)> = self.drops.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "drop counters differ; snapshot:\n{snap}");
+        assert!(snap.balanced(), "accounting identity broken:\n{snap}");
+    }
+}
