@@ -81,8 +81,12 @@ fn dispositions_output_and_accounting() {
     let out = pl.process(&mut pool, Instant::ZERO, &mut batch);
     // Grouped by port, arrival order within a port: 6 -> port0; 4 -> port1; 2, 8 -> port2;
     // the generated copy of dport 7 -> port5; dport 9 was transmitted by `last` on port5 first.
-    let tx: Vec<(PortId, usize)> = out.tx().map(|(port, p)| (port, pkts.iter().position(|q| *q == p).unwrap_or(99))).collect();
-    assert_eq!(tx, vec![(PortId(0), 3), (PortId(1), 0), (PortId(2), 1), (PortId(2), 6), (PortId(5), 5), (PortId(5), 99)]);
+    let tx: Vec<(PortId, usize)> =
+        out.tx().map(|(port, p)| (port, pkts.iter().position(|q| *q == p).unwrap_or(99))).collect();
+    assert_eq!(
+        tx,
+        vec![(PortId(0), 3), (PortId(1), 0), (PortId(2), 1), (PortId(2), 6), (PortId(5), 5), (PortId(5), 99)]
+    );
     assert_eq!(out.host(), &[pkts[2]]);
     assert_eq!(batch.disposition(4), Disposition::Drop(DropReason::NoDisposition));
     let snap = pl.counters().snapshot();
