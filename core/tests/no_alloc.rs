@@ -2,6 +2,7 @@
 //! tests running in parallel do not disturb each other) watches `Pipeline::process`
 //! over valid and malformed frames, traced and untraced, and over generated packets.
 
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -3,6 +3,8 @@
 //! balance. Expected metadata is cross-checked against etherparse as an independent
 //! parser.
 
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
 use std::net::Ipv4Addr;
 
 use podplane::buf::{Batch, BufPool, L3Kind, PktFlags, PortId};

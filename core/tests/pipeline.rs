@@ -3,6 +3,8 @@
 //! ask for, output is grouped by port in arrival order, and the accounting identity
 //! `rx + generated + released = tx + host + dropped + held` holds.
 
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
 use std::net::Ipv4Addr;
 
 use podplane::buf::{Batch, BufPool, PortId};
@@ -39,7 +41,7 @@ impl Stage for Steer {
                 cx.drop(batch, i, DropReason::NoDisposition);
             } else if dport == 9 {
                 // left undecided on purpose
-            } else if dport % 2 == 0 {
+            } else if dport.is_multiple_of(2) {
                 batch.transmit(i, PortId(dport % 3));
             } else {
                 batch.deliver_host(i);

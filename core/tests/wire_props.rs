@@ -5,6 +5,8 @@
 //! - our parse agrees with etherparse (an independent implementation) on packets
 //!   etherparse builds.
 
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
