@@ -312,6 +312,31 @@ impl BufPool {
         Ok(())
     }
 
+    /// The bytes a driver may receive a frame into: the slot from the default headroom
+    /// to its end. Follow with [`set_rx_len`](Self::set_rx_len).
+    #[inline]
+    pub fn rx_buffer(&mut self, pkt: PktId) -> &mut [u8] {
+        let headroom = self.headroom;
+        self.slot_mut(pkt).get_mut(headroom..).unwrap_or(&mut [])
+    }
+
+    /// Declare that a driver received `len` bytes into [`rx_buffer`](Self::rx_buffer).
+    ///
+    /// # Errors
+    /// [`BufError::NoTailroom`] if `len` exceeds the receive buffer.
+    #[inline]
+    pub fn set_rx_len(&mut self, pkt: PktId, len: usize) -> Result<(), BufError> {
+        let headroom = self.headroom;
+        if headroom + len > self.slot_size {
+            return Err(BufError::NoTailroom);
+        }
+        let m = self.meta_mut(pkt);
+        m.head = u16::try_from(headroom).map_err(|_| BufError::NoTailroom)?;
+        m.len = u16::try_from(len).map_err(|_| BufError::NoTailroom)?;
+        m.l2 = m.head;
+        Ok(())
+    }
+
     /// Replace the packet with a copy of `frame`, starting at the default headroom.
     /// Drivers and tests use it to load a received frame.
     ///

@@ -117,6 +117,8 @@ drop_reasons! {
     24 => GenerateLoop, "generate_loop", Error;
     /// More packets generated in one batch than the generated queue holds.
     25 => GenerateOverflow, "generate_overflow", Error;
+    /// Arrived on a port the cross-connect does not connect.
+    26 => NoXconnect, "no_xconnect", Info;
 }
 
 impl DropReason {

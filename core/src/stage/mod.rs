@@ -3,5 +3,7 @@
 //! SNAT → commit → encap → L2 rewrite → egress. Stages land one issue at a time.
 
 pub mod parse;
+pub mod xconnect;
 
 pub use parse::ParseStage;
+pub use xconnect::XconnectStage;

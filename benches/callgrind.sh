@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Instructions per packet, the project's stable performance figure.
+#
+# Runs the icount harness under `valgrind --tool=callgrind` for each mode at two batch
+# counts; (Ir(N2) - Ir(N1)) / ((N2 - N1) * batch) is the cost per packet with start-up
+# cancelled. Prints a table. Usage: benches/callgrind.sh [batch] [mix]
+#   batch: packets per batch (default 32); mix: udp64 (default) or mixed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BATCH=${1:-32}
+MIX=${2:-udp64}
+N1=200
+N2=1200
+command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install -y valgrind" >&2; exit 1; }
+cargo build --profile bench -p podplane-benches --bin icount --quiet
+BIN=target/release/icount
+[ -x target/bench/icount ] && BIN=target/bench/icount
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ir() { # mode batches -> total instructions
+  valgrind --tool=callgrind --callgrind-out-file="$tmp/out.$1.$2" "$BIN" "$1" "$2" --batch "$BATCH" --mix "$MIX" \
+    2>"$tmp/err.$1.$2" >/dev/null
+  grep -E 'Collected :' "$tmp/err.$1.$2" | awk '{print $NF}'
+}
+
+declare -A per
+for mode in baseline parse_one xconnect parse_xconnect; do
+  a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
+  per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
+done
+d() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+
+printf '\ninstructions per packet (callgrind), %s frames, batch %s\n' "$MIX" "$BATCH"
+printf '%-44s %10s\n' "what" "instr/pkt"
+printf '%-44s %10s\n' "driver work (alloc, copy 64 B in, free)" "${per[baseline]}"
+printf '%-44s %10s\n' "parse stage function (parse_one)" "$(d "${per[parse_one]}" "${per[baseline]}")"
+printf '%-44s %10s\n' "pipeline with xconnect only" "$(d "${per[xconnect]}" "${per[baseline]}")"
+printf '%-44s %10s\n' "parse stage inside the pipeline" "$(d "${per[parse_xconnect]}" "${per[xconnect]}")"
+printf '%-44s %10s\n' "pipeline parse + xconnect (all stages)" "$(d "${per[parse_xconnect]}" "${per[baseline]}")"
