@@ -25,11 +25,10 @@
 
 use crate::buf::{Batch, CsumState, L3Kind, PktFlags, PktMeta};
 use crate::pipeline::{Context, DropReason, Stage, TraceNote};
-use crate::wire::checksum::{Sum, pseudo_v4, pseudo_v6};
+use crate::wire::checksum::{Sum, pseudo_v4, pseudo_v6, verify_ipv4_20};
 use crate::wire::ethernet::{HEADER_LEN as ETH_LEN, TAGGED_HEADER_LEN};
 use crate::wire::flow::FlowKey;
 use crate::wire::icmp::IcmpPacket;
-use crate::wire::ip::IpProtocol;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::tcp::TcpPacket;
@@ -143,8 +142,32 @@ fn l3_u16(v: usize) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
+/// IPv4. The common header (version 4, IHL 5) is checked through a fixed-size array,
+/// which the compiler reads without bounds checks; anything else (options, a bad
+/// version or IHL) takes the general view, which also names the error.
 #[inline]
 fn parse_ipv4(b: &[u8], meta: &mut PktMeta, l3: usize, policy: ChecksumPolicy) -> Result<(), DropReason> {
+    let Some(h) = b.first_chunk::<20>() else {
+        return Err(DropReason::Ipv4Truncated);
+    };
+    if h[0] != 0x45 {
+        return parse_ipv4_general(b, meta, l3, policy);
+    }
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if total < 20 {
+        return Err(DropReason::Ipv4BadTotalLen);
+    }
+    if total > b.len() {
+        return Err(DropReason::Ipv4Truncated);
+    }
+    if policy.ipv4 && !verify_ipv4_20(h) {
+        return Err(DropReason::Ipv4BadChecksum);
+    }
+    ipv4_rest(b, h, 20, total, meta, l3, policy)
+}
+
+#[cold]
+fn parse_ipv4_general(b: &[u8], meta: &mut PktMeta, l3: usize, policy: ChecksumPolicy) -> Result<(), DropReason> {
     let ip = Ipv4Packet::new_checked(b).map_err(|e| match e {
         WireError::BadVersion => DropReason::Ipv4BadVersion,
         WireError::BadHeaderLen => DropReason::Ipv4BadHeaderLen,
@@ -154,29 +177,60 @@ fn parse_ipv4(b: &[u8], meta: &mut PktMeta, l3: usize, policy: ChecksumPolicy) -
     if policy.ipv4 && !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
     }
-    let total = usize::from(ip.total_len());
-    let hlen = ip.header_len();
+    let h = b.first_chunk::<20>().ok_or(DropReason::Ipv4Truncated)?;
+    ipv4_rest(b, h, ip.header_len(), usize::from(ip.total_len()), meta, l3, policy)
+}
+
+/// After the IPv4 header checks: metadata, fragments, transport. `hlen <= total <=
+/// b.len()` holds.
+#[inline(always)]
+fn ipv4_rest(
+    b: &[u8],
+    h: &[u8; 20],
+    hlen: usize,
+    total: usize,
+    meta: &mut PktMeta,
+    l3: usize,
+    policy: ChecksumPolicy,
+) -> Result<(), DropReason> {
     // Trim Ethernet padding: the packet ends where the IPv4 total length says.
     meta.trim(l3_u16(l3 + total));
     meta.l3_kind = L3Kind::Ipv4;
-    let proto = ip.protocol();
-    meta.ip_proto = proto.into();
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let mut flow = FlowKey::v4(src, dst, meta.ip_proto, 0, 0);
-    if ip.is_fragment() {
+    let proto = h[9];
+    meta.ip_proto = proto;
+    // Written field by field into the metadata: building a FlowKey and copying it
+    // cost 15 more instructions per packet (callgrind).
+    meta.flow.src = v4_in_16([h[12], h[13], h[14], h[15]]);
+    meta.flow.dst = v4_in_16([h[16], h[17], h[18], h[19]]);
+    meta.flow.proto = proto;
+    meta.flow.v6 = false;
+    meta.flow.src_port = 0;
+    meta.flow.dst_port = 0;
+    meta.flags |= PktFlags::HAS_FLOW;
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    // MF set or a non-zero offset (RFC 791).
+    if frag & 0x3fff != 0 {
         meta.flags |= PktFlags::FRAGMENT;
-        if ip.frag_offset() != 0 {
-            meta.flags |= PktFlags::LATER_FRAGMENT | PktFlags::HAS_FLOW;
-            meta.flow = flow;
+        if frag & 0x1fff != 0 {
+            meta.flags |= PktFlags::LATER_FRAGMENT;
             return Ok(());
         }
     }
     let payload = b.get(hlen..total).unwrap_or(&[]);
-    let pseudo = if policy.l4 { pseudo_v4(src, dst, meta.ip_proto, l3_u16(payload.len())) } else { Sum::new() };
-    let ports = parse_l4(payload, proto, IpProtocol::Icmp, pseudo, policy.l4, true)?;
-    finish_l4(meta, l3 + hlen, ports, &mut flow, policy.l4);
-    meta.flow = flow;
-    Ok(())
+    let pseudo = if policy.l4 {
+        let src = std::net::Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+        let dst = std::net::Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+        pseudo_v4(src, dst, proto, l3_u16(payload.len()))
+    } else {
+        Sum::new()
+    };
+    parse_l4(payload, proto, pseudo, policy.l4, true, meta, l3 + hlen)
+}
+
+/// IPv4 address bytes in the 16-byte flow-key form.
+#[inline(always)]
+fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
 #[inline]
@@ -192,85 +246,98 @@ fn parse_ipv6(b: &[u8], meta: &mut PktMeta, l3: usize, policy: ChecksumPolicy) -
         WireError::Unsupported => DropReason::Ipv6TooManyExtHeaders,
         _ => DropReason::Ipv6BadExtHeader,
     })?;
-    meta.ip_proto = t.protocol.into();
+    let proto: u8 = t.protocol.into();
+    meta.ip_proto = proto;
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let mut flow = FlowKey::v6(src, dst, meta.ip_proto, 0, 0);
+    meta.flow = FlowKey::v6(src, dst, proto, 0, 0);
+    meta.flags |= PktFlags::HAS_FLOW;
     if t.fragment {
         meta.flags |= PktFlags::FRAGMENT;
         if t.later_fragment {
-            meta.flags |= PktFlags::LATER_FRAGMENT | PktFlags::HAS_FLOW;
-            meta.flow = flow;
+            meta.flags |= PktFlags::LATER_FRAGMENT;
             return Ok(());
         }
     }
     let payload = b.get(t.offset..total).unwrap_or(&[]);
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let pseudo = if policy.l4 { pseudo_v6(src, dst, meta.ip_proto, len) } else { Sum::new() };
-    let ports = parse_l4(payload, t.protocol, IpProtocol::Icmpv6, pseudo, policy.l4, false)?;
-    finish_l4(meta, l3 + t.offset, ports, &mut flow, policy.l4);
-    meta.flow = flow;
-    Ok(())
+    let pseudo = if policy.l4 { pseudo_v6(src, dst, proto, len) } else { Sum::new() };
+    parse_l4(payload, proto, pseudo, policy.l4, false, meta, l3 + t.offset)
 }
 
-/// What the transport parse found: ports (or echo id), and whether there was a
-/// transport header we understand.
-#[derive(Clone, Copy)]
-struct L4 {
-    ports: Option<(u16, u16)>,
-    known: bool,
+/// Source and destination port from the first four bytes of a transport header.
+#[inline(always)]
+fn ports(p: &[u8; 4]) -> (u16, u16) {
+    (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
 }
 
-#[inline]
-fn finish_l4(meta: &mut PktMeta, l4_off: usize, l4: L4, flow: &mut FlowKey, verified: bool) {
-    meta.flags |= PktFlags::HAS_FLOW;
-    if l4.known {
-        meta.flags |= PktFlags::HAS_L4;
-        meta.l4 = meta.head() + l3_u16(l4_off);
-        if verified {
-            meta.csum = CsumState::Verified;
-        }
-    }
-    if let Some((s, d)) = l4.ports {
-        flow.src_port = s;
-        flow.dst_port = d;
+/// Record a transport header at `l4_off` (from the packet start) with these ports.
+#[inline(always)]
+fn set_l4(meta: &mut PktMeta, l4_off: usize, (sport, dport): (u16, u16), verified: bool) {
+    meta.flags |= PktFlags::HAS_L4;
+    meta.l4 = meta.head() + l3_u16(l4_off);
+    meta.flow.src_port = sport;
+    meta.flow.dst_port = dport;
+    if verified {
+        meta.csum = CsumState::Verified;
     }
 }
 
-/// Parse the transport header of `proto` in `b`. `icmp` is the ICMP protocol of this
-/// IP version; `v4` selects the UDP zero-checksum rule.
-#[inline]
+/// Parse the transport header of protocol `proto` in `b` (at `l4_off` from the packet
+/// start) into `meta`. `v4` selects ICMP vs ICMPv6 and the UDP zero-checksum rule;
+/// `pseudo` is the pseudo-header sum when `verify` is set.
+#[inline(always)]
 fn parse_l4(
     b: &[u8],
-    proto: IpProtocol,
-    icmp: IpProtocol,
+    proto: u8,
     pseudo: Sum,
     verify: bool,
     v4: bool,
-) -> Result<L4, DropReason> {
+    meta: &mut PktMeta,
+    l4_off: usize,
+) -> Result<(), DropReason> {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    const ICMP: u8 = 1;
+    const ICMPV6: u8 = 58;
+    const SCTP: u8 = 132;
     match proto {
-        IpProtocol::Udp => {
-            let u = UdpPacket::new_checked(b).map_err(|e| match e {
-                WireError::BadLength => DropReason::UdpBadLength,
-                _ => DropReason::UdpTruncated,
-            })?;
-            if verify && !u.verify_checksum(pseudo, v4) {
+        UDP => {
+            let Some(u) = b.first_chunk::<8>() else {
+                return Err(DropReason::UdpTruncated);
+            };
+            let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+            if ulen < 8 {
+                return Err(DropReason::UdpBadLength);
+            }
+            if ulen > b.len() {
+                return Err(DropReason::UdpTruncated);
+            }
+            if verify && !UdpPacket::new_unchecked(b).verify_checksum(pseudo, v4) {
                 return Err(DropReason::UdpBadChecksum);
             }
-            Ok(L4 { ports: Some((u.src_port(), u.dst_port())), known: true })
+            set_l4(meta, l4_off, ports(&[u[0], u[1], u[2], u[3]]), verify);
+            Ok(())
         }
-        IpProtocol::Tcp => {
-            let t = TcpPacket::new_checked(b).map_err(|e| match e {
-                WireError::BadHeaderLen => DropReason::TcpBadHeaderLen,
-                _ => DropReason::TcpTruncated,
-            })?;
-            if verify && !t.verify_checksum(pseudo) {
+        TCP => {
+            let Some(t) = b.first_chunk::<20>() else {
+                return Err(DropReason::TcpTruncated);
+            };
+            let hl = usize::from(t[12] >> 4) * 4;
+            if hl < 20 {
+                return Err(DropReason::TcpBadHeaderLen);
+            }
+            if hl > b.len() {
+                return Err(DropReason::TcpTruncated);
+            }
+            if verify && !TcpPacket::new_unchecked(b).verify_checksum(pseudo) {
                 return Err(DropReason::TcpBadChecksum);
             }
-            Ok(L4 { ports: Some((t.src_port(), t.dst_port())), known: true })
+            set_l4(meta, l4_off, ports(&[t[0], t[1], t[2], t[3]]), verify);
+            Ok(())
         }
-        p if p == icmp => {
+        ICMP | ICMPV6 if (proto == ICMP) == v4 => {
             let m = IcmpPacket::new_checked(b).map_err(|_| DropReason::IcmpTruncated)?;
-            // ICMPv4 has no pseudo-header; `pseudo` is empty for it when v4.
+            // ICMPv4 has no pseudo-header (RFC 792); ICMPv6 has (RFC 4443 2.3).
             let ps = if v4 { Sum::new() } else { pseudo };
             if verify && !m.verify_checksum(ps) {
                 return Err(DropReason::IcmpBadChecksum);
@@ -279,16 +346,19 @@ fn parse_l4(
             // "port" in both directions, as conntrack keys ICMP echo.
             let t = m.msg_type();
             let echo = if v4 { t == 8 || t == 0 } else { t == 128 || t == 129 };
-            let id = m.echo_ident();
-            Ok(L4 { ports: echo.then_some((id, id)), known: true })
+            let id = if echo { m.echo_ident() } else { 0 };
+            set_l4(meta, l4_off, (id, id), verify);
+            Ok(())
         }
-        IpProtocol::Sctp => {
-            // SCTP common header: ports in the first four bytes (RFC 9260 3.1).
-            // Shorter than that: no ports (no service or policy port can match it).
-            let ports =
-                b.first_chunk::<4>().map(|h| (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]])));
-            Ok(L4 { ports, known: false })
+        SCTP => {
+            // SCTP common header: ports in the first four bytes (RFC 9260 3.1). Not a
+            // header this node interprets further, so no HAS_L4; shorter than four
+            // bytes, no ports (no service or policy port can match it).
+            if let Some(p) = b.first_chunk::<4>() {
+                (meta.flow.src_port, meta.flow.dst_port) = ports(p);
+            }
+            Ok(())
         }
-        _ => Ok(L4 { ports: None, known: false }),
+        _ => Ok(()),
     }
 }

@@ -87,6 +87,22 @@ pub fn verify(data: &[u8]) -> bool {
     s.fold() == 0xffff
 }
 
+/// True when a 20-byte IPv4 header (no options) sums to 0xffff. The fixed size lets
+/// the compiler unroll it to five loads and adds: this is the parse stage's hot path
+/// (`checksum::verify` costs about 3x the instructions on the same header, measured
+/// with `benches/callgrind.sh`). The all-ones test needs no byte swap: 0xffff reads
+/// the same in both orders.
+#[inline]
+pub fn verify_ipv4_20(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let mut s = w(0) + w(4) + w(8) + w(12) + w(16);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s == 0xffff
+}
+
 /// The IPv4 pseudo-header (source, destination, zero, protocol, transport length).
 #[inline]
 pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) -> Sum {
@@ -182,6 +198,15 @@ mod tests {
         h[10] = 0;
         h[11] = 0;
         assert_eq!(checksum(&h), 0xec4a);
+    }
+
+    #[test]
+    fn fixed_size_verify_matches_generic() {
+        assert!(verify_ipv4_20(&IPV4_HDR));
+        let mut h = IPV4_HDR;
+        h[10] ^= 0x80;
+        assert!(!verify_ipv4_20(&h));
+        assert_eq!(verify_ipv4_20(&h), verify(&h));
     }
 
     #[test]

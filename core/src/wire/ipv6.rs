@@ -158,7 +158,11 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// [`WireError::Truncated`] when an extension header runs past the payload;
     /// [`WireError::Unsupported`] after [`MAX_EXT_HEADERS`] extension headers.
     pub fn transport(&self) -> Result<Ipv6Transport> {
-        let payload = self.payload();
+        // Bounded by the buffer too, so that a capture cut short (a trace snapshot,
+        // pcap snaplen) can be walked as far as it goes without the full check_len.
+        let b = self.buffer.as_ref();
+        let end = (HEADER_LEN + usize::from(self.payload_len())).min(b.len());
+        let payload = b.get(HEADER_LEN..end).unwrap_or(&[]);
         let mut proto = self.next_header();
         let mut off = 0usize;
         let mut fragment = false;
