@@ -96,7 +96,15 @@ fn transport(f: &mut fmt::Formatter<'_>, proto: IpProtocol, b: &[u8], len: usize
             )
         }
         IpProtocol::Icmp | IpProtocol::Icmpv6 if b.len() >= 8 => {
-            write!(f, ", ICMP type {} code {} id {} seq {} len {}", b[0], b[1], be16(b, 4), be16(b, 6), len.saturating_sub(8))
+            write!(
+                f,
+                ", ICMP type {} code {} id {} seq {} len {}",
+                b[0],
+                b[1],
+                be16(b, 4),
+                be16(b, 6),
+                len.saturating_sub(8)
+            )
         }
         IpProtocol::Udp | IpProtocol::Tcp | IpProtocol::Icmp | IpProtocol::Icmpv6 => {
             write!(f, ", [{proto:?}: {}]", WireError::Truncated)
