@@ -96,6 +96,12 @@ impl Context<'_> {
     pub fn inject(&mut self, pkt: PktId, at: usize) {
         self.pool.meta_mut(pkt).flags |= PktFlags::GENERATED;
         self.counters.totals.generated += 1;
+        self.enqueue(pkt, at);
+    }
+
+    /// Queue for the next round, or free and count `generate_overflow` when full.
+    #[inline]
+    fn enqueue(&mut self, pkt: PktId, at: usize) {
         if self.generated.len() < GENERATED_MAX {
             self.generated.push((pkt, at));
         } else {
@@ -110,13 +116,7 @@ impl Context<'_> {
     #[inline]
     pub fn release(&mut self, pkt: PktId, at: usize) {
         self.counters.totals.released += 1;
-        if self.generated.len() < GENERATED_MAX {
-            self.generated.push((pkt, at));
-        } else {
-            let len = usize::from(self.pool.meta(pkt).len());
-            self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
-            let _ = self.pool.free(pkt);
-        }
+        self.enqueue(pkt, at);
     }
 
     /// Drop a packet this stage holds (outside any batch), counted like [`drop`](Self::drop).

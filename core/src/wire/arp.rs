@@ -38,28 +38,12 @@ enum_with_unknown! {
     }
 }
 
+view! {
 /// A view of an ARP packet.
-#[derive(Clone, Copy, Debug)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+    ArpPacket
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        ArpPacket { buffer }
-    }
-
-    /// Wrap and check length and the Ethernet/IPv4 types.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check 28 bytes are present and the packet is Ethernet (1) / IPv4 (0x0800) with
     /// address lengths 6 and 4.
     ///

@@ -87,28 +87,12 @@ impl fmt::Display for EthernetAddress {
     }
 }
 
+view! {
 /// A view of an Ethernet frame.
-#[derive(Clone, Copy, Debug)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+    EthernetFrame
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wrap without checking: accessors may panic on short buffers.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        EthernetFrame { buffer }
-    }
-
-    /// Wrap and [`check_len`](Self::check_len): the only constructor for received bytes.
-    ///
-    /// # Errors
-    /// [`WireError::Truncated`] when the header (with its tag) does not fit.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let f = Self::new_unchecked(buffer);
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// Check the buffer holds the whole header, including an 802.1Q tag if present.
     ///
     /// # Errors
@@ -116,11 +100,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN || len < self.header_len() { Err(WireError::Truncated) } else { Ok(()) }
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination MAC.

@@ -29,28 +29,12 @@ mod field {
 /// Length of the ICMP header (type, code, checksum, rest of header).
 pub const HEADER_LEN: usize = field::BODY;
 
+view! {
 /// A view of an ICMPv4 or ICMPv6 message.
-#[derive(Clone, Copy, Debug)]
-pub struct IcmpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+    IcmpPacket
 }
 
 impl<T: AsRef<[u8]>> IcmpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        IcmpPacket { buffer }
-    }
-
-    /// Wrap and check.
-    ///
-    /// # Errors
-    /// [`WireError::Truncated`] under 8 bytes.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check the 8-byte header fits.
     ///
     /// # Errors

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use super::checksum;
 use super::ip::IpProtocol;
-use super::{Result, WireError, be16, put16};
+use super::{HeaderOptions, Result, WireError, be16, put16};
 
 mod field {
     pub(super) const VER_IHL: usize = 0;
@@ -48,28 +48,12 @@ const DF: u16 = 0x4000;
 const MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1fff;
 
+view! {
 /// A view of an IPv4 packet.
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+    Ipv4Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
-    /// Wrap and check: after this no accessor panics.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check version, IHL and total length against each other and the buffer.
     ///
     /// # Errors
@@ -98,11 +82,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version field (4 after `check_len`).
@@ -339,8 +318,7 @@ pub struct Ipv4Repr {
     pub more_frags: bool,
     /// Fragment offset in bytes.
     pub frag_offset: u16,
-    options: [u8; MAX_OPTIONS_LEN],
-    options_len: u8,
+    options: HeaderOptions,
 }
 
 impl Ipv4Repr {
@@ -357,8 +335,7 @@ impl Ipv4Repr {
             dont_frag: true,
             more_frags: false,
             frag_offset: 0,
-            options: [0; MAX_OPTIONS_LEN],
-            options_len: 0,
+            options: HeaderOptions::EMPTY,
         }
     }
 
@@ -367,25 +344,19 @@ impl Ipv4Repr {
     /// # Errors
     /// [`WireError::BadHeaderLen`] unless the length is a multiple of 4 up to 40.
     pub fn set_options(&mut self, opts: &[u8]) -> Result<()> {
-        if opts.len() > MAX_OPTIONS_LEN || !opts.len().is_multiple_of(4) {
-            return Err(WireError::BadHeaderLen);
-        }
-        self.options = [0; MAX_OPTIONS_LEN];
-        self.options[..opts.len()].copy_from_slice(opts);
-        self.options_len = u8::try_from(opts.len()).map_err(|_| WireError::BadHeaderLen)?;
+        self.options = HeaderOptions::new(opts)?;
         Ok(())
     }
 
     /// The option bytes.
     pub fn options(&self) -> &[u8] {
-        &self.options[..usize::from(self.options_len)]
+        self.options.as_slice()
     }
 
     /// Read a checked packet. Checksum verification is the caller's policy.
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Self {
-        let opts = p.options();
-        let mut options = [0u8; MAX_OPTIONS_LEN];
-        options[..opts.len()].copy_from_slice(opts);
+        // check_len guarantees IHL in 5..=15: at most 40 option bytes, a multiple of 4.
+        let options = HeaderOptions::new(p.options()).unwrap_or(HeaderOptions::EMPTY);
         Ipv4Repr {
             src: p.src_addr(),
             dst: p.dst_addr(),
@@ -399,18 +370,16 @@ impl Ipv4Repr {
             more_frags: p.more_frags(),
             frag_offset: p.frag_offset(),
             options,
-            // at most 40
-            options_len: u8::try_from(opts.len()).unwrap_or(0),
         }
     }
 
     /// Header length in bytes.
-    pub const fn header_len(&self) -> usize {
-        HEADER_LEN + self.options_len as usize
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN + self.options.as_slice().len()
     }
 
     /// Header plus payload.
-    pub const fn buffer_len(&self) -> usize {
+    pub fn buffer_len(&self) -> usize {
         self.header_len() + self.payload_len as usize
     }
 

@@ -51,28 +51,12 @@ pub struct Ipv6Transport {
     pub later_fragment: bool,
 }
 
+view! {
 /// A view of an IPv6 packet.
-#[derive(Clone, Copy, Debug)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+    Ipv6Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Ipv6Packet { buffer }
-    }
-
-    /// Wrap and check: after this no accessor panics.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check the fixed header and the payload length against the buffer.
     ///
     /// # Errors
@@ -91,11 +75,6 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Traffic class.

@@ -61,6 +61,73 @@ macro_rules! enum_with_unknown {
     };
 }
 
+/// Declares a view type over a byte buffer with the constructors every view has:
+/// `new_unchecked`, `new_checked` (which runs the type's own `check_len`, see the
+/// module docs) and `into_inner`.
+macro_rules! view {
+    ($(#[doc = $doc:literal])+ $name:ident) => {
+        $(#[doc = $doc])+
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wrap without checking: accessors may panic on a short buffer.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wrap and `check_len`: the only constructor used on received bytes. After
+            /// it succeeds no accessor panics.
+            ///
+            /// # Errors
+            /// As the type's `check_len`.
+            pub fn new_checked(buffer: T) -> Result<Self> {
+                let v = Self::new_unchecked(buffer);
+                v.check_len()?;
+                Ok(v)
+            }
+
+            /// The wrapped buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
+/// Up to 40 bytes of IPv4 or TCP options held inline in a `Repr` (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderOptions {
+    bytes: [u8; 40],
+    len: u8,
+}
+
+impl HeaderOptions {
+    /// No options.
+    pub const EMPTY: HeaderOptions = HeaderOptions { bytes: [0; 40], len: 0 };
+
+    /// Options from `opts`, which must be a multiple of 4 bytes long and at most 40.
+    ///
+    /// # Errors
+    /// [`WireError::BadHeaderLen`] otherwise.
+    pub fn new(opts: &[u8]) -> Result<Self> {
+        if opts.len() > 40 || !opts.len().is_multiple_of(4) {
+            return Err(WireError::BadHeaderLen);
+        }
+        let mut o = Self::EMPTY;
+        o.bytes[..opts.len()].copy_from_slice(opts);
+        o.len = u8::try_from(opts.len()).map_err(|_| WireError::BadHeaderLen)?;
+        Ok(o)
+    }
+
+    /// The option bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod display;

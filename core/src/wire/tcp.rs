@@ -15,7 +15,7 @@
 use core::fmt;
 
 use super::checksum::Sum;
-use super::{Result, WireError, be16, be32, put16, put32};
+use super::{HeaderOptions, Result, WireError, be16, be32, put16, put32};
 
 mod field {
     pub(super) const SRC_PORT: usize = 0;
@@ -59,28 +59,12 @@ bitflags::bitflags! {
     }
 }
 
+view! {
 /// A view of a TCP segment.
-#[derive(Clone, Copy, Debug)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+    TcpPacket
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        TcpPacket { buffer }
-    }
-
-    /// Wrap and check.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check the fixed header fits and the data offset is in 20..=buffer length.
     ///
     /// # Errors
@@ -257,24 +241,13 @@ pub struct TcpRepr {
     pub window: u16,
     /// Urgent pointer.
     pub urgent: u16,
-    options: [u8; MAX_OPTIONS_LEN],
-    options_len: u8,
+    options: HeaderOptions,
 }
 
 impl TcpRepr {
     /// A header without options.
     pub const fn new(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: TcpFlags, window: u16) -> Self {
-        TcpRepr {
-            src_port,
-            dst_port,
-            seq,
-            ack,
-            flags,
-            window,
-            urgent: 0,
-            options: [0; MAX_OPTIONS_LEN],
-            options_len: 0,
-        }
+        TcpRepr { src_port, dst_port, seq, ack, flags, window, urgent: 0, options: HeaderOptions::EMPTY }
     }
 
     /// Set option bytes (a multiple of 4, at most 40).
@@ -282,33 +255,27 @@ impl TcpRepr {
     /// # Errors
     /// [`WireError::BadHeaderLen`] otherwise.
     pub fn set_options(&mut self, opts: &[u8]) -> Result<()> {
-        if opts.len() > MAX_OPTIONS_LEN || !opts.len().is_multiple_of(4) {
-            return Err(WireError::BadHeaderLen);
-        }
-        self.options = [0; MAX_OPTIONS_LEN];
-        self.options[..opts.len()].copy_from_slice(opts);
-        self.options_len = u8::try_from(opts.len()).map_err(|_| WireError::BadHeaderLen)?;
+        self.options = HeaderOptions::new(opts)?;
         Ok(())
     }
 
     /// Option bytes.
     pub fn options(&self) -> &[u8] {
-        &self.options[..usize::from(self.options_len)]
+        self.options.as_slice()
     }
 
     /// Read a checked segment.
     pub fn parse<T: AsRef<[u8]>>(p: &TcpPacket<T>) -> Self {
         let mut r = TcpRepr::new(p.src_port(), p.dst_port(), p.seq(), p.ack(), p.flags(), p.window());
         r.urgent = p.urgent();
-        let o = p.options();
-        r.options[..o.len()].copy_from_slice(o);
-        r.options_len = u8::try_from(o.len()).unwrap_or(0);
+        // check_len guarantees a data offset in 5..=15: at most 40 option bytes.
+        r.options = HeaderOptions::new(p.options()).unwrap_or(HeaderOptions::EMPTY);
         r
     }
 
     /// Header length in bytes.
-    pub const fn header_len(&self) -> usize {
-        HEADER_LEN + self.options_len as usize
+    pub fn header_len(&self) -> usize {
+        HEADER_LEN + self.options.as_slice().len()
     }
 
     /// Write the header into `buf`, whose length must be header plus the payload

@@ -28,28 +28,12 @@ mod field {
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = field::PAYLOAD;
 
+view! {
 /// A view of a UDP datagram.
-#[derive(Clone, Copy, Debug)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+    UdpPacket
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        UdpPacket { buffer }
-    }
-
-    /// Wrap and check.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check the header fits and the length field is in 8..=buffer length.
     ///
     /// # Errors

@@ -25,28 +25,12 @@ pub const PORT_LINUX: u16 = 8472;
 /// IANA's VXLAN port (RFC 7348).
 pub const PORT_IANA: u16 = 4789;
 
+view! {
 /// A view of a VXLAN header and the inner frame after it.
-#[derive(Clone, Copy, Debug)]
-pub struct VxlanPacket<T: AsRef<[u8]>> {
-    buffer: T,
+    VxlanPacket
 }
 
 impl<T: AsRef<[u8]>> VxlanPacket<T> {
-    /// Wrap without checking.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        VxlanPacket { buffer }
-    }
-
-    /// Wrap and check.
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Check the header fits and the I flag is set.
     ///
     /// # Errors
