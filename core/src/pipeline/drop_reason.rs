@@ -45,8 +45,9 @@ macro_rules! drop_reasons {
             }
 
             /// One-line description (the variant's doc comment).
-            pub const fn description(self) -> &'static str {
-                match self { $( DropReason::$variant => concat!($($doc),+), )+ }
+            pub fn description(self) -> &'static str {
+                let d: &'static str = match self { $( DropReason::$variant => concat!($($doc),+), )+ };
+                d.trim()
             }
         }
     };
@@ -151,7 +152,7 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "{r} is out of order");
             assert!(r.as_str().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
-            assert!(!r.description().is_empty());
+            assert!(!r.description().is_empty() && !r.description().starts_with(' '));
         }
         assert_eq!(DropReason::Ipv4BadChecksum.as_str(), "ipv4_bad_checksum");
         assert_eq!(DropReason::Ipv4BadChecksum.code(), 11);
