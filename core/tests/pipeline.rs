@@ -80,7 +80,7 @@ fn dispositions_output_and_accounting() {
         PipelineConfig::default(),
         7,
     );
-    let out = pl.process(&mut pool, Instant::ZERO, &mut batch);
+    let out = pl.process(&mut pool, Instant::from_nanos(42), &mut batch);
     // Grouped by port, arrival order within a port: 6 -> port0; 4 -> port1; 2, 8 -> port2;
     // the generated copy of dport 7 -> port5; dport 9 was transmitted by `last` on port5 first.
     let tx: Vec<(PortId, usize)> =
@@ -90,6 +90,7 @@ fn dispositions_output_and_accounting() {
         vec![(PortId(0), 3), (PortId(1), 0), (PortId(2), 1), (PortId(2), 6), (PortId(5), 5), (PortId(5), 99)]
     );
     assert_eq!(out.host(), &[pkts[2]]);
+    assert_eq!(pool.meta(pkts[2]).timestamp, Instant::from_nanos(42), "stamped with the batch time");
     assert_eq!(batch.disposition(4), Disposition::Drop(DropReason::NoDisposition));
     let snap = pl.counters().snapshot();
     assert_eq!(snap.totals.rx, 7);

@@ -173,7 +173,12 @@ impl Pipeline {
         let mut tracing = false;
         for i in 0..batch.len() {
             let pkt = batch.pkt(i);
-            let m = pool.meta(pkt);
+            let m = pool.meta_mut(pkt);
+            // A driver that knows the exact receive time sets it; otherwise the
+            // packet is stamped with the batch time.
+            if m.timestamp == Instant::ZERO {
+                m.timestamp = now;
+            }
             let len = m.len();
             self.counters.totals.rx += 1;
             self.counters.totals.rx_bytes += u64::from(len);
