@@ -88,10 +88,11 @@ pub fn verify(data: &[u8]) -> bool {
 }
 
 /// True when a 20-byte IPv4 header (no options) sums to 0xffff. The fixed size lets
-/// the compiler unroll it to five loads and adds: this is the parse stage's hot path
-/// (`checksum::verify` costs about 3x the instructions on the same header, measured
-/// with `benches/callgrind.sh`). The all-ones test needs no byte swap: 0xffff reads
-/// the same in both orders.
+/// the compiler unroll it to five loads and four adds; the all-ones test needs no byte
+/// swap, since 0xffff reads the same in both orders. The parse stage's hot path:
+/// 25 instructions per header against about 75 for the generic [`verify`]
+/// (callgrind, `benches/callgrind.sh`). Replacing the folds by `sum % 0xffff == 0`
+/// was tried and saved one instruction, not worth the subtler proof.
 #[inline]
 pub fn verify_ipv4_20(h: &[u8; 20]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
@@ -207,6 +208,7 @@ mod tests {
         h[10] ^= 0x80;
         assert!(!verify_ipv4_20(&h));
         assert_eq!(verify_ipv4_20(&h), verify(&h));
+        assert!(!verify_ipv4_20(&[0; 20]), "an all-zero header does not verify");
     }
 
     #[test]
