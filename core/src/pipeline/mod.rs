@@ -253,12 +253,14 @@ impl Pipeline {
         let Pipeline { stages, counters, trace, rng, config, generated, .. } = self;
         for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
             let name = stage.name();
-            let mut live_before = [false; BATCH_MAX];
-            if tracing {
-                for (i, l) in live_before.iter_mut().enumerate().take(batch.len()) {
-                    *l = batch.is_live(i);
+            // Which packets this stage sees, for its trace records (only when tracing).
+            let live_before: Option<[bool; BATCH_MAX]> = tracing.then(|| {
+                let mut l = [false; BATCH_MAX];
+                for (i, v) in l.iter_mut().enumerate().take(batch.len()) {
+                    *v = batch.is_live(i);
                 }
-            }
+                l
+            });
             let mut cx = Context {
                 now,
                 pool: &mut *pool,
@@ -272,7 +274,7 @@ impl Pipeline {
                 tracing,
             };
             stage.process(&mut cx, batch);
-            if tracing {
+            if let Some(live_before) = live_before {
                 for (i, was_live) in live_before.iter().enumerate().take(batch.len()) {
                     let m = pool.meta(batch.pkt(i));
                     if *was_live && m.flags.contains(PktFlags::TRACE) {

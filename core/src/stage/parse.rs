@@ -145,7 +145,7 @@ fn l3_u16(v: usize) -> u16 {
 /// IPv4. The common header (version 4, IHL 5) is checked through a fixed-size array,
 /// which the compiler reads without bounds checks; anything else (options, a bad
 /// version or IHL) takes the general view, which also names the error.
-#[inline(always)]
+#[inline]
 fn parse_ipv4(b: &[u8], meta: &mut PktMeta, l3: usize, policy: ChecksumPolicy) -> Result<(), DropReason> {
     let Some(h) = b.first_chunk::<20>() else {
         return Err(DropReason::Ipv4Truncated);
