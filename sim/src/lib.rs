@@ -1,18 +1,37 @@
-//! podplane-sim: drives podplane pipelines deterministically, with no root and no
-//! real time.
+//! podplane-sim: a deterministic network simulator for podplane.
 //!
-//! Today it holds the pieces the foundation needs: a [`clock::VirtualClock`], a seeded
-//! traffic generator ([`traffic::Traffic`]) that makes a reproducible mix of valid and
-//! malformed frames, and [`feed::Feeder`], which runs frames through a pipeline in
-//! batches the way a driver does (load into slots, process, transmit and free). The
-//! discrete-event engine with links, smoltcp hosts and the cluster builder is the
-//! simulator issue's work and builds on these.
+//! Pods and other hosts are smoltcp interfaces with real TCP, UDP and ICMP sockets;
+//! nodes run real podplane pipelines; links between them lose, delay, reorder and
+//! duplicate frames; everything happens on a virtual clock and every random choice
+//! comes from one seed. The same seed and scenario give the same event log, bit for
+//! bit ([`engine::Sim::event_log_hash`]).
 //!
-//! Everything random comes from one seed: the same seed gives the same frames, the
-//! same batches and so the same counters, bit for bit.
+//! - [`engine`]: the event loop, hosts, nodes, links and workloads ([`engine::Sim`]);
+//! - [`link`]: link behaviour and faults; [`host`]: smoltcp hosts;
+//!   [`node`]: pipelines as nodes; [`workload`]: TCP bulk, HTTP-like, UDP, ping;
+//! - [`cluster`]: Kubernetes-style address plans (cluster CIDR, node pod CIDRs,
+//!   service range) with validation;
+//! - [`traffic`] and [`feed`]: seeded frame mixes and batch feeding, for the parse
+//!   demo, the benches and the fuzz corpus.
+//!
+//! Nothing here reads a wall clock.
 
 #![deny(missing_docs)]
 
+mod capture;
 pub mod clock;
+pub mod cluster;
+pub mod engine;
+pub mod error;
 pub mod feed;
+pub mod host;
+pub mod link;
+pub mod node;
 pub mod traffic;
+pub mod workload;
+
+pub use engine::{FlowId, Sim, seed_from_env};
+pub use error::SimError;
+pub use host::HostConfig;
+pub use link::{Endpoint, EntityId, LinkConfig, LinkStats};
+pub use workload::{FlowKind, FlowResult};
