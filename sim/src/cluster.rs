@@ -1,1 +1,395 @@
-//! placeholder
+//! Kubernetes-style address plans for simulated clusters.
+//!
+//! A [`ClusterSpec`] names nodes and pods; [`ClusterSpec::plan`] carves node pod CIDRs
+//! out of the cluster CIDR the way kube-controller-manager's range allocator does
+//! (`--cluster-cidr`, `--node-cidr-mask-size`: the first free subnet, in order), gives
+//! each pod the next free address of its node's CIDR from `.2` (host-local IPAM, with
+//! `.1` the node's gateway, as Flannel's `cni0` has it), and hands out ClusterIPs from
+//! the service range (kubeadm's `10.96.0.0/12`; `.1` is the `kubernetes` service, as
+//! the API server reserves it). Anything inconsistent is an error that names the item.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use crate::error::SimError;
+
+/// An IPv4 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    /// The network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// A prefix; host bits of `addr` must be zero.
+    ///
+    /// # Errors
+    /// A message naming the prefix when the length exceeds 32 or host bits are set.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, String> {
+        if prefix > 32 {
+            return Err(format!("{addr}/{prefix}: prefix length over 32"));
+        }
+        let c = Cidr { addr, prefix };
+        if u32::from(addr) & !c.mask() != 0 {
+            return Err(format!("{addr}/{prefix}: host bits set"));
+        }
+        Ok(c)
+    }
+
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+    }
+
+    /// Addresses in the prefix.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix))
+    }
+
+    /// True when `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    /// True when the two prefixes share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// The `i`-th address (0 is the network address).
+    pub fn nth(&self, i: u64) -> Option<Ipv4Addr> {
+        (i < self.size()).then(|| Ipv4Addr::from(u32::from(self.addr).wrapping_add(u32::try_from(i).unwrap_or(0))))
+    }
+
+    /// The `i`-th subnet of length `prefix`.
+    pub fn subnet(&self, prefix: u8, i: u64) -> Option<Cidr> {
+        if prefix < self.prefix || prefix > 32 || i >= 1u64 << (prefix - self.prefix) {
+            return None;
+        }
+        let step = 1u64 << (32 - u32::from(prefix));
+        let a = u64::from(u32::from(self.addr)) + i * step;
+        Some(Cidr { addr: Ipv4Addr::from(u32::try_from(a).ok()?), prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected address/prefix"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{s:?}: invalid address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{s:?}: invalid prefix length"))?;
+        Cidr::new(addr, prefix)
+    }
+}
+
+/// A pod to place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSpec {
+    /// Unique name in the cluster.
+    pub name: String,
+    /// A fixed address, or `None` for the next free one.
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A node and its pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    /// Unique node name.
+    pub name: String,
+    /// A fixed pod CIDR (`spec.podCIDR`), or `None` to allocate.
+    pub pod_cidr: Option<Cidr>,
+    /// Its pods.
+    pub pods: Vec<PodSpec>,
+}
+
+/// What a cluster should look like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// `--cluster-cidr` (default 10.244.0.0/16, Flannel's).
+    pub cluster_cidr: Cidr,
+    /// `--node-cidr-mask-size` (default 24).
+    pub node_mask: u8,
+    /// `--service-cluster-ip-range` (default 10.96.0.0/12, kubeadm's).
+    pub service_cidr: Cidr,
+    /// The nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            cluster_cidr: Cidr { addr: Ipv4Addr::new(10, 244, 0, 0), prefix: 16 },
+            node_mask: 24,
+            service_cidr: Cidr { addr: Ipv4Addr::new(10, 96, 0, 0), prefix: 12 },
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// A placed pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPlan {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// MAC (locally administered, derived from the address).
+    pub mac: [u8; 6],
+}
+
+/// A placed node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Name.
+    pub name: String,
+    /// Its pod CIDR.
+    pub pod_cidr: Cidr,
+    /// The pods' gateway: the first address (`cni0`'s).
+    pub gateway: Ipv4Addr,
+    /// Its pods.
+    pub pods: Vec<PodPlan>,
+}
+
+/// The addresses of a whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterPlan {
+    /// Cluster CIDR.
+    pub cluster_cidr: Cidr,
+    /// Service range.
+    pub service_cidr: Cidr,
+    /// Nodes in spec order.
+    pub nodes: Vec<NodePlan>,
+    next_service: u64,
+}
+
+impl ClusterSpec {
+    /// Add a node with `pods` pods named `<node>-pod-<i>`.
+    pub fn with_node(mut self, name: &str, pods: usize) -> Self {
+        let pods = (0..pods).map(|i| PodSpec { name: format!("{name}-pod-{i}"), ip: None }).collect();
+        self.nodes.push(NodeSpec { name: name.to_owned(), pod_cidr: None, pods });
+        self
+    }
+
+    /// Place every node and pod.
+    ///
+    /// # Errors
+    /// [`SimError::Cluster`] naming the item: overlapping cluster and service ranges, a
+    /// bad node mask, too many nodes or pods for the ranges, duplicate names, a node
+    /// CIDR outside the cluster CIDR or overlapping another node's, a pod address
+    /// outside its node's CIDR, reserved or taken.
+    pub fn plan(&self) -> Result<ClusterPlan, SimError> {
+        let err = |m: String| Err(SimError::Cluster(m));
+        let (cc, sc) = (self.cluster_cidr, self.service_cidr);
+        if cc.overlaps(&sc) {
+            return err(format!("service CIDR {sc} overlaps cluster CIDR {cc}"));
+        }
+        if self.node_mask < cc.prefix || self.node_mask > 30 {
+            return err(format!("node mask /{} must be between the cluster prefix /{} and /30", self.node_mask, cc.prefix));
+        }
+        let mut names = BTreeSet::new();
+        for n in &self.nodes {
+            if !names.insert(("node", n.name.as_str())) {
+                return err(format!("duplicate node name {:?}", n.name));
+            }
+            for p in &n.pods {
+                if !names.insert(("pod", p.name.as_str())) {
+                    return err(format!("duplicate pod name {:?} (on node {:?})", p.name, n.name));
+                }
+            }
+        }
+        // Fixed node CIDRs first, then the range allocator fills the rest in order.
+        let mut taken: Vec<Cidr> = Vec::new();
+        for n in &self.nodes {
+            if let Some(c) = n.pod_cidr {
+                if !cc.contains(c.addr) || c.prefix < cc.prefix {
+                    return err(format!("node {:?}: pod CIDR {c} is outside the cluster CIDR {cc}", n.name));
+                }
+                if c.prefix > 30 {
+                    return err(format!("node {:?}: pod CIDR {c} is too small for a gateway and pods", n.name));
+                }
+                if let Some(o) = taken.iter().find(|o| o.overlaps(&c)) {
+                    return err(format!("node {:?}: pod CIDR {c} overlaps {o}, already given to another node", n.name));
+                }
+                taken.push(c);
+            }
+        }
+        let capacity = 1u64 << (self.node_mask - cc.prefix);
+        let mut next = 0u64;
+        let mut nodes = Vec::new();
+        for n in &self.nodes {
+            let cidr = match n.pod_cidr {
+                Some(c) => c,
+                None => loop {
+                    let Some(c) = cc.subnet(self.node_mask, next) else {
+                        return err(format!(
+                            "cluster CIDR {cc} with /{} per node has room for {capacity} nodes: no pod CIDR left for node {:?}",
+                            self.node_mask, n.name
+                        ));
+                    };
+                    next += 1;
+                    if !taken.iter().any(|t| t.overlaps(&c)) {
+                        taken.push(c);
+                        break c;
+                    }
+                },
+            };
+            nodes.push(place_pods(n, cidr)?);
+        }
+        Ok(ClusterPlan { cluster_cidr: cc, service_cidr: sc, nodes, next_service: 2 })
+    }
+}
+
+fn place_pods(n: &NodeSpec, cidr: Cidr) -> Result<NodePlan, SimError> {
+    let err = |m: String| Err(SimError::Cluster(m));
+    let gateway = cidr.nth(1).unwrap_or(cidr.addr);
+    let broadcast = cidr.nth(cidr.size() - 1).unwrap_or(cidr.addr);
+    let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    for p in &n.pods {
+        if let Some(ip) = p.ip {
+            if !cidr.contains(ip) {
+                return err(format!("pod {:?} on node {:?}: {ip} is outside the node's pod CIDR {cidr}", p.name, n.name));
+            }
+            if ip == cidr.addr || ip == gateway || ip == broadcast {
+                return err(format!(
+                    "pod {:?} on node {:?}: {ip} is reserved in {cidr} (network, gateway or broadcast)",
+                    p.name, n.name
+                ));
+            }
+            if !used.insert(ip) {
+                return err(format!("pod {:?} on node {:?}: {ip} is already taken", p.name, n.name));
+            }
+        }
+    }
+    let mut cursor = 2u64;
+    let mut pods = Vec::new();
+    for p in &n.pods {
+        let ip = match p.ip {
+            Some(ip) => ip,
+            None => loop {
+                let Some(ip) = cidr.nth(cursor).filter(|ip| *ip != broadcast) else {
+                    return err(format!("node {:?}: pod CIDR {cidr} has no address left for pod {:?}", n.name, p.name));
+                };
+                cursor += 1;
+                if used.insert(ip) {
+                    break ip;
+                }
+            },
+        };
+        let o = ip.octets();
+        pods.push(PodPlan { name: p.name.clone(), ip, mac: [0x0a, 0x58, o[0], o[1], o[2], o[3]] });
+    }
+    Ok(NodePlan { name: n.name.clone(), pod_cidr: cidr, gateway, pods })
+}
+
+impl ClusterPlan {
+    /// The next free ClusterIP (from `.2`: `.1` is the `kubernetes` service).
+    ///
+    /// # Errors
+    /// [`SimError::Cluster`] when the service range is used up.
+    pub fn allocate_service_ip(&mut self) -> Result<Ipv4Addr, SimError> {
+        let ip = self
+            .service_cidr
+            .nth(self.next_service)
+            .filter(|_| self.next_service + 1 < self.service_cidr.size())
+            .ok_or_else(|| SimError::Cluster(format!("service CIDR {} is full", self.service_cidr)))?;
+        self.next_service += 1;
+        Ok(ip)
+    }
+
+    /// Every pod with its node, in order.
+    pub fn pods(&self) -> impl Iterator<Item = (&NodePlan, &PodPlan)> {
+        self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn defaults_carve_like_kube_controller_manager_and_host_local() {
+        let mut plan = ClusterSpec::default().with_node("a", 2).with_node("b", 1).plan().unwrap();
+        assert_eq!(plan.nodes[0].pod_cidr.to_string(), "10.244.0.0/24");
+        assert_eq!(plan.nodes[1].pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(plan.nodes[0].gateway, ip("10.244.0.1"));
+        let ips: Vec<_> = plan.pods().map(|(_, p)| p.ip).collect();
+        assert_eq!(ips, vec![ip("10.244.0.2"), ip("10.244.0.3"), ip("10.244.1.2")]);
+        assert_eq!(plan.nodes[0].pods[0].mac, [0x0a, 0x58, 10, 244, 0, 2]);
+        assert_eq!(plan.allocate_service_ip().unwrap(), ip("10.96.0.2"));
+        assert_eq!(plan.allocate_service_ip().unwrap(), ip("10.96.0.3"));
+    }
+
+    #[test]
+    fn fixed_node_cidr_is_skipped_by_the_allocator() {
+        let mut spec = ClusterSpec::default().with_node("a", 1).with_node("b", 1);
+        spec.nodes[1].pod_cidr = Some("10.244.0.0/24".parse().unwrap());
+        let plan = spec.plan().unwrap();
+        assert_eq!(plan.nodes[0].pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(plan.nodes[1].pod_cidr.to_string(), "10.244.0.0/24");
+    }
+
+    fn err(spec: &ClusterSpec) -> String {
+        spec.plan().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_item() {
+        let mut s = ClusterSpec::default().with_node("a", 1);
+        s.service_cidr = "10.240.0.0/12".parse().unwrap();
+        assert_eq!(err(&s), "cluster: service CIDR 10.240.0.0/12 overlaps cluster CIDR 10.244.0.0/16");
+
+        let s = ClusterSpec::default().with_node("a", 1).with_node("a", 1);
+        assert_eq!(err(&s), "cluster: duplicate node name \"a\"");
+
+        let mut s = ClusterSpec::default().with_node("a", 1).with_node("b", 1);
+        s.nodes[1].pods[0].name = "a-pod-0".into();
+        assert_eq!(err(&s), "cluster: duplicate pod name \"a-pod-0\" (on node \"b\")");
+
+        let mut s = ClusterSpec::default().with_node("n2", 1);
+        s.nodes[0].pods[0] = PodSpec { name: "web-1".into(), ip: Some(ip("10.244.5.3")) };
+        assert_eq!(err(&s), "cluster: pod \"web-1\" on node \"n2\": 10.244.5.3 is outside the node's pod CIDR 10.244.0.0/24");
+
+        let mut s = ClusterSpec::default().with_node("a", 1);
+        s.nodes[0].pods[0].ip = Some(ip("10.244.0.1"));
+        assert!(err(&s).contains("is reserved in 10.244.0.0/24"));
+
+        let mut s = ClusterSpec::default().with_node("a", 1).with_node("b", 1);
+        s.nodes[0].pod_cidr = Some("10.244.7.0/24".parse().unwrap());
+        s.nodes[1].pod_cidr = Some("10.244.7.0/25".parse().unwrap());
+        assert_eq!(err(&s), "cluster: node \"b\": pod CIDR 10.244.7.0/25 overlaps 10.244.7.0/24, already given to another node");
+
+        let mut s = ClusterSpec::default().with_node("a", 1);
+        s.nodes[0].pod_cidr = Some("10.0.0.0/24".parse().unwrap());
+        assert_eq!(err(&s), "cluster: node \"a\": pod CIDR 10.0.0.0/24 is outside the cluster CIDR 10.244.0.0/16");
+
+        let mut s = ClusterSpec::default();
+        s.node_mask = 30;
+        s.cluster_cidr = "10.244.0.0/29".parse().unwrap();
+        let s = s.with_node("a", 0).with_node("b", 0).with_node("c", 0);
+        assert!(err(&s).contains("has room for 2 nodes: no pod CIDR left for node \"c\""), "{}", err(&s));
+
+        let mut s = ClusterSpec::default().with_node("a", 62);
+        s.node_mask = 26;
+        assert!(err(&s).contains("has no address left for pod \"a-pod-61\""), "{}", err(&s));
+    }
+
+    #[test]
+    fn cidr_parsing_rejects_host_bits() {
+        assert_eq!("10.244.0.1/16".parse::<Cidr>().unwrap_err(), "10.244.0.1/16: host bits set");
+        assert!("10.244.0.0".parse::<Cidr>().is_err());
+        assert!("10.244.300.0/24".parse::<Cidr>().is_err());
+    }
+}

@@ -662,10 +662,10 @@ impl Sim {
         let mut wake = iface
             .poll_at(smol_now(now), sockets)
             .map(|t| Instant::from_nanos(u64::try_from(t.total_micros()).unwrap_or(0) * 1000));
-        for app in apps.iter() {
-            if let Some(w) = app.next_wake() {
-                wake = Some(wake.map_or(w, |x| x.min(w)));
-            }
+        // An app's wake-up at or before now has just been served by the steps above;
+        // only future ones schedule a poll (else a stale timer would spin the clock).
+        for w in apps.iter().filter_map(|a| a.next_wake()).filter(|w| *w > now) {
+            wake = Some(wake.map_or(w, |x| x.min(w)));
         }
         host.poll_gen += 1;
         let generation = host.poll_gen;
@@ -756,6 +756,17 @@ impl Sim {
                 }
             }
             return;
+        }
+        let mut frame = frame;
+        if self.chance(cfg.corrupt) && !frame.is_empty() {
+            let bit = self.rng.next_u64() % (frame.len() as u64 * 8);
+            let (byte, shift) = (usize::try_from(bit / 8).unwrap_or(0), bit % 8);
+            if let Some(b) = frame.get_mut(byte) {
+                *b ^= 1 << shift;
+            }
+            if let Some(link) = self.links.get_mut(l) {
+                link.stats.corrupted += 1;
+            }
         }
         let copies = if self.chance(cfg.duplicate) { 2 } else { 1 };
         let reorder = self.chance(cfg.reorder);

@@ -6,10 +6,12 @@
 //! Each frame put on a link meets the faults in a fixed order, and the first that
 //! decides its fate wins (turmoil-net's ordered rules): link down → drop; larger than
 //! the MTU → drop; loss → drop; duplication → a second copy; reordering → extra delay.
-//! A frame that survives is serialised at the link's bandwidth behind earlier frames
+//! Then corruption; a frame that survives is serialised at the link's bandwidth behind earlier frames
 //! from the same sender (FIFO), then propagates for the latency plus jitter. Jitter
 //! never reorders by itself: a frame is not delivered before the previous frame of the
-//! same sender on the same link unless the reorder fault picked it.
+//! same sender on the same link unless the reorder fault picked it. Corruption (one
+//! random bit flipped) comes after loss and does not stop the frame: the receiver's
+//! checks must catch it.
 
 use podplane::{Duration, Instant};
 
@@ -42,6 +44,8 @@ pub struct LinkConfig {
     pub bandwidth_bps: Option<u64>,
     /// Probability a frame is lost.
     pub loss: f64,
+    /// Probability one random bit of a frame is flipped.
+    pub corrupt: f64,
     /// Probability a frame is delivered twice.
     pub duplicate: f64,
     /// Probability a frame is held back by `reorder_delay` (so later frames pass it).
@@ -61,6 +65,7 @@ impl Default for LinkConfig {
             jitter: Duration::ZERO,
             bandwidth_bps: None,
             loss: 0.0,
+            corrupt: 0.0,
             duplicate: 0.0,
             reorder: 0.0,
             reorder_delay: Duration::from_millis(1),
@@ -82,6 +87,12 @@ impl LinkConfig {
         self.loss = loss;
         self.duplicate = duplicate;
         self.reorder = reorder;
+        self
+    }
+
+    /// Flip one random bit in a fraction `p` of frames.
+    pub fn with_corruption(mut self, p: f64) -> Self {
+        self.corrupt = p;
         self
     }
 
@@ -119,6 +130,8 @@ pub struct LinkStats {
     pub dropped_mtu: u64,
     /// Dropped by the loss fault.
     pub dropped_loss: u64,
+    /// Frames with one bit flipped by the corruption fault.
+    pub corrupted: u64,
     /// Extra copies made by the duplication fault.
     pub duplicated: u64,
     /// Frames held back by the reorder fault.

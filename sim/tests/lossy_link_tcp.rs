@@ -75,3 +75,18 @@ fn clean_link_has_no_retransmissions() {
     assert!(f.ok, "seed {seed}: {f:?}");
     assert_eq!(f.retransmissions, 0, "seed {seed}");
 }
+
+#[test]
+fn finished_simulation_does_not_spin() {
+    // A ping whose reply is lost used to leave a timer in the past that re-armed every
+    // microsecond: after the workloads finish, time must pass with few events.
+    let seed = seed_from_env(5);
+    let mut sim = scenario(seed, true);
+    let a = 0;
+    sim.ping("ping", a, "10.0.0.2".parse().unwrap(), 20, Duration::from_millis(10)).unwrap();
+    sim.run_until_done(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let before = sim.events();
+    sim.run_for(Duration::from_secs(10));
+    let idle = sim.events() - before;
+    assert!(idle < 1000, "seed {seed}: {idle} events in 10 idle virtual seconds");
+}
