@@ -40,14 +40,23 @@ fn main() -> anyhow::Result<()> {
     let plan = ClusterSpec::default().with_node("node-a", 2).with_node("node-b", 2).plan()?;
     let mut sim = Sim::new(args.seed);
 
-    println!("podplane cluster demo: seed {}, cluster CIDR {}, services {}", args.seed, plan.cluster_cidr, plan.service_cidr);
+    println!(
+        "podplane cluster demo: seed {}, cluster CIDR {}, services {}",
+        args.seed, plan.cluster_cidr, plan.service_cidr
+    );
     println!("pods on a node are patched through the node's pipeline (parse -> xconnect)\n");
     println!("{:<8} {:<16} {:<8} pods", "node", "pod CIDR", "gateway");
 
     let mut pods = Vec::new();
     for (ni, node) in plan.nodes.iter().enumerate() {
         let names: Vec<String> = node.pods.iter().map(|p| format!("{} {}", p.name, p.ip)).collect();
-        println!("{:<8} {:<16} {:<8} {}", node.name, node.pod_cidr.to_string(), node.gateway.to_string(), names.join(", "));
+        println!(
+            "{:<8} {:<16} {:<8} {}",
+            node.name,
+            node.pod_cidr.to_string(),
+            node.gateway.to_string(),
+            names.join(", ")
+        );
         let mut x = XconnectStage::new();
         x.connect(PortId(0), PortId(1)).map_err(|p| anyhow::anyhow!("port {p}"))?;
         // node-b verifies TCP/UDP/ICMP checksums too, so the corruption on its link
@@ -64,7 +73,8 @@ fn main() -> anyhow::Result<()> {
             let mut cfg = HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
             cfg.mac = pod.mac;
             let h = sim.add_host(cfg)?;
-            let mut link = LinkConfig::default().with_latency(Duration::from_nanos(20_000)).with_bandwidth(10_000_000_000);
+            let mut link =
+                LinkConfig::default().with_latency(Duration::from_nanos(20_000)).with_bandwidth(10_000_000_000);
             if ni == 1 && pi == 1 {
                 link = link.with_faults(0.01, 0.0, 0.0).with_corruption(0.01);
             }
@@ -101,7 +111,12 @@ fn main() -> anyhow::Result<()> {
         let t = snap.totals;
         println!("  rx {}  tx {}  dropped {}  (rx {} bytes)", t.rx, t.tx, t.dropped, t.rx_bytes);
         for d in &snap.drops {
-            println!("  drop {:<30} {:>6} packets {:>9} bytes", format!("{}/{}", d.stage, d.reason), d.packets, d.bytes);
+            println!(
+                "  drop {:<30} {:>6} packets {:>9} bytes",
+                format!("{}/{}", d.stage, d.reason),
+                d.packets,
+                d.bytes
+            );
         }
     }
     println!("\n{:<14} {:>7} {:>9} {:>6} {:>9}", "link", "sent", "delivered", "lost", "corrupted");
@@ -133,8 +148,13 @@ fn print_flow(f: &FlowResult) {
         podplane_sim::FlowKind::UdpQuery => "udp",
         podplane_sim::FlowKind::Ping => "icmp",
     };
-    let result = if f.ok { "ok" } else if f.done { "FAIL" } else { "open" };
+    let result = if f.ok {
+        "ok"
+    } else if f.done {
+        "FAIL"
+    } else {
+        "open"
+    };
     let retrans = if f.tcp.is_some() { f.retransmissions.to_string() } else { "-".into() };
     println!("{:<14} {kind:<5} {result:<6} {:>9} {time:>12} {retrans:>7}  {}", f.name, f.bytes, f.detail);
 }
-

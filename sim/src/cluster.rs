@@ -193,7 +193,10 @@ impl ClusterSpec {
             return err(format!("service CIDR {sc} overlaps cluster CIDR {cc}"));
         }
         if self.node_mask < cc.prefix || self.node_mask > 30 {
-            return err(format!("node mask /{} must be between the cluster prefix /{} and /30", self.node_mask, cc.prefix));
+            return err(format!(
+                "node mask /{} must be between the cluster prefix /{} and /30",
+                self.node_mask, cc.prefix
+            ));
         }
         let mut names = BTreeSet::new();
         for n in &self.nodes {
@@ -256,7 +259,10 @@ fn place_pods(n: &NodeSpec, cidr: Cidr) -> Result<NodePlan, SimError> {
     for p in &n.pods {
         if let Some(ip) = p.ip {
             if !cidr.contains(ip) {
-                return err(format!("pod {:?} on node {:?}: {ip} is outside the node's pod CIDR {cidr}", p.name, n.name));
+                return err(format!(
+                    "pod {:?} on node {:?}: {ip} is outside the node's pod CIDR {cidr}",
+                    p.name, n.name
+                ));
             }
             if ip == cidr.addr || ip == gateway || ip == broadcast {
                 return err(format!(
@@ -360,7 +366,10 @@ mod tests {
 
         let mut s = ClusterSpec::default().with_node("n2", 1);
         s.nodes[0].pods[0] = PodSpec { name: "web-1".into(), ip: Some(ip("10.244.5.3")) };
-        assert_eq!(err(&s), "cluster: pod \"web-1\" on node \"n2\": 10.244.5.3 is outside the node's pod CIDR 10.244.0.0/24");
+        assert_eq!(
+            err(&s),
+            "cluster: pod \"web-1\" on node \"n2\": 10.244.5.3 is outside the node's pod CIDR 10.244.0.0/24"
+        );
 
         let mut s = ClusterSpec::default().with_node("a", 1);
         s.nodes[0].pods[0].ip = Some(ip("10.244.0.1"));
@@ -369,15 +378,16 @@ mod tests {
         let mut s = ClusterSpec::default().with_node("a", 1).with_node("b", 1);
         s.nodes[0].pod_cidr = Some("10.244.7.0/24".parse().unwrap());
         s.nodes[1].pod_cidr = Some("10.244.7.0/25".parse().unwrap());
-        assert_eq!(err(&s), "cluster: node \"b\": pod CIDR 10.244.7.0/25 overlaps 10.244.7.0/24, already given to another node");
+        assert_eq!(
+            err(&s),
+            "cluster: node \"b\": pod CIDR 10.244.7.0/25 overlaps 10.244.7.0/24, already given to another node"
+        );
 
         let mut s = ClusterSpec::default().with_node("a", 1);
         s.nodes[0].pod_cidr = Some("10.0.0.0/24".parse().unwrap());
         assert_eq!(err(&s), "cluster: node \"a\": pod CIDR 10.0.0.0/24 is outside the cluster CIDR 10.244.0.0/16");
 
-        let mut s = ClusterSpec::default();
-        s.node_mask = 30;
-        s.cluster_cidr = "10.244.0.0/29".parse().unwrap();
+        let s = ClusterSpec { node_mask: 30, cluster_cidr: "10.244.0.0/29".parse().unwrap(), ..ClusterSpec::default() };
         let s = s.with_node("a", 0).with_node("b", 0).with_node("c", 0);
         assert!(err(&s).contains("has room for 2 nodes: no pod CIDR left for node \"c\""), "{}", err(&s));
 

@@ -345,7 +345,11 @@ impl App for Pinger {
     fn next_wake(&self) -> Option<Instant> {
         if self.flow.borrow().done {
             None
-        } else if self.next_seq < self.count { Some(self.next_send) } else { self.sent_at.last().map(|t| *t + self.timeout) }
+        } else if self.next_seq < self.count {
+            Some(self.next_send)
+        } else {
+            self.sent_at.last().map(|t| *t + self.timeout)
+        }
     }
 }
 
