@@ -36,6 +36,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Wall time is reported, never used by the simulation.
+    #[allow(clippy::disallowed_methods)]
     let wall = std::time::Instant::now();
     let plan = ClusterSpec::default().with_node("node-a", 2).with_node("node-b", 2).plan()?;
     let mut sim = Sim::new(args.seed);
