@@ -116,6 +116,10 @@ pub struct Sim {
     events: u64,
     /// Most events one `run_*` call may process.
     pub max_events: u64,
+    /// How long a ping waits for its last reply (default 2 s). smoltcp sends at most one
+    /// ARP request per second per host, so a host that pings many new neighbours at
+    /// once needs longer.
+    pub ping_timeout: Duration,
 }
 
 impl core::fmt::Debug for Sim {
@@ -149,6 +153,7 @@ impl Sim {
             log: Fnv(0xcbf2_9ce4_8422_2325),
             events: 0,
             max_events: 200_000_000,
+            ping_timeout: Duration::from_secs(2),
         }
     }
 
@@ -397,7 +402,8 @@ impl Sim {
         Ok(id)
     }
 
-    /// `count` pings from `from` to `to`, `interval` apart, each waited for 2 s.
+    /// `count` pings from `from` to `to`, `interval` apart, the last waited for
+    /// [`ping_timeout`](Self::ping_timeout).
     ///
     /// # Errors
     /// Duplicate flow name, unknown host, or an IPv6 target (not yet).
@@ -419,7 +425,7 @@ impl Sim {
             target: IpAddress::Ipv4(t),
             count,
             interval,
-            timeout: Duration::from_secs(2),
+            timeout: self.ping_timeout,
             ident,
             next_seq: 0,
             next_send: self.now,
@@ -788,7 +794,21 @@ impl Sim {
             at = at.max(*last);
             *last = at;
         }
-        for to in (0..n_ends).filter(|&t| t != from_i) {
+        // A switched segment learns the sender's MAC and sends known unicast to one end.
+        let mut only = None;
+        if cfg.switched && n_ends > 2 && frame.len() >= 12 {
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&frame[6..12]);
+            let mut dst = [0u8; 6];
+            dst.copy_from_slice(&frame[..6]);
+            if src[0] & 1 == 0 {
+                link.macs.insert(src, from_i);
+            }
+            if dst[0] & 1 == 0 {
+                only = link.macs.get(&dst).copied();
+            }
+        }
+        for to in (0..n_ends).filter(|&t| t != from_i && only.is_none_or(|o| o == t)) {
             for _ in 0..copies {
                 self.schedule(at, Event::Deliver { link: l, to, frame: frame.clone() });
             }

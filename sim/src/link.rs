@@ -56,6 +56,11 @@ pub struct LinkConfig {
     pub mtu: usize,
     /// Whether the link passes frames.
     pub up: bool,
+    /// A shared segment that switches instead of repeating: unicast frames go only to
+    /// the end that sent from that MAC before (learned per segment, never aged),
+    /// broadcast, multicast and unknown unicast go to every other end. Models the
+    /// physical switch of an underlay; a two-end link ignores it.
+    pub switched: bool,
 }
 
 impl Default for LinkConfig {
@@ -71,6 +76,7 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(1),
             mtu: 1500,
             up: true,
+            switched: false,
         }
     }
 }
@@ -105,6 +111,12 @@ impl LinkConfig {
     /// Set the MTU.
     pub fn with_mtu(mut self, mtu: usize) -> Self {
         self.mtu = mtu;
+        self
+    }
+
+    /// Make a shared segment a learning switch instead of a hub.
+    pub fn switched(mut self) -> Self {
+        self.switched = true;
         self
     }
 
@@ -149,6 +161,8 @@ pub(crate) struct Link {
     pub(crate) busy_until: Vec<Instant>,
     /// Per sending end: the latest delivery time scheduled (FIFO under jitter).
     pub(crate) last_delivery: Vec<Instant>,
+    /// Switched segments: which end each source MAC was seen on.
+    pub(crate) macs: std::collections::BTreeMap<[u8; 6], usize>,
 }
 
 impl Link {
@@ -161,6 +175,7 @@ impl Link {
             stats: LinkStats::default(),
             busy_until: vec![Instant::ZERO; n],
             last_delivery: vec![Instant::ZERO; n],
+            macs: std::collections::BTreeMap::new(),
         }
     }
 

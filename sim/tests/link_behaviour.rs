@@ -127,3 +127,27 @@ fn one_mib_through_a_podplane_node_over_lossy_links() {
         snap.totals.rx
     );
 }
+
+#[test]
+fn switched_segment_sends_known_unicast_to_one_end_only() {
+    let seed = seed_from_env(26);
+    for switched in [false, true] {
+        let mut sim = Sim::new(seed);
+        let hs: Vec<usize> = (1..=3)
+            .map(|i| sim.add_host(HostConfig::v4(&format!("h{i}"), Ipv4Addr::new(10, 0, 0, i), 24)).unwrap())
+            .collect();
+        let ends: Vec<_> = hs.iter().map(|h| sim.host_end(*h)).collect();
+        let cfg = if switched { LinkConfig::default().switched() } else { LinkConfig::default() };
+        sim.link("segment", &ends, cfg).unwrap();
+        sim.ping("ping", hs[0], "10.0.0.2".parse().unwrap(), 3, Duration::from_millis(10)).unwrap();
+        sim.run_until_done(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        // Let copies still in flight at the moment the last reply arrived land.
+        sim.run_for(Duration::from_millis(10));
+        let s = sim.link_stats(0).unwrap();
+        // ARP request (broadcast) + reply + 3 requests + 3 replies = 8 frames sent.
+        assert_eq!(s.sent, 8, "seed {seed}");
+        // A hub repeats all 8 to both other ends; a switch sends the broadcast to two
+        // and the 7 unicast frames (the ARP reply, and all echoes after learning) to one.
+        assert_eq!(s.delivered, if switched { 9 } else { 16 }, "seed {seed} switched={switched}");
+    }
+}
