@@ -18,6 +18,7 @@
 pub mod buf;
 pub mod pipeline;
 pub mod stage;
+pub mod table;
 #[cfg(any(test, feature = "testutils"))]
 pub mod testutil;
 pub mod time;

@@ -73,6 +73,11 @@ bitflags::bitflags! {
         const TRACE = 1 << 7;
         /// Made by a stage (ICMP error, ARP request), not received.
         const GENERATED = 1 << 8;
+        /// Addressed to the node's own interface on a bridge (its gateway MAC, or a
+        /// broadcast the node also receives): the ARP and route stages take it.
+        const L2_LOCAL = 1 << 9;
+        /// The bridge forwarded it at L2 (`out_port` is its decision).
+        const BRIDGED = 1 << 10;
     }
 }
 

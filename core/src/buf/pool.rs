@@ -337,6 +337,22 @@ impl BufPool {
         Ok(())
     }
 
+    /// A copy of `pkt` in a fresh slot for `owner`: the same bytes at the same offset,
+    /// the same metadata. `None` (counted as exhaustion) when the pool is empty.
+    pub fn clone_packet(&mut self, pkt: PktId, owner: Owner) -> Option<PktId> {
+        let src_meta = *self.meta(pkt);
+        let src = self.slot_range(pkt);
+        let q = self.alloc(owner)?;
+        let dst = self.slot_range(q);
+        let (h, l) = (usize::from(src_meta.head), usize::from(src_meta.len));
+        if src.start + h + l <= self.region.len() && dst.start + h + l <= self.region.len() {
+            self.region.copy_within(src.start + h..src.start + h + l, dst.start + h);
+        }
+        let m = self.meta_mut(q);
+        *m = PktMeta { owner, ..src_meta };
+        Some(q)
+    }
+
     /// Replace the packet with a copy of `frame`, starting at the default headroom.
     /// Drivers and tests use it to load a received frame.
     ///

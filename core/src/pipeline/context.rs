@@ -7,8 +7,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use super::PipelineConfig;
 use super::counters::Counters;
 use super::drop_reason::DropReason;
+use super::event::StageEvent;
 use super::trace::{Trace, TraceNote, TraceRecord};
-use crate::buf::{Batch, BufPool, Owner, PktFlags, PktId};
+use crate::buf::{Batch, BufPool, Owner, PktFlags, PktId, PortId};
 use crate::time::Instant;
 
 /// The RNG every random choice in a pipeline comes from (NAT ports, hash salts).
@@ -32,6 +33,7 @@ pub struct Context<'a> {
     pub(super) counters: &'a mut Counters,
     pub(super) trace: &'a mut Trace,
     pub(super) generated: &'a mut Vec<(PktId, usize)>,
+    pub(super) direct: &'a mut Vec<(PktId, PortId)>,
     pub(super) stage: usize,
     pub(super) stage_name: &'static str,
     pub(super) tracing: bool,
@@ -46,6 +48,12 @@ impl Context<'_> {
         let len = usize::from(self.pool.meta(pkt).len());
         self.counters.count_drop(self.stage, reason, len);
         batch.set_dropped(i, reason);
+    }
+
+    /// Count an event (not a drop) under this stage.
+    #[inline]
+    pub fn count(&mut self, event: StageEvent) {
+        self.counters.count_event(self.stage, event);
     }
 
     /// Index of the running stage in the pipeline (1-based; 0 is the pipeline itself).
@@ -108,6 +116,30 @@ impl Context<'_> {
             let len = usize::from(self.pool.meta(pkt).len());
             self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
             let _ = self.pool.free(pkt);
+        }
+    }
+
+    /// Transmit a copy of `pkt` on `port` directly, past the later stages (the bridge's
+    /// flood). The copy is a fresh slot; it counts as generated and then as tx. Pool
+    /// exhaustion or a full queue drops the copy, counted.
+    #[inline]
+    pub fn transmit_copy(&mut self, pkt: PktId, port: PortId) {
+        let Some(q) = self.pool.clone_packet(pkt, Owner::Pipeline) else {
+            self.counters.totals.generated += 1;
+            self.counters.count_drop(self.stage, DropReason::PoolExhausted, 0);
+            return;
+        };
+        self.counters.totals.generated += 1;
+        let m = self.pool.meta_mut(q);
+        m.flags |= PktFlags::GENERATED;
+        m.flags.remove(PktFlags::TRACE);
+        m.out_port = port;
+        if self.direct.len() < GENERATED_MAX {
+            self.direct.push((q, port));
+        } else {
+            let len = usize::from(self.pool.meta(q).len());
+            self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
+            let _ = self.pool.free(q);
         }
     }
 

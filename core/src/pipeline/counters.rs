@@ -12,6 +12,7 @@
 use core::fmt;
 
 use super::drop_reason::DropReason;
+use super::event::StageEvent;
 
 /// Name of stage index 0: drops decided by the pipeline or reported by the driver.
 pub const PIPELINE_STAGE: &str = "pipeline";
@@ -45,6 +46,7 @@ pub struct Counters {
     stages: Vec<&'static str>,
     drops: Vec<[u64; DropReason::COUNT]>,
     drop_bytes: Vec<[u64; DropReason::COUNT]>,
+    events: Vec<[u64; StageEvent::COUNT]>,
     /// Totals.
     pub totals: Totals,
 }
@@ -59,6 +61,7 @@ impl Counters {
             stages,
             drops: vec![[0; DropReason::COUNT]; n],
             drop_bytes: vec![[0; DropReason::COUNT]; n],
+            events: vec![[0; StageEvent::COUNT]; n],
             totals: Totals::default(),
         }
     }
@@ -74,6 +77,25 @@ impl Counters {
             *c += bytes as u64;
         }
         self.totals.dropped += 1;
+    }
+
+    /// Count one `event` under `stage`.
+    #[inline]
+    pub fn count_event(&mut self, stage: usize, event: StageEvent) {
+        if let Some(c) = self.events.get_mut(stage).and_then(|row| row.get_mut(event.index())) {
+            *c += 1;
+        }
+    }
+
+    /// How many times `stage` (by name) counted `event`.
+    pub fn events(&self, stage: &str, event: StageEvent) -> u64 {
+        self.stages
+            .iter()
+            .position(|s| *s == stage)
+            .and_then(|i| self.events.get(i))
+            .and_then(|row| row.get(event.index()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Stage names, index 0 first.
@@ -109,7 +131,16 @@ impl Counters {
                 }
             }
         }
-        CounterSnapshot { totals: self.totals, drops }
+        let mut events = Vec::new();
+        for (s, row) in self.events.iter().enumerate() {
+            for e in StageEvent::ALL {
+                let n = row.get(e.index()).copied().unwrap_or(0);
+                if n > 0 {
+                    events.push(EventCount { stage: self.stages.get(s).copied().unwrap_or("?"), event: *e, count: n });
+                }
+            }
+        }
+        CounterSnapshot { totals: self.totals, drops, events }
     }
 }
 
@@ -126,6 +157,17 @@ pub struct DropCount {
     pub bytes: u64,
 }
 
+/// One non-zero event counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventCount {
+    /// Stage name.
+    pub stage: &'static str,
+    /// Event.
+    pub event: StageEvent,
+    /// How many.
+    pub count: u64,
+}
+
 /// Counters read at a batch boundary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
@@ -133,6 +175,8 @@ pub struct CounterSnapshot {
     pub totals: Totals,
     /// Non-zero drop counters, by stage order then reason code.
     pub drops: Vec<DropCount>,
+    /// Non-zero event counters, by stage order then event code.
+    pub events: Vec<EventCount>,
 }
 
 impl CounterSnapshot {
@@ -156,6 +200,9 @@ impl fmt::Display for CounterSnapshot {
         writeln!(f, "{:<28} {:>12}", "dropped", t.dropped)?;
         for d in &self.drops {
             writeln!(f, "  {:<26} {:>12} {:>14}", format!("{}/{}", d.stage, d.reason), d.packets, d.bytes)?;
+        }
+        for e in &self.events {
+            writeln!(f, "{:<28} {:>12}", format!("{}/{}", e.stage, e.event), e.count)?;
         }
         Ok(())
     }

@@ -120,6 +120,16 @@ drop_reasons! {
     25 => GenerateOverflow, "generate_overflow", Error;
     /// Arrived on a port the cross-connect does not connect.
     26 => NoXconnect, "no_xconnect", Info;
+    /// Unicast for the port it came in on, and that port is not in hairpin mode
+    /// (Linux `br_forward`: `should_deliver()` is false).
+    27 => BridgeSamePort, "bridge_same_port", Info;
+    /// A flood found no port to go to: the ingress port is alone in its domain.
+    28 => BridgeNoPort, "bridge_no_port", Info;
+    /// An ARP request for an address the node does not own or proxy.
+    29 => ArpNotForUs, "arp_not_for_us", Info;
+    /// An ARP reply or announcement addressed to the node: consumed (VPP counts these
+    /// as "ARP replies received" the same way).
+    30 => ArpProcessed, "arp_processed", Info;
 }
 
 impl DropReason {

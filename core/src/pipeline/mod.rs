@@ -25,13 +25,15 @@ mod context;
 mod counters;
 mod disposition;
 mod drop_reason;
+mod event;
 mod stage;
 pub mod trace;
 
 pub use context::{Context, GENERATED_MAX, Rng};
-pub use counters::{CounterSnapshot, Counters, DropCount, PIPELINE_STAGE, Totals};
+pub use counters::{CounterSnapshot, Counters, DropCount, EventCount, PIPELINE_STAGE, Totals};
 pub use disposition::Disposition;
 pub use drop_reason::{DropReason, Severity};
+pub use event::StageEvent;
 pub use stage::Stage;
 pub use trace::{Trace, TraceNote, TraceRecord};
 
@@ -93,6 +95,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     generated: Vec<(PktId, usize)>,
     pending: Vec<(PktId, usize)>,
+    direct: Vec<(PktId, PortId)>,
     gen_batch: Batch,
     output: Output,
     order: u32,
@@ -120,6 +123,7 @@ impl Pipeline {
             config,
             generated: Vec::with_capacity(GENERATED_MAX),
             pending: Vec::with_capacity(GENERATED_MAX),
+            direct: Vec::with_capacity(GENERATED_MAX),
             gen_batch: Batch::new(),
             output: Output::with_capacity(out_cap),
             order: 0,
@@ -250,7 +254,7 @@ impl Pipeline {
 
     #[allow(clippy::too_many_lines)]
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
-        let Pipeline { stages, counters, trace, rng, config, generated, .. } = self;
+        let Pipeline { stages, counters, trace, rng, config, generated, direct, .. } = self;
         for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
             let name = stage.name();
             // Which packets this stage sees, for its trace records (only when tracing).
@@ -269,6 +273,7 @@ impl Pipeline {
                 counters: &mut *counters,
                 trace: &mut *trace,
                 generated: &mut *generated,
+                direct: &mut *direct,
                 stage: s + 1,
                 stage_name: name,
                 tracing,
@@ -290,6 +295,16 @@ impl Pipeline {
     }
 
     fn settle(&mut self, pool: &mut BufPool, batch: &Batch) {
+        // Copies stages transmitted directly (floods) go out first: they were made
+        // while this batch ran.
+        for k in 0..self.direct.len() {
+            let Some(&(pkt, port)) = self.direct.get(k) else { break };
+            self.counters.totals.tx += 1;
+            self.counters.totals.tx_bytes += u64::from(pool.meta(pkt).len());
+            self.output.tx.push((port, self.order, pkt));
+            self.order += 1;
+        }
+        self.direct.clear();
         for (pkt, d) in batch.iter() {
             match d {
                 Disposition::Continue => {

@@ -2,8 +2,14 @@
 //! parse → source check → decap → bridge → conntrack → DNAT/LB → policy → route →
 //! SNAT → commit → encap → L2 rewrite → egress. Stages land one issue at a time.
 
+pub mod arp;
+pub mod bridge;
+pub mod egress;
 pub mod parse;
 pub mod xconnect;
 
+pub use arp::ArpStage;
+pub use bridge::BridgeStage;
+pub use egress::EgressStage;
 pub use parse::ParseStage;
 pub use xconnect::XconnectStage;

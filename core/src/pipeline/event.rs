@@ -1,0 +1,60 @@
+//! Stage events that are not drops: MAC learning, floods, ARP replies sent. Counted
+//! per stage like drops (VPP keeps both kinds in one error-counter table; we keep
+//! drops apart so that "dropped" means dropped).
+
+use core::fmt;
+
+macro_rules! stage_events {
+    ( $( $(#[doc = $doc:literal])+ $code:literal => $variant:ident, $name:literal; )+ ) => {
+        /// Something a stage did that is worth counting. Codes are stable and dense.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u16)]
+        pub enum StageEvent {
+            $( $(#[doc = $doc])+ $variant = $code, )+
+        }
+
+        impl StageEvent {
+            /// Every event, in code order.
+            pub const ALL: &'static [StageEvent] = &[ $( StageEvent::$variant, )+ ];
+            /// Size of a counter array.
+            pub const COUNT: usize = [ $( $code, )+ ].len();
+
+            /// The snake_case name used in counters and the CLI.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( StageEvent::$variant => $name, )+ }
+            }
+        }
+    };
+}
+
+stage_events! {
+    /// A new MAC was learned into the FDB.
+    1 => FdbLearned, "fdb_learned";
+    /// A learned MAC appeared on another port and moved.
+    2 => FdbMoved, "fdb_moved";
+    /// An FDB entry aged out.
+    3 => FdbAged, "fdb_aged";
+    /// A MAC was not learned because the FDB is full.
+    4 => FdbFull, "fdb_full";
+    /// A frame was flooded (broadcast, multicast or unknown unicast).
+    5 => Flooded, "flooded";
+    /// A copy made for flooding (one per extra port).
+    6 => FloodCopy, "flood_copy";
+    /// An ARP reply was sent for one of the node's addresses.
+    7 => ArpReplied, "arp_replied";
+    /// A proxy-ARP reply was sent (Calico's 169.254.1.1 gateway).
+    8 => ProxyArpReplied, "proxy_arp_replied";
+}
+
+impl StageEvent {
+    /// Dense index (`code - 1`).
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl fmt::Display for StageEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,299 @@
+//! The `bridge` stage: a Linux bridge (Flannel's `cni0`) in a stage. MAC learning per
+//! bridge domain with ageing, static FDB entries, flooding, hairpin, and the node's
+//! own interface on the bridge.
+//!
+//! For each live packet that arrived on a bridge port:
+//! 1. learn the source MAC on the ingress port (parse already dropped invalid sources);
+//! 2. destination = the domain's gateway MAC (the node's interface, like cni0's
+//!    address): mark `L2_LOCAL` and leave it to the ARP and route stages;
+//! 3. broadcast or multicast: a copy to every other port of the domain, and the
+//!    packet itself goes local when the domain has a gateway (Linux passes a bridge
+//!    broadcast up to the bridge device too), else out of the first port;
+//! 4. known unicast: `out_port` = the learned port, unless that is the ingress port
+//!    and the port is not in hairpin mode (`bridge_same_port`, as `should_deliver()`);
+//! 5. unknown unicast: flooded like a broadcast, but never local.
+//!
+//! The bridge records its decision in metadata (`out_port`, `BRIDGED`) and leaves the
+//! packet `Continue`: IP frames bridged between pods still pass conntrack and NAT
+//! (`bridge-nf-call-iptables=1`, which Kubernetes requires), and the `egress` stage
+//! transmits. Flood copies go straight out (`Context::transmit_copy`).
+//!
+//! # Differences from Linux
+//! - Flood copies are full copies in fresh slots, not shared-data clones: slot
+//!   ownership stays simple, and only floods pay for it.
+//! - The FDB is bounded (`fdb_capacity`); Linux's `fdb_max_learned` defaults to no
+//!   limit. Frames to MACs not learned for lack of room flood, as in Linux at its limit.
+//! - No STP, no VLAN filtering yet: a domain is one broadcast domain.
+//!
+//! Batch order matters as in Linux's per-packet order: a source learned from packet i
+//! is known to packet i+1 of the same batch.
+
+use thiserror::Error;
+
+use crate::buf::{Batch, PktFlags, PortId};
+use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
+use crate::table::fdb::{DEFAULT_AGEING, Fdb, Learn};
+use crate::time::{Duration, Instant};
+use crate::wire::EthernetAddress;
+
+/// Most ports the bridge maps (port numbers `0..MAX_PORTS`).
+pub const MAX_PORTS: usize = 4096;
+
+/// A port of a bridge domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BridgePort {
+    /// The pipeline port.
+    pub port: PortId,
+    /// Linux `hairpin_mode`: frames may go back out the port they came in on.
+    pub hairpin: bool,
+}
+
+/// One bridge (broadcast domain).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BridgeDomain {
+    /// Name, for errors (`cni0`).
+    pub name: String,
+    /// Its ports.
+    pub ports: Vec<BridgePort>,
+    /// The MAC of the node's own interface on this bridge, if it has one.
+    pub gateway_mac: Option<EthernetAddress>,
+    /// Static FDB entries.
+    pub static_fdb: Vec<(EthernetAddress, PortId)>,
+}
+
+/// The bridge stage's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// The domains.
+    pub domains: Vec<BridgeDomain>,
+    /// FDB ageing time (Linux default 300 s).
+    pub ageing: Duration,
+    /// Most learned entries over all domains.
+    pub fdb_capacity: usize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig { domains: Vec::new(), ageing: DEFAULT_AGEING, fdb_capacity: 16384 }
+    }
+}
+
+/// A bridge configuration the stage cannot take; names the bridge and the field.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum BridgeConfigError {
+    /// A port number at or above [`MAX_PORTS`].
+    #[error("bridge {bridge:?}: ports: port {port} is out of range (max {max})", max = MAX_PORTS - 1)]
+    PortOutOfRange {
+        /// Bridge name.
+        bridge: String,
+        /// The port.
+        port: u16,
+    },
+    /// A port in two domains, or twice in one.
+    #[error("bridge {bridge:?}: ports: port {port} is already in bridge {other:?}")]
+    PortTaken {
+        /// Bridge name.
+        bridge: String,
+        /// The port.
+        port: u16,
+        /// Where it already is.
+        other: String,
+    },
+    /// A static entry for a port outside the domain, or for a group address.
+    #[error("bridge {bridge:?}: static_fdb: {mac} -> port {port}: {reason}")]
+    BadStatic {
+        /// Bridge name.
+        bridge: String,
+        /// The MAC.
+        mac: EthernetAddress,
+        /// The port.
+        port: u16,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A gateway MAC that is not unicast.
+    #[error("bridge {bridge:?}: gateway_mac: {mac} is not a unicast address")]
+    BadGateway {
+        /// Bridge name.
+        bridge: String,
+        /// The MAC.
+        mac: EthernetAddress,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PortState {
+    domain: Option<u16>,
+    hairpin: bool,
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct BridgeStage {
+    ports: Vec<PortState>,
+    domains: Vec<(Vec<PortId>, Option<[u8; 6]>)>,
+    fdb: Fdb,
+    next_sweep: Instant,
+}
+
+impl BridgeStage {
+    /// Build from `config`.
+    ///
+    /// # Errors
+    /// [`BridgeConfigError`] naming the bridge and field; nothing is built then.
+    pub fn new(config: &BridgeConfig) -> Result<Self, BridgeConfigError> {
+        let mut ports: Vec<PortState> = Vec::new();
+        let mut domains = Vec::new();
+        let mut fdb = Fdb::new(config.fdb_capacity, config.ageing);
+        for (d, dom) in config.domains.iter().enumerate() {
+            let di = u16::try_from(d).unwrap_or(u16::MAX);
+            if let Some(mac) = dom.gateway_mac.filter(|m| !m.is_unicast() || m.0 == [0; 6]) {
+                return Err(BridgeConfigError::BadGateway { bridge: dom.name.clone(), mac });
+            }
+            let mut list = Vec::new();
+            for p in &dom.ports {
+                let i = usize::from(p.port.0);
+                if i >= MAX_PORTS {
+                    return Err(BridgeConfigError::PortOutOfRange { bridge: dom.name.clone(), port: p.port.0 });
+                }
+                if ports.len() <= i {
+                    ports.resize(i + 1, PortState::default());
+                }
+                if let Some(other) = ports.get(i).and_then(|s| s.domain) {
+                    let other = config.domains.get(usize::from(other)).map(|o| o.name.clone()).unwrap_or_default();
+                    return Err(BridgeConfigError::PortTaken { bridge: dom.name.clone(), port: p.port.0, other });
+                }
+                if let Some(s) = ports.get_mut(i) {
+                    *s = PortState { domain: Some(di), hairpin: p.hairpin };
+                }
+                list.push(p.port);
+            }
+            for (mac, port) in &dom.static_fdb {
+                let bad =
+                    |reason| BridgeConfigError::BadStatic { bridge: dom.name.clone(), mac: *mac, port: port.0, reason };
+                if !mac.is_unicast() {
+                    return Err(bad("not a unicast address"));
+                }
+                if !list.contains(port) {
+                    return Err(bad("the port is not in this bridge"));
+                }
+                fdb.add_static(di, mac.0, *port);
+            }
+            domains.push((list, dom.gateway_mac.map(|m| m.0)));
+        }
+        Ok(BridgeStage { ports, domains, fdb, next_sweep: Instant::ZERO })
+    }
+
+    /// The FDB (for inspection and tests).
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    fn run<const TRACE: bool>(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let now = cx.now;
+        for i in 0..batch.len() {
+            if !batch.is_live(i) {
+                continue;
+            }
+            let pkt = batch.pkt(i);
+            let m = *cx.pool.meta(pkt);
+            let Some(state) = self.ports.get(usize::from(m.in_port.0)).copied() else { continue };
+            let Some(dom) = state.domain else { continue };
+            let l2 = usize::from(m.l2);
+            let (dst, src) = {
+                let s = cx.pool.slot(pkt);
+                match (s.get(l2..l2 + 6), s.get(l2 + 6..l2 + 12)) {
+                    (Some(d), Some(s)) => (mac6(d), mac6(s)),
+                    // parse guarantees the header; a packet without one is not ours.
+                    _ => continue,
+                }
+            };
+            match self.fdb.learn(dom, src, m.in_port, now) {
+                Learn::Learned => cx.count(StageEvent::FdbLearned),
+                Learn::Moved => cx.count(StageEvent::FdbMoved),
+                Learn::Full => cx.count(StageEvent::FdbFull),
+                Learn::Refreshed | Learn::Static => {}
+            }
+            let Some((dom_ports, gateway)) = self.domains.get(usize::from(dom)) else { continue };
+            if dst[0] & 1 != 0 {
+                // Broadcast / multicast: every other port, and the node itself.
+                let to_local = gateway.is_some();
+                if !flood(cx, batch, i, dom_ports, m.in_port, to_local) {
+                    continue;
+                }
+                if to_local {
+                    cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
+                }
+                if TRACE {
+                    cx.trace_note(pkt, TraceNote::Msg("flood (broadcast/multicast)"));
+                }
+            } else if Some(dst) == *gateway {
+                cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
+                if TRACE {
+                    cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));
+                }
+            } else {
+                match self.fdb.lookup(dom, dst, now) {
+                    Some(p) if p == m.in_port && !state.hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
+                    Some(p) => {
+                        let mm = cx.pool.meta_mut(pkt);
+                        mm.out_port = p;
+                        mm.flags |= PktFlags::BRIDGED;
+                        if TRACE {
+                            cx.trace_note(pkt, TraceNote::Port("fdb hit", p));
+                        }
+                    }
+                    None => {
+                        if flood(cx, batch, i, dom_ports, m.in_port, false) && TRACE {
+                            cx.trace_note(pkt, TraceNote::Msg("flood (unknown unicast)"));
+                        }
+                    }
+                }
+            }
+        }
+        if now >= self.next_sweep {
+            for _ in 0..self.fdb.sweep(now) {
+                cx.count(StageEvent::FdbAged);
+            }
+            self.next_sweep = now + Duration::from_secs(1);
+        }
+    }
+}
+
+fn mac6(b: &[u8]) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(b);
+    m
+}
+
+/// Send copies to every port of `ports` but `ingress`; the packet itself goes to the
+/// first of them unless it stays local. Returns false when it was dropped (nowhere to go).
+fn flood(cx: &mut Context<'_>, batch: &mut Batch, i: usize, ports: &[PortId], ingress: PortId, local: bool) -> bool {
+    let pkt = batch.pkt(i);
+    let mut others = ports.iter().copied().filter(|p| *p != ingress);
+    cx.count(StageEvent::Flooded);
+    if !local {
+        let Some(first) = others.next() else {
+            cx.drop(batch, i, DropReason::BridgeNoPort);
+            return false;
+        };
+        let m = cx.pool.meta_mut(pkt);
+        m.out_port = first;
+        m.flags |= PktFlags::BRIDGED;
+    }
+    for p in others {
+        cx.count(StageEvent::FloodCopy);
+        cx.transmit_copy(pkt, p);
+    }
+    true
+}
+
+impl Stage for BridgeStage {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        if cx.tracing() { self.run::<true>(cx, batch) } else { self.run::<false>(cx, batch) }
+    }
+}

@@ -1,0 +1,4 @@
+//! Data structures the stages share: the bridge FDB today; the LPM, flow table,
+//! Maglev and port allocator as their stages land.
+
+pub mod fdb;
