@@ -6,9 +6,9 @@
 //!
 //! Run: `cargo run --release -p podplane-examples --bin cluster [-- --seed N --pcap DIR]`
 //!
-//! Until the bridge and route stages land, a node's two pods are patched through its
-//! pipeline (`parse → xconnect`), so traffic stays on its node; cross-node modes
-//! (bridge, routed /32 with proxy-ARP, overlays) arrive with those stages.
+//! Each node bridges its pods as Flannel's `cni0` does (`parse → bridge → arp →
+//! egress`, the node's gateway address on the bridge). Traffic stays on its node
+//! until the route stage lands; routed /32 pods and overlays follow their stages.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,12 +16,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use podplane::Duration;
-use podplane::buf::PortId;
-use podplane::pipeline::{Pipeline, PipelineConfig};
-use podplane::stage::{ParseStage, XconnectStage};
+use podplane::pipeline::PipelineConfig;
 use podplane::wire::ChecksumPolicy;
-use podplane_sim::cluster::ClusterSpec;
-use podplane_sim::{FlowResult, HostConfig, LinkConfig, Sim};
+use podplane_sim::cluster::{ClusterSpec, NetworkMode, build};
+use podplane_sim::{FlowResult, LinkConfig, Sim};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run a small simulated cluster through podplane pipelines")]
@@ -39,65 +37,52 @@ fn main() -> anyhow::Result<()> {
     // Wall time is reported, never used by the simulation.
     #[allow(clippy::disallowed_methods)]
     let wall = std::time::Instant::now();
-    let plan = ClusterSpec::default().with_node("node-a", 2).with_node("node-b", 2).plan()?;
+    let plan = ClusterSpec::default().with_node("node-a", 3).with_node("node-b", 3).plan()?;
     let mut sim = Sim::new(args.seed);
 
     println!(
         "podplane cluster demo: seed {}, cluster CIDR {}, services {}",
         args.seed, plan.cluster_cidr, plan.service_cidr
     );
-    println!("pods on a node are patched through the node's pipeline (parse -> xconnect)\n");
-    println!("{:<8} {:<16} {:<8} pods", "node", "pod CIDR", "gateway");
-
-    let mut pods = Vec::new();
-    for (ni, node) in plan.nodes.iter().enumerate() {
+    println!("each node bridges its pods like Flannel's cni0: parse -> bridge -> arp -> egress\n");
+    println!("{:<8} {:<16} {:<11} pods", "node", "pod CIDR", "gateway");
+    for node in &plan.nodes {
         let names: Vec<String> = node.pods.iter().map(|p| format!("{} {}", p.name, p.ip)).collect();
         println!(
-            "{:<8} {:<16} {:<8} {}",
+            "{:<8} {:<16} {:<11} {}",
             node.name,
             node.pod_cidr.to_string(),
             node.gateway.to_string(),
             names.join(", ")
         );
-        let mut x = XconnectStage::new();
-        x.connect(PortId(0), PortId(1)).map_err(|p| anyhow::anyhow!("port {p}"))?;
-        // node-b verifies TCP/UDP/ICMP checksums too, so the corruption on its link
-        // shows up as drops with their reasons.
-        let checksum = ChecksumPolicy { ipv4: true, l4: ni == 1 };
-        let pipeline = Pipeline::new(
-            vec![Box::new(ParseStage::new()), Box::new(x)],
-            PipelineConfig { checksum },
-            args.seed + ni as u64,
-        );
-        let n = sim.add_node(&node.name, &["pod0", "pod1"], pipeline)?;
-        let mut hs = Vec::new();
-        for (pi, pod) in node.pods.iter().enumerate() {
-            let mut cfg = HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
-            cfg.mac = pod.mac;
-            let h = sim.add_host(cfg)?;
-            let mut link =
-                LinkConfig::default().with_latency(Duration::from_nanos(20_000)).with_bandwidth(10_000_000_000);
-            if ni == 1 && pi == 1 {
-                link = link.with_faults(0.01, 0.0, 0.0).with_corruption(0.01);
+    }
+    let link = LinkConfig::default().with_latency(Duration::from_nanos(20_000)).with_bandwidth(10_000_000_000);
+    let h = build(&mut sim, &plan, NetworkMode::Bridge, link)?;
+    // Loss and bit corruption on one pod's cable: TCP recovers, and the node's parse
+    // stage counts what it catches (node-b verifies TCP/UDP/ICMP checksums too).
+    let faulty = sim.link_id("node-b/node-b-pod-1").context("link name")?;
+    sim.set_link_config(faulty, link.with_faults(0.01, 0.0, 0.0).with_corruption(0.01));
+    if let Some(n) = sim.node_mut(h.nodes[1]) {
+        n.pipeline_mut().set_config(PipelineConfig { checksum: ChecksumPolicy { ipv4: true, l4: true } });
+    }
+    if let Some(dir) = &args.pcap {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for node in &plan.nodes {
+            for pod in &node.pods {
+                let name = format!("{}/{}", node.name, pod.name);
+                if let Some(l) = sim.link_id(&name) {
+                    sim.capture(l, &dir.join(format!("{}.pcap", name.replace('/', "_"))))?;
+                }
             }
-            let name = format!("{}:pod{pi}", node.name);
-            let ends = [sim.host_end(h), sim.node_end(n, &format!("pod{pi}"))?];
-            let l = sim.link(&name, &ends, link)?;
-            if let Some(dir) = &args.pcap {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                sim.capture(l, &dir.join(format!("{}-pod{pi}.pcap", node.name)))?;
-            }
-            hs.push(h);
         }
-        pods.push(hs);
     }
 
     for (ni, node) in plan.nodes.iter().enumerate() {
-        let (a, b) = (pods[ni][0], pods[ni][1]);
+        let (a, b, c) = (h.pods[ni][0], h.pods[ni][1], h.pods[ni][2]);
         let b_ip = IpAddr::V4(node.pods[1].ip);
         sim.ping(&format!("{}/ping", node.name), a, b_ip, 5, Duration::from_millis(100))?;
-        sim.udp_query(&format!("{}/dns", node.name), a, b, 53, 5)?;
-        sim.http(&format!("{}/http", node.name), a, b, 80, 64 * 1024)?;
+        sim.udp_query(&format!("{}/dns", node.name), c, a, 53, 5)?;
+        sim.http(&format!("{}/http", node.name), c, b, 80, 64 * 1024)?;
         sim.tcp_bulk(&format!("{}/bulk", node.name), a, b, 5001, 1 << 20)?;
     }
 
@@ -111,20 +96,25 @@ fn main() -> anyhow::Result<()> {
         println!("\n{} counters:", node.name());
         let snap = node.pipeline().counters().snapshot();
         let t = snap.totals;
-        println!("  rx {}  tx {}  dropped {}  (rx {} bytes)", t.rx, t.tx, t.dropped, t.rx_bytes);
+        println!(
+            "  rx {}  tx {} (of which flood copies {})  to host {}  dropped {}",
+            t.rx, t.tx, t.generated, t.host, t.dropped
+        );
         for d in &snap.drops {
-            println!(
-                "  drop {:<30} {:>6} packets {:>9} bytes",
-                format!("{}/{}", d.stage, d.reason),
-                d.packets,
-                d.bytes
-            );
+            let what = format!("{}/{}", d.stage, d.reason);
+            println!("  drop  {what:<28} {:>6} packets {:>8} bytes  {}", d.packets, d.bytes, d.reason.description());
+        }
+        for e in &snap.events {
+            println!("  event {:<28} {:>6}", format!("{}/{}", e.stage, e.event), e.count);
         }
     }
-    println!("\n{:<14} {:>7} {:>9} {:>6} {:>9}", "link", "sent", "delivered", "lost", "corrupted");
-    for name in ["node-a:pod0", "node-a:pod1", "node-b:pod0", "node-b:pod1"] {
-        if let Some(s) = sim.link_id(name).and_then(|l| sim.link_stats(l)) {
-            println!("{name:<14} {:>7} {:>9} {:>6} {:>9}", s.sent, s.delivered, s.dropped_loss, s.corrupted);
+    println!("\n{:<20} {:>7} {:>9} {:>6} {:>9}", "link", "sent", "delivered", "lost", "corrupted");
+    for node in &plan.nodes {
+        for pod in &node.pods {
+            let name = format!("{}/{}", node.name, pod.name);
+            if let Some(s) = sim.link_id(&name).and_then(|l| sim.link_stats(l)) {
+                println!("{name:<20} {:>7} {:>9} {:>6} {:>9}", s.sent, s.delivered, s.dropped_loss, s.corrupted);
+            }
         }
     }
     println!(

@@ -403,3 +403,88 @@ mod tests {
         assert!("10.244.300.0/24".parse::<Cidr>().is_err());
     }
 }
+
+/// How a cluster's pods are wired. Modes arrive with the stages they need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Linux-bridge style (Flannel's `cni0`, the CNI bridge plugin): a node's pods on
+    /// one bridge domain, the node's gateway address (`.1`) on the bridge. Pods on one
+    /// node talk through `parse → bridge → arp → egress`. Cross-node routing comes with
+    /// the route stage.
+    Bridge,
+}
+
+/// What [`build`] made: indexes into the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterHandles {
+    /// Node index per plan node.
+    pub nodes: Vec<usize>,
+    /// Host index per pod, per node, in plan order.
+    pub pods: Vec<Vec<usize>>,
+}
+
+/// The MAC the CNI bridge plugin gives an address: `0a:58:` and the IPv4 address.
+pub fn cni_mac(ip: Ipv4Addr) -> podplane::wire::EthernetAddress {
+    let o = ip.octets();
+    podplane::wire::EthernetAddress([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+}
+
+/// Build `plan` into `sim` in `mode`: a node per plan node with one port per pod
+/// (`pod0`, `pod1`, ...), a smoltcp host per pod on its own link to its port.
+///
+/// # Errors
+/// Whatever the simulator rejects (duplicate names), or a bridge configuration error.
+pub fn build(
+    sim: &mut crate::Sim,
+    plan: &ClusterPlan,
+    mode: NetworkMode,
+    link: crate::LinkConfig,
+) -> Result<ClusterHandles, SimError> {
+    use podplane::PortId;
+    use podplane::pipeline::{Pipeline, PipelineConfig};
+    use podplane::stage::arp::{ArpConfig, LocalAddr};
+    use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
+    use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage};
+
+    let NetworkMode::Bridge = mode;
+    let mut handles = ClusterHandles::default();
+    for node in &plan.nodes {
+        let ports: Vec<PortId> = (0..node.pods.len()).map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX))).collect();
+        let gw_mac = cni_mac(node.gateway);
+        let bridge = BridgeStage::new(&BridgeConfig {
+            domains: vec![BridgeDomain {
+                name: format!("{}/cni0", node.name),
+                ports: ports.iter().map(|p| BridgePort { port: *p, hairpin: true }).collect(),
+                gateway_mac: Some(gw_mac),
+                static_fdb: Vec::new(),
+            }],
+            ..BridgeConfig::default()
+        })
+        .map_err(|e| SimError::Cluster(e.to_string()))?;
+        let arp = ArpStage::new(ArpConfig {
+            local: vec![LocalAddr { ip: node.gateway, mac: gw_mac, ports: ports.clone() }],
+            proxy: Vec::new(),
+        });
+        let seed = sim.seed() ^ (handles.nodes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let pipeline = Pipeline::new(
+            vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(arp), Box::new(EgressStage)],
+            PipelineConfig::default(),
+            seed,
+        );
+        let names: Vec<String> = (0..node.pods.len()).map(|i| format!("pod{i}")).collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let n = sim.add_node(&node.name, &name_refs, pipeline)?;
+        let mut hosts = Vec::new();
+        for (i, pod) in node.pods.iter().enumerate() {
+            let mut cfg = crate::HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
+            cfg.mac = pod.mac;
+            let h = sim.add_host(cfg)?;
+            let ends = [sim.host_end(h), sim.node_end(n, &names[i])?];
+            sim.link(&format!("{}/{}", node.name, pod.name), &ends, link)?;
+            hosts.push(h);
+        }
+        handles.nodes.push(n);
+        handles.pods.push(hosts);
+    }
+    Ok(handles)
+}
