@@ -349,3 +349,81 @@ proptest! {
         }
     }
 }
+
+mod lpm_model {
+    use podplane::table::lpm::{Key, Lpm};
+    use proptest::prelude::*;
+
+    /// The model: a list of (prefix, len, value), longest match by linear scan.
+    fn model_lookup<K: Key>(routes: &[(K, u8, u16)], addr: K) -> Option<(u8, u16)> {
+        routes
+            .iter()
+            .filter(|(p, l, _)| addr.mask(*l) == p.mask(*l))
+            .max_by_key(|(_, l, _)| *l)
+            .map(|(_, l, v)| (*l, *v))
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op<K> {
+        Insert(K, u8, u16),
+        Remove(K, u8),
+    }
+
+    fn check<K: Key>(ops: Vec<Op<K>>, lookups: Vec<K>) -> Result<(), TestCaseError> {
+        let mut t: Lpm<K, u16> = Lpm::new();
+        let mut model: Vec<(K, u8, u16)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert(p, l, v) => {
+                    let p = p.mask(l);
+                    t.insert(p, l, v);
+                    model.retain(|(q, m, _)| !(*q == p && *m == l));
+                    model.push((p, l, v));
+                }
+                Op::Remove(p, l) => {
+                    let p = p.mask(l);
+                    let had = model.iter().any(|(q, m, _)| *q == p && *m == l);
+                    prop_assert_eq!(t.remove(p, l).is_some(), had);
+                    model.retain(|(q, m, _)| !(*q == p && *m == l));
+                }
+            }
+        }
+        prop_assert_eq!(t.len(), model.len());
+        for a in lookups {
+            prop_assert_eq!(t.lookup(a), model_lookup(&model, a));
+        }
+        Ok(())
+    }
+
+    // Addresses drawn from a small space so that prefixes overlap and lookups hit.
+    fn v4() -> impl Strategy<Value = u32> {
+        (0u32..16, any::<u8>()).prop_map(|(hi, lo)| (0x0a00_0000 | (hi << 12)) + u32::from(lo))
+    }
+    fn v6() -> impl Strategy<Value = u128> {
+        (0u128..16, any::<u8>()).prop_map(|(hi, lo)| (0xfd00u128 << 112) | (hi << 64) | u128::from(lo))
+    }
+
+    proptest! {
+        #[test]
+        fn ipv4_matches_linear_scan(
+            ops in proptest::collection::vec(prop_oneof![
+                (v4(), 0u8..=32, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                (v4(), 0u8..=32).prop_map(|(p, l)| Op::Remove(p, l)),
+            ], 0..64),
+            lookups in proptest::collection::vec(v4(), 0..64),
+        ) {
+            check(ops, lookups)?;
+        }
+
+        #[test]
+        fn ipv6_matches_linear_scan(
+            ops in proptest::collection::vec(prop_oneof![
+                (v6(), 0u8..=128, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                (v6(), 0u8..=128).prop_map(|(p, l)| Op::Remove(p, l)),
+            ], 0..64),
+            lookups in proptest::collection::vec(v6(), 0..64),
+        ) {
+            check(ops, lookups)?;
+        }
+    }
+}

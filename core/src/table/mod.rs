@@ -2,3 +2,4 @@
 //! Maglev and port allocator as their stages land.
 
 pub mod fdb;
+pub mod lpm;
