@@ -36,13 +36,20 @@ fn hex(s: &str) -> Vec<u8> {
 fn node(hairpin0: bool) -> Pipeline {
     let ports = (0..3).map(|p| BridgePort { port: PortId(p), hairpin: p == 0 && hairpin0 }).collect();
     let bridge = BridgeStage::new(&BridgeConfig {
-        domains: vec![BridgeDomain { name: "cni0".into(), ports, gateway_mac: Some(GW_MAC), static_fdb: vec![] }],
+        domains: vec![BridgeDomain {
+            name: "cni0".into(),
+            ports,
+            gateway_mac: Some(GW_MAC),
+            static_fdb: vec![],
+            bvi: None,
+        }],
         ..BridgeConfig::default()
     })
     .unwrap();
     let arp = ArpStage::new(ArpConfig {
         local: vec![LocalAddr { ip: GW_IP, mac: GW_MAC, ports: vec![PortId(0), PortId(1), PortId(2)] }],
         proxy: vec![ProxyArp { port: PortId(5), mac: CALICO_MAC, targets: vec![CALICO_GATEWAY] }],
+        interfaces: vec![],
     });
     Pipeline::new(
         vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(arp), Box::new(EgressStage)],

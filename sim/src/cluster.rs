@@ -407,10 +407,11 @@ mod tests {
 /// How a cluster's pods are wired. Modes arrive with the stages they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetworkMode {
-    /// Linux-bridge style (Flannel's `cni0`, the CNI bridge plugin): a node's pods on
-    /// one bridge domain, the node's gateway address (`.1`) on the bridge. Pods on one
-    /// node talk through `parse → bridge → arp → egress`. Cross-node routing comes with
-    /// the route stage.
+    /// Linux-bridge style with direct routing between nodes (Flannel's `host-gw`,
+    /// Calico without encapsulation): a node's pods on one bridge domain with the
+    /// node's gateway address (`.1`) on it, and each node routing every other node's
+    /// pod CIDR via that node's underlay address. Node pipeline:
+    /// `parse → bridge → route → arp → egress`.
     Bridge,
 }
 
@@ -421,6 +422,8 @@ pub struct ClusterHandles {
     pub nodes: Vec<usize>,
     /// Host index per pod, per node, in plan order.
     pub pods: Vec<Vec<usize>>,
+    /// Underlay address per node.
+    pub node_ips: Vec<Ipv4Addr>,
 }
 
 /// The MAC the CNI bridge plugin gives an address: `0a:58:` and the IPv4 address.
@@ -429,11 +432,19 @@ pub fn cni_mac(ip: Ipv4Addr) -> podplane::wire::EthernetAddress {
     podplane::wire::EthernetAddress([0x0a, 0x58, o[0], o[1], o[2], o[3]])
 }
 
+/// The virtual port number of a node's bridge interface (its BVI).
+pub const BVI_PORT: u16 = 4000;
+
+/// The underlay network nodes sit on (a switched segment): node `i` is `.10 + i`.
+pub const UNDERLAY: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 0);
+
 /// Build `plan` into `sim` in `mode`: a node per plan node with one port per pod
-/// (`pod0`, `pod1`, ...), a smoltcp host per pod on its own link to its port.
+/// (`pod0`, `pod1`, ...) and an `uplink`, a smoltcp host per pod on its own link to its
+/// port, and the nodes' uplinks on one switched `underlay` segment.
 ///
 /// # Errors
-/// Whatever the simulator rejects (duplicate names), or a bridge configuration error.
+/// Whatever the simulator rejects (duplicate names), a bridge configuration error, or
+/// more than 240 nodes (the underlay is one /24).
 pub fn build(
     sim: &mut crate::Sim,
     plan: &ClusterPlan,
@@ -444,34 +455,78 @@ pub fn build(
     use podplane::pipeline::{Pipeline, PipelineConfig};
     use podplane::stage::arp::{ArpConfig, LocalAddr};
     use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
-    use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage};
+    use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+    use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
 
     let NetworkMode::Bridge = mode;
+    if plan.nodes.len() > 240 {
+        return Err(SimError::Cluster(format!(
+            "{} nodes: the simulated underlay {UNDERLAY}/24 holds 240",
+            plan.nodes.len()
+        )));
+    }
+    let node_ip = |i: usize| Ipv4Addr::from(u32::from(UNDERLAY) + 10 + u32::try_from(i).unwrap_or(0));
     let mut handles = ClusterHandles::default();
-    for node in &plan.nodes {
-        let ports: Vec<PortId> = (0..node.pods.len()).map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX))).collect();
+    let mut uplinks = Vec::new();
+    for (ni, node) in plan.nodes.iter().enumerate() {
+        let npods = node.pods.len();
+        let ports: Vec<PortId> = (0..npods).map(|i| PortId(u16::try_from(i).unwrap_or(u16::MAX))).collect();
+        let uplink = PortId(u16::try_from(npods).unwrap_or(u16::MAX));
+        let bvi = PortId(BVI_PORT);
         let gw_mac = cni_mac(node.gateway);
+        let my_ip = node_ip(ni);
+        let up_mac = podplane::wire::EthernetAddress([0x02, 0x00, 192, 168, 0, my_ip.octets()[3]]);
+        let interfaces = vec![
+            L3If {
+                port: bvi,
+                mac: gw_mac,
+                ip: node.gateway,
+                prefix: node.pod_cidr.prefix,
+                mtu: 1500,
+                bvi: true,
+                ports: ports.clone(),
+            },
+            L3If { port: uplink, mac: up_mac, ip: my_ip, prefix: 24, mtu: 1500, bvi: false, ports: vec![uplink] },
+        ];
+        let routes = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(oi, _)| *oi != ni)
+            .map(|(oi, o)| RouteSpec {
+                dst: o.pod_cidr.addr,
+                len: o.pod_cidr.prefix,
+                next_hop: NextHop::Via(node_ip(oi), uplink),
+            })
+            .collect();
         let bridge = BridgeStage::new(&BridgeConfig {
             domains: vec![BridgeDomain {
                 name: format!("{}/cni0", node.name),
                 ports: ports.iter().map(|p| BridgePort { port: *p, hairpin: true }).collect(),
                 gateway_mac: Some(gw_mac),
                 static_fdb: Vec::new(),
+                bvi: Some(bvi),
             }],
             ..BridgeConfig::default()
         })
         .map_err(|e| SimError::Cluster(e.to_string()))?;
+        let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes });
         let arp = ArpStage::new(ArpConfig {
-            local: vec![LocalAddr { ip: node.gateway, mac: gw_mac, ports: ports.clone() }],
+            local: vec![
+                LocalAddr { ip: node.gateway, mac: gw_mac, ports: ports.clone() },
+                LocalAddr { ip: my_ip, mac: up_mac, ports: vec![uplink] },
+            ],
             proxy: Vec::new(),
+            interfaces,
         });
-        let seed = sim.seed() ^ (handles.nodes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let seed = sim.seed() ^ (ni as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let pipeline = Pipeline::new(
-            vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(arp), Box::new(EgressStage)],
+            vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(route), Box::new(arp), Box::new(EgressStage)],
             PipelineConfig::default(),
             seed,
         );
-        let names: Vec<String> = (0..node.pods.len()).map(|i| format!("pod{i}")).collect();
+        let mut names: Vec<String> = (0..npods).map(|i| format!("pod{i}")).collect();
+        names.push("uplink".into());
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let n = sim.add_node(&node.name, &name_refs, pipeline)?;
         let mut hosts = Vec::new();
@@ -483,8 +538,13 @@ pub fn build(
             sim.link(&format!("{}/{}", node.name, pod.name), &ends, link)?;
             hosts.push(h);
         }
+        uplinks.push(sim.node_end(n, "uplink")?);
         handles.nodes.push(n);
         handles.pods.push(hosts);
+        handles.node_ips.push(my_ip);
+    }
+    if uplinks.len() >= 2 {
+        sim.link("underlay", &uplinks, link.switched())?;
     }
     Ok(handles)
 }

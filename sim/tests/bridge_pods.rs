@@ -61,3 +61,50 @@ fn the_gateway_answers_arp_and_takes_traffic_for_itself() {
     assert_eq!(snap.totals.host, 2, "seed {seed}: both echo requests delivered to the node's host");
     CounterExpect::new().check(&snap);
 }
+
+/// Pods on two nodes through direct routing (Flannel host-gw):
+/// 1. pod A (10.244.0.2 on node-a) sends to pod B (10.244.1.2 on node-b): A ARPs for its
+///    gateway 10.244.0.1, which node-a answers;
+/// 2. node-a routes 10.244.1.0/24 via node-b's underlay address 192.168.0.11: it ARPs
+///    for it on the uplink, node-b answers, the held packets go out;
+/// 3. node-b routes to its connected pod CIDR on cni0: it ARPs for B through its bridge,
+///    B answers, the packets enter the bridge from the bridge interface to B's port;
+/// 4. a 1 MiB TCP transfer and pings complete, TTL one lower on arrival (64 - 2 hops);
+///    both nodes balance their counters and drop nothing but ARP: broadcasts not for
+///    them and the replies they consumed.
+#[test]
+fn pods_on_two_nodes_through_direct_routing() {
+    let seed = seed_from_env(43);
+    let plan = ClusterSpec::default().with_node("node-a", 2).with_node("node-b", 2).plan().unwrap();
+    let mut sim = Sim::new(seed);
+    let h = build(&mut sim, &plan, NetworkMode::Bridge, LinkConfig::default()).unwrap();
+    let (a, b) = (h.pods[0][0], h.pods[1][0]);
+    let b_ip = IpAddr::V4(plan.nodes[1].pods[0].ip);
+    sim.ping("ping", a, b_ip, 3, Duration::from_millis(10)).unwrap();
+    sim.tcp_bulk("bulk", a, b, 5001, 1 << 20).unwrap();
+    sim.http("http", b, a, 80, 4096).unwrap();
+    sim.run_until_done(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    for f in sim.flows() {
+        assert!(f.ok, "seed {seed}: {f:?}");
+    }
+    for (i, n) in h.nodes.iter().enumerate() {
+        let c = sim.nodes()[*n].pipeline().counters();
+        let snap = c.snapshot();
+        assert!(snap.balanced(), "seed {seed}");
+        assert!(
+            c.events("route", StageEvent::Routed) > 700,
+            "seed {seed}: node {i} routed {}",
+            c.events("route", StageEvent::Routed)
+        );
+        assert!(c.events("arp", StageEvent::ArpRequestSent) >= 1, "seed {seed}");
+        for d in &snap.drops {
+            assert!(
+                matches!(d.reason, DropReason::ArpNotForUs | DropReason::ArpProcessed),
+                "seed {seed}: node {i} dropped {d:?}\n{snap}"
+            );
+        }
+        if i == 0 {
+            println!("node-a:\n{snap}");
+        }
+    }
+}

@@ -78,6 +78,9 @@ bitflags::bitflags! {
         const L2_LOCAL = 1 << 9;
         /// The bridge forwarded it at L2 (`out_port` is its decision).
         const BRIDGED = 1 << 10;
+        /// The route stage forwarded it: `next_hop` and `out_port` (an interface) are
+        /// set; the neighbour stage still has to write the MACs.
+        const ROUTED = 1 << 11;
     }
 }
 
@@ -116,6 +119,8 @@ pub struct PktMeta {
     pub csum: CsumState,
     /// Trace id when the packet is traced (`flags` has `TRACE`), else 0.
     pub trace_id: u32,
+    /// IPv4 next hop chosen by the route stage (when `flags` has `ROUTED`).
+    pub next_hop: std::net::Ipv4Addr,
 }
 
 impl PktMeta {
@@ -139,6 +144,7 @@ impl PktMeta {
             timestamp: Instant::ZERO,
             csum: CsumState::Unverified,
             trace_id: 0,
+            next_hop: std::net::Ipv4Addr::UNSPECIFIED,
         }
     }
 

@@ -56,6 +56,13 @@ impl Context<'_> {
         self.counters.count_event(self.stage, event);
     }
 
+    /// The 1-based index of the stage named `name` in this pipeline (for
+    /// [`inject`](Self::inject) into another stage, as the neighbour stage re-enters
+    /// the bridge).
+    pub fn stage_by_name(&self, name: &str) -> Option<usize> {
+        self.counters.stage_names().iter().position(|s| *s == name)
+    }
+
     /// Index of the running stage in the pipeline (1-based; 0 is the pipeline itself).
     #[inline]
     pub fn stage_index(&self) -> usize {
@@ -129,17 +136,24 @@ impl Context<'_> {
             self.counters.count_drop(self.stage, DropReason::PoolExhausted, 0);
             return;
         };
+        self.pool.meta_mut(q).flags.remove(PktFlags::TRACE);
+        self.transmit_generated(q, port);
+    }
+
+    /// Transmit a packet this stage made (an ARP request) on `port` directly, past the
+    /// later stages. Counts as generated, then as tx; a full queue drops it, counted.
+    #[inline]
+    pub fn transmit_generated(&mut self, pkt: PktId, port: PortId) {
         self.counters.totals.generated += 1;
-        let m = self.pool.meta_mut(q);
+        let m = self.pool.meta_mut(pkt);
         m.flags |= PktFlags::GENERATED;
-        m.flags.remove(PktFlags::TRACE);
         m.out_port = port;
         if self.direct.len() < GENERATED_MAX {
-            self.direct.push((q, port));
+            self.direct.push((pkt, port));
         } else {
-            let len = usize::from(self.pool.meta(q).len());
+            let len = usize::from(self.pool.meta(pkt).len());
             self.counters.count_drop(self.stage, DropReason::GenerateOverflow, len);
-            let _ = self.pool.free(q);
+            let _ = self.pool.free(pkt);
         }
     }
 

@@ -130,6 +130,24 @@ drop_reasons! {
     /// An ARP reply or announcement addressed to the node: consumed (VPP counts these
     /// as "ARP replies received" the same way).
     30 => ArpProcessed, "arp_processed", Info;
+    /// No route to the destination (ICMP net unreachable sent).
+    31 => NoRoute, "no_route", Info;
+    /// TTL would reach zero (ICMP time exceeded sent).
+    32 => TtlExceeded, "ttl_exceeded", Info;
+    /// A blackhole route.
+    33 => RouteBlackhole, "route_blackhole", Info;
+    /// An unreachable route (ICMP host unreachable sent).
+    34 => RouteUnreachable, "route_unreachable", Info;
+    /// A prohibit route (ICMP administratively prohibited sent).
+    35 => RouteProhibit, "route_prohibit", Info;
+    /// Larger than the egress MTU with DF set (ICMP fragmentation needed sent).
+    36 => FragNeeded, "frag_needed", Info;
+    /// Larger than the egress MTU without DF: fragmentation is not implemented yet.
+    37 => FragUnsupported, "frag_unsupported", Warn;
+    /// The next hop did not answer ARP, or its queue of waiting packets was full.
+    38 => NeighFailed, "neigh_failed", Warn;
+    /// Waiting for ARP with the per-neighbour queue full.
+    39 => NeighQueueFull, "neigh_queue_full", Warn;
 }
 
 impl DropReason {

@@ -44,6 +44,16 @@ stage_events! {
     7 => ArpReplied, "arp_replied";
     /// A proxy-ARP reply was sent (Calico's 169.254.1.1 gateway).
     8 => ProxyArpReplied, "proxy_arp_replied";
+    /// An ICMP error was generated.
+    9 => IcmpErrorSent, "icmp_error_sent";
+    /// An ICMP error was not sent: rate limit (icmp_msgs_per_sec) or RFC 1812 rules.
+    10 => IcmpErrorSuppressed, "icmp_error_suppressed";
+    /// An ARP request was sent to resolve a next hop.
+    11 => ArpRequestSent, "arp_request_sent";
+    /// A neighbour entry was created or updated from ARP.
+    12 => NeighLearned, "neigh_learned";
+    /// A packet was routed.
+    13 => Routed, "routed";
 }
 
 impl StageEvent {

@@ -1,5 +1,7 @@
-//! The `arp` stage: answers ARP requests for the node's own addresses and, Calico
-//! style, proxy-ARP requests on pod ports; consumes other ARP addressed to the node.
+//! The `arp` stage: the node's ARP and neighbour table. It answers ARP requests for
+//! the node's own addresses and, Calico style, proxy-ARP requests on pod ports; learns
+//! neighbours from ARP; and gives routed packets their MAC addresses, resolving next
+//! hops by ARP and holding packets while it waits.
 //!
 //! A reply is built in place from the request, field by field as Linux's `arp_send()`
 //! from `arp_process()` builds it (checked against a capture from Linux 6.18 in a
@@ -14,8 +16,23 @@
 //! address reachable on the ingress port, or the ingress port does proxy-ARP for that
 //! target (Calico: `proxy_arp=1` on each `cali*` veth, pods routed via 169.254.1.1,
 //! answered with the veth's MAC ee:ee:ee:ee:ee:ee). Announcements (sender address
-//! equal to target) and replies are consumed (`arp_processed`); the neighbour table
-//! that learns from them comes with the route stage.
+//! equal to target) and replies are consumed (`arp_processed`).
+//!
+//! # Neighbours (net/core/neighbour.c, net/ipv4/arp.c)
+//! The sender of an ARP request for one of our addresses, of a reply, or of an
+//! announcement is learned (`arp_process()` creates or updates the entry). A routed
+//! packet whose next hop is known gets destination = the neighbour's MAC, source = the
+//! egress interface's MAC; on a bridge interface it then re-enters the bridge from the
+//! interface's virtual port (VPP's BVI), which picks the pod port. An unknown next hop
+//! gets an entry in INCOMPLETE, an ARP request (broadcast, from the interface's MAC
+//! and address, target MAC zero, as Linux's `arp_solicit()`), and the packet waits in
+//! a bounded per-neighbour queue (`unres_qlen`; here [`QUEUE_LEN`]); the reply
+//! releases the queue in order. A request is re-sent at most once a second
+//! (`retrans_time`), and after [`MAX_PROBES`] unanswered requests the waiting packets
+//! are dropped (`neigh_failed`), as `mcast_solicit` = 3 has Linux give up.
+//!
+//! Differences from Linux: entries do not go STALE and are not re-confirmed (no
+//! timers between batches yet); a FAILED entry is probed again by the next packet.
 //!
 //! # Differences from Linux
 //! - Linux's proxy ARP answers for any target it has a route to through another
@@ -26,10 +43,41 @@
 
 use std::net::Ipv4Addr;
 
-use crate::buf::{Batch, L3Kind, PktFlags, PortId};
-use crate::pipeline::{Context, DropReason, Stage, StageEvent};
+use hashbrown::HashMap;
+use rustc_hash::FxBuildHasher;
+
+use super::route::L3If;
+use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
+use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
+use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
-use crate::wire::arp::{self, ArpOperation, ArpPacket};
+use crate::wire::arp::{self, ArpOperation, ArpPacket, ArpRepr};
+use crate::wire::ethernet::{EtherType, EthernetRepr};
+
+/// Packets held per unresolved neighbour.
+pub const QUEUE_LEN: usize = 16;
+/// Unanswered ARP requests before the waiting packets are dropped.
+pub const MAX_PROBES: u8 = 3;
+/// Time between ARP requests for one neighbour (`retrans_time`).
+pub const RETRANS: Duration = Duration::from_secs(1);
+/// Most neighbour entries.
+pub const MAX_NEIGHBOURS: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NeighState {
+    Incomplete,
+    Reachable,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Neigh {
+    state: NeighState,
+    mac: EthernetAddress,
+    probes: u8,
+    last_probe: Instant,
+    queue: [PktId; QUEUE_LEN],
+    queued: u8,
+}
 
 /// An address the node owns and the ports it answers ARP on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +108,8 @@ pub struct ArpConfig {
     pub local: Vec<LocalAddr>,
     /// Proxy-ARP ports.
     pub proxy: Vec<ProxyArp>,
+    /// The layer-3 interfaces (the route stage's), for resolving next hops.
+    pub interfaces: Vec<L3If>,
 }
 
 /// Calico's pod gateway address.
@@ -71,12 +121,53 @@ pub const CALICO_MAC: EthernetAddress = EthernetAddress([0xee; 6]);
 #[derive(Debug, Default)]
 pub struct ArpStage {
     config: ArpConfig,
+    neigh: HashMap<(PortId, Ipv4Addr), Neigh, FxBuildHasher>,
 }
 
 impl ArpStage {
     /// A stage answering per `config`.
     pub fn new(config: ArpConfig) -> Self {
-        ArpStage { config }
+        ArpStage { config, neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher) }
+    }
+
+    /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
+    pub fn neighbour(&self, port: PortId, ip: Ipv4Addr) -> Option<EthernetAddress> {
+        self.neigh.get(&(port, ip)).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac)
+    }
+
+    fn iface_for_port(&self, port: PortId) -> Option<&L3If> {
+        self.config.interfaces.iter().find(|i| i.ports.contains(&port) || i.port == port)
+    }
+
+    /// Record `ip` at `mac` behind the interface of `in_port`; release its queue.
+    fn learn(&mut self, cx: &mut Context<'_>, in_port: PortId, ip: Ipv4Addr, mac: EthernetAddress) {
+        let Some(ifport) = self.iface_for_port(in_port).map(|i| i.port) else { return };
+        let fresh = Neigh {
+            state: NeighState::Reachable,
+            mac,
+            probes: 0,
+            last_probe: Instant::ZERO,
+            queue: [PktId::default(); QUEUE_LEN],
+            queued: 0,
+        };
+        let room = self.neigh.len() < MAX_NEIGHBOURS;
+        let waiting = match self.neigh.get_mut(&(ifport, ip)) {
+            Some(n) => {
+                let q = (n.queue, n.queued);
+                *n = fresh;
+                q
+            }
+            None if room => {
+                self.neigh.insert((ifport, ip), fresh);
+                ([PktId::default(); QUEUE_LEN], 0)
+            }
+            None => return,
+        };
+        cx.count(StageEvent::NeighLearned);
+        let here = cx.stage_index();
+        for p in waiting.0.iter().take(usize::from(waiting.1)) {
+            cx.release(*p, here);
+        }
     }
 
     fn answer_mac(&self, port: PortId, sender: Ipv4Addr, target: Ipv4Addr) -> Option<(EthernetAddress, StageEvent)> {
@@ -88,6 +179,120 @@ impl ArpStage {
             .iter()
             .find(|p| p.port == port && target != sender && (p.targets.is_empty() || p.targets.contains(&target)))
             .map(|p| (p.mac, StageEvent::ProxyArpReplied))
+    }
+}
+
+impl ArpStage {
+    /// Give a routed packet its MACs, or hold it and ask ARP.
+    fn resolve(&mut self, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
+        let pkt = batch.pkt(i);
+        let m = *cx.pool.meta(pkt);
+        let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).cloned() else {
+            cx.drop(batch, i, DropReason::NeighFailed);
+            return;
+        };
+        let key = (iface.port, m.next_hop);
+        let now = cx.now;
+        let known = self.neigh.get(&key).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac);
+        if let Some(mac) = known {
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            let l2 = usize::from(meta.l2);
+            if let Some((d, s)) = slot.get_mut(l2..l2 + 12).and_then(|e| e.split_first_chunk_mut::<6>()) {
+                d.copy_from_slice(&mac.0);
+                s.copy_from_slice(&iface.mac.0);
+            }
+            meta.flags.remove(PktFlags::ROUTED);
+            if iface.bvi {
+                // Into the bridge from its own interface: the bridge picks the port.
+                meta.in_port = iface.port;
+                meta.out_port = PortId::NONE;
+                if let Some(bridge) = cx.stage_by_name("bridge") {
+                    batch.hold(i);
+                    cx.release(pkt, bridge);
+                } else {
+                    cx.drop(batch, i, DropReason::NeighFailed);
+                }
+            }
+            cx.trace_note(pkt, TraceNote::Msg("neighbour known"));
+            return;
+        }
+        // Unknown: queue the packet and ask.
+        let entry = self.neigh.entry(key).or_insert(Neigh {
+            state: NeighState::Incomplete,
+            mac: EthernetAddress::default(),
+            probes: 0,
+            last_probe: Instant::ZERO,
+            queue: [PktId::default(); QUEUE_LEN],
+            queued: 0,
+        });
+        let probe_due = entry.probes == 0 || now.saturating_since(entry.last_probe) >= RETRANS;
+        if probe_due && entry.probes >= MAX_PROBES {
+            // Given up: drop what waited and start over with this packet.
+            let waiting = (entry.queue, entry.queued);
+            entry.queued = 0;
+            entry.probes = 0;
+            for p in waiting.0.iter().take(usize::from(waiting.1)) {
+                cx.drop_held(*p, DropReason::NeighFailed);
+            }
+        }
+        let entry = self.neigh.get_mut(&key);
+        let Some(entry) = entry else { return };
+        if usize::from(entry.queued) >= QUEUE_LEN {
+            cx.drop(batch, i, DropReason::NeighQueueFull);
+        } else {
+            if let Some(s) = entry.queue.get_mut(usize::from(entry.queued)) {
+                *s = pkt;
+            }
+            entry.queued += 1;
+            batch.hold(i);
+        }
+        if entry.probes == 0 || now.saturating_since(entry.last_probe) >= RETRANS {
+            entry.probes += 1;
+            entry.last_probe = now;
+            send_request(cx, &iface, m.next_hop);
+        }
+    }
+}
+
+/// An ARP request for `target` from `iface`, as Linux's `arp_solicit()`: broadcast,
+/// sender = the interface's MAC and address, target MAC zero. On a bridge interface it
+/// enters the bridge (flooded to the pods); on a routed port it goes straight out.
+fn send_request(cx: &mut Context<'_>, iface: &L3If, target: Ipv4Addr) {
+    let Some(q) = cx.alloc() else { return };
+    let Ok(buf) = cx.pool.push_back(q, 42) else {
+        let _ = cx.pool.free(q);
+        return;
+    };
+    let eth =
+        EthernetRepr { src: iface.mac, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::Arp };
+    let req = ArpRepr {
+        operation: ArpOperation::Request,
+        sender_mac: iface.mac,
+        sender_ip: iface.ip,
+        target_mac: EthernetAddress::default(),
+        target_ip: target,
+    };
+    if eth.emit(buf).is_err() || buf.get_mut(14..).is_none_or(|b| req.emit(b).is_err()) {
+        let _ = cx.pool.free(q);
+        return;
+    }
+    let head = cx.pool.meta(q).head();
+    let m = cx.pool.meta_mut(q);
+    m.l2 = head;
+    m.l3 = head + 14;
+    m.l3_kind = L3Kind::Arp;
+    m.flags = PktFlags::PARSED | PktFlags::L2_MULTI;
+    m.in_port = iface.port;
+    cx.count(StageEvent::ArpRequestSent);
+    if iface.bvi {
+        match cx.stage_by_name("bridge") {
+            Some(b) => cx.inject(q, b),
+            None => {
+                let _ = cx.pool.free(q);
+            }
+        }
+    } else {
+        cx.transmit_generated(q, iface.port);
     }
 }
 
@@ -103,6 +308,10 @@ impl Stage for ArpStage {
             }
             let pkt = batch.pkt(i);
             let m = *cx.pool.meta(pkt);
+            if m.flags.contains(PktFlags::ROUTED) {
+                self.resolve(cx, batch, i);
+                continue;
+            }
             if m.l3_kind != L3Kind::Arp {
                 continue;
             }
@@ -119,6 +328,9 @@ impl Stage for ArpStage {
                 (a.operation(), a.sender_mac(), a.sender_ip(), a.target_ip())
             };
             if op != ArpOperation::Request || spa == tpa {
+                if !spa.is_unspecified() {
+                    self.learn(cx, m.in_port, spa, sha);
+                }
                 cx.drop(batch, i, DropReason::ArpProcessed);
                 continue;
             }
@@ -126,9 +338,12 @@ impl Stage for ArpStage {
                 cx.drop(batch, i, DropReason::ArpNotForUs);
                 continue;
             };
+            if event == StageEvent::ArpReplied && !spa.is_unspecified() {
+                self.learn(cx, m.in_port, spa, sha);
+            }
             // Turn the request into the reply, in place.
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-            let reply = arp::ArpRepr {
+            let reply = ArpRepr {
                 operation: ArpOperation::Reply,
                 sender_mac: mac,
                 sender_ip: tpa,

@@ -59,6 +59,9 @@ pub struct BridgeDomain {
     pub gateway_mac: Option<EthernetAddress>,
     /// Static FDB entries.
     pub static_fdb: Vec<(EthernetAddress, PortId)>,
+    /// The virtual port of the node's own interface on this bridge (VPP's BVI): packets
+    /// the node routes into the bridge enter from it. Not learned, never flooded to.
+    pub bvi: Option<PortId>,
 }
 
 /// The bridge stage's configuration.
@@ -125,6 +128,7 @@ pub enum BridgeConfigError {
 struct PortState {
     domain: Option<u16>,
     hairpin: bool,
+    bvi: bool,
 }
 
 /// See the [module docs](self).
@@ -164,9 +168,25 @@ impl BridgeStage {
                     return Err(BridgeConfigError::PortTaken { bridge: dom.name.clone(), port: p.port.0, other });
                 }
                 if let Some(s) = ports.get_mut(i) {
-                    *s = PortState { domain: Some(di), hairpin: p.hairpin };
+                    *s = PortState { domain: Some(di), hairpin: p.hairpin, bvi: false };
                 }
                 list.push(p.port);
+            }
+            if let Some(b) = dom.bvi {
+                let i = usize::from(b.0);
+                if i >= MAX_PORTS {
+                    return Err(BridgeConfigError::PortOutOfRange { bridge: dom.name.clone(), port: b.0 });
+                }
+                if ports.len() <= i {
+                    ports.resize(i + 1, PortState::default());
+                }
+                if let Some(other) = ports.get(i).and_then(|s| s.domain) {
+                    let other = config.domains.get(usize::from(other)).map(|o| o.name.clone()).unwrap_or_default();
+                    return Err(BridgeConfigError::PortTaken { bridge: dom.name.clone(), port: b.0, other });
+                }
+                if let Some(s) = ports.get_mut(i) {
+                    *s = PortState { domain: Some(di), hairpin: false, bvi: true };
+                }
             }
             for (mac, port) in &dom.static_fdb {
                 let bad =
@@ -208,16 +228,19 @@ impl BridgeStage {
                     _ => continue,
                 }
             };
-            match self.fdb.learn(dom, src, m.in_port, now) {
-                Learn::Learned => cx.count(StageEvent::FdbLearned),
-                Learn::Moved => cx.count(StageEvent::FdbMoved),
-                Learn::Full => cx.count(StageEvent::FdbFull),
-                Learn::Refreshed | Learn::Static => {}
+            if !state.bvi {
+                match self.fdb.learn(dom, src, m.in_port, now) {
+                    Learn::Learned => cx.count(StageEvent::FdbLearned),
+                    Learn::Moved => cx.count(StageEvent::FdbMoved),
+                    Learn::Full => cx.count(StageEvent::FdbFull),
+                    Learn::Refreshed | Learn::Static => {}
+                }
             }
             let Some((dom_ports, gateway)) = self.domains.get(usize::from(dom)) else { continue };
             if dst[0] & 1 != 0 {
-                // Broadcast / multicast: every other port, and the node itself.
-                let to_local = gateway.is_some();
+                // Broadcast / multicast: every other port, and the node itself (unless
+                // the node sent it).
+                let to_local = gateway.is_some() && !state.bvi;
                 if !flood(cx, batch, i, dom_ports, m.in_port, to_local) {
                     continue;
                 }
@@ -227,7 +250,7 @@ impl BridgeStage {
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("flood (broadcast/multicast)"));
                 }
-            } else if Some(dst) == *gateway {
+            } else if Some(dst) == *gateway && !state.bvi {
                 cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));

@@ -6,10 +6,12 @@ pub mod arp;
 pub mod bridge;
 pub mod egress;
 pub mod parse;
+pub mod route;
 pub mod xconnect;
 
 pub use arp::ArpStage;
 pub use bridge::BridgeStage;
 pub use egress::EgressStage;
 pub use parse::ParseStage;
+pub use route::RouteStage;
 pub use xconnect::XconnectStage;

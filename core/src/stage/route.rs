@@ -1,0 +1,345 @@
+//! The `route` stage: IPv4 forwarding as the Linux FIB and `ip_forward()` do it.
+//!
+//! It takes IPv4 packets addressed to the node at L2 (the bridge marked them
+//! `L2_LOCAL`, or they came in on a routed port to its MAC) and:
+//! 1. delivers to the host what is for one of the node's addresses (local routes);
+//! 2. looks up the longest prefix: no route → ICMP net unreachable (`no_route`);
+//!    blackhole → dropped silently; unreachable → ICMP host unreachable; prohibit →
+//!    ICMP administratively prohibited (code 13), as Linux's `ip_error()` maps them;
+//! 3. checks the TTL after the lookup, as `ip_forward()` does: TTL ≤ 1 → ICMP time
+//!    exceeded (`ttl_exceeded`);
+//! 4. checks the egress MTU: larger with DF → ICMP fragmentation needed carrying the
+//!    next-hop MTU (`frag_needed`); without DF Linux fragments — not implemented yet,
+//!    dropped as `frag_unsupported` (TODO(#5));
+//! 5. decrements the TTL with an RFC 1624 checksum update, records the next hop and the
+//!    egress interface, and leaves L2 to the `arp` (neighbour) stage.
+//!
+//! # ICMP errors (net/ipv4/icmp.c `__icmp_send`)
+//! Built field by field as Linux does: TOS = the offending packet's TOS bits | 0xc0
+//! (`IPTOS_PREC_INTERNETCONTROL`), TTL 64, DF clear, ID from the RNG, source = the
+//! address of the interface the packet came in on, the quote = the offending IP packet
+//! from its header, cut so the error is at most 576 bytes. None is sent about an ICMP
+//! error, a non-first fragment, or a packet from 0.0.0.0, a multicast or a broadcast
+//! address (RFC 1812 4.3.2.7). A global token bucket of 1000 per second, burst 50,
+//! follows `icmp_msgs_per_sec` / `icmp_msgs_burst`; fragmentation-needed is never
+//! limited. Linux also limits per destination host (`icmp_ratelimit`, 1 s): not yet.
+//! The error enters the pipeline at this stage, so it is routed back like any packet.
+
+use std::net::Ipv4Addr;
+
+use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
+use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
+use crate::table::lpm::Lpm;
+use crate::time::Instant;
+use crate::wire::checksum::Sum;
+use crate::wire::icmpv4::{Icmpv4Repr, Icmpv4Type, unreachable};
+use crate::wire::ip::IpProtocol;
+use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr};
+use crate::wire::{EthernetAddress, ethernet};
+
+/// A layer-3 interface of the node: a routed port, or a bridge's own interface (VPP's
+/// BVI) whose packets re-enter the bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L3If {
+    /// The interface's port: a real port, or a virtual one for a bridge interface.
+    pub port: PortId,
+    /// Its MAC.
+    pub mac: EthernetAddress,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of its subnet (a connected route is installed for it).
+    pub prefix: u8,
+    /// IP MTU.
+    pub mtu: u16,
+    /// True for a bridge interface: forwarded packets go back into the bridge.
+    pub bvi: bool,
+    /// The pipeline ports packets arrive on for this interface (a bridge's ports; the
+    /// port itself for a routed port). The ICMP source address comes from here.
+    pub ports: Vec<PortId>,
+}
+
+/// Where a route sends packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// On-link through the interface on `PortId`: the destination is the next hop.
+    Connected(PortId),
+    /// Through the gateway, reached on the interface on `PortId`.
+    Via(Ipv4Addr, PortId),
+    /// One of the node's addresses: deliver to the host.
+    Local,
+    /// Drop silently.
+    Blackhole,
+    /// Drop with ICMP host unreachable.
+    Unreachable,
+    /// Drop with ICMP administratively prohibited.
+    Prohibit,
+}
+
+/// A route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Destination prefix.
+    pub dst: Ipv4Addr,
+    /// Prefix length.
+    pub len: u8,
+    /// Where it goes.
+    pub next_hop: NextHop,
+}
+
+/// The route stage's configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Interfaces (connected and local routes are derived from them).
+    pub interfaces: Vec<L3If>,
+    /// Other routes.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Default TTL of packets the node originates (`net.ipv4.ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+/// Largest ICMP error (RFC 1812 4.3.2.3, Linux `icmp_send`).
+pub const ICMP_ERROR_MAX: usize = 576;
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct RouteStage {
+    ifs: Vec<L3If>,
+    fib: Lpm<u32, NextHop>,
+    tokens: u64,
+    last_refill: Instant,
+}
+
+impl RouteStage {
+    /// Build the FIB: a local /32 and a connected route per interface, then `routes`.
+    pub fn new(config: &RouteConfig) -> Self {
+        let mut fib = Lpm::new();
+        for i in &config.interfaces {
+            fib.insert(u32::from(i.ip), i.prefix, NextHop::Connected(i.port));
+            fib.insert(u32::from(i.ip), 32, NextHop::Local);
+        }
+        for r in &config.routes {
+            fib.insert(u32::from(r.dst), r.len, r.next_hop);
+        }
+        RouteStage { ifs: config.interfaces.clone(), fib, tokens: ICMP_BURST, last_refill: Instant::ZERO }
+    }
+
+    /// The forwarding decision for `dst` (for tests and the CLI).
+    pub fn lookup(&self, dst: Ipv4Addr) -> Option<(u8, NextHop)> {
+        self.fib.lookup(u32::from(dst))
+    }
+
+    fn iface_for_port(&self, port: PortId) -> Option<&L3If> {
+        self.ifs.iter().find(|i| i.ports.contains(&port))
+    }
+
+    fn iface(&self, port: PortId) -> Option<&L3If> {
+        self.ifs.iter().find(|i| i.port == port)
+    }
+
+    /// `icmp_msgs_per_sec` = 1000, `icmp_msgs_burst` = 50: a global token bucket.
+    fn icmp_allowed(&mut self, now: Instant) -> bool {
+        let elapsed_ms = now.saturating_since(self.last_refill).as_nanos() / 1_000_000;
+        if elapsed_ms > 0 {
+            self.tokens = (self.tokens + elapsed_ms * ICMP_PER_SEC / 1000).min(ICMP_BURST);
+            self.last_refill = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+
+    fn run<const TRACE: bool>(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if !batch.is_live(i) {
+                continue;
+            }
+            let pkt = batch.pkt(i);
+            let m = *cx.pool.meta(pkt);
+            if m.l3_kind != L3Kind::Ipv4 || m.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
+                continue;
+            }
+            let in_if = if m.flags.contains(PktFlags::L2_LOCAL) {
+                self.iface_for_port(m.in_port)
+            } else {
+                self.iface(m.in_port).filter(|f| !f.bvi)
+            };
+            let Some(in_if) = in_if.cloned() else { continue };
+            if m.flags.contains(PktFlags::L2_MULTI) {
+                // A broadcast or multicast frame for the node: its stack's business.
+                batch.deliver_host(i);
+                continue;
+            }
+            let l3 = usize::from(m.l3);
+            let (dst, ttl, total, df) = {
+                let Some(ip) = cx.pool.slot(pkt).get(l3..).map(Ipv4Packet::new_unchecked) else { continue };
+                let b = ip.into_inner();
+                if b.len() < 20 {
+                    continue;
+                }
+                let ip = Ipv4Packet::new_unchecked(b);
+                (ip.dst_addr(), ip.ttl(), ip.total_len(), ip.dont_frag())
+            };
+            let Some((_, hop)) = self.fib.lookup(u32::from(dst)) else {
+                self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::NET, [0; 4]);
+                cx.drop(batch, i, DropReason::NoRoute);
+                continue;
+            };
+            let (next_hop, port) = match hop {
+                NextHop::Local => {
+                    batch.deliver_host(i);
+                    continue;
+                }
+                NextHop::Blackhole => {
+                    cx.drop(batch, i, DropReason::RouteBlackhole);
+                    continue;
+                }
+                NextHop::Unreachable => {
+                    self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::HOST, [0; 4]);
+                    cx.drop(batch, i, DropReason::RouteUnreachable);
+                    continue;
+                }
+                NextHop::Prohibit => {
+                    self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::ADMIN_PROHIBITED, [0; 4]);
+                    cx.drop(batch, i, DropReason::RouteProhibit);
+                    continue;
+                }
+                NextHop::Connected(p) => (dst, p),
+                NextHop::Via(gw, p) => (gw, p),
+            };
+            // Packets the node made itself (ICMP errors) leave with their own TTL, as
+            // from ip_output(); only forwarded packets age.
+            let forwarded = !m.flags.contains(PktFlags::GENERATED);
+            if forwarded && ttl <= 1 {
+                self.icmp_error(cx, pkt, &in_if, Icmpv4Type::TimeExceeded, 0, [0; 4]);
+                cx.drop(batch, i, DropReason::TtlExceeded);
+                continue;
+            }
+            let mtu = self.iface(port).map_or(1500, |f| f.mtu);
+            if total > mtu {
+                if df {
+                    let m = mtu.to_be_bytes();
+                    self.icmp_error(
+                        cx,
+                        pkt,
+                        &in_if,
+                        Icmpv4Type::DstUnreachable,
+                        unreachable::FRAG_NEEDED,
+                        [0, 0, m[0], m[1]],
+                    );
+                    cx.drop(batch, i, DropReason::FragNeeded);
+                } else {
+                    cx.drop(batch, i, DropReason::FragUnsupported);
+                }
+                continue;
+            }
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            if let Some(b) = slot.get_mut(l3..l3 + 20).filter(|_| forwarded) {
+                Ipv4Packet::new_unchecked(b).decrement_ttl();
+            }
+            meta.next_hop = next_hop;
+            meta.out_port = port;
+            meta.flags.remove(PktFlags::L2_LOCAL);
+            meta.flags |= PktFlags::ROUTED;
+            cx.count(StageEvent::Routed);
+            if TRACE {
+                cx.trace_note(pkt, TraceNote::Port("routed out", port));
+            }
+        }
+    }
+
+    /// Generate an ICMP error about `pkt` (see the module docs) and queue it at this stage.
+    fn icmp_error(
+        &mut self,
+        cx: &mut Context<'_>,
+        pkt: PktId,
+        in_if: &L3If,
+        kind: Icmpv4Type,
+        code: u8,
+        rest: [u8; 4],
+    ) {
+        let m = *cx.pool.meta(pkt);
+        let l3 = usize::from(m.l3);
+        let end = usize::from(m.head()) + usize::from(m.len());
+        let (orig_src, tos, is_error, later_fragment, dst_bcast) = {
+            let Some(b) = cx.pool.slot(pkt).get(l3..end) else { return };
+            let Ok(ip) = Ipv4Packet::new_checked(b) else { return };
+            let icmp_err = ip.protocol() == IpProtocol::Icmp
+                && ip.payload().first().is_some_and(|t| Icmpv4Type::from(*t).is_error());
+            (ip.src_addr(), ip.dscp_ecn(), icmp_err, ip.frag_offset() != 0, ip.dst_addr().is_broadcast())
+        };
+        let frag_needed = kind == Icmpv4Type::DstUnreachable && code == unreachable::FRAG_NEEDED;
+        if is_error
+            || later_fragment
+            || dst_bcast
+            || orig_src.is_unspecified()
+            || orig_src.is_multicast()
+            || orig_src.is_broadcast()
+            || (!frag_needed && !self.icmp_allowed(cx.now))
+        {
+            cx.count(StageEvent::IcmpErrorSuppressed);
+            return;
+        }
+        let quote_len = (end - l3).min(ICMP_ERROR_MAX - 20 - 8);
+        let Some(q) = cx.alloc() else { return };
+        let ident = u16::try_from(rand_core::RngCore::next_u32(cx.rng) & 0xffff).unwrap_or(0);
+        let icmp_len = 8 + quote_len;
+        let mut repr =
+            Ipv4Repr::new(in_if.ip, orig_src, IpProtocol::Icmp, u16::try_from(icmp_len).unwrap_or(0), DEFAULT_TTL);
+        repr.dscp_ecn = (tos & 0x1e) | 0xc0;
+        repr.dont_frag = false;
+        repr.ident = ident;
+        let total = ethernet::HEADER_LEN + 20 + icmp_len;
+        // Copy the quote first (the source slot is another slot: no overlap).
+        let mut quote = [0u8; ICMP_ERROR_MAX];
+        if let (Some(dst), Some(src)) = (quote.get_mut(..quote_len), cx.pool.slot(pkt).get(l3..l3 + quote_len)) {
+            dst.copy_from_slice(src);
+        }
+        let Ok(buf) = cx.pool.push_back(q, total) else {
+            let _ = cx.pool.free(q);
+            return;
+        };
+        // The Ethernet header is written by the neighbour stage; zero it here.
+        let (eth, rest_buf) = buf.split_at_mut(ethernet::HEADER_LEN);
+        eth.fill(0);
+        if let Some(t) = eth.get_mut(12..14) {
+            t.copy_from_slice(&[0x08, 0x00]);
+        }
+        if repr.emit(rest_buf).is_err() {
+            let _ = cx.pool.free(q);
+            return;
+        }
+        if let Some(icmp) = rest_buf.get_mut(20..) {
+            if let (Some(d), Some(s)) = (icmp.get_mut(8..), quote.get(..quote_len)) {
+                d.copy_from_slice(s);
+            }
+            let _ = Icmpv4Repr { msg_type: kind, code, rest }.emit(icmp, Sum::new());
+        }
+        let head = cx.pool.meta(q).head();
+        let qm = cx.pool.meta_mut(q);
+        qm.l2 = head;
+        qm.l3 = head + 14;
+        qm.l4 = head + 34;
+        qm.l3_kind = L3Kind::Ipv4;
+        qm.ip_proto = 1;
+        qm.in_port = m.in_port;
+        qm.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_LOCAL;
+        cx.count(StageEvent::IcmpErrorSent);
+        let here = cx.stage_index();
+        cx.inject(q, here);
+    }
+}
+
+const ICMP_PER_SEC: u64 = 1000;
+const ICMP_BURST: u64 = 50;
+
+impl Stage for RouteStage {
+    fn name(&self) -> &'static str {
+        "route"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        if cx.tracing() { self.run::<true>(cx, batch) } else { self.run::<false>(cx, batch) }
+    }
+}
