@@ -1,0 +1,246 @@
+//! The route stage and neighbour resolution against Linux: the ICMP time-exceeded a
+//! Linux router sends (captured in network namespaces) is reproduced byte for byte
+//! but for the IP ID and the checksum that covers it; unreachable kinds, fragmentation
+//! needed, TTL decrement with a valid checksum, RFC 1812's no-error rules, and ARP
+//! resolution with held packets.
+
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
+use std::net::Ipv4Addr;
+
+use podplane::Instant;
+use podplane::buf::{Batch, BufPool, PortId};
+use podplane::pipeline::{DropReason, Pipeline, PipelineConfig, StageEvent};
+use podplane::stage::arp::{ArpConfig, LocalAddr};
+use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+use podplane::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
+use podplane::testutil::{self, CounterExpect};
+use podplane::wire::EthernetAddress;
+use podplane::wire::ipv4::Ipv4Packet;
+
+/// Linux 6.18 as a router (10.98.0.1 on `ra` 82:63:5c:2e:8e:95, forwarding to
+/// 10.97.0.0/24) answering a UDP packet with TTL 1 and TOS 0x10 from 10.98.0.2
+/// (82:61:cf:15:26:10): ICMP time exceeded, captured with an AF_PACKET socket on the
+/// sender's veth. TOS 0xd0, ID 0xa282, DF clear, TTL 64, the whole packet quoted.
+const LINUX_TIME_EXCEEDED: &str = "8261cf15261082635c2e8e95080045d00046a28200004001c29e0a6200010a6200020b00baa3000000004510002a44554000011120980a6200020a610002af17829a001614ee68656c6c6f2d706f64706c616e65";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+const R_MAC: EthernetAddress = EthernetAddress([0x82, 0x63, 0x5c, 0x2e, 0x8e, 0x95]);
+const A_MAC: EthernetAddress = EthernetAddress([0x82, 0x61, 0xcf, 0x15, 0x26, 0x10]);
+const RB_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x97, 0x01]);
+
+fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
+    let ifs = vec![
+        L3If {
+            port: PortId(0),
+            mac: R_MAC,
+            ip: Ipv4Addr::new(10, 98, 0, 1),
+            prefix: 24,
+            mtu: 1500,
+            bvi: false,
+            ports: vec![PortId(0)],
+        },
+        L3If {
+            port: PortId(1),
+            mac: RB_MAC,
+            ip: Ipv4Addr::new(10, 97, 0, 1),
+            prefix: 24,
+            mtu: mtu_b,
+            bvi: false,
+            ports: vec![PortId(1)],
+        },
+    ];
+    let arp = ArpConfig {
+        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
+        proxy: vec![],
+        interfaces: ifs.clone(),
+    };
+    Pipeline::new(
+        vec![
+            Box::new(ParseStage::new()),
+            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes })),
+            Box::new(ArpStage::new(arp)),
+            Box::new(EgressStage),
+        ],
+        PipelineConfig::default(),
+        9,
+    )
+}
+
+/// The packet Linux was sent: UDP 10.98.0.2:44823 -> 10.97.0.2:33434, TTL 1, TOS 0x10.
+fn linux_probe() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&R_MAC.0);
+    f.extend_from_slice(&A_MAC.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&hex(LINUX_TIME_EXCEEDED)[14 + 20 + 8..]);
+    f
+}
+
+fn arp_from_a(target: Ipv4Addr) -> Vec<u8> {
+    let mut f = testutil::arp_request(Ipv4Addr::new(10, 98, 0, 2), target);
+    f[6..12].copy_from_slice(&A_MAC.0);
+    f[14 + 8..14 + 14].copy_from_slice(&A_MAC.0);
+    f
+}
+
+fn run(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
+    let mut batch = Batch::new();
+    for (p, f) in frames {
+        testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
+    }
+    let out = pl.process(pool, Instant::from_nanos(1_000_000_000), &mut batch);
+    let tx: Vec<_> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec(), k)).collect();
+    let host: Vec<_> = out.host().to_vec();
+    for (_, _, k) in &tx {
+        pool.free(*k).unwrap();
+    }
+    for k in host {
+        pool.free(k).unwrap();
+    }
+    tx.into_iter().map(|(p, d, _)| (p, d)).collect()
+}
+
+#[test]
+fn time_exceeded_matches_linux_but_for_the_ip_id() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    // A resolved its gateway first, as it had before Linux answered it.
+    let r = run(&mut pl, &mut pool, &[(0, arp_from_a(Ipv4Addr::new(10, 98, 0, 1)))]);
+    assert_eq!(r.len(), 1, "ARP reply");
+    let probe = linux_probe();
+    assert_eq!(&probe[14..][..20], &hex(LINUX_TIME_EXCEEDED)[42..62], "probe rebuilt from the quote");
+    let r = run(&mut pl, &mut pool, &[(0, probe)]);
+    assert_eq!(r.len(), 1);
+    let (port, ours) = &r[0];
+    assert_eq!(*port, PortId(0));
+    let mut want = hex(LINUX_TIME_EXCEEDED);
+    assert_eq!(ours.len(), want.len());
+    let mut got = ours.clone();
+    // The IP ID is Linux's own counter; the header checksum covers it.
+    for b in [&mut got, &mut want] {
+        b[18..20].fill(0);
+        b[24..26].fill(0);
+    }
+    assert_eq!(got, want);
+    assert!(Ipv4Packet::new_checked(&ours[14..]).unwrap().verify_checksum());
+    let c = pl.counters();
+    assert_eq!(c.events("route", StageEvent::IcmpErrorSent), 1);
+    CounterExpect::new().drop("route", DropReason::TtlExceeded, 1).check(&c.snapshot());
+}
+
+fn udp_to(dst: Ipv4Addr, ttl: u8, len: usize, df: bool) -> Vec<u8> {
+    let mut f = testutil::udp4(Ipv4Addr::new(10, 98, 0, 2), dst, 4000, 53, &vec![7; len]);
+    f[..6].copy_from_slice(&R_MAC.0);
+    f[6..12].copy_from_slice(&A_MAC.0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_ttl(ttl);
+    ip.set_flags_offset(df, false, 0);
+    ip.fill_checksum();
+    f
+}
+
+fn icmp_of(frame: &[u8]) -> (u8, u8, [u8; 4]) {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    let p = ip.payload();
+    (p[0], p[1], [p[4], p[5], p[6], p[7]])
+}
+
+#[test]
+fn unreachable_kinds_and_fragmentation_needed() {
+    let routes = vec![
+        RouteSpec { dst: Ipv4Addr::new(10, 1, 0, 0), len: 16, next_hop: NextHop::Unreachable },
+        RouteSpec { dst: Ipv4Addr::new(10, 2, 0, 0), len: 16, next_hop: NextHop::Prohibit },
+        RouteSpec { dst: Ipv4Addr::new(10, 3, 0, 0), len: 16, next_hop: NextHop::Blackhole },
+    ];
+    let mut pl = router(routes, 1400);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run(&mut pl, &mut pool, &[(0, arp_from_a(Ipv4Addr::new(10, 98, 0, 1)))]);
+    let r = run(
+        &mut pl,
+        &mut pool,
+        &[
+            (0, udp_to(Ipv4Addr::new(8, 8, 8, 8), 64, 10, true)),
+            (0, udp_to(Ipv4Addr::new(10, 1, 2, 3), 64, 10, true)),
+            (0, udp_to(Ipv4Addr::new(10, 2, 2, 3), 64, 10, true)),
+            (0, udp_to(Ipv4Addr::new(10, 3, 2, 3), 64, 10, true)),
+            (0, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, true)),
+            (0, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, false)),
+        ],
+    );
+    let kinds: Vec<_> = r.iter().map(|(_, f)| icmp_of(f)).collect();
+    // net unreachable, host unreachable, admin prohibited, frag needed with MTU 1400.
+    assert_eq!(kinds, vec![(3, 0, [0; 4]), (3, 1, [0; 4]), (3, 13, [0; 4]), (3, 4, [0, 0, 0x05, 0x78])]);
+    CounterExpect::new()
+        .drop("route", DropReason::NoRoute, 1)
+        .drop("route", DropReason::RouteUnreachable, 1)
+        .drop("route", DropReason::RouteProhibit, 1)
+        .drop("route", DropReason::RouteBlackhole, 1)
+        .drop("route", DropReason::FragNeeded, 1)
+        .drop("route", DropReason::FragUnsupported, 1)
+        .check(&pl.counters().snapshot());
+}
+
+#[test]
+fn forwarding_resolves_the_next_hop_holds_then_decrements_ttl() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let pkt = udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 10, true);
+    // First packet: the next hop is unknown: an ARP request goes out of port 1, the
+    // packet waits.
+    let r = run(&mut pl, &mut pool, &[(0, pkt.clone())]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, PortId(1));
+    assert_eq!(&r[0].1[..6], &[0xff; 6]);
+    assert_eq!(&r[0].1[12..14], &[0x08, 0x06]);
+    assert_eq!(&r[0].1[14 + 24..14 + 28], &[10, 97, 0, 2], "asks for the next hop");
+    assert_eq!(&r[0].1[14 + 14..14 + 18], &[10, 97, 0, 1], "from the egress interface's address");
+    assert_eq!(pool.available(), pool.capacity() - 1, "the packet is held");
+    // B answers; the held packet goes out with B's MAC and TTL 63.
+    let b_mac = [0x02, 0, 0, 0, 0x97, 0x02];
+    let mut reply = testutil::arp_request(Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 1));
+    reply[..6].copy_from_slice(&RB_MAC.0);
+    reply[6..12].copy_from_slice(&b_mac);
+    reply[21] = 2;
+    reply[14 + 8..14 + 14].copy_from_slice(&b_mac);
+    let r = run(&mut pl, &mut pool, &[(1, reply)]);
+    assert_eq!(r.len(), 1);
+    let (port, out) = &r[0];
+    assert_eq!(*port, PortId(1));
+    assert_eq!(&out[..6], &b_mac);
+    assert_eq!(&out[6..12], &RB_MAC.0);
+    let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(ip.ttl(), 63);
+    assert!(ip.verify_checksum());
+    assert_eq!(&out[14 + 20..], &pkt[14 + 20..], "payload untouched");
+    let c = pl.counters();
+    assert_eq!(c.events("arp", StageEvent::ArpRequestSent), 1);
+    assert_eq!(c.events("arp", StageEvent::NeighLearned), 1);
+    let snap = c.snapshot();
+    assert_eq!((snap.totals.held, snap.totals.released), (1, 1));
+    CounterExpect::new().drop("arp", DropReason::ArpProcessed, 1).check(&snap);
+}
+
+#[test]
+fn no_icmp_error_about_an_icmp_error_and_local_goes_to_host() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    // An ICMP time exceeded (an error) with TTL 1 through the router: dropped, no reply.
+    let mut err = hex(LINUX_TIME_EXCEEDED);
+    err[..6].copy_from_slice(&R_MAC.0);
+    err[6..12].copy_from_slice(&A_MAC.0);
+    err[14 + 16..14 + 20].copy_from_slice(&[10, 97, 0, 2]);
+    err[14 + 8] = 1;
+    Ipv4Packet::new_unchecked(&mut err[14..]).fill_checksum();
+    let to_me = udp_to(Ipv4Addr::new(10, 98, 0, 1), 64, 4, true);
+    let mut batch = Batch::new();
+    testutil::load(&mut pool, &mut batch, PortId(0), &[err, to_me]);
+    let out = pl.process(&mut pool, Instant::from_nanos(5), &mut batch);
+    assert_eq!(out.tx().len(), 0);
+    assert_eq!(out.host().len(), 1);
+    assert_eq!(pl.counters().events("route", StageEvent::IcmpErrorSuppressed), 1);
+    CounterExpect::new().drop("route", DropReason::TtlExceeded, 1).check(&pl.counters().snapshot());
+}
