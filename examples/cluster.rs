@@ -6,9 +6,10 @@
 //!
 //! Run: `cargo run --release -p podplane-examples --bin cluster [-- --seed N --pcap DIR]`
 //!
-//! Each node bridges its pods as Flannel's `cni0` does (`parse → bridge → arp →
-//! egress`, the node's gateway address on the bridge). Traffic stays on its node
-//! until the route stage lands; routed /32 pods and overlays follow their stages.
+//! Each node bridges its pods as Flannel's `cni0` does and routes other nodes' pod
+//! CIDRs via their underlay addresses, as Flannel's host-gw does
+//! (`parse → bridge → route → arp → egress`). Routed /32 pods and overlays follow
+//! their stages.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -44,7 +45,8 @@ fn main() -> anyhow::Result<()> {
         "podplane cluster demo: seed {}, cluster CIDR {}, services {}",
         args.seed, plan.cluster_cidr, plan.service_cidr
     );
-    println!("each node bridges its pods like Flannel's cni0: parse -> bridge -> arp -> egress\n");
+    println!("each node bridges its pods like Flannel's cni0 and routes to the other node's pod CIDR");
+    println!("over a switched underlay (host-gw): parse -> bridge -> route -> arp -> egress\n");
     println!("{:<8} {:<16} {:<11} pods", "node", "pod CIDR", "gateway");
     for node in &plan.nodes {
         let names: Vec<String> = node.pods.iter().map(|p| format!("{} {}", p.name, p.ip)).collect();
@@ -85,6 +87,11 @@ fn main() -> anyhow::Result<()> {
         sim.http(&format!("{}/http", node.name), c, b, 80, 64 * 1024)?;
         sim.tcp_bulk(&format!("{}/bulk", node.name), a, b, 5001, 1 << 20)?;
     }
+    // Across nodes: node-a's pods to node-b's, routed over the underlay (host-gw).
+    let remote = IpAddr::V4(plan.nodes[1].pods[0].ip);
+    sim.ping("a->b/ping", h.pods[0][1], remote, 5, Duration::from_millis(100))?;
+    sim.tcp_bulk("a->b/bulk", h.pods[0][2], h.pods[1][0], 5002, 1 << 20)?;
+    sim.http("b->a/http", h.pods[1][2], h.pods[0][0], 8080, 64 * 1024)?;
 
     let result = sim.run_until_done(Duration::from_secs(300));
 
@@ -97,8 +104,8 @@ fn main() -> anyhow::Result<()> {
         let snap = node.pipeline().counters().snapshot();
         let t = snap.totals;
         println!(
-            "  rx {}  tx {} (of which flood copies {})  to host {}  dropped {}",
-            t.rx, t.tx, t.generated, t.host, t.dropped
+            "  rx {}  generated {} (flood copies, ARP requests)  tx {}  to host {}  dropped {}",
+            t.rx, t.generated, t.tx, t.host, t.dropped
         );
         for d in &snap.drops {
             let what = format!("{}/{}", d.stage, d.reason);

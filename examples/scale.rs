@@ -1,22 +1,20 @@
-//! Scale run: a 100-node × 30-pod cluster plan (3000 smoltcp pods, 100 podplane
-//! nodes) built in the simulator, then an all-pairs ping among the pods of each node.
+//! Scale run: a 100-node × 30-pod cluster (3000 smoltcp pods, 100 podplane nodes
+//! bridging their pods and routing between each other, host-gw style) built in the
+//! simulator, then pings: all pairs of pods on each node (N × M × (M − 1), through the
+//! node's bridge) and all pairs of nodes (N × (N − 1), pod 0 to pod 0, routed over the
+//! underlay).
 //!
 //! Run: `cargo run --release -p podplane-examples --bin scale [-- --nodes N --pods M]`
 //!
-//! Until the bridge and route stages land there is no cross-node path: each node's
-//! pods share a plain switched L2 segment with the node's port, so every ping crosses
-//! the segment (the node's pipeline sees the broadcasts and unknown unicast), and
-//! "all pairs" means all pairs on a node: N × M × (M − 1) pings. The cross-node
-//! all-pairs run comes with the routing stage.
+//! All pairs of the 3000 pods (9 million pings) is not what this runs: each smoltcp
+//! host would need thousands of sockets; the node-pair sweep covers every route.
 
 use std::net::IpAddr;
 
 use clap::Parser;
 use podplane::Duration;
-use podplane::pipeline::{Pipeline, PipelineConfig};
-use podplane::stage::{ParseStage, XconnectStage};
-use podplane_sim::cluster::ClusterSpec;
-use podplane_sim::{HostConfig, LinkConfig, Sim};
+use podplane_sim::cluster::{ClusterSpec, NetworkMode, build};
+use podplane_sim::{LinkConfig, Sim};
 
 #[derive(Parser, Debug)]
 #[command(about = "Build a large simulated cluster and ping all pairs of pods on each node")]
@@ -43,41 +41,30 @@ fn main() -> anyhow::Result<()> {
     }
     let plan = spec.plan()?;
     let mut sim = Sim::new(args.seed);
-    let mut hosts = Vec::new();
-    for node in &plan.nodes {
-        // The node taps the segment: its pipeline parses every frame and, with no
-        // cross-connect, drops it as `no_xconnect` (counted).
-        let pl = Pipeline::new(
-            vec![Box::new(ParseStage::new()), Box::new(XconnectStage::new())],
-            PipelineConfig::default(),
-            args.seed,
-        );
-        let n = sim.add_node(&node.name, &["segment"], pl)?;
-        let mut ends = vec![sim.node_end(n, "segment")?];
-        let mut hs = Vec::new();
-        for pod in &node.pods {
-            let mut cfg = HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
-            cfg.mac = pod.mac;
-            let h = sim.add_host(cfg)?;
-            ends.push(sim.host_end(h));
-            hs.push((h, pod.ip));
-        }
-        sim.link(&format!("{}-segment", node.name), &ends, LinkConfig::default().switched())?;
-        hosts.push(hs);
-    }
+    let h = build(&mut sim, &plan, NetworkMode::Bridge, LinkConfig::default())?;
     #[allow(clippy::disallowed_methods)]
     let built = wall.elapsed();
-    // smoltcp resolves one new neighbour per second per host: 29 neighbours each take
-    // up to 29 s of virtual time to reach.
+    // smoltcp resolves one new neighbour per second per host: a pod that talks to many
+    // neighbours on its bridge needs time for ARP.
     sim.ping_timeout = Duration::from_secs(60);
     let mut pings = 0u64;
-    for (ni, hs) in hosts.iter().enumerate() {
-        for (i, (from, _)) in hs.iter().enumerate() {
-            for (j, (_, to)) in hs.iter().enumerate() {
+    // All pairs of pods on each node, through its bridge.
+    for (ni, node) in plan.nodes.iter().enumerate() {
+        for (i, from) in h.pods[ni].iter().enumerate() {
+            for (j, pod) in node.pods.iter().enumerate() {
                 if i != j {
-                    sim.ping(&format!("{ni}/{i}->{j}"), *from, IpAddr::V4(*to), 1, Duration::from_millis(1))?;
+                    sim.ping(&format!("{ni}/{i}->{j}"), *from, IpAddr::V4(pod.ip), 1, Duration::from_millis(1))?;
                     pings += 1;
                 }
+            }
+        }
+    }
+    // All pairs of nodes, routed: pod 0 of every node pings pod 0 of every other node.
+    for (ni, hosts) in h.pods.iter().enumerate() {
+        for (nj, node) in plan.nodes.iter().enumerate() {
+            if ni != nj && !hosts.is_empty() && !node.pods.is_empty() {
+                sim.ping(&format!("{ni}->{nj}"), hosts[0], IpAddr::V4(node.pods[0].ip), 1, Duration::from_millis(1))?;
+                pings += 1;
             }
         }
     }
@@ -85,8 +72,9 @@ fn main() -> anyhow::Result<()> {
     let flows = sim.flows();
     let ok = flows.iter().filter(|f| f.ok).count();
     let node_rx: u64 = sim.nodes().iter().map(|n| n.pipeline().counters().snapshot().totals.rx).sum();
+    let drops: u64 = sim.nodes().iter().map(|n| n.pipeline().counters().snapshot().totals.dropped).sum();
     println!(
-        "{} nodes x {} pods: built in {:.2} s; {pings} pings, {ok} answered, in {} virtual; {} events; nodes parsed {node_rx} frames",
+        "{} nodes x {} pods: built in {:.2} s; {pings} pings, {ok} answered, in {} virtual; {} events; nodes processed {node_rx} frames, dropped {drops}",
         args.nodes,
         args.pods,
         built.as_secs_f64(),
@@ -96,6 +84,11 @@ fn main() -> anyhow::Result<()> {
     #[allow(clippy::disallowed_methods)]
     let total = wall.elapsed();
     println!("wall time {:.2} s in all (one core: the simulator is single-threaded)", total.as_secs_f64());
+    println!(
+        "\n{} counters:\n{}",
+        plan.nodes.first().map_or("", |n| n.name.as_str()),
+        sim.nodes().first().map(|n| n.pipeline().counters().snapshot()).unwrap_or_default()
+    );
     res?;
     anyhow::ensure!(ok as u64 == pings, "{} pings unanswered (seed {})", pings - ok as u64, args.seed);
     Ok(())

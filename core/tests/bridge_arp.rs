@@ -263,3 +263,29 @@ fn static_entries_and_config_errors() {
     let r = run(&mut pl, &mut pool, Instant::from_nanos(1), &[(1, frame(POD_B, POD_A)), (0, frame(POD_A, POD_B))]);
     assert_eq!(ports(&r), vec![0, 2, 2], "flood of B->A to ports 0 and 2, then A->B to the static port 2");
 }
+
+#[test]
+fn a_batch_of_broadcasts_on_a_64_port_bridge_is_flooded_completely() {
+    let ports = (0..64).map(|p| BridgePort { port: PortId(p), hairpin: false }).collect();
+    let bridge = BridgeStage::new(&BridgeConfig {
+        domains: vec![BridgeDomain { name: "big".into(), ports, gateway_mac: None, static_fdb: vec![], bvi: None }],
+        ..BridgeConfig::default()
+    })
+    .unwrap();
+    let mut pl = Pipeline::new(
+        vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(EgressStage)],
+        PipelineConfig::default(),
+        1,
+    );
+    let mut pool = BufPool::with_slots(4096).unwrap();
+    let frames: Vec<(u16, Vec<u8>)> = (0..32u8)
+        .map(|k| {
+            let src = EthernetAddress([0x02, 0, 0, 0, 1, k]);
+            (u16::from(k), frame(src, EthernetAddress::BROADCAST))
+        })
+        .collect();
+    let r = run(&mut pl, &mut pool, Instant::from_nanos(1), &frames);
+    assert_eq!(r.tx.len(), 32 * 63);
+    assert_eq!(pl.counters().events("bridge", StageEvent::FloodCopy), 32 * 62);
+    CounterExpect::new().check(&pl.counters().snapshot());
+}

@@ -1,11 +1,16 @@
 //! Simulated nodes: a real podplane [`Pipeline`] with its own buffer pool and named
 //! ports. Frames that reach a node at one virtual instant are processed together, in
-//! batches of up to 256, with the pipeline's clock set to that instant.
+//! batches of [`SIM_BATCH`], with the pipeline's clock set to that instant.
 
 use std::collections::VecDeque;
 
 use podplane::Instant;
-use podplane::buf::{BATCH_MAX, Batch, BufPool, Owner, PortId};
+use podplane::buf::{Batch, BufPool, Owner, PortId};
+
+/// Frames per batch a simulated node takes: what a TAP driver reads at once (design.md:
+/// drivers use 32–64), and small enough that a burst of broadcasts on a large bridge
+/// fits the pipeline's direct-transmit queue.
+pub const SIM_BATCH: usize = 32;
 use podplane::pipeline::{DropReason, Pipeline};
 
 /// A node in the simulation.
@@ -62,7 +67,7 @@ impl Node {
         let mut out = Vec::new();
         while !self.rx.is_empty() {
             self.batch.clear();
-            while self.batch.len() < BATCH_MAX {
+            while self.batch.len() < SIM_BATCH {
                 let Some((port, frame)) = self.rx.pop_front() else { break };
                 let Some(p) = self.pool.alloc(Owner::Pipeline) else {
                     self.pipeline.count_driver_drop(DropReason::PoolExhausted, frame.len());

@@ -19,6 +19,12 @@ pub type Rng = Xoshiro256PlusPlus;
 /// Most packets stages may generate per batch (ARP requests, ICMP errors, ...).
 pub const GENERATED_MAX: usize = crate::buf::BATCH_MAX;
 
+/// Most packets stages may transmit directly per batch round (flood copies, ARP
+/// requests on routed ports): a batch of 32 broadcasts on a 64-port bridge fits
+/// (32 × 63 = 2016). Past it, copies are dropped as `generate_overflow`. Drivers
+/// should keep batches small on nodes with large bridges.
+pub const DIRECT_MAX: usize = 4096;
+
 /// The per-batch context handed to each stage.
 #[derive(Debug)]
 pub struct Context<'a> {
@@ -148,7 +154,7 @@ impl Context<'_> {
         let m = self.pool.meta_mut(pkt);
         m.flags |= PktFlags::GENERATED;
         m.out_port = port;
-        if self.direct.len() < GENERATED_MAX {
+        if self.direct.len() < DIRECT_MAX {
             self.direct.push((pkt, port));
         } else {
             let len = usize::from(self.pool.meta(pkt).len());

@@ -29,7 +29,7 @@ mod event;
 mod stage;
 pub mod trace;
 
-pub use context::{Context, GENERATED_MAX, Rng};
+pub use context::{Context, DIRECT_MAX, GENERATED_MAX, Rng};
 pub use counters::{CounterSnapshot, Counters, DropCount, EventCount, PIPELINE_STAGE, Totals};
 pub use disposition::Disposition;
 pub use drop_reason::{DropReason, Severity};
@@ -114,7 +114,7 @@ impl Pipeline {
     /// A pipeline running `stages` in order, with the RNG seeded from `seed`.
     pub fn new(stages: Vec<Box<dyn Stage>>, config: PipelineConfig, seed: u64) -> Self {
         let names: Vec<&'static str> = stages.iter().map(|s| s.name()).collect();
-        let out_cap = BATCH_MAX + GENERATED_MAX * MAX_ROUNDS;
+        let out_cap = BATCH_MAX + (GENERATED_MAX + DIRECT_MAX) * (MAX_ROUNDS + 1);
         Pipeline {
             stages,
             counters: Counters::new(&names),
@@ -123,7 +123,7 @@ impl Pipeline {
             config,
             generated: Vec::with_capacity(GENERATED_MAX),
             pending: Vec::with_capacity(GENERATED_MAX),
-            direct: Vec::with_capacity(GENERATED_MAX),
+            direct: Vec::with_capacity(DIRECT_MAX),
             gen_batch: Batch::new(),
             output: Output::with_capacity(out_cap),
             order: 0,
