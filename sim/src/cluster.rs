@@ -413,6 +413,12 @@ pub enum NetworkMode {
     /// pod CIDR via that node's underlay address. Node pipeline:
     /// `parse → bridge → route → arp → egress`.
     Bridge,
+    /// Calico style: every pod has a /32 and a default route via 169.254.1.1 on its own
+    /// point-to-point port; the node answers ARP for 169.254.1.1 on every pod port with
+    /// ee:ee:ee:ee:ee:ee (proxy ARP), routes each pod address to its port, and routes
+    /// other nodes' pod CIDRs via their underlay addresses. No bridge:
+    /// `parse → route → arp → egress`.
+    Routed,
 }
 
 /// What [`build`] made: indexes into the simulator.
@@ -458,7 +464,6 @@ pub fn build(
     use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
     use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
 
-    let NetworkMode::Bridge = mode;
     if plan.nodes.len() > 240 {
         return Err(SimError::Cluster(format!(
             "{} nodes: the simulated underlay {UNDERLAY}/24 holds 240",
@@ -488,7 +493,7 @@ pub fn build(
             },
             L3If { port: uplink, mac: up_mac, ip: my_ip, prefix: 24, mtu: 1500, bvi: false, ports: vec![uplink] },
         ];
-        let routes = plan
+        let mut routes: Vec<RouteSpec> = plan
             .nodes
             .iter()
             .enumerate()
@@ -499,6 +504,11 @@ pub fn build(
                 next_hop: NextHop::Via(node_ip(oi), uplink),
             })
             .collect();
+        if mode == NetworkMode::Routed {
+            let pipeline = routed_node(node, &ports, uplink, my_ip, up_mac, &mut routes, sim.seed() ^ ni as u64);
+            add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, true, link)?;
+            continue;
+        }
         let bridge = BridgeStage::new(&BridgeConfig {
             domains: vec![BridgeDomain {
                 name: format!("{}/cni0", node.name),
@@ -525,26 +535,110 @@ pub fn build(
             PipelineConfig::default(),
             seed,
         );
-        let mut names: Vec<String> = (0..npods).map(|i| format!("pod{i}")).collect();
-        names.push("uplink".into());
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let n = sim.add_node(&node.name, &name_refs, pipeline)?;
-        let mut hosts = Vec::new();
-        for (i, pod) in node.pods.iter().enumerate() {
-            let mut cfg = crate::HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
-            cfg.mac = pod.mac;
-            let h = sim.add_host(cfg)?;
-            let ends = [sim.host_end(h), sim.node_end(n, &names[i])?];
-            sim.link(&format!("{}/{}", node.name, pod.name), &ends, link)?;
-            hosts.push(h);
-        }
-        uplinks.push(sim.node_end(n, "uplink")?);
-        handles.nodes.push(n);
-        handles.pods.push(hosts);
-        handles.node_ips.push(my_ip);
+        add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, false, link)?;
     }
     if uplinks.len() >= 2 {
         sim.link("underlay", &uplinks, link.switched())?;
     }
     Ok(handles)
+}
+
+/// The node pipeline of [`NetworkMode::Routed`] (Calico without encapsulation).
+fn routed_node(
+    node: &NodePlan,
+    ports: &[podplane::PortId],
+    uplink: podplane::PortId,
+    my_ip: Ipv4Addr,
+    up_mac: podplane::wire::EthernetAddress,
+    routes: &mut Vec<podplane::stage::route::RouteSpec>,
+    seed: u64,
+) -> podplane::pipeline::Pipeline {
+    use podplane::pipeline::{Pipeline, PipelineConfig};
+    use podplane::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
+    use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+    use podplane::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
+
+    // Each pod port is a point-to-point L3 interface with Calico's MAC. Linux's caliX
+    // has no address and asks ARP from the node's primary address (inet_select_addr);
+    // smoltcp ignores ARP from outside its subnets, so here the pod ports speak as
+    // 169.254.1.1, the gateway the pods know. (ICMP errors to pods come from it too.)
+    let mut interfaces: Vec<L3If> = ports
+        .iter()
+        .map(|p| L3If {
+            port: *p,
+            mac: CALICO_MAC,
+            ip: CALICO_GATEWAY,
+            prefix: 32,
+            mtu: 1500,
+            bvi: false,
+            ports: vec![*p],
+        })
+        .collect();
+    interfaces.push(L3If {
+        port: uplink,
+        mac: up_mac,
+        ip: my_ip,
+        prefix: 24,
+        mtu: 1500,
+        bvi: false,
+        ports: vec![uplink],
+    });
+    for (pod, port) in node.pods.iter().zip(ports) {
+        routes.push(RouteSpec { dst: pod.ip, len: 32, next_hop: NextHop::Connected(*port) });
+    }
+    let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes: routes.clone() });
+    let arp = ArpStage::new(ArpConfig {
+        local: vec![LocalAddr { ip: my_ip, mac: up_mac, ports: vec![uplink] }],
+        proxy: ports.iter().map(|p| ProxyArp { port: *p, mac: CALICO_MAC, targets: vec![CALICO_GATEWAY] }).collect(),
+        interfaces,
+    });
+    Pipeline::new(
+        vec![Box::new(ParseStage::new()), Box::new(route), Box::new(arp), Box::new(EgressStage)],
+        PipelineConfig::default(),
+        seed,
+    )
+}
+
+/// Add a node with its pods (and their links) to the simulation.
+#[allow(clippy::too_many_arguments)]
+fn add_pods(
+    sim: &mut crate::Sim,
+    node: &NodePlan,
+    pipeline: podplane::pipeline::Pipeline,
+    handles: &mut ClusterHandles,
+    uplinks: &mut Vec<crate::Endpoint>,
+    my_ip: Ipv4Addr,
+    routed: bool,
+    link: crate::LinkConfig,
+) -> Result<usize, SimError> {
+    let mut names: Vec<String> = (0..node.pods.len()).map(|i| format!("pod{i}")).collect();
+    names.push("uplink".into());
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n = sim.add_node(&node.name, &name_refs, pipeline)?;
+    let mut hosts = Vec::new();
+    for (i, pod) in node.pods.iter().enumerate() {
+        let cfg = if routed {
+            let mut c = crate::HostConfig::v4(&pod.name, pod.ip, 32).gateway(podplane::stage::arp::CALICO_GATEWAY);
+            c.mac = pod.mac;
+            // Linux pods reach 169.254.1.1 through `169.254.1.1 dev eth0 scope link`;
+            // smoltcp only takes ARP replies from its own subnets, so the pod also
+            // carries a link-local /16 (never used as a source towards other pods).
+            let o = pod.ip.octets();
+            c.ipv4_extra = Some((Ipv4Addr::new(169, 254, o[2].max(2), o[3]), 16));
+            c
+        } else {
+            let mut c = crate::HostConfig::v4(&pod.name, pod.ip, node.pod_cidr.prefix).gateway(node.gateway);
+            c.mac = pod.mac;
+            c
+        };
+        let h = sim.add_host(cfg)?;
+        let ends = [sim.host_end(h), sim.node_end(n, &names[i])?];
+        sim.link(&format!("{}/{}", node.name, pod.name), &ends, link)?;
+        hosts.push(h);
+    }
+    uplinks.push(sim.node_end(n, "uplink")?);
+    handles.nodes.push(n);
+    handles.pods.push(hosts);
+    handles.node_ips.push(my_ip);
+    Ok(n)
 }

@@ -28,6 +28,8 @@ pub struct HostConfig {
     pub ipv4: Option<(Ipv4Addr, u8)>,
     /// IPv4 default gateway.
     pub gateway4: Option<Ipv4Addr>,
+    /// A second IPv4 address and prefix, after the first (an on-link link-local net).
+    pub ipv4_extra: Option<(Ipv4Addr, u8)>,
     /// IPv6 address and prefix length.
     pub ipv6: Option<(Ipv6Addr, u8)>,
     /// IPv6 default gateway.
@@ -44,6 +46,7 @@ impl HostConfig {
             name: name.to_owned(),
             mac: [0x02, 0x00, o[0], o[1], o[2], o[3]],
             ipv4: Some((addr, prefix)),
+            ipv4_extra: None,
             gateway4: None,
             ipv6: None,
             gateway6: None,
@@ -156,8 +159,9 @@ impl Host {
         let mut addr_err = None;
         iface.update_ip_addrs(|a| {
             let v4 = config.ipv4.map(|(ip, len)| IpCidr::new(IpAddress::Ipv4(ip), len));
+            let v4x = config.ipv4_extra.map(|(ip, len)| IpCidr::new(IpAddress::Ipv4(ip), len));
             let v6 = config.ipv6.map(|(ip, len)| IpCidr::new(IpAddress::Ipv6(ip), len));
-            for cidr in v4.into_iter().chain(v6) {
+            for cidr in v4.into_iter().chain(v4x).chain(v6) {
                 if a.push(cidr).is_err() {
                     addr_err = Some("too many addresses");
                 }
