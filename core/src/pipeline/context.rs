@@ -172,7 +172,10 @@ impl Context<'_> {
     }
 
     /// Drop a packet this stage holds (outside any batch), counted like [`drop`](Self::drop).
+    /// It leaves the held state, so it also counts as released: the accounting identity
+    /// keeps `held - released` = packets held right now.
     pub fn drop_held(&mut self, pkt: PktId, reason: DropReason) {
+        self.counters.totals.released += 1;
         let len = usize::from(self.pool.meta(pkt).len());
         self.counters.count_drop(self.stage, reason, len);
         let _ = self.pool.free(pkt);

@@ -36,7 +36,8 @@ pub struct Totals {
     pub dropped: u64,
     /// Times a stage took a packet to hold (waiting for ARP, say).
     pub held: u64,
-    /// Held packets a stage put back into the pipeline.
+    /// Held packets that left the hold: put back into the pipeline, or dropped.
+    /// `held - released` is how many packets stages hold right now.
     pub released: u64,
 }
 
