@@ -9,10 +9,15 @@
 //! - `baseline`: nothing (the driver work alone);
 //! - `parse_one`: the parse stage's per-packet function, called directly;
 //! - `xconnect`: a pipeline with only the `xconnect` stage;
-//! - `parse_xconnect`: a pipeline with `parse` then `xconnect`.
+//! - `parse_xconnect`: a pipeline with `parse` then `xconnect`;
+//! - `parse_bridge`: `parse → bridge → egress`, the destination MAC learned (warm FDB);
+//! - `parse_route1m`: `parse → route → arp → egress` with 1,000,000 routes (lengths
+//!   16..=32) and the next hop resolved (warm neighbour table).
 //!
-//! So `parse_xconnect - xconnect` is the parse stage inside a pipeline, and
-//! `parse_one - baseline` is its per-packet function alone. The script runs each mode
+//! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
+//! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
+//! parse_xconnect` / `parse_route1m - parse_xconnect` are the bridge and route (+
+//! neighbour) stages, with egress standing in for xconnect as the last stage. The script runs each mode
 //! at two batch counts and divides the difference, which cancels start-up costs.
 
 use std::process::ExitCode;
@@ -20,13 +25,18 @@ use std::process::ExitCode;
 use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig, Stage};
 use podplane::stage::parse::parse_one;
-use podplane::stage::{ParseStage, XconnectStage};
+use podplane::stage::arp::{ArpConfig, LocalAddr};
+use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
+use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage, XconnectStage};
+use podplane::wire::EthernetAddress;
+use std::net::Ipv4Addr;
 use podplane::wire::ChecksumPolicy;
 use podplane_sim::traffic::{Mix, Traffic};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m> <batches> [--batch N] [--mix udp64|mixed]";
     let (Some(mode), Some(batches)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok())) else {
         eprintln!("{usage}");
         return ExitCode::from(2);
@@ -56,6 +66,8 @@ fn main() -> ExitCode {
     let stages: Vec<Box<dyn Stage>> = match mode.as_str() {
         "xconnect" => vec![Box::new(xconnect)],
         "parse_xconnect" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
+        "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
+        "parse_route1m" => route_1m(),
         "baseline" | "parse_one" => vec![],
         _ => {
             eprintln!("{usage}");
@@ -64,6 +76,7 @@ fn main() -> ExitCode {
     };
     let use_pipeline = !stages.is_empty();
     let mut pipeline = Pipeline::new(stages, PipelineConfig::default(), 1);
+    warm_up(&mut pipeline, &mut pool, mode);
     let policy = ChecksumPolicy::default();
     let mut batch = Batch::new();
     let mut out_pkts = Vec::with_capacity(1024);
@@ -103,4 +116,80 @@ fn main() -> ExitCode {
         snap.totals.rx, snap.totals.tx, snap.totals.dropped
     );
     ExitCode::SUCCESS
+}
+
+/// Two ports on one bridge; the test frames go from port 0 to the MAC behind port 1.
+fn bridge() -> BridgeStage {
+    let ports = vec![BridgePort { port: PortId(0), hairpin: false }, BridgePort { port: PortId(1), hairpin: false }];
+    let dom = BridgeDomain { name: "br".into(), ports, gateway_mac: None, static_fdb: vec![], bvi: None };
+    match BridgeStage::new(&BridgeConfig { domains: vec![dom], ..BridgeConfig::default() }) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bridge config: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+
+/// One million routes of lengths 16..=32 over the whole address space (with the
+/// test's 10.244/16 among them), all via one gateway on port 1, plus a default.
+fn route_1m() -> Vec<Box<dyn Stage>> {
+    let ifs = vec![
+        L3If { port: PortId(0), mac: EthernetAddress([2, 0, 0, 0, 0, 0x0b]), ip: Ipv4Addr::new(10, 0, 0, 1), prefix: 24, mtu: 1500, bvi: false, ports: vec![PortId(0)] },
+        L3If { port: PortId(1), mac: EthernetAddress([2, 0, 0, 0, 1, 1]), ip: Ipv4Addr::new(192, 168, 0, 10), prefix: 24, mtu: 1500, bvi: false, ports: vec![PortId(1)] },
+    ];
+    let mut routes = Vec::with_capacity(1_000_001);
+    let mut x: u64 = 0x1234_5678;
+    routes.push(RouteSpec { dst: Ipv4Addr::UNSPECIFIED, len: 0, next_hop: NextHop::Via(GW, PortId(1)) });
+    routes.push(RouteSpec { dst: Ipv4Addr::new(10, 244, 0, 0), len: 16, next_hop: NextHop::Via(GW, PortId(1)) });
+    while routes.len() < 1_000_001 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let len = 16 + ((x >> 59) as u8 % 17);
+        let addr = Ipv4Addr::from((x >> 16) as u32);
+        routes.push(RouteSpec { dst: addr, len, next_hop: NextHop::Via(GW, PortId(1)) });
+    }
+    let arp = ArpConfig {
+        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
+        proxy: vec![],
+        interfaces: ifs.clone(),
+    };
+    vec![
+        Box::new(ParseStage::new()),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes })),
+        Box::new(ArpStage::new(arp)),
+        Box::new(EgressStage),
+    ]
+}
+
+/// Teach the bridge the destination MAC, or the neighbour table the gateway's MAC.
+fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
+    let frame = match mode {
+        // A frame from the test traffic's destination MAC, on port 1.
+        "parse_bridge" => {
+            let mut f = podplane::testutil::udp4_sized(64);
+            f.copy_within(..6, 6);
+            f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0c]);
+            f
+        }
+        // An ARP reply from the gateway to the uplink.
+        "parse_route1m" => {
+            let mut f = podplane::testutil::arp_request(GW, Ipv4Addr::new(192, 168, 0, 10));
+            f[21] = 2;
+            f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
+            f
+        }
+        _ => return,
+    };
+    let Some(p) = pool.alloc(Owner::Pipeline) else { return };
+    let _ = pool.set_data(p, &frame);
+    pool.meta_mut(p).in_port = PortId(1);
+    let mut b = Batch::new();
+    let _ = b.push(p);
+    let out = pipeline.process(pool, podplane::Instant::ZERO, &mut b);
+    let sent: Vec<_> = out.tx().map(|(_, p)| p).collect();
+    for p in sent {
+        let _ = pool.free(p);
+    }
 }
