@@ -24,15 +24,15 @@ use std::process::ExitCode;
 
 use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig, Stage};
-use podplane::stage::parse::parse_one;
 use podplane::stage::arp::{ArpConfig, LocalAddr};
 use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
+use podplane::stage::parse::parse_one;
 use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
 use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage, XconnectStage};
-use podplane::wire::EthernetAddress;
-use std::net::Ipv4Addr;
 use podplane::wire::ChecksumPolicy;
+use podplane::wire::EthernetAddress;
 use podplane_sim::traffic::{Mix, Traffic};
+use std::net::Ipv4Addr;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -137,8 +137,24 @@ const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
 /// test's 10.244/16 among them), all via one gateway on port 1, plus a default.
 fn route_1m() -> Vec<Box<dyn Stage>> {
     let ifs = vec![
-        L3If { port: PortId(0), mac: EthernetAddress([2, 0, 0, 0, 0, 0x0b]), ip: Ipv4Addr::new(10, 0, 0, 1), prefix: 24, mtu: 1500, bvi: false, ports: vec![PortId(0)] },
-        L3If { port: PortId(1), mac: EthernetAddress([2, 0, 0, 0, 1, 1]), ip: Ipv4Addr::new(192, 168, 0, 10), prefix: 24, mtu: 1500, bvi: false, ports: vec![PortId(1)] },
+        L3If {
+            port: PortId(0),
+            mac: EthernetAddress([2, 0, 0, 0, 0, 0x0b]),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            prefix: 24,
+            mtu: 1500,
+            bvi: false,
+            ports: vec![PortId(0)],
+        },
+        L3If {
+            port: PortId(1),
+            mac: EthernetAddress([2, 0, 0, 0, 1, 1]),
+            ip: Ipv4Addr::new(192, 168, 0, 10),
+            prefix: 24,
+            mtu: 1500,
+            bvi: false,
+            ports: vec![PortId(1)],
+        },
     ];
     let mut routes = Vec::with_capacity(1_000_001);
     let mut x: u64 = 0x1234_5678;
