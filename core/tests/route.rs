@@ -61,7 +61,7 @@ fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
     Pipeline::new(
         vec![
             Box::new(ParseStage::new()),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes })),
+            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
             Box::new(ArpStage::new(arp)),
             Box::new(EgressStage),
         ],
@@ -243,4 +243,72 @@ fn no_icmp_error_about_an_icmp_error_and_local_goes_to_host() {
     assert_eq!(out.host().len(), 1);
     assert_eq!(pl.counters().events("route", StageEvent::IcmpErrorSuppressed), 1);
     CounterExpect::new().drop("route", DropReason::TtlExceeded, 1).check(&pl.counters().snapshot());
+}
+
+mod ecmp {
+    use super::*;
+    use podplane::wire::flow::FlowKey;
+
+    fn stage(paths: usize) -> RouteStage {
+        let group =
+            (0..paths).map(|k| (Ipv4Addr::new(192, 168, 0, 100 + u8::try_from(k).unwrap()), PortId(1))).collect();
+        RouteStage::new(&RouteConfig {
+            interfaces: vec![],
+            routes: vec![RouteSpec { dst: Ipv4Addr::new(10, 0, 0, 0), len: 8, next_hop: NextHop::Multipath(0) }],
+            multipath: vec![group],
+        })
+    }
+
+    fn flows() -> Vec<FlowKey> {
+        (0..2000u32)
+            .map(|k| {
+                FlowKey::v4(
+                    Ipv4Addr::from(0x0a00_0000 + k),
+                    Ipv4Addr::new(10, 200, 0, 1),
+                    6,
+                    30000 + (k % 1000) as u16,
+                    443,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_directions_agree_and_load_spreads() {
+        let s = stage(4);
+        let mut per_path = [0u32; 4];
+        for f in flows() {
+            let a = s.pick_path(0, &f, false).unwrap();
+            assert_eq!(a, s.pick_path(0, &f.reversed(), false).unwrap(), "{f}");
+            per_path[usize::from(a.0.octets()[3] - 100)] += 1;
+        }
+        for n in per_path {
+            assert!((400..=600).contains(&n), "uneven spread {per_path:?}");
+        }
+    }
+
+    #[test]
+    fn adding_a_path_moves_only_flows_to_it() {
+        let (four, five) = (stage(4), stage(5));
+        let mut moved = 0;
+        for f in flows() {
+            let (a, b) = (four.pick_path(0, &f, false).unwrap(), five.pick_path(0, &f, false).unwrap());
+            if a != b {
+                assert_eq!(b.0, Ipv4Addr::new(192, 168, 0, 104), "a flow moved between old paths");
+                moved += 1;
+            }
+        }
+        // About a fifth of the flows move to the new path.
+        assert!((300..=500).contains(&moved), "{moved} of 2000 moved");
+    }
+
+    #[test]
+    fn fragments_ignore_ports() {
+        let s = stage(8);
+        let f = FlowKey::v4(Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 2, 2, 2), 17, 5000, 53);
+        let mut no_ports = f;
+        no_ports.src_port = 0;
+        no_ports.dst_port = 0;
+        assert_eq!(s.pick_path(0, &f, true), s.pick_path(0, &no_ports, true));
+    }
 }

@@ -57,7 +57,7 @@ fn node() -> Option<Pipeline> {
         vec![
             Box::new(ParseStage::new()),
             Box::new(bridge),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes })),
+            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
             Box::new(ArpStage::new(arp)),
             Box::new(EgressStage),
         ],

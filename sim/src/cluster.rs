@@ -520,7 +520,7 @@ pub fn build(
             ..BridgeConfig::default()
         })
         .map_err(|e| SimError::Cluster(e.to_string()))?;
-        let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes });
+        let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes, multipath: vec![] });
         let arp = ArpStage::new(ArpConfig {
             local: vec![
                 LocalAddr { ip: node.gateway, mac: gw_mac, ports: ports.clone() },
@@ -586,7 +586,8 @@ fn routed_node(
     for (pod, port) in node.pods.iter().zip(ports) {
         routes.push(RouteSpec { dst: pod.ip, len: 32, next_hop: NextHop::Connected(*port) });
     }
-    let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes: routes.clone() });
+    let route =
+        RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes: routes.clone(), multipath: vec![] });
     let arp = ArpStage::new(ArpConfig {
         local: vec![LocalAddr { ip: my_ip, mac: up_mac, ports: vec![uplink] }],
         proxy: ports.iter().map(|p| ProxyArp { port: *p, mac: CALICO_MAC, targets: vec![CALICO_GATEWAY] }).collect(),

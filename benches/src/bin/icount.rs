@@ -162,8 +162,8 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
     routes.push(RouteSpec { dst: Ipv4Addr::new(10, 244, 0, 0), len: 16, next_hop: NextHop::Via(GW, PortId(1)) });
     while routes.len() < 1_000_001 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let len = 16 + ((x >> 59) as u8 % 17);
-        let addr = Ipv4Addr::from((x >> 16) as u32);
+        let len = 16 + u8::try_from((x >> 59) % 17).unwrap_or(0);
+        let addr = Ipv4Addr::from(u32::try_from((x >> 16) & 0xffff_ffff).unwrap_or(0));
         routes.push(RouteSpec { dst: addr, len, next_hop: NextHop::Via(GW, PortId(1)) });
     }
     let arp = ArpConfig {
@@ -173,7 +173,7 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
     };
     vec![
         Box::new(ParseStage::new()),
-        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes })),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
         Box::new(ArpStage::new(arp)),
         Box::new(EgressStage),
     ]

@@ -65,6 +65,9 @@ pub enum NextHop {
     Connected(PortId),
     /// Through the gateway, reached on the interface on `PortId`.
     Via(Ipv4Addr, PortId),
+    /// ECMP: one of the paths of group `u16` in [`RouteConfig::multipath`], chosen
+    /// per flow (see [`RouteStage::pick_path`]).
+    Multipath(u16),
     /// One of the node's addresses: deliver to the host.
     Local,
     /// Drop silently.
@@ -93,6 +96,8 @@ pub struct RouteConfig {
     pub interfaces: Vec<L3If>,
     /// Other routes.
     pub routes: Vec<RouteSpec>,
+    /// ECMP groups: the (gateway, interface port) paths of each group.
+    pub multipath: Vec<Vec<(Ipv4Addr, PortId)>>,
 }
 
 /// Default TTL of packets the node originates (`net.ipv4.ip_default_ttl`).
@@ -105,6 +110,7 @@ pub const ICMP_ERROR_MAX: usize = 576;
 pub struct RouteStage {
     ifs: Vec<L3If>,
     fib: Lpm<u32, NextHop>,
+    groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
 }
@@ -120,7 +126,33 @@ impl RouteStage {
         for r in &config.routes {
             fib.insert(u32::from(r.dst), r.len, r.next_hop);
         }
-        RouteStage { ifs: config.interfaces.clone(), fib, tokens: ICMP_BURST, last_refill: Instant::ZERO }
+        let groups =
+            config.multipath.iter().map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(*gw, *p))).collect()).collect();
+        RouteStage { ifs: config.interfaces.clone(), fib, groups, tokens: ICMP_BURST, last_refill: Instant::ZERO }
+    }
+
+    /// The path of ECMP group `group` for a flow: rendezvous (highest-random-weight)
+    /// hashing over the flow's symmetric hash, so both directions of a flow choose the
+    /// same path, and adding or removing a path moves only the flows that must move
+    /// (about 1/(n+1) of them when a path is added). Fragments hash without ports, so
+    /// all pieces of a packet go the same way.
+    ///
+    /// Linux's default (`fib_multipath_hash_policy` = 0) hashes source and destination
+    /// address only, not symmetrically, and rebalances with hash-threshold ranges,
+    /// which moves more flows when a path is added; we differ on purpose.
+    pub fn pick_path(
+        &self,
+        group: u16,
+        flow: &crate::wire::flow::FlowKey,
+        fragment: bool,
+    ) -> Option<(Ipv4Addr, PortId)> {
+        let mut key = *flow;
+        if fragment {
+            key.src_port = 0;
+            key.dst_port = 0;
+        }
+        let h = key.symmetric_hash(0x6563_6d70);
+        self.groups.get(usize::from(group))?.iter().max_by_key(|(_, _, k)| splitmix(h ^ k)).map(|(gw, p, _)| (*gw, *p))
     }
 
     /// The forwarding decision for `dst` (for tests and the CLI).
@@ -207,6 +239,16 @@ impl RouteStage {
                 }
                 NextHop::Connected(p) => (dst, p),
                 NextHop::Via(gw, p) => (gw, p),
+                NextHop::Multipath(g) => {
+                    let frag = m.flags.contains(PktFlags::FRAGMENT);
+                    match self.pick_path(g, &m.flow, frag) {
+                        Some(path) => path,
+                        None => {
+                            cx.drop(batch, i, DropReason::RouteBlackhole);
+                            continue;
+                        }
+                    }
+                }
             };
             // Packets the node made itself (ICMP errors) leave with their own TTL, as
             // from ip_output(); only forwarded packets age.
@@ -329,6 +371,18 @@ impl RouteStage {
         let here = cx.stage_index();
         cx.inject(q, here);
     }
+}
+
+/// A path's identity for rendezvous hashing.
+fn path_key(gw: Ipv4Addr, port: PortId) -> u64 {
+    splitmix((u64::from(u32::from(gw)) << 16) | u64::from(port.0))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 const ICMP_PER_SEC: u64 = 1000;
