@@ -168,7 +168,6 @@ fn unreachable_kinds_and_fragmentation_needed() {
             (0, udp_to(Ipv4Addr::new(10, 2, 2, 3), 64, 10, true)),
             (0, udp_to(Ipv4Addr::new(10, 3, 2, 3), 64, 10, true)),
             (0, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, true)),
-            (0, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, false)),
         ],
     );
     let kinds: Vec<_> = r.iter().map(|(_, f)| icmp_of(f)).collect();
@@ -180,7 +179,6 @@ fn unreachable_kinds_and_fragmentation_needed() {
         .drop("route", DropReason::RouteProhibit, 1)
         .drop("route", DropReason::RouteBlackhole, 1)
         .drop("route", DropReason::FragNeeded, 1)
-        .drop("route", DropReason::FragUnsupported, 1)
         .check(&pl.counters().snapshot());
 }
 
@@ -311,4 +309,46 @@ mod ecmp {
         no_ports.dst_port = 0;
         assert_eq!(s.pick_path(0, &f, true), s.pick_path(0, &no_ports, true));
     }
+}
+
+fn b_reply() -> Vec<u8> {
+    let b_mac = [0x02, 0, 0, 0, 0x97, 0x02];
+    let mut reply = testutil::arp_request(Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 1));
+    reply[..6].copy_from_slice(&RB_MAC.0);
+    reply[6..12].copy_from_slice(&b_mac);
+    reply[21] = 2;
+    reply[14 + 8..14 + 14].copy_from_slice(&b_mac);
+    reply
+}
+
+#[test]
+fn without_df_packets_are_fragmented_as_linux_does() {
+    let mut pl = router(vec![], 576);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run(&mut pl, &mut pool, &[(1, b_reply())]);
+    let pkt = udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, false);
+    let orig = Ipv4Packet::new_checked(&pkt[14..]).unwrap();
+    let (orig_id, orig_payload) = (orig.ident(), orig.payload().to_vec());
+    let r = run(&mut pl, &mut pool, &[(0, pkt.clone())]);
+    // 1408 bytes of IP payload (8 UDP + 1400): 552 + 552 + 304.
+    assert_eq!(r.len(), 3);
+    let mut reassembled = vec![0u8; orig_payload.len()];
+    for (k, (port, f)) in r.iter().enumerate() {
+        assert_eq!(*port, PortId(1));
+        assert_eq!(&f[..6], &[0x02, 0, 0, 0, 0x97, 0x02]);
+        let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum(), "fragment {k}");
+        assert!(ip.total_len() <= 576, "fragment {k} too big");
+        assert_eq!(ip.ident(), orig_id);
+        assert_eq!(ip.ttl(), 63);
+        assert!(!ip.dont_frag());
+        assert_eq!(ip.more_frags(), k < 2, "fragment {k}");
+        let off = usize::from(ip.frag_offset());
+        assert_eq!(off, [0, 552, 1104][k]);
+        reassembled[off..off + ip.payload().len()].copy_from_slice(ip.payload());
+    }
+    assert_eq!(reassembled, orig_payload, "fragments reassemble to the packet");
+    let snap = pl.counters().snapshot();
+    assert_eq!(snap.totals.generated, 2);
+    CounterExpect::new().drop("arp", DropReason::ArpProcessed, 1).check(&snap);
 }

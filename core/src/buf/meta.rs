@@ -166,6 +166,12 @@ impl PktMeta {
         self.len == 0
     }
 
+    /// Take every field of `src` but this slot's own window (`head`, `len`) and owner:
+    /// for a packet made from another one (a fragment).
+    pub(crate) fn inherit(&mut self, src: &PktMeta) {
+        *self = PktMeta { head: self.head, len: self.len, owner: self.owner, ..*src };
+    }
+
     /// Shorten the packet to `len` bytes (padding after an IP packet); never grows it.
     #[inline]
     pub(crate) fn trim(&mut self, len: u16) {

@@ -142,8 +142,9 @@ drop_reasons! {
     35 => RouteProhibit, "route_prohibit", Info;
     /// Larger than the egress MTU with DF set (ICMP fragmentation needed sent).
     36 => FragNeeded, "frag_needed", Info;
-    /// Larger than the egress MTU without DF: fragmentation is not implemented yet.
-    37 => FragUnsupported, "frag_unsupported", Warn;
+    /// Larger than the egress MTU without DF, and it could not be fragmented (no
+    /// buffers, or more fragments than the node makes).
+    37 => FragFailed, "frag_failed", Warn;
     /// The next hop did not answer ARP, or its queue of waiting packets was full.
     38 => NeighFailed, "neigh_failed", Warn;
     /// Waiting for ARP with the per-neighbour queue full.

@@ -9,8 +9,8 @@
 //! 3. checks the TTL after the lookup, as `ip_forward()` does: TTL ≤ 1 → ICMP time
 //!    exceeded (`ttl_exceeded`);
 //! 4. checks the egress MTU: larger with DF → ICMP fragmentation needed carrying the
-//!    next-hop MTU (`frag_needed`); without DF Linux fragments — not implemented yet,
-//!    dropped as `frag_unsupported` (TODO(#5));
+//!    next-hop MTU (`frag_needed`); without DF it fragments as Linux's
+//!    `ip_do_fragment()` does (see [`fragment`](RouteStage) below);
 //! 5. decrements the TTL with an RFC 1624 checksum update, records the next hop and the
 //!    egress interface, and leaves L2 to the `arp` (neighbour) stage.
 //!
@@ -259,21 +259,18 @@ impl RouteStage {
                 continue;
             }
             let mtu = self.iface(port).map_or(1500, |f| f.mtu);
-            if total > mtu {
-                if df {
-                    let m = mtu.to_be_bytes();
-                    self.icmp_error(
-                        cx,
-                        pkt,
-                        &in_if,
-                        Icmpv4Type::DstUnreachable,
-                        unreachable::FRAG_NEEDED,
-                        [0, 0, m[0], m[1]],
-                    );
-                    cx.drop(batch, i, DropReason::FragNeeded);
-                } else {
-                    cx.drop(batch, i, DropReason::FragUnsupported);
-                }
+            let too_big = total > mtu;
+            if too_big && df {
+                let m = mtu.to_be_bytes();
+                self.icmp_error(
+                    cx,
+                    pkt,
+                    &in_if,
+                    Icmpv4Type::DstUnreachable,
+                    unreachable::FRAG_NEEDED,
+                    [0, 0, m[0], m[1]],
+                );
+                cx.drop(batch, i, DropReason::FragNeeded);
                 continue;
             }
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
@@ -284,6 +281,11 @@ impl RouteStage {
             meta.out_port = port;
             meta.flags.remove(PktFlags::L2_LOCAL);
             meta.flags |= PktFlags::ROUTED;
+            // Decremented first (ip_forward), then fragmented (ip_output).
+            if too_big && fragment(cx, pkt, mtu).is_err() {
+                cx.drop(batch, i, DropReason::FragFailed);
+                continue;
+            }
             cx.count(StageEvent::Routed);
             if TRACE {
                 cx.trace_note(pkt, TraceNote::Port("routed out", port));
@@ -373,6 +375,133 @@ impl RouteStage {
     }
 }
 
+/// Most fragments one packet is cut into.
+pub const MAX_FRAGMENTS: usize = 128;
+
+/// Cut the routed packet `pkt` (IPv4 at `meta.l3`, TTL already decremented) into
+/// fragments that fit `mtu`, as Linux's `ip_do_fragment()`: every fragment but the
+/// last carries a multiple of 8 payload bytes, as many as fit; all keep the header
+/// length, the first with all options and the others with only the options whose
+/// "copied" bit is set (the rest become NOPs, `ip_options_fragment()`); ID, TTL and TOS
+/// stay; MF is set on all but the last (and on the last too when the packet was itself
+/// a non-final fragment); offsets add to the packet's own. The packet becomes the first
+/// fragment and goes on; the others enter at the neighbour stage right after, in
+/// order, so they leave in order.
+///
+/// # Errors
+/// `Err(())` when buffers run out or more than [`MAX_FRAGMENTS`] would be needed;
+/// fragments already made are freed, and the caller drops the packet.
+#[allow(clippy::result_unit_err)]
+pub fn fragment(cx: &mut Context<'_>, pkt: PktId, mtu: u16) -> Result<(), ()> {
+    let m = *cx.pool.meta(pkt);
+    let (head, l3) = (usize::from(m.head()), usize::from(m.l3));
+    let end = head + usize::from(m.len());
+    let l2_len = l3 - head;
+    let (hlen, total, orig_off, orig_mf) = {
+        let b = cx.pool.slot(pkt).get(l3..end).ok_or(())?;
+        let ip = Ipv4Packet::new_checked(b).map_err(|_| ())?;
+        (ip.header_len(), usize::from(ip.total_len()), ip.frag_offset(), ip.more_frags())
+    };
+    let per = (usize::from(mtu).saturating_sub(hlen)) & !7;
+    let data = total - hlen;
+    if per == 0 || data.div_ceil(per) > MAX_FRAGMENTS {
+        return Err(());
+    }
+    // Header for the later fragments: non-copied options become NOPs.
+    let mut later_hdr = [0u8; 60];
+    if let (Some(d), Some(s)) = (later_hdr.get_mut(..hlen), cx.pool.slot(pkt).get(l3..l3 + hlen)) {
+        d.copy_from_slice(s);
+    }
+    nop_uncopied_options(later_hdr.get_mut(20..hlen).unwrap_or(&mut []));
+    let arp = cx.stage_index() + 1;
+    let mut off = per;
+    let mut made = 0usize;
+    while off < data {
+        let len = per.min(data - off);
+        let last = off + len >= data;
+        let Some(q) = cx.alloc() else { return Err(()) };
+        let frame_len = l2_len + hlen + len;
+        let payload_at = l3 + hlen + off;
+        let mut tmp = [0u8; 2048];
+        let src = cx.pool.slot(pkt);
+        let filled = (|| {
+            let t = tmp.get_mut(..frame_len)?;
+            let (a, rest) = t.split_at_mut_checked(l2_len)?;
+            let (b, c) = rest.split_at_mut_checked(hlen)?;
+            a.copy_from_slice(src.get(head..l3)?);
+            b.copy_from_slice(later_hdr.get(..hlen)?);
+            c.copy_from_slice(src.get(payload_at..payload_at + len)?);
+            Some(())
+        })();
+        let pushed = filled.is_some()
+            && match (cx.pool.push_back(q, frame_len), tmp.get(..frame_len)) {
+                (Ok(b), Some(t)) => {
+                    b.copy_from_slice(t);
+                    true
+                }
+                _ => false,
+            };
+        if !pushed {
+            let _ = cx.pool.free(q);
+            return Err(());
+        }
+        let qhead = usize::from(cx.pool.meta(q).head());
+        {
+            let (slot, qm) = cx.pool.slot_and_meta_mut(q);
+            let l3q = qhead + l2_len;
+            if let Some(b) = slot.get_mut(l3q..l3q + hlen) {
+                let mut ip = Ipv4Packet::new_unchecked(b);
+                ip.set_total_len(u16::try_from(hlen + len).unwrap_or(0));
+                ip.set_flags_offset(false, !last || orig_mf, orig_off + u16::try_from(off).unwrap_or(0));
+                ip.fill_checksum();
+            }
+            qm.inherit(&m);
+            let h = u16::try_from(qhead).unwrap_or(0);
+            qm.l2 = h;
+            qm.l3 = h + u16::try_from(l2_len).unwrap_or(0);
+            qm.l4 = 0;
+        }
+        cx.pool.meta_mut(q).flags |= PktFlags::FRAGMENT | PktFlags::LATER_FRAGMENT;
+        cx.pool.meta_mut(q).flags.remove(PktFlags::HAS_L4 | PktFlags::TRACE);
+        cx.inject(q, arp);
+        made += 1;
+        off += len;
+    }
+    // The packet itself becomes the first fragment.
+    let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+    if let Some(b) = slot.get_mut(l3..l3 + hlen) {
+        let mut ip = Ipv4Packet::new_unchecked(b);
+        ip.set_total_len(u16::try_from(hlen + per).unwrap_or(0));
+        ip.set_flags_offset(false, true, orig_off);
+        ip.fill_checksum();
+    }
+    meta.trim(u16::try_from(l2_len + hlen + per).unwrap_or(0));
+    meta.flags |= PktFlags::FRAGMENT;
+    debug_assert!(made < MAX_FRAGMENTS);
+    Ok(())
+}
+
+/// Replace options without the "copied" flag (0x80 in the type) with NOPs, as Linux's
+/// `ip_options_fragment()`; EOL ends the list.
+fn nop_uncopied_options(opts: &mut [u8]) {
+    let mut i = 0;
+    while let Some(&t) = opts.get(i) {
+        match t {
+            0 => break,
+            1 => i += 1,
+            _ => {
+                let len = usize::from(opts.get(i + 1).copied().unwrap_or(0)).max(2);
+                if t & 0x80 == 0 {
+                    for b in opts.iter_mut().skip(i).take(len) {
+                        *b = 1;
+                    }
+                }
+                i += len;
+            }
+        }
+    }
+}
+
 /// A path's identity for rendezvous hashing.
 fn path_key(gw: Ipv4Addr, port: PortId) -> u64 {
     splitmix((u64::from(u32::from(gw)) << 16) | u64::from(port.0))
@@ -395,5 +524,22 @@ impl Stage for RouteStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         if cx.tracing() { self.run::<true>(cx, batch) } else { self.run::<false>(cx, batch) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_fragments_keep_only_copied_options() {
+        // Router alert (0x94, copied), record route (0x07, not copied), EOL.
+        let mut o = [0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0, 0];
+        nop_uncopied_options(&mut o);
+        assert_eq!(o, [0x94, 4, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0]);
+        // A length byte of 0 or 1 cannot stall the walk.
+        let mut bad = [0x07, 0, 0x07, 1];
+        nop_uncopied_options(&mut bad);
+        assert_eq!(bad, [1, 1, 1, 1]);
     }
 }
