@@ -457,6 +457,21 @@ pub fn build(
     mode: NetworkMode,
     link: crate::LinkConfig,
 ) -> Result<ClusterHandles, SimError> {
+    build_with(sim, plan, mode, link, link)
+}
+
+/// Like [`build`], with the underlay's own link settings: its MTU is also the nodes'
+/// uplink MTU, so a smaller one makes the nodes send ICMP fragmentation-needed.
+///
+/// # Errors
+/// As [`build`].
+pub fn build_with(
+    sim: &mut crate::Sim,
+    plan: &ClusterPlan,
+    mode: NetworkMode,
+    link: crate::LinkConfig,
+    underlay: crate::LinkConfig,
+) -> Result<ClusterHandles, SimError> {
     use podplane::PortId;
     use podplane::pipeline::{Pipeline, PipelineConfig};
     use podplane::stage::arp::{ArpConfig, LocalAddr};
@@ -471,6 +486,7 @@ pub fn build(
         )));
     }
     let node_ip = |i: usize| Ipv4Addr::from(u32::from(UNDERLAY) + 10 + u32::try_from(i).unwrap_or(0));
+    let up_mtu = u16::try_from(underlay.mtu).unwrap_or(1500);
     let mut handles = ClusterHandles::default();
     let mut uplinks = Vec::new();
     for (ni, node) in plan.nodes.iter().enumerate() {
@@ -491,7 +507,7 @@ pub fn build(
                 bvi: true,
                 ports: ports.clone(),
             },
-            L3If { port: uplink, mac: up_mac, ip: my_ip, prefix: 24, mtu: 1500, bvi: false, ports: vec![uplink] },
+            L3If { port: uplink, mac: up_mac, ip: my_ip, prefix: 24, mtu: up_mtu, bvi: false, ports: vec![uplink] },
         ];
         let mut routes: Vec<RouteSpec> = plan
             .nodes
@@ -505,7 +521,8 @@ pub fn build(
             })
             .collect();
         if mode == NetworkMode::Routed {
-            let pipeline = routed_node(node, &ports, uplink, my_ip, up_mac, &mut routes, sim.seed() ^ ni as u64);
+            let pipeline =
+                routed_node(node, &ports, (uplink, up_mtu), my_ip, up_mac, &mut routes, sim.seed() ^ ni as u64);
             add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, true, link)?;
             continue;
         }
@@ -538,7 +555,7 @@ pub fn build(
         add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, false, link)?;
     }
     if uplinks.len() >= 2 {
-        sim.link("underlay", &uplinks, link.switched())?;
+        sim.link("underlay", &uplinks, underlay.switched())?;
     }
     Ok(handles)
 }
@@ -547,7 +564,7 @@ pub fn build(
 fn routed_node(
     node: &NodePlan,
     ports: &[podplane::PortId],
-    uplink: podplane::PortId,
+    (uplink, up_mtu): (podplane::PortId, u16),
     my_ip: Ipv4Addr,
     up_mac: podplane::wire::EthernetAddress,
     routes: &mut Vec<podplane::stage::route::RouteSpec>,
@@ -579,7 +596,7 @@ fn routed_node(
         mac: up_mac,
         ip: my_ip,
         prefix: 24,
-        mtu: 1500,
+        mtu: up_mtu,
         bvi: false,
         ports: vec![uplink],
     });
