@@ -383,6 +383,44 @@ impl Sim {
     ) -> Result<FlowId, SimError> {
         let dst = self.host_v4(server)?;
         self.host_v4(client)?;
+        self.tcp_bulk_to(name, client, server, dst, port, bytes)
+    }
+
+    /// [`tcp_bulk`](Self::tcp_bulk) over IPv6: both hosts need an IPv6 address;
+    /// neighbour discovery runs in smoltcp.
+    ///
+    /// # Errors
+    /// Duplicate flow name, unknown host or a host without IPv6.
+    pub fn tcp_bulk6(
+        &mut self,
+        name: &str,
+        client: usize,
+        server: usize,
+        port: u16,
+        bytes: u64,
+    ) -> Result<FlowId, SimError> {
+        let v6 = |s: &Self, h: usize| {
+            s.hosts.get(h).and_then(|x| x.config.ipv6).map(|(a, _)| IpAddress::Ipv6(a)).ok_or_else(|| {
+                SimError::BadHost {
+                    host: s.hosts.get(h).map_or(format!("#{h}"), |x| x.config.name.clone()),
+                    reason: "has no IPv6 address".into(),
+                }
+            })
+        };
+        let dst = v6(self, server)?;
+        v6(self, client)?;
+        self.tcp_bulk_to(name, client, server, dst, port, bytes)
+    }
+
+    fn tcp_bulk_to(
+        &mut self,
+        name: &str,
+        client: usize,
+        server: usize,
+        dst: IpAddress,
+        port: u16,
+        bytes: u64,
+    ) -> Result<FlowId, SimError> {
         let (id, flow) = self.new_flow(name, FlowKind::TcpBulk)?;
         let seed = self.rng.next_u64();
         let local_port = self.ephemeral_port();

@@ -108,3 +108,46 @@ fn pods_on_two_nodes_through_direct_routing() {
         }
     }
 }
+
+/// Dual-stack pods on one bridge: IPv6 neighbour discovery (multicast solicitations,
+/// flooded by the bridge) and a TCP transfer over IPv6 through the node.
+#[test]
+fn ipv6_pods_on_one_bridge() {
+    let seed = seed_from_env(44);
+    // Dual-stack smoltcp hosts on a node that only bridges (no IPv6 routing yet).
+    let mut sim = Sim::new(seed);
+    let bridge = podplane::stage::BridgeStage::new(&podplane::stage::bridge::BridgeConfig {
+        domains: vec![podplane::stage::bridge::BridgeDomain {
+            name: "cni0".into(),
+            ports: vec![
+                podplane::stage::bridge::BridgePort { port: podplane::PortId(0), hairpin: false },
+                podplane::stage::bridge::BridgePort { port: podplane::PortId(1), hairpin: false },
+            ],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let pl = podplane::Pipeline::new(
+        vec![Box::new(podplane::stage::ParseStage::new()), Box::new(bridge), Box::new(podplane::stage::EgressStage)],
+        podplane::pipeline::PipelineConfig::default(),
+        seed,
+    );
+    let n = sim.add_node("node", &["pod0", "pod1"], pl).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..2u8 {
+        let mut cfg = podplane_sim::HostConfig::v4(&format!("p{i}"), std::net::Ipv4Addr::new(10, 244, 0, 2 + i), 24);
+        cfg.ipv6 = Some((format!("fd00:10:244::{}", 2 + i).parse().unwrap(), 64));
+        let hst = sim.add_host(cfg).unwrap();
+        let ends = [sim.host_end(hst), sim.node_end(n, &format!("pod{i}")).unwrap()];
+        sim.link(&format!("l{i}"), &ends, LinkConfig::default()).unwrap();
+        hosts.push(hst);
+    }
+    sim.tcp_bulk6("bulk6", hosts[0], hosts[1], 5001, 256 * 1024).unwrap();
+    sim.run_until_done(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let f = &sim.flows()[0];
+    assert!(f.ok && f.bytes == 256 * 1024, "seed {seed}: {f:?}");
+    let c = sim.nodes()[n].pipeline().counters();
+    assert!(c.events("bridge", StageEvent::Flooded) >= 1, "seed {seed}: the neighbour solicitation was flooded");
+    assert_eq!(c.snapshot().totals.dropped, 0, "seed {seed}");
+}
