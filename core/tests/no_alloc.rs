@@ -128,3 +128,118 @@ fn the_counter_sees_allocations() {
     assert_eq!(allocs() - before, 1);
     drop(v);
 }
+
+mod node_path {
+    use super::*;
+    use podplane::stage::arp::{ArpConfig, LocalAddr};
+    use podplane::stage::route::{L3If, RouteConfig};
+    use podplane::stage::{ArpStage, EgressStage, RouteStage};
+    use podplane::wire::EthernetAddress;
+    use podplane::wire::ipv4::Ipv4Packet;
+
+    const A_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
+    const R0: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 0]);
+    const R1: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 1]);
+
+    fn router() -> Pipeline {
+        let ifs = vec![
+            L3If {
+                port: PortId(0),
+                mac: R0,
+                ip: Ipv4Addr::new(10, 98, 0, 1),
+                prefix: 24,
+                mtu: 1500,
+                bvi: false,
+                ports: vec![PortId(0)],
+            },
+            L3If {
+                port: PortId(1),
+                mac: R1,
+                ip: Ipv4Addr::new(10, 97, 0, 1),
+                prefix: 24,
+                mtu: 576,
+                bvi: false,
+                ports: vec![PortId(1)],
+            },
+        ];
+        let arp = ArpConfig {
+            local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
+            proxy: vec![],
+            interfaces: ifs.clone(),
+        };
+        Pipeline::new(
+            vec![
+                Box::new(ParseStage::new()),
+                Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![] })),
+                Box::new(ArpStage::new(arp)),
+                Box::new(EgressStage),
+            ],
+            PipelineConfig::default(),
+            3,
+        )
+    }
+
+    fn udp(dst: Ipv4Addr, ttl: u8, len: usize, df: bool) -> Vec<u8> {
+        let mut f = testutil::udp4(Ipv4Addr::new(10, 98, 0, 2), dst, 1, 2, &vec![9; len]);
+        f[..6].copy_from_slice(&R0.0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_ttl(ttl);
+        ip.set_flags_offset(df, false, 0);
+        ip.fill_checksum();
+        f
+    }
+
+    fn arp(from_port_b: bool) -> Vec<u8> {
+        if from_port_b {
+            let mut r = testutil::arp_request(Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 1));
+            r[21] = 2;
+            r
+        } else {
+            let mut r = testutil::arp_request(Ipv4Addr::new(10, 98, 0, 2), Ipv4Addr::new(10, 98, 0, 1));
+            r[6..12].copy_from_slice(&A_MAC);
+            r
+        }
+    }
+
+    fn send(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> (u64, usize) {
+        let mut batch = Batch::new();
+        for (p, f) in frames {
+            testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
+        }
+        let before = allocs();
+        let out = pl.process(pool, Instant::from_nanos(1_000_000_000), &mut batch);
+        let n = out.tx().len() + out.host().len();
+        let used = allocs() - before;
+        let sent: Vec<_> = out.tx().map(|(_, p)| p).chain(out.host().iter().copied()).collect();
+        for p in sent {
+            pool.free(p).unwrap();
+        }
+        (used, n)
+    }
+
+    #[test]
+    fn routing_icmp_errors_fragments_and_arp_never_allocate() {
+        let mut pl = router();
+        let mut pool = BufPool::with_slots(512).unwrap();
+        // Warm up: both neighbours known.
+        send(&mut pl, &mut pool, &[(0, arp(false)), (1, arp(true))]);
+        for round in 0..10 {
+            let frames = vec![
+                (0, udp(Ipv4Addr::new(10, 97, 0, 2), 64, 100, true)),
+                (0, udp(Ipv4Addr::new(10, 97, 0, 2), 1, 100, true)),
+                (0, udp(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, false)),
+                (0, udp(Ipv4Addr::new(10, 97, 0, 2), 64, 1400, true)),
+                (0, udp(Ipv4Addr::new(8, 8, 8, 8), 64, 10, true)),
+                (0, udp(Ipv4Addr::new(10, 98, 0, 1), 64, 10, true)),
+                (0, arp(false)),
+            ];
+            let (used, n) = send(&mut pl, &mut pool, &frames);
+            assert_eq!(used, 0, "round {round}: the node path allocated");
+            // forwarded 1 + time exceeded 1 + 3 fragments + frag needed 1 + net unreachable 1
+            // + to host 1 + ARP reply 1
+            assert_eq!(n, 9, "round {round}");
+            assert_eq!(pool.available(), pool.capacity(), "round {round}: a slot leaked");
+        }
+        assert!(pl.counters().snapshot().balanced());
+    }
+}

@@ -427,3 +427,54 @@ mod lpm_model {
         }
     }
 }
+
+mod lpm4_model {
+    use podplane::table::lpm::{Key, Lpm4};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u32, u8, u16),
+        Remove(u32, u8),
+    }
+
+    fn addr() -> impl Strategy<Value = u32> {
+        // Spread over a few /16 slots and across the short/long boundary at /16.
+        (0u32..4, 0u32..4, any::<u8>()).prop_map(|(a, b, lo)| 0x0a00_0000 | (a << 16) | (b << 8) | u32::from(lo))
+    }
+
+    proptest! {
+        #[test]
+        fn lpm4_matches_linear_scan(
+            ops in proptest::collection::vec(prop_oneof![
+                (addr(), 0u8..=32, 0u16..8).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                (addr(), 0u8..=32).prop_map(|(p, l)| Op::Remove(p, l)),
+            ], 0..64),
+            lookups in proptest::collection::vec(addr(), 0..64),
+        ) {
+            let mut t: Lpm4<u16> = Lpm4::new();
+            let mut model: Vec<(u32, u8, u16)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, l, v) => {
+                        let p = p.mask(l);
+                        t.insert(p, l, v);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                        model.push((p, l, v));
+                    }
+                    Op::Remove(p, l) => {
+                        let p = p.mask(l);
+                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                        prop_assert_eq!(t.remove(p, l), had);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                    }
+                }
+            }
+            prop_assert_eq!(t.len(), model.len());
+            for a in lookups {
+                let want = model.iter().filter(|(p, l, _)| a.mask(*l) == *p).max_by_key(|(_, l, _)| *l).map(|(_, l, v)| (*l, *v));
+                prop_assert_eq!(t.lookup(a), want);
+            }
+        }
+    }
+}

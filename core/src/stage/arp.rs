@@ -187,7 +187,13 @@ impl ArpStage {
     fn resolve(&mut self, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
         let pkt = batch.pkt(i);
         let m = *cx.pool.meta(pkt);
-        let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).cloned() else {
+        // Copy the four fields needed: cloning the interface would allocate.
+        let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).map(|f| IfAddr {
+            port: f.port,
+            mac: f.mac,
+            ip: f.ip,
+            bvi: f.bvi,
+        }) else {
             cx.drop(batch, i, DropReason::NeighFailed);
             return;
         };
@@ -257,7 +263,16 @@ impl ArpStage {
 /// An ARP request for `target` from `iface`, as Linux's `arp_solicit()`: broadcast,
 /// sender = the interface's MAC and address, target MAC zero. On a bridge interface it
 /// enters the bridge (flooded to the pods); on a routed port it goes straight out.
-fn send_request(cx: &mut Context<'_>, iface: &L3If, target: Ipv4Addr) {
+/// What the neighbour code needs of an interface (a `Copy` view of [`L3If`]).
+#[derive(Clone, Copy, Debug)]
+struct IfAddr {
+    port: PortId,
+    mac: EthernetAddress,
+    ip: Ipv4Addr,
+    bvi: bool,
+}
+
+fn send_request(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv4Addr) {
     let Some(q) = cx.alloc() else { return };
     let Ok(buf) = cx.pool.push_back(q, 42) else {
         let _ = cx.pool.free(q);

@@ -29,7 +29,7 @@ use std::net::Ipv4Addr;
 
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
-use crate::table::lpm::Lpm;
+use crate::table::lpm::Lpm4;
 use crate::time::Instant;
 use crate::wire::checksum::Sum;
 use crate::wire::icmpv4::{Icmpv4Repr, Icmpv4Type, unreachable};
@@ -59,7 +59,7 @@ pub struct L3If {
 }
 
 /// Where a route sends packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NextHop {
     /// On-link through the interface on `PortId`: the destination is the next hop.
     Connected(PortId),
@@ -109,7 +109,7 @@ pub const ICMP_ERROR_MAX: usize = 576;
 #[derive(Debug)]
 pub struct RouteStage {
     ifs: Vec<L3If>,
-    fib: Lpm<u32, NextHop>,
+    fib: Lpm4<NextHop>,
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
@@ -118,7 +118,7 @@ pub struct RouteStage {
 impl RouteStage {
     /// Build the FIB: a local /32 and a connected route per interface, then `routes`.
     pub fn new(config: &RouteConfig) -> Self {
-        let mut fib = Lpm::new();
+        let mut fib = Lpm4::new();
         for i in &config.interfaces {
             fib.insert(u32::from(i.ip), i.prefix, NextHop::Connected(i.port));
             fib.insert(u32::from(i.ip), 32, NextHop::Local);
@@ -197,7 +197,8 @@ impl RouteStage {
             } else {
                 self.iface(m.in_port).filter(|f| !f.bvi)
             };
-            let Some(in_if) = in_if.cloned() else { continue };
+            // The ICMP source address: the address of the interface it came in on.
+            let Some(in_ip) = in_if.map(|f| f.ip) else { continue };
             if m.flags.contains(PktFlags::L2_MULTI) {
                 // A broadcast or multicast frame for the node: its stack's business.
                 batch.deliver_host(i);
@@ -214,7 +215,7 @@ impl RouteStage {
                 (ip.dst_addr(), ip.ttl(), ip.total_len(), ip.dont_frag())
             };
             let Some((_, hop)) = self.fib.lookup(u32::from(dst)) else {
-                self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::NET, [0; 4]);
+                self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::NET, [0; 4]);
                 cx.drop(batch, i, DropReason::NoRoute);
                 continue;
             };
@@ -228,12 +229,12 @@ impl RouteStage {
                     continue;
                 }
                 NextHop::Unreachable => {
-                    self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::HOST, [0; 4]);
+                    self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::HOST, [0; 4]);
                     cx.drop(batch, i, DropReason::RouteUnreachable);
                     continue;
                 }
                 NextHop::Prohibit => {
-                    self.icmp_error(cx, pkt, &in_if, Icmpv4Type::DstUnreachable, unreachable::ADMIN_PROHIBITED, [0; 4]);
+                    self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::ADMIN_PROHIBITED, [0; 4]);
                     cx.drop(batch, i, DropReason::RouteProhibit);
                     continue;
                 }
@@ -254,7 +255,7 @@ impl RouteStage {
             // from ip_output(); only forwarded packets age.
             let forwarded = !m.flags.contains(PktFlags::GENERATED);
             if forwarded && ttl <= 1 {
-                self.icmp_error(cx, pkt, &in_if, Icmpv4Type::TimeExceeded, 0, [0; 4]);
+                self.icmp_error(cx, pkt, in_ip, Icmpv4Type::TimeExceeded, 0, [0; 4]);
                 cx.drop(batch, i, DropReason::TtlExceeded);
                 continue;
             }
@@ -265,7 +266,7 @@ impl RouteStage {
                 self.icmp_error(
                     cx,
                     pkt,
-                    &in_if,
+                    in_ip,
                     Icmpv4Type::DstUnreachable,
                     unreachable::FRAG_NEEDED,
                     [0, 0, m[0], m[1]],
@@ -298,7 +299,7 @@ impl RouteStage {
         &mut self,
         cx: &mut Context<'_>,
         pkt: PktId,
-        in_if: &L3If,
+        src_ip: Ipv4Addr,
         kind: Icmpv4Type,
         code: u8,
         rest: [u8; 4],
@@ -330,7 +331,7 @@ impl RouteStage {
         let ident = u16::try_from(rand_core::RngCore::next_u32(cx.rng) & 0xffff).unwrap_or(0);
         let icmp_len = 8 + quote_len;
         let mut repr =
-            Ipv4Repr::new(in_if.ip, orig_src, IpProtocol::Icmp, u16::try_from(icmp_len).unwrap_or(0), DEFAULT_TTL);
+            Ipv4Repr::new(src_ip, orig_src, IpProtocol::Icmp, u16::try_from(icmp_len).unwrap_or(0), DEFAULT_TTL);
         repr.dscp_ecn = (tos & 0x1e) | 0xc0;
         repr.dont_frag = false;
         repr.ident = ident;
