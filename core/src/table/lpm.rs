@@ -270,12 +270,12 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
         self.len -= 1;
         if len > 16 {
             let s = (p >> 16) as usize;
-            if let (Some(c), Some(b)) = (self.counts.get_mut(s), self.dir_bits.get_mut(s)) {
-                if let Some(k) = c.get_mut(usize::from(len - 17)) {
-                    *k = k.saturating_sub(1);
-                    if *k == 0 {
-                        *b &= !(1 << (len - 17));
-                    }
+            if let (Some(c), Some(b)) = (self.counts.get_mut(s), self.dir_bits.get_mut(s))
+                && let Some(k) = c.get_mut(usize::from(len - 17))
+            {
+                *k = k.saturating_sub(1);
+                if *k == 0 {
+                    *b &= !(1 << (len - 17));
                 }
             }
         } else {
