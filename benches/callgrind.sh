@@ -40,3 +40,4 @@ printf '%-44s %10s\n' "parse stage inside the pipeline" "$(d "${per[parse_xconne
 printf '%-44s %10s\n' "pipeline parse + xconnect (all stages)" "$(d "${per[parse_xconnect]}" "${per[baseline]}")"
 printf '%-44s %10s\n' "bridge stage, known unicast (warm FDB)" "$(d "${per[parse_bridge]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "route + neighbour, 1M routes (warm)" "$(d "${per[parse_route1m]}" "${per[parse_xconnect]}")"
+"$BIN" lpm_memory

@@ -37,6 +37,15 @@ use std::net::Ipv4Addr;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m> <batches> [--batch N] [--mix udp64|mixed]";
+    if args.get(1).map(String::as_str) == Some("lpm_memory") {
+        // Memory of the route stage's table holding the bench's 1M routes.
+        let mut t: podplane::table::lpm::Lpm4<NextHop> = podplane::table::lpm::Lpm4::new();
+        for r in million_routes() {
+            t.insert(u32::from(r.dst), r.len, r.next_hop);
+        }
+        println!("Lpm4 with {} routes: {:.1} MiB", t.len(), t.memory_bytes() as f64 / (1024.0 * 1024.0));
+        return ExitCode::SUCCESS;
+    }
     let (Some(mode), Some(batches)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok())) else {
         eprintln!("{usage}");
         return ExitCode::from(2);
@@ -156,16 +165,7 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
             ports: vec![PortId(1)],
         },
     ];
-    let mut routes = Vec::with_capacity(1_000_001);
-    let mut x: u64 = 0x1234_5678;
-    routes.push(RouteSpec { dst: Ipv4Addr::UNSPECIFIED, len: 0, next_hop: NextHop::Via(GW, PortId(1)) });
-    routes.push(RouteSpec { dst: Ipv4Addr::new(10, 244, 0, 0), len: 16, next_hop: NextHop::Via(GW, PortId(1)) });
-    while routes.len() < 1_000_001 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let len = 16 + u8::try_from((x >> 59) % 17).unwrap_or(0);
-        let addr = Ipv4Addr::from(u32::try_from((x >> 16) & 0xffff_ffff).unwrap_or(0));
-        routes.push(RouteSpec { dst: addr, len, next_hop: NextHop::Via(GW, PortId(1)) });
-    }
+    let routes = million_routes();
     let arp = ArpConfig {
         local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
         proxy: vec![],
@@ -177,6 +177,22 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
         Box::new(ArpStage::new(arp)),
         Box::new(EgressStage),
     ]
+}
+
+/// The bench's routes: a default, 10.244.0.0/16, and random prefixes of lengths
+/// 16..=32 over the whole space, 1,000,001 in all (a harsh, not a BGP-like, mix).
+fn million_routes() -> Vec<RouteSpec> {
+    let mut routes = Vec::with_capacity(1_000_001);
+    let mut x: u64 = 0x1234_5678;
+    routes.push(RouteSpec { dst: Ipv4Addr::UNSPECIFIED, len: 0, next_hop: NextHop::Via(GW, PortId(1)) });
+    routes.push(RouteSpec { dst: Ipv4Addr::new(10, 244, 0, 0), len: 16, next_hop: NextHop::Via(GW, PortId(1)) });
+    while routes.len() < 1_000_001 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let len = 16 + u8::try_from((x >> 59) % 17).unwrap_or(0);
+        let addr = Ipv4Addr::from(u32::try_from((x >> 16) & 0xffff_ffff).unwrap_or(0));
+        routes.push(RouteSpec { dst: addr, len, next_hop: NextHop::Via(GW, PortId(1)) });
+    }
+    routes
 }
 
 /// Teach the bridge the destination MAC, or the neighbour table the gateway's MAC.
