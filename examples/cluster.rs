@@ -92,6 +92,7 @@ fn main() -> anyhow::Result<()> {
     sim.ping("a->b/ping", h.pods[0][1], remote, 5, Duration::from_millis(100))?;
     sim.tcp_bulk("a->b/bulk", h.pods[0][2], h.pods[1][0], 5002, 1 << 20)?;
     sim.http("b->a/http", h.pods[1][2], h.pods[0][0], 8080, 64 * 1024)?;
+    sim.traceroute("a->b/trace", h.pods[0][0], remote, 8)?;
 
     let result = sim.run_until_done(Duration::from_secs(300));
 
@@ -146,6 +147,7 @@ fn print_flow(f: &FlowResult) {
         podplane_sim::FlowKind::Http => "http",
         podplane_sim::FlowKind::UdpQuery => "udp",
         podplane_sim::FlowKind::Ping => "icmp",
+        podplane_sim::FlowKind::Traceroute => "trace",
     };
     let result = if f.ok {
         "ok"

@@ -35,8 +35,8 @@ use crate::host::{Host, HostConfig, smol_now};
 use crate::link::{Endpoint, EntityId, Link, LinkConfig, LinkStats};
 use crate::node::Node;
 use crate::workload::{
-    App, AppCx, FlowKind, FlowResult, HttpClient, HttpServer, Pinger, Shared, TcpBulkClient, TcpSink, UdpAnswer,
-    UdpQuery,
+    App, AppCx, FlowKind, FlowResult, HttpClient, HttpServer, Pinger, Shared, TcpBulkClient, TcpSink, Traceroute,
+    UdpAnswer, UdpQuery,
 };
 
 /// Index of a workload's result.
@@ -544,6 +544,33 @@ impl Sim {
             flow,
         };
         self.install(client, Box::new(c));
+        Ok(id)
+    }
+
+    /// Traceroute from `from` to `to` (IPv4), at most `max_ttl` hops; the hops are in
+    /// the result's detail.
+    ///
+    /// # Errors
+    /// Duplicate flow name, unknown host or an IPv6 target.
+    pub fn traceroute(&mut self, name: &str, from: usize, to: IpAddr, max_ttl: u8) -> Result<FlowId, SimError> {
+        self.host_v4(from)?;
+        let IpAddr::V4(t) = to else {
+            return Err(SimError::BadHost { host: name.into(), reason: "IPv6 traceroute is not supported yet".into() });
+        };
+        let (id, flow) = self.new_flow(name, FlowKind::Traceroute)?;
+        let local_port = self.ephemeral_port();
+        let app = Traceroute {
+            target: IpAddress::Ipv4(t),
+            local_port,
+            max_ttl,
+            ttl: 1,
+            sent_at: None,
+            hops: Vec::new(),
+            udp: None,
+            icmp: None,
+            flow,
+        };
+        self.install(from, Box::new(app));
         Ok(id)
     }
 

@@ -55,6 +55,8 @@ pub enum FlowKind {
     UdpQuery,
     /// ICMP echo.
     Ping,
+    /// UDP probes with rising TTL (traceroute).
+    Traceroute,
 }
 
 /// The outcome of one workload.
@@ -616,3 +618,88 @@ fn check_response(r: &[u8], seed: u64) -> (bool, String) {
     }
     (true, format!("200 OK, {} body bytes verified", body.len()))
 }
+
+/// Traceroute as the classic UDP tool does it: probes to port 33434 + TTL with TTL
+/// 1, 2, 3..., each answered by ICMP time exceeded from a router on the way or, at the
+/// end, ICMP port unreachable from the destination. The hops land in the result's
+/// detail as `1 a.b.c.d, 2 ..., 3 *` (a `*` for a probe with no answer in 3 s).
+pub(crate) struct Traceroute {
+    pub(crate) target: IpAddress,
+    pub(crate) local_port: u16,
+    pub(crate) max_ttl: u8,
+    pub(crate) ttl: u8,
+    pub(crate) sent_at: Option<Instant>,
+    pub(crate) hops: Vec<String>,
+    pub(crate) udp: Option<SocketHandle>,
+    pub(crate) icmp: Option<SocketHandle>,
+    pub(crate) flow: Shared,
+}
+
+impl App for Traceroute {
+    fn start(&mut self, cx: &mut AppCx<'_>) {
+        let u = new_udp(cx.sockets);
+        let _ = cx.sockets.get_mut::<udp::Socket<'_>>(u).bind(self.local_port);
+        let buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 2048]);
+        let mut i = icmp::Socket::new(buf(), buf());
+        let _ = i.bind(icmp::Endpoint::Udp(self.local_port.into()));
+        self.udp = Some(u);
+        self.icmp = Some(cx.sockets.add(i));
+        self.ttl = 1;
+        self.flow.borrow_mut().started = cx.now;
+    }
+
+    fn step(&mut self, cx: &mut AppCx<'_>) -> bool {
+        let (Some(u), Some(i)) = (self.udp, self.icmp) else { return false };
+        if self.flow.borrow().done {
+            return false;
+        }
+        let mut progress = false;
+        let mut reached = false;
+        let mut answer = None;
+        {
+            let s = cx.sockets.get_mut::<icmp::Socket<'_>>(i);
+            while let Ok((data, from)) = s.recv() {
+                // Match the answer to its probe by the quoted UDP destination port
+                // (33434 + TTL): a late answer to an earlier probe is not this hop.
+                let kind = data.first().copied().unwrap_or(0);
+                let ihl = usize::from(data.get(8).map_or(0, |b| b & 0x0f)) * 4;
+                let dport = data.get(8 + ihl + 2..8 + ihl + 4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+                if dport == Some(33434 + u16::from(self.ttl)) {
+                    answer = Some(from);
+                    reached |= kind == 3;
+                }
+            }
+        }
+        if let (Some(from), Some(_)) = (answer, self.sent_at) {
+            self.hops.push(format!("{} {from}", self.ttl));
+            self.sent_at = None;
+            self.ttl += 1;
+        } else if self.sent_at.is_some_and(|t| cx.now >= t + TRACE_WAIT) {
+            self.hops.push(format!("{} *", self.ttl));
+            self.sent_at = None;
+            self.ttl += 1;
+        }
+        if reached || self.ttl > self.max_ttl {
+            self.flow.borrow_mut().finish(cx.now, reached, self.hops.join(", "));
+            return false;
+        }
+        if self.sent_at.is_none() {
+            let s = cx.sockets.get_mut::<udp::Socket<'_>>(u);
+            s.set_hop_limit(Some(self.ttl));
+            let dst = IpEndpoint::new(self.target, 33434 + u16::from(self.ttl));
+            if s.send_slice(b"podplane-traceroute", dst).is_ok() {
+                self.sent_at = Some(cx.now);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.sent_at.map(|t| t + TRACE_WAIT)
+    }
+}
+
+/// How long a traceroute probe waits for its answer (Linux traceroute waits 5 s; smoltcp
+/// may hold the first probe up to 1 s for ARP).
+const TRACE_WAIT: Duration = Duration::from_secs(3);

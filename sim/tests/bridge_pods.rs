@@ -151,3 +151,24 @@ fn ipv6_pods_on_one_bridge() {
     assert!(c.events("bridge", StageEvent::Flooded) >= 1, "seed {seed}: the neighbour solicitation was flooded");
     assert_eq!(c.snapshot().totals.dropped, 0, "seed {seed}");
 }
+
+/// Traceroute across two nodes: TTL 1 expires at node-a (answered from the pod's
+/// gateway 10.244.0.1, the address of the interface the probe came in on), TTL 2 at
+/// node-b (answered from its uplink 192.168.0.11), TTL 3 reaches the pod, which answers
+/// port unreachable — what Linux routers in the same places would say.
+#[test]
+fn traceroute_across_two_nodes() {
+    let seed = seed_from_env(45);
+    let plan = ClusterSpec::default().with_node("node-a", 1).with_node("node-b", 1).plan().unwrap();
+    let mut sim = Sim::new(seed);
+    let h = build(&mut sim, &plan, NetworkMode::Bridge, LinkConfig::default()).unwrap();
+    let dst = plan.nodes[1].pods[0].ip;
+    sim.traceroute("trace", h.pods[0][0], IpAddr::V4(dst), 8).unwrap();
+    sim.run_until_done(Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let f = &sim.flows()[0];
+    assert!(f.ok, "seed {seed}: {f:?}");
+    assert_eq!(f.detail, format!("1 10.244.0.1, 2 192.168.0.11, 3 {dst}"), "seed {seed}");
+    let a = sim.nodes()[h.nodes[0]].pipeline().counters();
+    assert_eq!(a.drops("route", DropReason::TtlExceeded), 1, "seed {seed}");
+    assert_eq!(a.events("route", StageEvent::IcmpErrorSent), 1, "seed {seed}");
+}
