@@ -201,13 +201,13 @@ mod node_path {
         }
     }
 
-    fn send(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> (u64, usize) {
+    fn send(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)], at_secs: u64) -> (u64, usize) {
         let mut batch = Batch::new();
         for (p, f) in frames {
             testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
         }
         let before = allocs();
-        let out = pl.process(pool, Instant::from_nanos(1_000_000_000), &mut batch);
+        let out = pl.process(pool, Instant::from_nanos(at_secs * 1_000_000_000), &mut batch);
         let n = out.tx().len() + out.host().len();
         let used = allocs() - before;
         let sent: Vec<_> = out.tx().map(|(_, p)| p).chain(out.host().iter().copied()).collect();
@@ -222,7 +222,7 @@ mod node_path {
         let mut pl = router();
         let mut pool = BufPool::with_slots(512).unwrap();
         // Warm up: both neighbours known.
-        send(&mut pl, &mut pool, &[(0, arp(false)), (1, arp(true))]);
+        send(&mut pl, &mut pool, &[(0, arp(false)), (1, arp(true))], 1);
         for round in 0..10 {
             let frames = vec![
                 (0, udp(Ipv4Addr::new(10, 97, 0, 2), 64, 100, true)),
@@ -233,7 +233,9 @@ mod node_path {
                 (0, udp(Ipv4Addr::new(10, 98, 0, 1), 64, 10, true)),
                 (0, arp(false)),
             ];
-            let (used, n) = send(&mut pl, &mut pool, &frames);
+            // Two seconds a round: the per-destination ICMP limit (1/s) refills for the
+            // round's two rate-limited errors.
+            let (used, n) = send(&mut pl, &mut pool, &frames, 2 + 2 * round);
             assert_eq!(used, 0, "round {round}: the node path allocated");
             // forwarded 1 + time exceeded 1 + 3 fragments + frag needed 1 + net unreachable 1
             // + to host 1 + ARP reply 1

@@ -352,3 +352,20 @@ fn without_df_packets_are_fragmented_as_linux_does() {
     assert_eq!(snap.totals.generated, 2);
     CounterExpect::new().drop("arp", DropReason::ArpProcessed, 1).check(&snap);
 }
+
+#[test]
+fn icmp_errors_are_limited_per_destination_like_linux() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(128).unwrap();
+    run(&mut pl, &mut pool, &[(0, arp_from_a(Ipv4Addr::new(10, 98, 0, 1)))]);
+    let expired = || udp_to(Ipv4Addr::new(10, 97, 0, 2), 1, 10, true);
+    // Ten at once from one source: a burst of 6 answered, 4 suppressed.
+    let frames: Vec<_> = (0..10).map(|_| (0u16, expired())).collect();
+    let r = run(&mut pl, &mut pool, &frames);
+    assert_eq!(r.len(), 6);
+    let c = pl.counters();
+    assert_eq!(c.events("route", StageEvent::IcmpErrorSuppressed), 4);
+    // The same instant again: nothing left for this destination.
+    let r = run(&mut pl, &mut pool, &[(0, expired())]);
+    assert_eq!(r.len(), 0);
+}

@@ -21,8 +21,9 @@
 //! from its header, cut so the error is at most 576 bytes. None is sent about an ICMP
 //! error, a non-first fragment, or a packet from 0.0.0.0, a multicast or a broadcast
 //! address (RFC 1812 4.3.2.7). A global token bucket of 1000 per second, burst 50,
-//! follows `icmp_msgs_per_sec` / `icmp_msgs_burst`; fragmentation-needed is never
-//! limited. Linux also limits per destination host (`icmp_ratelimit`, 1 s): not yet.
+//! follows `icmp_msgs_per_sec` / `icmp_msgs_burst`, and a per-destination one follows
+//! `icmp_ratelimit` (1 per second, bursts of 6); fragmentation-needed is never limited
+//! (`icmpv4_xrlim_allow`).
 //! The error enters the pipeline at this stage, so it is routed back like any packet.
 
 use std::net::Ipv4Addr;
@@ -113,6 +114,7 @@ pub struct RouteStage {
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
+    peers: hashbrown::HashMap<Ipv4Addr, (u64, Instant), rustc_hash::FxBuildHasher>,
 }
 
 impl RouteStage {
@@ -128,7 +130,14 @@ impl RouteStage {
         }
         let groups =
             config.multipath.iter().map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(*gw, *p))).collect()).collect();
-        RouteStage { ifs: config.interfaces.clone(), fib, groups, tokens: ICMP_BURST, last_refill: Instant::ZERO }
+        RouteStage {
+            ifs: config.interfaces.clone(),
+            fib,
+            groups,
+            tokens: ICMP_BURST,
+            last_refill: Instant::ZERO,
+            peers: hashbrown::HashMap::with_capacity_and_hasher(PEERS_MAX, rustc_hash::FxBuildHasher),
+        }
     }
 
     /// The path of ECMP group `group` for a flow: rendezvous (highest-random-weight)
@@ -179,6 +188,25 @@ impl RouteStage {
             return false;
         }
         self.tokens -= 1;
+        true
+    }
+
+    /// Linux's per-destination limit (`icmp_ratelimit` = 1000 ms, `inet_peer_xrlim_allow`
+    /// with `XRLIM_BURST_FACTOR` 6): a token bucket in milliseconds per destination,
+    /// refilled by elapsed time up to 6 s, each message costing 1 s. The table is
+    /// bounded; when full it starts over (Linux's inet_peer cache evicts by age).
+    fn peer_allowed(&mut self, dst: Ipv4Addr, now: Instant) -> bool {
+        if !self.peers.contains_key(&dst) && self.peers.len() >= PEERS_MAX {
+            self.peers.clear();
+        }
+        let (tokens, last) = self.peers.entry(dst).or_insert((PEER_BURST_MS, now));
+        let elapsed = now.saturating_since(*last).as_nanos() / 1_000_000;
+        *tokens = (*tokens + elapsed).min(PEER_BURST_MS);
+        *last = now;
+        if *tokens < PEER_COST_MS {
+            return false;
+        }
+        *tokens -= PEER_COST_MS;
         true
     }
 
@@ -321,7 +349,7 @@ impl RouteStage {
             || orig_src.is_unspecified()
             || orig_src.is_multicast()
             || orig_src.is_broadcast()
-            || (!frag_needed && !self.icmp_allowed(cx.now))
+            || (!frag_needed && !(self.icmp_allowed(cx.now) && self.peer_allowed(orig_src, cx.now)))
         {
             cx.count(StageEvent::IcmpErrorSuppressed);
             return;
@@ -516,6 +544,12 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 const ICMP_PER_SEC: u64 = 1000;
+/// `icmp_ratelimit`: one message per second per destination...
+const PEER_COST_MS: u64 = 1000;
+/// ...with bursts of up to `XRLIM_BURST_FACTOR` = 6.
+const PEER_BURST_MS: u64 = 6 * PEER_COST_MS;
+/// Destinations tracked for the per-destination limit.
+const PEERS_MAX: usize = 4096;
 const ICMP_BURST: u64 = 50;
 
 impl Stage for RouteStage {
