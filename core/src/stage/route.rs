@@ -191,6 +191,11 @@ impl RouteStage {
         true
     }
 
+    /// Both limits: the global one, then the destination's.
+    fn rate_allows(&mut self, dst: Ipv4Addr, now: Instant) -> bool {
+        self.icmp_allowed(now) && self.peer_allowed(dst, now)
+    }
+
     /// Linux's per-destination limit (`icmp_ratelimit` = 1000 ms, `inet_peer_xrlim_allow`
     /// with `XRLIM_BURST_FACTOR` 6): a token bucket in milliseconds per destination,
     /// refilled by elapsed time up to 6 s, each message costing 1 s. The table is
@@ -349,7 +354,7 @@ impl RouteStage {
             || orig_src.is_unspecified()
             || orig_src.is_multicast()
             || orig_src.is_broadcast()
-            || (!frag_needed && !(self.icmp_allowed(cx.now) && self.peer_allowed(orig_src, cx.now)))
+            || !(frag_needed || self.rate_allows(orig_src, cx.now))
         {
             cx.count(StageEvent::IcmpErrorSuppressed);
             return;
