@@ -289,3 +289,17 @@ fn a_batch_of_broadcasts_on_a_64_port_bridge_is_flooded_completely() {
     assert_eq!(pl.counters().events("bridge", StageEvent::FloodCopy), 32 * 62);
     CounterExpect::new().check(&pl.counters().snapshot());
 }
+
+#[test]
+fn a_mac_moving_back_and_forth_within_a_second_is_followed() {
+    let mut pl = node(false);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let t = Instant::from_nanos(1);
+    // A on port 0, then port 2, then port 0 again, all in the same instant.
+    run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B))]);
+    run(&mut pl, &mut pool, t, &[(2, frame(POD_A, POD_B))]);
+    run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B))]);
+    let r = run(&mut pl, &mut pool, t, &[(1, frame(POD_B, POD_A))]);
+    assert_eq!(ports(&r), vec![0], "A is back on port 0");
+    assert_eq!(pl.counters().events("bridge", StageEvent::FdbMoved), 2);
+}

@@ -135,6 +135,10 @@ struct PortState {
 #[derive(Debug)]
 pub struct BridgeStage {
     ports: Vec<PortState>,
+    /// Per port: the last source MAC learned there and when. A frame from the same MAC
+    /// within a second skips the FDB write, as Linux's `br_fdb_update()` only writes
+    /// when `jiffies` moved; ageing stays exact to a second.
+    recent: Vec<([u8; 6], Instant)>,
     domains: Vec<(Vec<PortId>, Option<[u8; 6]>)>,
     fdb: Fdb,
     next_sweep: Instant,
@@ -201,7 +205,8 @@ impl BridgeStage {
             }
             domains.push((list, dom.gateway_mac.map(|m| m.0)));
         }
-        Ok(BridgeStage { ports, domains, fdb, next_sweep: Instant::ZERO })
+        let recent = vec![([0xff; 6], Instant::ZERO); ports.len()];
+        Ok(BridgeStage { ports, recent, domains, fdb, next_sweep: Instant::ZERO })
     }
 
     /// The FDB (for inspection and tests).
@@ -216,22 +221,38 @@ impl BridgeStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let m = *cx.pool.meta(pkt);
-            let Some(state) = self.ports.get(usize::from(m.in_port.0)).copied() else { continue };
+            // Two fields, not a copy of the whole metadata (a per-packet memcpy).
+            let (in_port, l2) = {
+                let m = cx.pool.meta(pkt);
+                (m.in_port, usize::from(m.l2))
+            };
+            let Some(state) = self.ports.get(usize::from(in_port.0)).copied() else { continue };
             let Some(dom) = state.domain else { continue };
-            let l2 = usize::from(m.l2);
             let (dst, src) = {
                 let s = cx.pool.slot(pkt);
-                match (s.get(l2..l2 + 6), s.get(l2 + 6..l2 + 12)) {
-                    (Some(d), Some(s)) => (mac6(d), mac6(s)),
+                match s.get(l2..l2 + 12).and_then(|h| h.split_first_chunk::<6>()) {
+                    Some((d, s)) => (*d, mac6(s)),
                     // parse guarantees the header; a packet without one is not ours.
-                    _ => continue,
+                    None => continue,
                 }
             };
-            if !state.bvi {
-                match self.fdb.learn(dom, src, m.in_port, now) {
+            let seen = self.recent.get(usize::from(in_port.0)).copied();
+            let fresh = seen.is_some_and(|(mac, t)| mac == src && now.saturating_since(t) < LEARN_REFRESH);
+            if !state.bvi && !fresh {
+                if let Some(r) = self.recent.get_mut(usize::from(in_port.0)) {
+                    *r = (src, now);
+                }
+                match self.fdb.learn(dom, src, in_port, now) {
                     Learn::Learned => cx.count(StageEvent::FdbLearned),
-                    Learn::Moved => cx.count(StageEvent::FdbMoved),
+                    Learn::Moved => {
+                        // The MAC left another port: that port's shortcut is stale.
+                        for (k, r) in self.recent.iter_mut().enumerate() {
+                            if r.0 == src && k != usize::from(in_port.0) {
+                                r.0 = [0xff; 6];
+                            }
+                        }
+                        cx.count(StageEvent::FdbMoved);
+                    }
                     Learn::Full => cx.count(StageEvent::FdbFull),
                     Learn::Refreshed | Learn::Static => {}
                 }
@@ -241,7 +262,7 @@ impl BridgeStage {
                 // Broadcast / multicast: every other port, and the node itself (unless
                 // the node sent it).
                 let to_local = gateway.is_some() && !state.bvi;
-                if !flood(cx, batch, i, dom_ports, m.in_port, to_local) {
+                if !flood(cx, batch, i, dom_ports, in_port, to_local) {
                     continue;
                 }
                 if to_local {
@@ -257,7 +278,7 @@ impl BridgeStage {
                 }
             } else {
                 match self.fdb.lookup(dom, dst, now) {
-                    Some(p) if p == m.in_port && !state.hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
+                    Some(p) if p == in_port && !state.hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
                     Some(p) => {
                         let mm = cx.pool.meta_mut(pkt);
                         mm.out_port = p;
@@ -267,7 +288,7 @@ impl BridgeStage {
                         }
                     }
                     None => {
-                        if flood(cx, batch, i, dom_ports, m.in_port, false) && TRACE {
+                        if flood(cx, batch, i, dom_ports, in_port, false) && TRACE {
                             cx.trace_note(pkt, TraceNote::Msg("flood (unknown unicast)"));
                         }
                     }
@@ -282,6 +303,9 @@ impl BridgeStage {
         }
     }
 }
+
+/// How often a busy source refreshes its FDB entry.
+const LEARN_REFRESH: Duration = Duration::from_secs(1);
 
 fn mac6(b: &[u8]) -> [u8; 6] {
     let mut m = [0u8; 6];
