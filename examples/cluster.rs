@@ -4,7 +4,7 @@
 //! It runs ping, DNS-like UDP, HTTP-like and bulk TCP workloads and prints per-flow
 //! results and per-node counters with drop reasons.
 //!
-//! Run: `cargo run --release -p podplane-examples --bin cluster [-- --seed N --pcap DIR]`
+//! Run: `cargo run --release -p podplane-examples --bin cluster [-- --seed N --pcap DIR --mode routed]`
 //!
 //! Each node bridges its pods as Flannel's `cni0` does and routes other nodes' pod
 //! CIDRs via their underlay addresses, as Flannel's host-gw does
@@ -31,6 +31,10 @@ struct Args {
     /// Write a pcap of every link into this directory.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// `bridge` (Flannel host-gw style) or `routed` (Calico style: /32 pods behind
+    /// proxy ARP for 169.254.1.1).
+    #[arg(long, default_value = "bridge")]
+    mode: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,8 +49,13 @@ fn main() -> anyhow::Result<()> {
         "podplane cluster demo: seed {}, cluster CIDR {}, services {}",
         args.seed, plan.cluster_cidr, plan.service_cidr
     );
-    println!("each node bridges its pods like Flannel's cni0 and routes to the other node's pod CIDR");
-    println!("over a switched underlay (host-gw): parse -> bridge -> route -> arp -> egress\n");
+    if args.mode == "routed" {
+        println!("Calico style: /32 pods routed behind proxy ARP for 169.254.1.1, nodes routing each");
+        println!("other's pod CIDRs over a switched underlay: parse -> route -> arp -> egress\n");
+    } else {
+        println!("each node bridges its pods like Flannel's cni0 and routes to the other node's pod CIDR");
+        println!("over a switched underlay (host-gw): parse -> bridge -> route -> arp -> egress\n");
+    }
     println!("{:<8} {:<16} {:<11} pods", "node", "pod CIDR", "gateway");
     for node in &plan.nodes {
         let names: Vec<String> = node.pods.iter().map(|p| format!("{} {}", p.name, p.ip)).collect();
@@ -59,7 +68,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let link = LinkConfig::default().with_latency(Duration::from_nanos(20_000)).with_bandwidth(10_000_000_000);
-    let h = build(&mut sim, &plan, NetworkMode::Bridge, link)?;
+    let mode = match args.mode.as_str() {
+        "bridge" => NetworkMode::Bridge,
+        "routed" => NetworkMode::Routed,
+        other => anyhow::bail!("--mode {other:?}: expected `bridge` or `routed`"),
+    };
+    let h = build(&mut sim, &plan, mode, link)?;
     // Loss and bit corruption on one pod's cable: TCP recovers, and the node's parse
     // stage counts what it catches (node-b verifies TCP/UDP/ICMP checksums too).
     let faulty = sim.link_id("node-b/node-b-pod-1").context("link name")?;
