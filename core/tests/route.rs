@@ -88,11 +88,15 @@ fn arp_from_a(target: Ipv4Addr) -> Vec<u8> {
 }
 
 fn run(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
+    run_at(pl, pool, frames, 1)
+}
+
+fn run_at(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)], secs: u64) -> Vec<(PortId, Vec<u8>)> {
     let mut batch = Batch::new();
     for (p, f) in frames {
         testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
     }
-    let out = pl.process(pool, Instant::from_nanos(1_000_000_000), &mut batch);
+    let out = pl.process(pool, Instant::from_nanos(secs * 1_000_000_000), &mut batch);
     let tx: Vec<_> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec(), k)).collect();
     let host: Vec<_> = out.host().to_vec();
     for (_, _, k) in &tx {
@@ -368,4 +372,36 @@ fn icmp_errors_are_limited_per_destination_like_linux() {
     // The same instant again: nothing left for this destination.
     let r = run(&mut pl, &mut pool, &[(0, expired())]);
     assert_eq!(r.len(), 0);
+}
+
+#[test]
+fn a_stale_neighbour_is_re_asked_and_a_new_mac_found() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run_at(&mut pl, &mut pool, &[(1, b_reply())], 1);
+    let to_b = || (0u16, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 10, true));
+    let is_arp = |f: &Vec<u8>| f[12..14] == [0x08, 0x06];
+    // Fresh: forwarded, no ARP.
+    let r = run_at(&mut pl, &mut pool, &[to_b()], 10);
+    assert_eq!(r.len(), 1);
+    assert!(!is_arp(&r[0].1));
+    // Stale after 30 s: still forwarded to the old MAC, and asked again, once a second.
+    for t in [40, 41, 42] {
+        let r = run_at(&mut pl, &mut pool, &[to_b()], t);
+        assert_eq!(r.len(), 2, "t={t}");
+        assert!(is_arp(&r[0].1) && !is_arp(&r[1].1), "t={t}: an ARP request and the packet");
+        assert_eq!(&r[1].1[..6], &[0x02, 0, 0, 0, 0x97, 0x02]);
+    }
+    // Three unanswered: the entry goes; the packet waits and a new request goes out.
+    let r = run_at(&mut pl, &mut pool, &[to_b()], 43);
+    assert_eq!(r.len(), 1);
+    assert!(is_arp(&r[0].1));
+    // B was re-created with a new MAC and answers: the waiting packet goes to it.
+    let mut reply = b_reply();
+    let new_mac = [0x02, 0, 0, 0, 0x97, 0x99];
+    reply[6..12].copy_from_slice(&new_mac);
+    reply[14 + 8..14 + 14].copy_from_slice(&new_mac);
+    let r = run_at(&mut pl, &mut pool, &[(1, reply)], 43);
+    assert_eq!(r.len(), 1);
+    assert_eq!(&r[0].1[..6], &new_mac);
 }

@@ -31,8 +31,14 @@
 //! (`retrans_time`), and after [`MAX_PROBES`] unanswered requests the waiting packets
 //! are dropped (`neigh_failed`), as `mcast_solicit` = 3 has Linux give up.
 //!
-//! Differences from Linux: entries do not go STALE and are not re-confirmed (no
-//! timers between batches yet); a FAILED entry is probed again by the next packet.
+//! An entry not confirmed for [`REACHABLE_TIME`] is STALE: it is still used, and the
+//! next packet through it sends an ARP request (at most one a second); after
+//! [`MAX_PROBES`] of them go unanswered the entry is dropped and packets wait for a
+//! fresh answer, so a pod re-created with a new MAC is found again.
+//!
+//! Differences from Linux: re-probes are broadcast, not unicast then broadcast
+//! (`ucast_solicit`); timing is driven by packets, not by timers between batches; a
+//! FAILED entry is probed again by the next packet.
 //!
 //! # Differences from Linux
 //! - Linux's proxy ARP answers for any target it has a route to through another
@@ -60,6 +66,8 @@ pub const QUEUE_LEN: usize = 16;
 pub const MAX_PROBES: u8 = 3;
 /// Time between ARP requests for one neighbour (`retrans_time`).
 pub const RETRANS: Duration = Duration::from_secs(1);
+/// How long an ARP answer keeps an entry fresh (Linux `base_reachable_time`, 30 s).
+pub const REACHABLE_TIME: Duration = Duration::from_secs(30);
 /// Most neighbour entries.
 pub const MAX_NEIGHBOURS: usize = 4096;
 
@@ -73,6 +81,8 @@ enum NeighState {
 struct Neigh {
     state: NeighState,
     mac: EthernetAddress,
+    /// When ARP last confirmed the entry.
+    confirmed: Instant,
     probes: u8,
     last_probe: Instant,
     queue: [PktId; QUEUE_LEN],
@@ -145,6 +155,7 @@ impl ArpStage {
         let fresh = Neigh {
             state: NeighState::Reachable,
             mac,
+            confirmed: cx.now,
             probes: 0,
             last_probe: Instant::ZERO,
             queue: [PktId::default(); QUEUE_LEN],
@@ -199,6 +210,26 @@ impl ArpStage {
         };
         let key = (iface.port, m.next_hop);
         let now = cx.now;
+        // A reachable entry unconfirmed for REACHABLE_TIME is STALE: still used, but
+        // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
+        // packets wait for a fresh answer (a pod re-created with a new MAC).
+        let mut stale_probe = false;
+        if let Some(n) = self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable) {
+            if now.saturating_since(n.confirmed) > REACHABLE_TIME && now.saturating_since(n.last_probe) >= RETRANS {
+                if n.probes >= MAX_PROBES {
+                    n.state = NeighState::Incomplete;
+                    n.probes = 0;
+                    n.queued = 0;
+                } else {
+                    n.probes += 1;
+                    n.last_probe = now;
+                    stale_probe = true;
+                }
+            }
+        }
+        if stale_probe {
+            send_request(cx, &iface, m.next_hop);
+        }
         let known = self.neigh.get(&key).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac);
         if let Some(mac) = known {
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
@@ -226,6 +257,7 @@ impl ArpStage {
         let entry = self.neigh.entry(key).or_insert(Neigh {
             state: NeighState::Incomplete,
             mac: EthernetAddress::default(),
+            confirmed: Instant::ZERO,
             probes: 0,
             last_probe: Instant::ZERO,
             queue: [PktId::default(); QUEUE_LEN],
