@@ -214,17 +214,18 @@ impl ArpStage {
         // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
         // packets wait for a fresh answer (a pod re-created with a new MAC).
         let mut stale_probe = false;
-        if let Some(n) = self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable) {
-            if now.saturating_since(n.confirmed) > REACHABLE_TIME && now.saturating_since(n.last_probe) >= RETRANS {
-                if n.probes >= MAX_PROBES {
-                    n.state = NeighState::Incomplete;
-                    n.probes = 0;
-                    n.queued = 0;
-                } else {
-                    n.probes += 1;
-                    n.last_probe = now;
-                    stale_probe = true;
-                }
+        if let Some(n) = self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable)
+            && now.saturating_since(n.confirmed) > REACHABLE_TIME
+            && now.saturating_since(n.last_probe) >= RETRANS
+        {
+            if n.probes >= MAX_PROBES {
+                n.state = NeighState::Incomplete;
+                n.probes = 0;
+                n.queued = 0;
+            } else {
+                n.probes += 1;
+                n.last_probe = now;
+                stale_probe = true;
             }
         }
         if stale_probe {
