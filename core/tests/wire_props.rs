@@ -478,3 +478,95 @@ mod lpm4_model {
         }
     }
 }
+
+mod fdb_model {
+    use std::collections::BTreeMap;
+
+    use podplane::PortId;
+    use podplane::table::fdb::{Fdb, Learn};
+    use podplane::{Duration, Instant};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Learn(u16, u8, u16),
+        Static(u16, u8, u16),
+        Advance(u64),
+        Sweep,
+        Lookup(u16, u8),
+    }
+
+    const AGE: u64 = 10;
+    const CAP: usize = 6;
+
+    /// The model: (domain, mac) -> (port, last_seen, static), explicit time, capacity.
+    #[derive(Default)]
+    struct Model {
+        m: BTreeMap<(u16, u8), (u16, u64, bool)>,
+    }
+
+    impl Model {
+        fn expired(e: &(u16, u64, bool), now: u64) -> bool {
+            !e.2 && now.saturating_sub(e.1) > AGE
+        }
+        fn learn(&mut self, d: u16, mac: u8, p: u16, now: u64) -> Learn {
+            if let Some(e) = self.m.get_mut(&(d, mac)) {
+                if e.2 {
+                    return Learn::Static;
+                }
+                let was_expired = Self::expired(e, now);
+                e.1 = now;
+                if e.0 != p {
+                    e.0 = p;
+                    return if was_expired { Learn::Learned } else { Learn::Moved };
+                }
+                return if was_expired { Learn::Learned } else { Learn::Refreshed };
+            }
+            if self.m.len() >= CAP {
+                return Learn::Full;
+            }
+            self.m.insert((d, mac), (p, now, false));
+            Learn::Learned
+        }
+    }
+
+    fn mac(b: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, b]
+    }
+
+    proptest! {
+        #[test]
+        fn fdb_matches_a_map_with_explicit_time(ops in proptest::collection::vec(prop_oneof![
+            (0u16..2, 0u8..8, 0u16..4).prop_map(|(d, m, p)| Op::Learn(d, m, p)),
+            (0u16..2, 0u8..8, 0u16..4).prop_map(|(d, m, p)| Op::Static(d, m, p)),
+            (0u64..8).prop_map(Op::Advance),
+            Just(Op::Sweep),
+            (0u16..2, 0u8..8).prop_map(|(d, m)| Op::Lookup(d, m)),
+        ], 0..80)) {
+            let mut f = Fdb::new(CAP, Duration::from_secs(AGE));
+            let mut model = Model::default();
+            let mut now = 0u64;
+            let t = |s: u64| Instant::from_nanos(s * 1_000_000_000);
+            for op in ops {
+                match op {
+                    Op::Learn(d, m, p) => prop_assert_eq!(f.learn(d, mac(m), PortId(p), t(now)), model.learn(d, m, p, now)),
+                    Op::Static(d, m, p) => {
+                        f.add_static(d, mac(m), PortId(p));
+                        model.m.insert((d, m), (p, 0, true));
+                    }
+                    Op::Advance(s) => now += s,
+                    Op::Sweep => {
+                        let before = model.m.len();
+                        model.m.retain(|_, e| !Model::expired(e, now));
+                        prop_assert_eq!(f.sweep(t(now)), before - model.m.len());
+                    }
+                    Op::Lookup(d, m) => {
+                        let want = model.m.get(&(d, m)).filter(|e| !Model::expired(e, now)).map(|e| PortId(e.0));
+                        prop_assert_eq!(f.lookup(d, mac(m), t(now)), want);
+                    }
+                }
+                prop_assert_eq!(f.len(), model.m.len());
+            }
+        }
+    }
+}
