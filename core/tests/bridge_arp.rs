@@ -303,3 +303,13 @@ fn a_mac_moving_back_and_forth_within_a_second_is_followed() {
     assert_eq!(ports(&r), vec![0], "A is back on port 0");
     assert_eq!(pl.counters().events("bridge", StageEvent::FdbMoved), 2);
 }
+
+#[test]
+fn a_frame_on_a_port_no_stage_knows_is_counted_not_lost() {
+    let mut pl = node(false);
+    let mut pool = BufPool::with_slots(16).unwrap();
+    let r = run(&mut pl, &mut pool, Instant::from_nanos(1), &[(9, frame(POD_A, POD_B))]);
+    assert!(r.tx.is_empty());
+    assert_eq!(r.disp, vec![Disposition::Drop(DropReason::NoDisposition)]);
+    CounterExpect::new().drop("pipeline", DropReason::NoDisposition, 1).check(&pl.counters().snapshot());
+}

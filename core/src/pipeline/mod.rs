@@ -237,7 +237,7 @@ impl Pipeline {
                     k += 1;
                 }
                 self.run_from(pool, now, &mut gb, at, traced);
-                self.settle(pool, &gb);
+                self.settle(pool, &mut gb);
                 self.gen_batch = gb;
             }
             self.pending.clear();
@@ -294,7 +294,7 @@ impl Pipeline {
         }
     }
 
-    fn settle(&mut self, pool: &mut BufPool, batch: &Batch) {
+    fn settle(&mut self, pool: &mut BufPool, batch: &mut Batch) {
         // Copies stages transmitted directly (floods) go out first: they were made
         // while this batch ran.
         for k in 0..self.direct.len() {
@@ -305,9 +305,12 @@ impl Pipeline {
             self.order += 1;
         }
         self.direct.clear();
-        for (pkt, d) in batch.iter() {
+        for i in 0..batch.len() {
+            let (pkt, d) = (batch.pkt(i), batch.disposition(i));
             match d {
                 Disposition::Continue => {
+                    // Nobody decided: a counted drop, and the batch says so too.
+                    batch.set_dropped(i, DropReason::NoDisposition);
                     let len = usize::from(pool.meta(pkt).len());
                     self.counters.count_drop(0, DropReason::NoDisposition, len);
                     let _ = pool.free(pkt);
