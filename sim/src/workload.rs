@@ -296,6 +296,10 @@ impl App for Pinger {
     }
 
     fn step(&mut self, cx: &mut AppCx<'_>) -> bool {
+        // A finished ping has nothing to do (its socket may still receive late replies).
+        if self.flow.borrow().done {
+            return false;
+        }
         let Some(h) = self.handle else { return false };
         let s = cx.sockets.get_mut::<icmp::Socket<'_>>(h);
         let mut progress = false;
@@ -419,6 +423,9 @@ impl App for UdpQuery {
     }
 
     fn step(&mut self, cx: &mut AppCx<'_>) -> bool {
+        if self.flow.borrow().done {
+            return false;
+        }
         let Some(h) = self.handle else { return false };
         let s = cx.sockets.get_mut::<udp::Socket<'_>>(h);
         let mut progress = false;
@@ -569,6 +576,9 @@ impl App for HttpClient {
     }
 
     fn step(&mut self, cx: &mut AppCx<'_>) -> bool {
+        if self.flow.borrow().done {
+            return false;
+        }
         let Some(h) = self.handle else { return false };
         let s = cx.sockets.get_mut::<tcp::Socket<'_>>(h);
         let mut progress = false;
