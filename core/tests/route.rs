@@ -203,12 +203,7 @@ fn forwarding_resolves_the_next_hop_holds_then_decrements_ttl() {
     assert_eq!(pool.available(), pool.capacity() - 1, "the packet is held");
     // B answers; the held packet goes out with B's MAC and TTL 63.
     let b_mac = [0x02, 0, 0, 0, 0x97, 0x02];
-    let mut reply = testutil::arp_request(Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 1));
-    reply[..6].copy_from_slice(&RB_MAC.0);
-    reply[6..12].copy_from_slice(&b_mac);
-    reply[21] = 2;
-    reply[14 + 8..14 + 14].copy_from_slice(&b_mac);
-    let r = run(&mut pl, &mut pool, &[(1, reply)]);
+    let r = run(&mut pl, &mut pool, &[(1, b_reply())]);
     assert_eq!(r.len(), 1);
     let (port, out) = &r[0];
     assert_eq!(*port, PortId(1));

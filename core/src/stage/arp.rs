@@ -197,7 +197,10 @@ impl ArpStage {
     /// Give a routed packet its MACs, or hold it and ask ARP.
     fn resolve(&mut self, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
         let pkt = batch.pkt(i);
-        let m = *cx.pool.meta(pkt);
+        let m = {
+            let mr = cx.pool.meta(pkt);
+            Routed { out_port: mr.out_port, next_hop: mr.next_hop }
+        };
         // Copy the four fields needed: cloning the interface would allocate.
         let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).map(|f| IfAddr {
             port: f.port,
@@ -214,24 +217,27 @@ impl ArpStage {
         // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
         // packets wait for a fresh answer (a pod re-created with a new MAC).
         let mut stale_probe = false;
-        if let Some(n) = self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable)
-            && now.saturating_since(n.confirmed) > REACHABLE_TIME
-            && now.saturating_since(n.last_probe) >= RETRANS
-        {
-            if n.probes >= MAX_PROBES {
-                n.state = NeighState::Incomplete;
-                n.probes = 0;
-                n.queued = 0;
-            } else {
-                n.probes += 1;
-                n.last_probe = now;
-                stale_probe = true;
+        // One lookup for both the stale check and the MAC.
+        let known = match self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable) {
+            Some(n) => {
+                if now.saturating_since(n.confirmed) > REACHABLE_TIME && now.saturating_since(n.last_probe) >= RETRANS {
+                    if n.probes >= MAX_PROBES {
+                        n.state = NeighState::Incomplete;
+                        n.probes = 0;
+                        n.queued = 0;
+                    } else {
+                        n.probes += 1;
+                        n.last_probe = now;
+                        stale_probe = true;
+                    }
+                }
+                (n.state == NeighState::Reachable).then_some(n.mac)
             }
-        }
+            None => None,
+        };
         if stale_probe {
             send_request(cx, &iface, m.next_hop);
         }
-        let known = self.neigh.get(&key).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac);
         if let Some(mac) = known {
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
             let l2 = usize::from(meta.l2);
@@ -296,6 +302,13 @@ impl ArpStage {
 /// An ARP request for `target` from `iface`, as Linux's `arp_solicit()`: broadcast,
 /// sender = the interface's MAC and address, target MAC zero. On a bridge interface it
 /// enters the bridge (flooded to the pods); on a routed port it goes straight out.
+/// The metadata fields `resolve` reads (not a copy of the whole metadata per packet).
+#[derive(Clone, Copy)]
+struct Routed {
+    out_port: PortId,
+    next_hop: Ipv4Addr,
+}
+
 /// What the neighbour code needs of an interface (a `Copy` view of [`L3If`]).
 #[derive(Clone, Copy, Debug)]
 struct IfAddr {
@@ -355,14 +368,18 @@ impl Stage for ArpStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let m = *cx.pool.meta(pkt);
-            if m.flags.contains(PktFlags::ROUTED) {
+            let (flags, kind) = {
+                let mr = cx.pool.meta(pkt);
+                (mr.flags, mr.l3_kind)
+            };
+            if flags.contains(PktFlags::ROUTED) {
                 self.resolve(cx, batch, i);
                 continue;
             }
-            if m.l3_kind != L3Kind::Arp {
+            if kind != L3Kind::Arp {
                 continue;
             }
+            let m = *cx.pool.meta(pkt);
             if m.flags.contains(PktFlags::BRIDGED) && !m.flags.contains(PktFlags::L2_LOCAL) {
                 continue; // between pods on a bridge: not ours
             }

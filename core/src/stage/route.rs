@@ -221,10 +221,13 @@ impl RouteStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let m = *cx.pool.meta(pkt);
-            if m.l3_kind != L3Kind::Ipv4 || m.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
+            // A reference, not a copy of the whole metadata (a per-packet memcpy): the
+            // fields needed below are read into locals.
+            let mref = cx.pool.meta(pkt);
+            if mref.l3_kind != L3Kind::Ipv4 || mref.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
                 continue;
             }
+            let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags, flow: mref.flow };
             let in_if = if m.flags.contains(PktFlags::L2_LOCAL) {
                 self.iface_for_port(m.in_port)
             } else {
@@ -407,6 +410,15 @@ impl RouteStage {
         let here = cx.stage_index();
         cx.inject(q, here);
     }
+}
+
+/// The metadata fields the route stage reads per packet.
+#[derive(Clone, Copy)]
+struct Hdr {
+    in_port: PortId,
+    l3: u16,
+    flags: PktFlags,
+    flow: crate::wire::flow::FlowKey,
 }
 
 /// Most fragments one packet is cut into.
