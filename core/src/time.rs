@@ -49,6 +49,12 @@ impl Duration {
         Duration(nanos)
     }
 
+    /// A duration of `us` microseconds (saturating).
+    #[inline]
+    pub const fn from_micros(us: u64) -> Self {
+        Duration(us.saturating_mul(1_000))
+    }
+
     /// A duration of `ms` milliseconds (saturating).
     #[inline]
     pub const fn from_millis(ms: u64) -> Self {

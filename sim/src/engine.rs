@@ -442,11 +442,11 @@ impl Sim {
         Ok(id)
     }
 
-    /// `count` pings from `from` to `to`, `interval` apart, the last waited for
-    /// [`ping_timeout`](Self::ping_timeout).
+    /// `count` pings from `from` to `to` (IPv4 or IPv6), `interval` apart, the last
+    /// waited for [`ping_timeout`](Self::ping_timeout).
     ///
     /// # Errors
-    /// Duplicate flow name, unknown host, or an IPv6 target (not yet).
+    /// Duplicate flow name, unknown host, or a host without an address of `to`'s family.
     pub fn ping(
         &mut self,
         name: &str,
@@ -455,14 +455,50 @@ impl Sim {
         count: u16,
         interval: Duration,
     ) -> Result<FlowId, SimError> {
-        self.host_v4(from)?;
-        let IpAddr::V4(t) = to else {
-            return Err(SimError::BadHost { host: name.into(), reason: "IPv6 ping is not supported yet".into() });
-        };
+        self.ping_sweep(name, from, &[to], count, interval)
+    }
+
+    /// One flow that pings every address of `targets` in turn, `count` times each,
+    /// `interval` apart (zero: as fast as the socket's buffer allows), from a single
+    /// ICMP socket; ok when every request got its reply from the right address.
+    ///
+    /// # Errors
+    /// Duplicate flow name, unknown host, a host without an address of a target's
+    /// family, or more than 65535 requests (the echo sequence number is 16 bits).
+    pub fn ping_sweep(
+        &mut self,
+        name: &str,
+        from: usize,
+        targets: &[IpAddr],
+        count: u16,
+        interval: Duration,
+    ) -> Result<FlowId, SimError> {
+        let host = self
+            .hosts
+            .get(from)
+            .ok_or_else(|| SimError::BadHost { host: format!("#{from}"), reason: "no such host".into() })?;
+        for t in targets {
+            let has = match t {
+                IpAddr::V4(_) => host.config.ipv4.is_some(),
+                IpAddr::V6(_) => host.config.ipv6.is_some(),
+            };
+            if !has {
+                return Err(SimError::BadHost {
+                    host: host.config.name.clone(),
+                    reason: format!("has no address of the family of ping target {t}"),
+                });
+            }
+        }
+        if targets.len() * usize::from(count) > usize::from(u16::MAX) {
+            return Err(SimError::BadHost {
+                host: host.config.name.clone(),
+                reason: format!("{} echo requests exceed the 16-bit sequence space", targets.len() * usize::from(count)),
+            });
+        }
         let (id, flow) = self.new_flow(name, FlowKind::Ping)?;
         let ident = u16::try_from(self.rng.next_u64() & 0xffff).unwrap_or(1);
         let p = Pinger {
-            target: IpAddress::Ipv4(t),
+            targets: targets.iter().map(|t| IpAddress::from(*t)).collect(),
             count,
             interval,
             timeout: self.ping_timeout,
@@ -470,6 +506,7 @@ impl Sim {
             next_seq: 0,
             next_send: self.now,
             sent_at: Vec::new(),
+            answered: Vec::new(),
             rtts: Vec::new(),
             handle: None,
             flow,

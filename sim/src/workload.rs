@@ -268,27 +268,69 @@ impl App for TcpSink {
     }
 }
 
-/// Sends ICMP echo requests and matches replies.
+/// Sends ICMP (v4) or ICMPv6 echo requests to a list of targets, `count` to each in
+/// turn, from one socket, and matches replies by sequence number and source. One
+/// socket for any number of targets is what lets a pod ping every other pod of a
+/// 3000-pod cluster.
 pub(crate) struct Pinger {
-    pub(crate) target: IpAddress,
+    pub(crate) targets: Vec<IpAddress>,
     pub(crate) count: u16,
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
     pub(crate) ident: u16,
     pub(crate) next_seq: u16,
     pub(crate) next_send: Instant,
+    /// Send time of each sequence number.
     pub(crate) sent_at: Vec<Instant>,
+    /// Sequence numbers answered (a duplicate reply counts once).
+    pub(crate) answered: Vec<bool>,
     pub(crate) rtts: Vec<Duration>,
     pub(crate) handle: Option<SocketHandle>,
     pub(crate) flow: Shared,
 }
 
+impl Pinger {
+    /// Echo requests in all: `count` to each target.
+    fn total(&self) -> usize {
+        self.targets.len() * usize::from(self.count)
+    }
+
+    /// Target of sequence number `seq`.
+    fn target_of(&self, seq: usize) -> Option<IpAddress> {
+        self.targets.get(seq / usize::from(self.count.max(1))).copied()
+    }
+
+    /// Writes the echo request `seq` to `target` into `buf` (16 bytes). ICMPv6's
+    /// checksum covers a pseudo-header with the source address, which smoltcp's ICMP
+    /// socket leaves to the application.
+    fn emit_echo(&self, iface: &Interface, target: IpAddress, seq: u16, buf: &mut [u8]) {
+        use podplane::wire::checksum::{Sum, pseudo_v6};
+        use podplane::wire::{icmpv4, icmpv6};
+        let Some(payload) = buf.get_mut(8..) else { return };
+        payload.copy_from_slice(b"podplane");
+        let _ = match target {
+            IpAddress::Ipv4(_) => {
+                icmpv4::Icmpv4Repr::echo(icmpv4::Icmpv4Type::EchoRequest, self.ident, seq).emit(buf, Sum::new())
+            }
+            IpAddress::Ipv6(dst) => {
+                let src = iface.ip_addrs().iter().find_map(|c| match c.address() {
+                    IpAddress::Ipv6(a) if !a.is_unicast_link_local() => Some(a),
+                    _ => None,
+                });
+                let pseudo = pseudo_v6(src.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED), dst, 58, 16);
+                icmpv6::Icmpv6Repr::echo(icmpv6::Icmpv6Type::EchoRequest, self.ident, seq).emit(buf, pseudo)
+            }
+        };
+    }
+}
+
 impl App for Pinger {
     fn start(&mut self, cx: &mut AppCx<'_>) {
-        let buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 1024]);
+        // Room for a window of requests in flight and their replies.
+        let buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 64], vec![0; 64 * 16]);
         let mut s = icmp::Socket::new(buf(), buf());
-        if s.bind(icmp::Endpoint::Ident(self.ident)).is_err() {
-            self.flow.borrow_mut().finish(cx.now, false, "bind failed".into());
+        if self.total() > usize::from(u16::MAX) || s.bind(icmp::Endpoint::Ident(self.ident)).is_err() {
+            self.flow.borrow_mut().finish(cx.now, false, "bind failed or more than 65535 requests".into());
         }
         self.handle = Some(cx.sockets.add(s));
         self.next_send = cx.now;
@@ -301,49 +343,64 @@ impl App for Pinger {
             return false;
         }
         let Some(h) = self.handle else { return false };
-        let s = cx.sockets.get_mut::<icmp::Socket<'_>>(h);
         let mut progress = false;
-        while let Ok((data, _from)) = s.recv() {
+        while let Ok((data, from)) = cx.sockets.get_mut::<icmp::Socket<'_>>(h).recv() {
             let Ok(p) = podplane::wire::icmp::IcmpPacket::new_checked(data) else { continue };
             let seq = usize::from(p.echo_seq());
-            if p.msg_type() == 0 && p.echo_ident() == self.ident && seq < self.sent_at.len() {
-                let rtt = cx.now - self.sent_at[seq];
-                self.rtts.push(rtt);
+            // Echo reply: type 0 in ICMP, 129 in ICMPv6.
+            let reply = matches!((from, p.msg_type()), (IpAddress::Ipv4(_), 0) | (IpAddress::Ipv6(_), 129));
+            if reply
+                && p.echo_ident() == self.ident
+                && self.target_of(seq) == Some(from)
+                && let (Some(sent), Some(seen)) = (self.sent_at.get(seq), self.answered.get_mut(seq))
+                && !*seen
+            {
+                *seen = true;
+                self.rtts.push(cx.now - *sent);
             }
         }
-        let due = self.next_seq < self.count && cx.now >= self.next_send && s.can_send();
-        if due
-            && matches!(self.target, IpAddress::Ipv4(_))
-            && let Ok(buf) = s.send(16, self.target)
+        while usize::from(self.next_seq) < self.total()
+            && cx.now >= self.next_send
+            && cx.sockets.get_mut::<icmp::Socket<'_>>(h).can_send()
         {
-            buf[8..].copy_from_slice(b"podplane");
-            let r = podplane::wire::icmpv4::Icmpv4Repr::echo(
-                podplane::wire::icmpv4::Icmpv4Type::EchoRequest,
-                self.ident,
-                self.next_seq,
-            );
-            let _ = r.emit(buf, podplane::wire::checksum::Sum::new());
+            let seq = self.next_seq;
+            let Some(target) = self.target_of(usize::from(seq)) else { break };
+            let mut echo = [0u8; 16];
+            self.emit_echo(cx.iface, target, seq, &mut echo);
+            if cx.sockets.get_mut::<icmp::Socket<'_>>(h).send_slice(&echo, target).is_err() {
+                break;
+            }
             self.sent_at.push(cx.now);
+            self.answered.push(false);
             self.next_seq += 1;
             self.next_send = cx.now + self.interval;
             progress = true;
+            if self.interval != Duration::ZERO {
+                break;
+            }
         }
-        let all_sent = self.next_seq == self.count;
+        let total = self.total();
+        let all_sent = usize::from(self.next_seq) == total;
         let last = self.sent_at.last().copied().unwrap_or(cx.now);
         let mut f = self.flow.borrow_mut();
         f.bytes = self.rtts.len() as u64 * 8;
-        if all_sent && (self.rtts.len() == usize::from(self.count) || cx.now >= last + self.timeout) {
+        if all_sent && (self.rtts.len() == total || cx.now >= last + self.timeout) {
             let n = self.rtts.len();
             let detail = if n == 0 {
-                format!("0/{} replies", self.count)
+                format!("0/{total} replies")
             } else {
                 let us = |d: Duration| d.as_nanos() / 1000;
                 let min = self.rtts.iter().map(|d| us(*d)).min().unwrap_or(0);
                 let max = self.rtts.iter().map(|d| us(*d)).max().unwrap_or(0);
                 let avg = self.rtts.iter().map(|d| us(*d)).sum::<u64>() / n as u64;
-                format!("{n}/{} replies, rtt min/avg/max {min}/{avg}/{max} us", self.count)
+                format!("{n}/{total} replies, rtt min/avg/max {min}/{avg}/{max} us")
             };
-            f.finish(cx.now, n == usize::from(self.count), detail);
+            let missing = self.answered.iter().position(|a| !*a).and_then(|seq| self.target_of(seq));
+            let detail = match missing {
+                Some(t) if n > 0 => format!("{detail}; first unanswered {t}"),
+                _ => detail,
+            };
+            f.finish(cx.now, n == total, detail);
         }
         progress
     }
@@ -351,7 +408,7 @@ impl App for Pinger {
     fn next_wake(&self) -> Option<Instant> {
         if self.flow.borrow().done {
             None
-        } else if self.next_seq < self.count {
+        } else if usize::from(self.next_seq) < self.total() {
             Some(self.next_send)
         } else {
             self.sent_at.last().map(|t| *t + self.timeout)
