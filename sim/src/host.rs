@@ -124,7 +124,9 @@ pub struct Host {
     pub(crate) apps: Vec<Box<dyn App>>,
     /// Generation of the pending timer poll; older poll events are stale.
     pub(crate) poll_gen: u64,
-    pub(crate) link: Option<usize>,
+    /// When the pending timer poll fires; a later wake-up needs no new event.
+    pub(crate) poll_at: Option<podplane::Instant>,
+    pub(crate) link: Option<(usize, usize)>,
 }
 
 impl core::fmt::Debug for Host {
@@ -183,6 +185,7 @@ impl Host {
             sockets: SocketSet::new(Vec::new()),
             apps: Vec::new(),
             poll_gen: 0,
+            poll_at: None,
             link: None,
         })
     }

@@ -22,7 +22,7 @@ pub struct Node {
     pub(crate) pool: BufPool,
     pub(crate) rx: VecDeque<(PortId, Vec<u8>)>,
     pub(crate) scheduled: bool,
-    pub(crate) links: Vec<Option<usize>>,
+    pub(crate) links: Vec<Option<(usize, usize)>>,
     batch: Batch,
 }
 

@@ -144,9 +144,17 @@ fn ipv6_pods_on_one_bridge() {
         hosts.push(hst);
     }
     sim.tcp_bulk6("bulk6", hosts[0], hosts[1], 5001, 256 * 1024).unwrap();
+    // ICMPv6 echo both ways.
+    let to1: IpAddr = "fd00:10:244::3".parse().unwrap();
+    let to0: IpAddr = "fd00:10:244::2".parse().unwrap();
+    sim.ping("ping6", hosts[0], to1, 3, Duration::from_millis(10)).unwrap();
+    sim.ping_sweep("sweep6", hosts[1], &[to0], 2, Duration::from_millis(1)).unwrap();
     sim.run_until_done(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
-    let f = &sim.flows()[0];
+    let flows = sim.flows();
+    let f = &flows[0];
     assert!(f.ok && f.bytes == 256 * 1024, "seed {seed}: {f:?}");
+    assert!(flows[1].ok && flows[1].detail.starts_with("3/3 replies"), "seed {seed}: {:?}", flows[1]);
+    assert!(flows[2].ok && flows[2].detail.starts_with("2/2 replies"), "seed {seed}: {:?}", flows[2]);
     let c = sim.nodes()[n].pipeline().counters();
     assert!(c.events("bridge", StageEvent::Flooded) >= 1, "seed {seed}: the neighbour solicitation was flooded");
     assert_eq!(c.snapshot().totals.dropped, 0, "seed {seed}");
