@@ -150,6 +150,7 @@ mod node_path {
                 prefix: 24,
                 mtu: 1500,
                 bvi: false,
+                ip6: None,
                 ports: vec![PortId(0)],
             },
             L3If {
@@ -159,6 +160,7 @@ mod node_path {
                 prefix: 24,
                 mtu: 576,
                 bvi: false,
+                ip6: None,
                 ports: vec![PortId(1)],
             },
         ];
@@ -170,7 +172,12 @@ mod node_path {
         Pipeline::new(
             vec![
                 Box::new(ParseStage::new()),
-                Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![] })),
+                Box::new(RouteStage::new(&RouteConfig {
+                    interfaces: ifs,
+                    routes: vec![],
+                    multipath: vec![],
+                    routes6: vec![],
+                })),
                 Box::new(ArpStage::new(arp)),
                 Box::new(EgressStage),
             ],

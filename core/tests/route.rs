@@ -41,6 +41,7 @@ fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
             prefix: 24,
             mtu: 1500,
             bvi: false,
+            ip6: None,
             ports: vec![PortId(0)],
         },
         L3If {
@@ -50,6 +51,7 @@ fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
             prefix: 24,
             mtu: mtu_b,
             bvi: false,
+            ip6: None,
             ports: vec![PortId(1)],
         },
     ];
@@ -61,7 +63,7 @@ fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
     Pipeline::new(
         vec![
             Box::new(ParseStage::new()),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
+            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6: vec![] })),
             Box::new(ArpStage::new(arp)),
             Box::new(EgressStage),
         ],
@@ -253,6 +255,7 @@ mod ecmp {
             interfaces: vec![],
             routes: vec![RouteSpec { dst: Ipv4Addr::new(10, 0, 0, 0), len: 8, next_hop: NextHop::Multipath(0) }],
             multipath: vec![group],
+            routes6: vec![],
         })
     }
 

@@ -505,9 +505,19 @@ pub fn build_with(
                 prefix: node.pod_cidr.prefix,
                 mtu: 1500,
                 bvi: true,
+                ip6: None,
                 ports: ports.clone(),
             },
-            L3If { port: uplink, mac: up_mac, ip: my_ip, prefix: 24, mtu: up_mtu, bvi: false, ports: vec![uplink] },
+            L3If {
+                port: uplink,
+                mac: up_mac,
+                ip: my_ip,
+                prefix: 24,
+                mtu: up_mtu,
+                bvi: false,
+                ip6: None,
+                ports: vec![uplink],
+            },
         ];
         let mut routes: Vec<RouteSpec> = plan
             .nodes
@@ -537,7 +547,12 @@ pub fn build_with(
             ..BridgeConfig::default()
         })
         .map_err(|e| SimError::Cluster(e.to_string()))?;
-        let route = RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes, multipath: vec![] });
+        let route = RouteStage::new(&RouteConfig {
+            interfaces: interfaces.clone(),
+            routes,
+            multipath: vec![],
+            routes6: vec![],
+        });
         let arp = ArpStage::new(ArpConfig {
             local: vec![
                 LocalAddr { ip: node.gateway, mac: gw_mac, ports: ports.clone() },
@@ -588,6 +603,7 @@ fn routed_node(
             prefix: 32,
             mtu: 1500,
             bvi: false,
+            ip6: None,
             ports: vec![*p],
         })
         .collect();
@@ -598,13 +614,18 @@ fn routed_node(
         prefix: 24,
         mtu: up_mtu,
         bvi: false,
+        ip6: None,
         ports: vec![uplink],
     });
     for (pod, port) in node.pods.iter().zip(ports) {
         routes.push(RouteSpec { dst: pod.ip, len: 32, next_hop: NextHop::Connected(*port) });
     }
-    let route =
-        RouteStage::new(&RouteConfig { interfaces: interfaces.clone(), routes: routes.clone(), multipath: vec![] });
+    let route = RouteStage::new(&RouteConfig {
+        interfaces: interfaces.clone(),
+        routes: routes.clone(),
+        multipath: vec![],
+        routes6: vec![],
+    });
     let arp = ArpStage::new(ArpConfig {
         local: vec![LocalAddr { ip: my_ip, mac: up_mac, ports: vec![uplink] }],
         proxy: ports.iter().map(|p| ProxyArp { port: *p, mac: CALICO_MAC, targets: vec![CALICO_GATEWAY] }).collect(),

@@ -153,6 +153,7 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
             prefix: 24,
             mtu: 1500,
             bvi: false,
+            ip6: None,
             ports: vec![PortId(0)],
         },
         L3If {
@@ -162,6 +163,7 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
             prefix: 24,
             mtu: 1500,
             bvi: false,
+            ip6: None,
             ports: vec![PortId(1)],
         },
     ];
@@ -173,7 +175,7 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
     };
     vec![
         Box::new(ParseStage::new()),
-        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6: vec![] })),
         Box::new(ArpStage::new(arp)),
         Box::new(EgressStage),
     ]

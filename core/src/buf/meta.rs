@@ -121,6 +121,8 @@ pub struct PktMeta {
     pub trace_id: u32,
     /// IPv4 next hop chosen by the route stage (when `flags` has `ROUTED`).
     pub next_hop: std::net::Ipv4Addr,
+    /// The IPv6 next hop the route stage chose, for the neighbour stage (IPv6 packets).
+    pub next_hop6: std::net::Ipv6Addr,
 }
 
 impl PktMeta {
@@ -145,6 +147,7 @@ impl PktMeta {
             csum: CsumState::Unverified,
             trace_id: 0,
             next_hop: std::net::Ipv4Addr::UNSPECIFIED,
+            next_hop6: std::net::Ipv6Addr::UNSPECIFIED,
         }
     }
 

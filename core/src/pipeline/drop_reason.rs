@@ -149,6 +149,22 @@ drop_reasons! {
     38 => NeighFailed, "neigh_failed", Warn;
     /// Waiting for ARP with the per-neighbour queue full.
     39 => NeighQueueFull, "neigh_queue_full", Warn;
+    /// IPv6 with a source that must never be forwarded (unspecified, multicast,
+    /// loopback), as Linux's `ip6_forward()` drops it.
+    40 => Ipv6BadSource, "ipv6_bad_source", Warn;
+    /// IPv6 that would leave the scope of its link-local source or destination
+    /// (ICMPv6 "beyond scope of source address" sent for a link-local source).
+    41 => BeyondScope, "beyond_scope", Info;
+    /// IPv6 larger than the egress MTU (ICMPv6 packet too big sent; IPv6 routers never
+    /// fragment).
+    42 => PacketTooBig, "packet_too_big", Info;
+    /// A neighbour solicitation or advertisement consumed by the neighbour stage.
+    43 => NdProcessed, "nd_processed", Info;
+    /// A neighbour discovery message that fails RFC 4861's checks (hop limit not 255,
+    /// code not 0, too short, multicast target, bad checksum, bad option).
+    44 => NdInvalid, "nd_invalid", Warn;
+    /// A neighbour solicitation for an address the node does not have.
+    45 => NdNotForUs, "nd_not_for_us", Info;
 }
 
 impl DropReason {

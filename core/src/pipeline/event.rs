@@ -54,6 +54,10 @@ stage_events! {
     12 => NeighLearned, "neigh_learned";
     /// A packet was routed.
     13 => Routed, "routed";
+    /// A neighbour advertisement was sent for one of the node's IPv6 addresses.
+    14 => NdAdvertSent, "nd_advert_sent";
+    /// A neighbour solicitation was sent to resolve an IPv6 next hop.
+    15 => NdSolicitSent, "nd_solicit_sent";
 }
 
 impl StageEvent {

@@ -47,12 +47,14 @@
 //! - DAD probes (sender 0.0.0.0) for one of our addresses are answered to the prober's
 //!   MAC, not broadcast.
 
-use std::net::Ipv4Addr;
+pub mod nd;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
-use super::route::L3If;
+use super::route::{L3If, link_local};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
 use crate::time::{Duration, Instant};
@@ -131,7 +133,7 @@ pub const CALICO_MAC: EthernetAddress = EthernetAddress([0xee; 6]);
 #[derive(Debug, Default)]
 pub struct ArpStage {
     config: ArpConfig,
-    neigh: HashMap<(PortId, Ipv4Addr), Neigh, FxBuildHasher>,
+    neigh: HashMap<(PortId, IpAddr), Neigh, FxBuildHasher>,
 }
 
 impl ArpStage {
@@ -141,7 +143,7 @@ impl ArpStage {
     }
 
     /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
-    pub fn neighbour(&self, port: PortId, ip: Ipv4Addr) -> Option<EthernetAddress> {
+    pub fn neighbour(&self, port: PortId, ip: IpAddr) -> Option<EthernetAddress> {
         self.neigh.get(&(port, ip)).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac)
     }
 
@@ -150,7 +152,7 @@ impl ArpStage {
     }
 
     /// Record `ip` at `mac` behind the interface of `in_port`; release its queue.
-    fn learn(&mut self, cx: &mut Context<'_>, in_port: PortId, ip: Ipv4Addr, mac: EthernetAddress) {
+    fn learn(&mut self, cx: &mut Context<'_>, in_port: PortId, ip: IpAddr, mac: EthernetAddress) {
         let Some(ifport) = self.iface_for_port(in_port).map(|i| i.port) else { return };
         let fresh = Neigh {
             state: NeighState::Reachable,
@@ -199,13 +201,15 @@ impl ArpStage {
         let pkt = batch.pkt(i);
         let m = {
             let mr = cx.pool.meta(pkt);
-            Routed { out_port: mr.out_port, next_hop: mr.next_hop }
+            let next_hop = if mr.l3_kind == L3Kind::Ipv6 { IpAddr::V6(mr.next_hop6) } else { IpAddr::V4(mr.next_hop) };
+            Routed { out_port: mr.out_port, next_hop }
         };
         // Copy the four fields needed: cloning the interface would allocate.
         let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).map(|f| IfAddr {
             port: f.port,
             mac: f.mac,
             ip: f.ip,
+            ip6: f.ip6.map(|(a, _)| a),
             bvi: f.bvi,
         }) else {
             cx.drop(batch, i, DropReason::NeighFailed);
@@ -236,7 +240,7 @@ impl ArpStage {
             None => None,
         };
         if stale_probe {
-            send_request(cx, &iface, m.next_hop);
+            solicit(cx, &iface, m.next_hop);
         }
         if let Some(mac) = known {
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
@@ -260,7 +264,11 @@ impl ArpStage {
             cx.trace_note(pkt, TraceNote::Msg("neighbour known"));
             return;
         }
-        // Unknown: queue the packet and ask.
+        // Unknown: queue the packet and ask (a full table takes no new entry).
+        if !self.neigh.contains_key(&key) && self.neigh.len() >= MAX_NEIGHBOURS {
+            cx.drop(batch, i, DropReason::NeighFailed);
+            return;
+        }
         let entry = self.neigh.entry(key).or_insert(Neigh {
             state: NeighState::Incomplete,
             mac: EthernetAddress::default(),
@@ -294,7 +302,7 @@ impl ArpStage {
         if entry.probes == 0 || now.saturating_since(entry.last_probe) >= RETRANS {
             entry.probes += 1;
             entry.last_probe = now;
-            send_request(cx, &iface, m.next_hop);
+            solicit(cx, &iface, m.next_hop);
         }
     }
 }
@@ -306,7 +314,7 @@ impl ArpStage {
 #[derive(Clone, Copy)]
 struct Routed {
     out_port: PortId,
-    next_hop: Ipv4Addr,
+    next_hop: IpAddr,
 }
 
 /// What the neighbour code needs of an interface (a `Copy` view of [`L3If`]).
@@ -315,7 +323,58 @@ struct IfAddr {
     port: PortId,
     mac: EthernetAddress,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
     bvi: bool,
+}
+
+/// Ask for `target`: ARP for IPv4, a neighbour solicitation for IPv6.
+fn solicit(cx: &mut Context<'_>, iface: &IfAddr, target: IpAddr) {
+    match target {
+        IpAddr::V4(t) => send_request(cx, iface, t),
+        IpAddr::V6(t) => send_solicit6(cx, iface, t),
+    }
+}
+
+/// A neighbour solicitation for `target` (see [`nd`]), from the interface's address of
+/// the target's scope.
+fn send_solicit6(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv6Addr) {
+    let src = if super::route::is_link_local6(target) { Some(link_local(iface.mac)) } else { iface.ip6 };
+    let Some(src) = src else { return };
+    let Some(q) = cx.alloc() else { return };
+    let ok = match cx.pool.push_back(q, nd::frame_len(true)) {
+        Ok(buf) => nd::write_solicit(buf, iface.mac, src, target).is_some(),
+        Err(_) => false,
+    };
+    if !ok {
+        let _ = cx.pool.free(q);
+        return;
+    }
+    let head = cx.pool.meta(q).head();
+    let m = cx.pool.meta_mut(q);
+    m.l2 = head;
+    m.l3 = head + 14;
+    m.l4 = head + 54;
+    m.l3_kind = L3Kind::Ipv6;
+    m.ip_proto = 58;
+    m.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_MULTI;
+    m.in_port = iface.port;
+    cx.count(StageEvent::NdSolicitSent);
+    send_out(cx, q, iface);
+}
+
+/// Send a frame the stage made from `iface`: into the bridge for a bridge interface
+/// (flooded to its ports), straight out of a routed port.
+fn send_out(cx: &mut Context<'_>, q: PktId, iface: &IfAddr) {
+    if iface.bvi {
+        match cx.stage_by_name("bridge") {
+            Some(b) => cx.inject(q, b),
+            None => {
+                let _ = cx.pool.free(q);
+            }
+        }
+    } else {
+        cx.transmit_generated(q, iface.port);
+    }
 }
 
 fn send_request(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv4Addr) {
@@ -345,15 +404,78 @@ fn send_request(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv4Addr) {
     m.flags = PktFlags::PARSED | PktFlags::L2_MULTI;
     m.in_port = iface.port;
     cx.count(StageEvent::ArpRequestSent);
-    if iface.bvi {
-        match cx.stage_by_name("bridge") {
-            Some(b) => cx.inject(q, b),
+    send_out(cx, q, iface);
+}
+
+impl ArpStage {
+    /// A neighbour solicitation or advertisement for the node (see [`nd`]); other IPv6
+    /// packets pass.
+    fn neighbour_discovery(&mut self, cx: &mut Context<'_>, batch: &mut Batch, i: usize, m: &crate::buf::PktMeta) {
+        let pkt = batch.pkt(i);
+        let (l2, l3, l4) = (usize::from(m.l2), usize::from(m.l3), usize::from(m.l4));
+        let end = usize::from(m.head()) + usize::from(m.len());
+        let slot = cx.pool.slot(pkt);
+        let icmp_type =
+            if m.ip_proto == 58 && m.flags.contains(PktFlags::HAS_L4) { slot.get(l4).copied() } else { None };
+        if !matches!(icmp_type, Some(nd::NS | nd::NA)) || slot.get(l3 + 7) != Some(&255) {
+            return;
+        }
+        let eth_src = slot.get(l2 + 6..l2 + 12).map(EthernetAddress::from_bytes).unwrap_or_default();
+        let msg = match slot.get(l3..end).map(nd::check) {
+            Some(Ok(msg)) => msg,
+            Some(Err(r)) => {
+                cx.drop(batch, i, r);
+                return;
+            }
             None => {
-                let _ = cx.pool.free(q);
+                cx.drop(batch, i, DropReason::NdInvalid);
+                return;
+            }
+        };
+        if msg.kind == nd::NA {
+            // RFC 4861 7.2.5: without a target link-layer address, nothing to learn.
+            if let Some(mac) = msg.lladdr {
+                self.learn(cx, m.in_port, IpAddr::V6(msg.target), mac);
+            }
+            cx.drop(batch, i, DropReason::NdProcessed);
+            return;
+        }
+        let mine = self
+            .iface_for_port(m.in_port)
+            .filter(|f| f.ip6.is_some_and(|(a, _)| a == msg.target) || link_local(f.mac) == msg.target);
+        let Some(mac) = mine.map(|f| f.mac) else {
+            cx.drop(batch, i, DropReason::NdNotForUs);
+            return;
+        };
+        if let (false, Some(sl)) = (msg.src.is_unspecified(), msg.lladdr) {
+            self.learn(cx, m.in_port, IpAddr::V6(msg.src), sl);
+        }
+        if let Some(q) = cx.alloc() {
+            let ok = match cx.pool.push_back(q, nd::frame_len(true)) {
+                Ok(buf) => nd::write_advert(buf, &msg, mac, eth_src),
+                Err(_) => None,
+            };
+            match ok {
+                Some(with_opt) => {
+                    let head = cx.pool.meta(q).head();
+                    let qm = cx.pool.meta_mut(q);
+                    qm.trim(u16::try_from(nd::frame_len(with_opt)).unwrap_or(0));
+                    qm.l2 = head;
+                    qm.l3 = head + 14;
+                    qm.l4 = head + 54;
+                    qm.l3_kind = L3Kind::Ipv6;
+                    qm.ip_proto = 58;
+                    qm.flags = PktFlags::PARSED | PktFlags::HAS_L4;
+                    qm.in_port = m.in_port;
+                    cx.count(StageEvent::NdAdvertSent);
+                    cx.transmit_generated(q, m.in_port);
+                }
+                None => {
+                    let _ = cx.pool.free(q);
+                }
             }
         }
-    } else {
-        cx.transmit_generated(q, iface.port);
+        cx.drop(batch, i, DropReason::NdProcessed);
     }
 }
 
@@ -376,12 +498,16 @@ impl Stage for ArpStage {
                 self.resolve(cx, batch, i);
                 continue;
             }
-            if kind != L3Kind::Arp {
+            if kind != L3Kind::Arp && kind != L3Kind::Ipv6 {
                 continue;
             }
             let m = *cx.pool.meta(pkt);
             if m.flags.contains(PktFlags::BRIDGED) && !m.flags.contains(PktFlags::L2_LOCAL) {
                 continue; // between pods on a bridge: not ours
+            }
+            if kind == L3Kind::Ipv6 {
+                self.neighbour_discovery(cx, batch, i, &m);
+                continue;
             }
             let (l2, l3) = (usize::from(m.l2), usize::from(m.l3));
             let (op, sha, spa, tpa) = {
@@ -394,7 +520,7 @@ impl Stage for ArpStage {
             };
             if op != ArpOperation::Request || spa == tpa {
                 if !spa.is_unspecified() {
-                    self.learn(cx, m.in_port, spa, sha);
+                    self.learn(cx, m.in_port, IpAddr::V4(spa), sha);
                 }
                 cx.drop(batch, i, DropReason::ArpProcessed);
                 continue;
@@ -404,7 +530,7 @@ impl Stage for ArpStage {
                 continue;
             };
             if event == StageEvent::ArpReplied && !spa.is_unspecified() {
-                self.learn(cx, m.in_port, spa, sha);
+                self.learn(cx, m.in_port, IpAddr::V4(spa), sha);
             }
             // Turn the request into the reply, in place.
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);

@@ -26,11 +26,16 @@
 //! (`icmpv4_xrlim_allow`).
 //! The error enters the pipeline at this stage, so it is routed back like any packet.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+mod v6;
+
+pub(crate) use v6::is_link_local as is_link_local6;
+pub use v6::{DEFAULT_HOP_LIMIT, ICMPV6_ERROR_MAX, NextHop6, RouteSpec6, link_local, unreachable6};
 
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
-use crate::table::lpm::Lpm4;
+use crate::table::lpm::{Lpm, Lpm4};
 use crate::time::Instant;
 use crate::wire::checksum::Sum;
 use crate::wire::icmpv4::{Icmpv4Repr, Icmpv4Type, unreachable};
@@ -54,6 +59,9 @@ pub struct L3If {
     pub mtu: u16,
     /// True for a bridge interface: forwarded packets go back into the bridge.
     pub bvi: bool,
+    /// Its IPv6 address and prefix length, if it has one (a connected and a local
+    /// route are installed; it also has the EUI-64 link-local address of its MAC).
+    pub ip6: Option<(Ipv6Addr, u8)>,
     /// The pipeline ports packets arrive on for this interface (a bridge's ports; the
     /// port itself for a routed port). The ICMP source address comes from here.
     pub ports: Vec<PortId>,
@@ -99,6 +107,8 @@ pub struct RouteConfig {
     pub routes: Vec<RouteSpec>,
     /// ECMP groups: the (gateway, interface port) paths of each group.
     pub multipath: Vec<Vec<(Ipv4Addr, PortId)>>,
+    /// IPv6 routes (connected and local ones come from the interfaces' `ip6`).
+    pub routes6: Vec<RouteSpec6>,
 }
 
 /// Default TTL of packets the node originates (`net.ipv4.ip_default_ttl`).
@@ -111,10 +121,11 @@ pub const ICMP_ERROR_MAX: usize = 576;
 pub struct RouteStage {
     ifs: Vec<L3If>,
     fib: Lpm4<NextHop>,
+    fib6: Lpm<u128, NextHop6>,
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
-    peers: hashbrown::HashMap<Ipv4Addr, (u64, Instant), rustc_hash::FxBuildHasher>,
+    peers: hashbrown::HashMap<IpAddr, (u64, Instant), rustc_hash::FxBuildHasher>,
 }
 
 impl RouteStage {
@@ -128,11 +139,23 @@ impl RouteStage {
         for r in &config.routes {
             fib.insert(u32::from(r.dst), r.len, r.next_hop);
         }
+        let mut fib6 = Lpm::new();
+        for i in &config.interfaces {
+            if let Some((ip, len)) = i.ip6 {
+                fib6.insert(u128::from(ip), len, NextHop6::Connected(i.port));
+                fib6.insert(u128::from(ip), 128, NextHop6::Local);
+            }
+            fib6.insert(u128::from(link_local(i.mac)), 128, NextHop6::Local);
+        }
+        for r in &config.routes6 {
+            fib6.insert(u128::from(r.dst), r.len, r.next_hop);
+        }
         let groups =
             config.multipath.iter().map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(*gw, *p))).collect()).collect();
         RouteStage {
             ifs: config.interfaces.clone(),
             fib,
+            fib6,
             groups,
             tokens: ICMP_BURST,
             last_refill: Instant::ZERO,
@@ -193,25 +216,28 @@ impl RouteStage {
 
     /// Both limits: the global one, then the destination's.
     fn rate_allows(&mut self, dst: Ipv4Addr, now: Instant) -> bool {
-        self.icmp_allowed(now) && self.peer_allowed(dst, now)
+        self.icmp_allowed(now) && self.peer_allowed_cost(IpAddr::V4(dst), PEER_COST_MS, now)
     }
 
     /// Linux's per-destination limit (`icmp_ratelimit` = 1000 ms, `inet_peer_xrlim_allow`
     /// with `XRLIM_BURST_FACTOR` 6): a token bucket in milliseconds per destination,
     /// refilled by elapsed time up to 6 s, each message costing 1 s. The table is
     /// bounded; when full it starts over (Linux's inet_peer cache evicts by age).
-    fn peer_allowed(&mut self, dst: Ipv4Addr, now: Instant) -> bool {
+    /// `cost` is what one message costs in milliseconds (IPv6 scales it by prefix).
+    fn peer_allowed_cost(&mut self, dst: IpAddr, cost: u64, now: Instant) -> bool {
         if !self.peers.contains_key(&dst) && self.peers.len() >= PEERS_MAX {
             self.peers.clear();
         }
-        let (tokens, last) = self.peers.entry(dst).or_insert((PEER_BURST_MS, now));
+        let (tokens, last) = self.peers.entry(dst).or_insert((cost * 6, now));
         let elapsed = now.saturating_since(*last).as_nanos() / 1_000_000;
-        *tokens = (*tokens + elapsed).min(PEER_BURST_MS);
+        // Bursts of up to `XRLIM_BURST_FACTOR` = 6 messages.
+        let burst = cost * 6;
+        *tokens = (*tokens + elapsed).min(burst);
         *last = now;
-        if *tokens < PEER_COST_MS {
+        if *tokens < cost {
             return false;
         }
-        *tokens -= PEER_COST_MS;
+        *tokens -= cost;
         true
     }
 
@@ -224,7 +250,12 @@ impl RouteStage {
             // A reference, not a copy of the whole metadata (a per-packet memcpy): the
             // fields needed below are read into locals.
             let mref = cx.pool.meta(pkt);
-            if mref.l3_kind != L3Kind::Ipv4 || mref.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
+            let v6 = match mref.l3_kind {
+                L3Kind::Ipv4 => false,
+                L3Kind::Ipv6 => true,
+                _ => continue,
+            };
+            if mref.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
                 continue;
             }
             let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags, flow: mref.flow };
@@ -233,6 +264,13 @@ impl RouteStage {
             } else {
                 self.iface(m.in_port).filter(|f| !f.bvi)
             };
+            if v6 {
+                let in6 = in_if.and_then(v6::if_addr6);
+                if in_if.is_some() {
+                    self.forward6::<TRACE>(cx, batch, i, m, in6);
+                }
+                continue;
+            }
             // The ICMP source address: the address of the interface it came in on.
             let Some(in_ip) = in_if.map(|f| f.ip) else { continue };
             if m.flags.contains(PktFlags::L2_MULTI) {
@@ -563,9 +601,7 @@ fn splitmix(mut z: u64) -> u64 {
 
 const ICMP_PER_SEC: u64 = 1000;
 /// `icmp_ratelimit`: one message per second per destination...
-const PEER_COST_MS: u64 = 1000;
-/// ...with bursts of up to `XRLIM_BURST_FACTOR` = 6.
-const PEER_BURST_MS: u64 = 6 * PEER_COST_MS;
+pub(crate) const PEER_COST_MS: u64 = 1000;
 /// Destinations tracked for the per-destination limit.
 const PEERS_MAX: usize = 4096;
 const ICMP_BURST: u64 = 50;
