@@ -5,6 +5,7 @@
 //! the flow label (Linux hashes one; podplane sends 0) and the checksum it changes.
 
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+#![allow(clippy::cast_possible_truncation, clippy::too_many_arguments)] // test frame builders with small constants
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -156,9 +156,7 @@ fn emit(
     icmp.get_mut(8..24)?.copy_from_slice(&target.octets());
     if let Some((t, mac)) = opt {
         let o = icmp.get_mut(24..32)?;
-        o[0] = t;
-        o[1] = 1;
-        o.get_mut(2..8)?.copy_from_slice(&mac.0);
+        o.copy_from_slice(&[t, 1, mac.0[0], mac.0[1], mac.0[2], mac.0[3], mac.0[4], mac.0[5]]);
     }
     let mut sum: Sum = pseudo_v6(src, dst, 58, u32::try_from(icmp_len).ok()?);
     sum.add_bytes(icmp);
