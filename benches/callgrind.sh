@@ -25,7 +25,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route6_100k; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -40,4 +40,5 @@ printf '%-44s %10s\n' "parse stage inside the pipeline" "$(d "${per[parse_xconne
 printf '%-44s %10s\n' "pipeline parse + xconnect (all stages)" "$(d "${per[parse_xconnect]}" "${per[baseline]}")"
 printf '%-44s %10s\n' "bridge stage, known unicast (warm FDB)" "$(d "${per[parse_bridge]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "route + neighbour, 1M routes (warm)" "$(d "${per[parse_route1m]}" "${per[parse_xconnect]}")"
+printf '%-44s %10s\n' "IPv6 parse + route + NDP, 100k routes (all)" "$(d "${per[parse_route6_100k]}" "${per[baseline]}")"
 "$BIN" lpm_memory

@@ -24,19 +24,20 @@ use std::process::ExitCode;
 
 use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig, Stage};
+use podplane::stage::arp::nd;
 use podplane::stage::arp::{ArpConfig, LocalAddr};
 use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
 use podplane::stage::parse::parse_one;
-use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+use podplane::stage::route::{L3If, NextHop, NextHop6, RouteConfig, RouteSpec, RouteSpec6};
 use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage, XconnectStage};
 use podplane::wire::ChecksumPolicy;
 use podplane::wire::EthernetAddress;
 use podplane_sim::traffic::{Mix, Traffic};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route6_100k> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         // Memory of the route stage's table holding the bench's 1M routes.
         let mut t: podplane::table::lpm::Lpm4<NextHop> = podplane::table::lpm::Lpm4::new();
@@ -68,7 +69,12 @@ fn main() -> ExitCode {
 
     // 64 different batches of frames, reused round-robin: warm tables, varied flows.
     let mut traffic = Traffic::new(1, mix);
-    let frames: Vec<Vec<u8>> = (0..64 * batch_size).map(|_| traffic.next_frame()).collect();
+    let frames: Vec<Vec<u8>> = if mode == "parse_route6_100k" {
+        let mut x = 7u64;
+        (0..64 * batch_size).map(|_| udp6_frame(&mut x)).collect()
+    } else {
+        (0..64 * batch_size).map(|_| traffic.next_frame()).collect()
+    };
     let mut pool = BufPool::with_slots(4 * 256).expect("pool");
     let mut xconnect = XconnectStage::new();
     xconnect.connect(PortId(0), PortId(1)).expect("ports");
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         "parse_xconnect" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
         "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
         "parse_route1m" => route_1m(),
+        "parse_route6_100k" => route6_100k(),
         "baseline" | "parse_one" => vec![],
         _ => {
             eprintln!("{usage}");
@@ -197,6 +204,78 @@ fn million_routes() -> Vec<RouteSpec> {
     routes
 }
 
+const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 1);
+const UP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 10);
+const UP_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 1]);
+const GW_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 9, 9]);
+const POD_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x0b]);
+
+fn lcg(x: &mut u64) -> u64 {
+    *x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *x
+}
+
+/// 100,000 IPv6 routes of lengths 32..=64 (allocation and subnet sizes) in 2000::/4,
+/// via the gateway on port 1, plus a default.
+fn route6_100k() -> Vec<Box<dyn Stage>> {
+    let ifs = vec![
+        L3If {
+            port: PortId(0),
+            mac: POD_MAC,
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            prefix: 24,
+            mtu: 1500,
+            bvi: false,
+            ip6: Some((Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1), 64)),
+            ports: vec![PortId(0)],
+        },
+        L3If {
+            port: PortId(1),
+            mac: UP_MAC,
+            ip: Ipv4Addr::new(192, 168, 0, 10),
+            prefix: 24,
+            mtu: 1500,
+            bvi: false,
+            ip6: Some((UP6, 64)),
+            ports: vec![PortId(1)],
+        },
+    ];
+    let mut routes6 = vec![RouteSpec6 { dst: Ipv6Addr::UNSPECIFIED, len: 0, next_hop: NextHop6::Via(GW6, PortId(1)) }];
+    let mut x = 0x5eed_u64;
+    while routes6.len() < 100_001 {
+        let len = 32 + u8::try_from(lcg(&mut x) % 33).unwrap_or(0);
+        let hi = (0x2u128 << 124) | (u128::from(lcg(&mut x)) << 60 >> 4);
+        routes6.push(RouteSpec6 { dst: Ipv6Addr::from(hi), len, next_hop: NextHop6::Via(GW6, PortId(1)) });
+    }
+    let arp = ArpConfig { local: vec![], proxy: vec![], interfaces: ifs.clone() };
+    vec![
+        Box::new(ParseStage::new()),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![], routes6 })),
+        Box::new(ArpStage::new(arp)),
+        Box::new(EgressStage),
+    ]
+}
+
+/// A 64-byte UDP frame over IPv6 from a pod to a random address in 2000::/4, to the
+/// node's pod-side MAC, with a valid checksum.
+fn udp6_frame(x: &mut u64) -> Vec<u8> {
+    use podplane::wire::checksum::pseudo_v6;
+    let src = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+    let dst = Ipv6Addr::from((0x2u128 << 124) | (u128::from(lcg(x)) << 60 >> 4) | u128::from(lcg(x)));
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&POD_MAC.0);
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 10, 17, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let mut u = [0x9c, 0x40, 0x00, 0x35, 0, 10, 0, 0, 0xab, 0xcd];
+    let mut sum = pseudo_v6(src, dst, 17, 10);
+    sum.add_bytes(&u);
+    let c = !sum.fold();
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    f.extend_from_slice(&u);
+    f
+}
+
 /// Teach the bridge the destination MAC, or the neighbour table the gateway's MAC.
 fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
     let frame = match mode {
@@ -212,6 +291,14 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
             let mut f = podplane::testutil::arp_request(GW, Ipv4Addr::new(192, 168, 0, 10));
             f[21] = 2;
             f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
+            f
+        }
+        // A neighbour advertisement from the IPv6 gateway to the uplink.
+        "parse_route6_100k" => {
+            let (group, _) = nd::solicited_node(GW6);
+            let ns = nd::NdMsg { kind: nd::NS, src: UP6, dst: group, target: GW6, lladdr: Some(UP_MAC), flags: 0 };
+            let mut f = vec![0u8; nd::frame_len(true)];
+            let _ = nd::write_advert(&mut f, &ns, GW_MAC, UP_MAC);
             f
         }
         _ => return,
