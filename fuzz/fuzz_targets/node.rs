@@ -25,8 +25,8 @@ fn node() -> Option<Pipeline> {
     let gw_mac = EthernetAddress([0x0a, 0x58, 10, 244, 0, 1]);
     let up_mac = EthernetAddress([0x02, 0, 192, 168, 0, 10]);
     let ifs = vec![
-        L3If { port: bvi, mac: gw_mac, ip: Ipv4Addr::new(10, 244, 0, 1), prefix: 24, mtu: 1500, bvi: true, ports: pods.to_vec() },
-        L3If { port: up, mac: up_mac, ip: Ipv4Addr::new(192, 168, 0, 10), prefix: 24, mtu: 1400, bvi: false, ports: vec![up] },
+        L3If { port: bvi, mac: gw_mac, ip: Ipv4Addr::new(10, 244, 0, 1), prefix: 24, mtu: 1500, bvi: true, ip6: Some(("fd00:10:244::1".parse().unwrap(), 64)), ports: pods.to_vec() },
+        L3If { port: up, mac: up_mac, ip: Ipv4Addr::new(192, 168, 0, 10), prefix: 24, mtu: 1400, bvi: false, ip6: Some(("fd00:ff::10".parse().unwrap(), 64)), ports: vec![up] },
     ];
     let bridge = BridgeStage::new(&BridgeConfig {
         domains: vec![BridgeDomain {
@@ -57,7 +57,17 @@ fn node() -> Option<Pipeline> {
         vec![
             Box::new(ParseStage::new()),
             Box::new(bridge),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![] })),
+            Box::new(RouteStage::new(&RouteConfig {
+                interfaces: ifs,
+                routes,
+                multipath: vec![],
+                // IPv6 too: a default via a link-local gateway on the uplink.
+                routes6: vec![podplane::stage::route::RouteSpec6 {
+                    dst: std::net::Ipv6Addr::UNSPECIFIED,
+                    len: 0,
+                    next_hop: podplane::stage::route::NextHop6::Via("fe80::1".parse().unwrap(), up),
+                }],
+            })),
             Box::new(ArpStage::new(arp)),
             Box::new(EgressStage),
         ],
