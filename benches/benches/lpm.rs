@@ -1,41 +1,43 @@
-//! LPM lookup time with 1M routes: the per-length hash tables (`Lpm`) against the same
-//! with a /16 directory in front (`Lpm4`, what the route stage uses). Destinations are
-//! random in the routed space.
+//! LPM lookup time with 1M routes, for the structure choice the route stage rests on:
+//! the per-length hash tables (`Lpm`), the same with a /16 directory of lengths in
+//! front (`Lpm4`, the first FIB), and the poptrie (`Poptrie4`, the FIB now). Two
+//! tables: 1M random prefixes of lengths 16..=32 (no shared paths: the worst case for
+//! a trie) and 1M prefixes shaped like an Internet BGP table. Destinations are random
+//! over the whole address space, and random inside the routes for the BGP table.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use podplane::table::lpm::{Key, Lpm, Lpm4};
+use podplane::table::poptrie::Poptrie4;
+use podplane_benches::{bgp_like_routes_1m, lcg, random_routes_1m};
 use std::hint::black_box;
 
-fn routes() -> Vec<(u32, u8, u32)> {
-    let mut x: u64 = 0x1234_5678;
-    let mut v = Vec::with_capacity(1_000_000);
-    while v.len() < 1_000_000 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let len = 16 + u8::try_from((x >> 59) % 17).unwrap_or(0);
-        let addr = u32::try_from((x >> 16) & 0xffff_ffff).unwrap_or(0).mask(len);
-        v.push((addr, len, u32::try_from(v.len() % 64).unwrap_or(0)));
-    }
-    v
-}
-
-fn bench(c: &mut Criterion) {
-    let rs = routes();
+fn bench_table(c: &mut Criterion, name: &str, routes: &[(u32, u8)], inside: bool) {
     let mut plain: Lpm<u32, u32> = Lpm::new();
     let mut dir: Lpm4<u32> = Lpm4::new();
-    for (a, l, v) in &rs {
-        plain.insert(*a, *l, *v);
-        dir.insert(*a, *l, *v);
+    let mut pop: Poptrie4<u32> = Poptrie4::new();
+    for (i, (a, l)) in routes.iter().enumerate() {
+        let v = u32::try_from(i % 64).unwrap_or(0);
+        plain.insert(a.mask(*l), *l, v);
+        dir.insert(*a, *l, v);
+        pop.insert(*a, *l, v);
     }
     plain.insert(0, 0, 99);
     dir.insert(0, 0, 99);
+    pop.insert(0, 0, 99);
     let mut x: u64 = 7;
     let dsts: Vec<u32> = (0..4096)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            u32::try_from(x >> 32).unwrap_or(0)
+            let r = u32::try_from(lcg(&mut x) >> 32).unwrap_or(0);
+            match routes.get(usize::try_from(lcg(&mut x) % routes.len() as u64).unwrap_or(0)) {
+                Some((a, l)) if inside => a.mask(*l) | (r >> l.min(&31)),
+                _ => r,
+            }
         })
         .collect();
-    let mut g = c.benchmark_group("lpm_1m_routes");
+    for d in &dsts {
+        assert_eq!(pop.lookup(*d), dir.lookup(*d), "{d:#x}");
+    }
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(dsts.len() as u64));
     g.bench_function("per_length_tables", |b| {
         b.iter(|| dsts.iter().map(|d| plain.lookup(black_box(*d)).map_or(0, |v| v.1)).sum::<u32>())
@@ -43,7 +45,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("dir16_per_length_tables", |b| {
         b.iter(|| dsts.iter().map(|d| dir.lookup(black_box(*d)).map_or(0, |v| v.1)).sum::<u32>())
     });
+    g.bench_function("poptrie", |b| {
+        b.iter(|| dsts.iter().map(|d| pop.lookup(black_box(*d)).map_or(0, |v| v.1)).sum::<u32>())
+    });
     g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    bench_table(c, "lpm_1m_random_routes", &random_routes_1m(), false);
+    bench_table(c, "lpm_1m_bgp_like_routes", &bgp_like_routes_1m(), true);
 }
 
 criterion_group!(benches, bench);

@@ -44,7 +44,7 @@ fn opts() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn ethernet_round_trips(src in mac(), dst in mac(), tci in proptest::option::of(any::<u16>()), et in any::<u16>()) {
@@ -476,6 +476,92 @@ mod lpm4_model {
                 prop_assert_eq!(t.lookup(a), want);
             }
         }
+    }
+}
+
+mod poptrie_model {
+    use podplane::table::lpm::Key;
+    use podplane::table::poptrie::Poptrie4;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u32, u8, u16),
+        Remove(u32, u8),
+    }
+
+    fn addr() -> impl Strategy<Value = u32> {
+        // A few /16s, and inside them either a few /24s or anywhere, so prefixes
+        // overlap at every level of the trie (6, 6 and 4 bits below the /16).
+        (0u32..3, prop_oneof![(0u32..3, any::<u8>()).prop_map(|(b, lo)| (b << 8) | u32::from(lo)), 0u32..0x10000])
+            .prop_map(|(a, low)| 0x0a00_0000 | (a << 16) | low)
+    }
+
+    fn len() -> impl Strategy<Value = u8> {
+        prop_oneof![0u8..=32, 17u8..=32, 26u8..=32]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn poptrie_matches_linear_scan(
+            ops in proptest::collection::vec(prop_oneof![
+                3 => (addr(), len(), 0u16..8).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                1 => (addr(), len()).prop_map(|(p, l)| Op::Remove(p, l)),
+            ], 0..96),
+            lookups in proptest::collection::vec(addr(), 0..96),
+        ) {
+            let mut t: Poptrie4<u16> = Poptrie4::new();
+            let mut model: Vec<(u32, u8, u16)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, l, v) => {
+                        let p = p.mask(l);
+                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                        prop_assert_eq!(t.insert(p, l, v), had);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                        model.push((p, l, v));
+                    }
+                    Op::Remove(p, l) => {
+                        let p = p.mask(l);
+                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                        prop_assert_eq!(t.remove(p, l), had);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                    }
+                }
+            }
+            prop_assert_eq!(t.len(), model.len());
+            for (p, l, v) in &model {
+                prop_assert_eq!(t.get(*p, *l), Some(*v));
+            }
+            // Every route's own first and last address, and the random ones.
+            let edges = model.iter().flat_map(|(p, l, _)| [*p, *p | !u32::MAX.checked_shl(32 - u32::from(*l)).unwrap_or(0)]);
+            for a in lookups.into_iter().chain(edges) {
+                let want = model.iter().filter(|(p, l, _)| a.mask(*l) == *p).max_by_key(|(_, l, _)| *l).map(|(_, l, v)| (*l, *v));
+                prop_assert_eq!(t.lookup(a), want, "lookup {:#x}", a);
+            }
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_answers() {
+        // Many rebuilds of the same /16s make garbage; compaction must not change
+        // any answer.
+        let mut t: Poptrie4<u32> = Poptrie4::new();
+        for round in 0..50u32 {
+            for k in 0..64u32 {
+                let p = 0x0a00_0000 | ((k % 4) << 16) | (k << 9) | (round << 2);
+                t.insert(p, 30, round * 100 + k);
+            }
+        }
+        for round in 0..50u32 {
+            for k in 0..64u32 {
+                let p = 0x0a00_0000 | ((k % 4) << 16) | (k << 9) | (round << 2);
+                assert_eq!(t.lookup(p | 1), Some((30, round * 100 + k)));
+            }
+        }
+        let (fib, _) = t.memory_bytes();
+        assert!(fib < 4 << 20, "garbage was compacted: {fib}");
     }
 }
 

@@ -73,7 +73,7 @@ fn tcp_and_ping_over_ipv6_across_two_routed_nodes() {
     let n1 = sim.add_node("node-1", &["pod", "uplink"], node(1, seed)).unwrap();
     let mut pods = Vec::new();
     for (k, (n, net)) in [(n0, "fd00:a::"), (n1, "fd00:b::")].into_iter().enumerate() {
-        let mut cfg = HostConfig::v4(&format!("pod-{k}"), Ipv4Addr::new(10, 244, k as u8, 2), 24);
+        let mut cfg = HostConfig::v4(&format!("pod-{k}"), Ipv4Addr::new(10, 244, u8::try_from(k).unwrap(), 2), 24);
         cfg.ipv6 = Some((a6(&format!("{net}2")), 64));
         cfg.gateway6 = Some(a6(&format!("{net}1")));
         let h = sim.add_host(cfg).unwrap();

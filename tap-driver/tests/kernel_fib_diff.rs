@@ -2,7 +2,7 @@
 //!
 //! In a network namespace of its own the test installs the same 10,000 random IPv4
 //! routes into the kernel (`ip -batch`, `route replace ... via 192.0.2.N`) and into a
-//! podplane [`Lpm4`] (the route stage's table), then asks the kernel `route get` for 100,000 random destinations
+//! podplane [`Poptrie4`] (the route stage's table), then asks the kernel `route get` for 100,000 random destinations
 //! (`ip -batch`) and compares the chosen gateway with podplane's answer for each.
 //! Prefixes are drawn around 10.0.0.0/8 with lengths 8..=32 so that they nest and
 //! overlap; a default route catches the rest. The namespace is deleted even on failure.
@@ -14,7 +14,8 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-use podplane::table::lpm::{Key, Lpm4};
+use podplane::table::lpm::Key;
+use podplane::table::poptrie::Poptrie4;
 
 struct Netns(String);
 
@@ -87,7 +88,7 @@ fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
     sh(&["-n", &ns.0, "link", "set", "v1", "up"]);
 
     let mut rng = Rng(seed);
-    let mut lpm: Lpm4<u8> = Lpm4::new();
+    let mut lpm: Poptrie4<u8> = Poptrie4::new();
     let mut cmds = String::from("route replace default via 192.0.2.254 dev v0\n");
     lpm.insert(0, 0, 254);
     // The connected /24 of v0 is in the kernel's main table too.

@@ -39,12 +39,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route6_100k> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
-        // Memory of the route stage's table holding the bench's 1M routes.
-        let mut t: podplane::table::lpm::Lpm4<NextHop> = podplane::table::lpm::Lpm4::new();
-        for r in million_routes() {
-            t.insert(u32::from(r.dst), r.len, r.next_hop);
-        }
-        println!("Lpm4 with {} routes: {:.1} MiB", t.len(), t.memory_bytes() as f64 / (1024.0 * 1024.0));
+        lpm_memory();
         return ExitCode::SUCCESS;
     }
     let (Some(mode), Some(batches)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok())) else {
@@ -190,18 +185,44 @@ fn route_1m() -> Vec<Box<dyn Stage>> {
 
 /// The bench's routes: a default, 10.244.0.0/16, and random prefixes of lengths
 /// 16..=32 over the whole space, 1,000,001 in all (a harsh, not a BGP-like, mix).
+/// The bench's million random routes (`podplane_benches::random_routes_1m`), with
+/// the test traffic's 10.244/16 and a default, all via one gateway.
 fn million_routes() -> Vec<RouteSpec> {
-    let mut routes = Vec::with_capacity(1_000_001);
-    let mut x: u64 = 0x1234_5678;
+    let mut routes = Vec::with_capacity(1_000_002);
     routes.push(RouteSpec { dst: Ipv4Addr::UNSPECIFIED, len: 0, next_hop: NextHop::Via(GW, PortId(1)) });
     routes.push(RouteSpec { dst: Ipv4Addr::new(10, 244, 0, 0), len: 16, next_hop: NextHop::Via(GW, PortId(1)) });
-    while routes.len() < 1_000_001 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let len = 16 + u8::try_from((x >> 59) % 17).unwrap_or(0);
-        let addr = Ipv4Addr::from(u32::try_from((x >> 16) & 0xffff_ffff).unwrap_or(0));
-        routes.push(RouteSpec { dst: addr, len, next_hop: NextHop::Via(GW, PortId(1)) });
-    }
+    routes.extend(podplane_benches::random_routes_1m().into_iter().map(|(a, len)| RouteSpec {
+        dst: Ipv4Addr::from(a),
+        len,
+        next_hop: NextHop::Via(GW, PortId(1)),
+    }));
     routes
+}
+
+/// Memory of each LPM structure holding each million-route table.
+fn lpm_memory() {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    for (name, table) in
+        [("random", podplane_benches::random_routes_1m()), ("bgp-like", podplane_benches::bgp_like_routes_1m())]
+    {
+        let mut old: podplane::table::lpm::Lpm4<u32> = podplane::table::lpm::Lpm4::new();
+        let mut pop: podplane::table::poptrie::Poptrie4<u32> = podplane::table::poptrie::Poptrie4::new();
+        for (i, (a, l)) in table.iter().enumerate() {
+            let v = u32::try_from(i % 64).unwrap_or(0);
+            old.insert(*a, *l, v);
+            pop.insert(*a, *l, v);
+        }
+        pop.compact();
+        let (fib, rib) = pop.memory_bytes();
+        let (nodes, leaves, _) = pop.shape();
+        println!(
+            "{name} 1M table ({} distinct prefixes): Lpm4 {:.1} MiB; Poptrie4 lookup structure {:.1} MiB ({nodes} nodes, {leaves} leaves) + route store {:.1} MiB",
+            pop.len(),
+            mib(old.memory_bytes()),
+            mib(fib),
+            mib(rib)
+        );
+    }
 }
 
 const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 1);

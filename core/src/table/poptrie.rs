@@ -1,0 +1,403 @@
+//! An IPv4 longest-prefix-match table built as a poptrie (Asai and Ohara, "Poptrie: A
+//! Compressed Trie with Population Count for Fast and Scalable Software IP Routing
+//! Table Lookup", SIGCOMM 2015): the FIB the route stage looks up per packet.
+//!
+//! # Lookup structure (the FIB)
+//! - A direct table of 262,144 entries indexed by the top 18 address bits (the
+//!   paper's `s` = 18: a /24, the commonest length in real tables, is then a leaf of
+//!   the first node level). Each holds the best route of length ≤ 18 covering that
+//!   slot (`short`) and, when the slot has longer routes, the root node of its
+//!   subtree.
+//! - Subtree nodes consume 6, 6 and then 2 bits. A node has two 64-bit maps: `vector`
+//!   marks children that are nodes, `leafvec` marks where a run of equal leaves
+//!   starts among the children that are leaves. Children nodes sit contiguous from
+//!   `base1`, leaves from `base0`, so the child of index `c` is found with one
+//!   population count over the map bits below `c`. A leaf holds the longest route
+//!   of length 19..=32 covering it, or 0: then the slot's `short` route answers.
+//!   Short routes are not pushed into the subtrees, so changing one (a default route)
+//!   touches only direct-table entries, never a subtree.
+//! - A lookup is one direct-table load plus at most three node loads and one leaf
+//!   load (`benches/benches/lpm.rs` compares it with the per-length hash tables it
+//!   replaced; the figures are in the route stage's docs).
+//!
+//! # Updates (the RIB)
+//! Routes are also kept as they were given: those of length ≤ 18 in a hash table per
+//! length, longer ones in a list per slot. Adding or removing a long route rebuilds
+//! the subtree of its slot only (its routes: four on average for a million random
+//! routes), at the end of the node and leaf arrays; the old ranges become garbage,
+//! and when garbage outweighs live entries everything is rebuilt compactly
+//! ([`Poptrie4::compact`], also worth calling after loading a large table). Adding or
+//! removing a short route of length `l` rewrites 2^(18 − l) direct entries. Updates
+//! run on the control path; the packet path only reads.
+
+use hashbrown::HashMap;
+use rustc_hash::FxBuildHasher;
+
+use super::lpm::Key;
+
+/// No subtree (in [`Dir::node`]).
+const NO_NODE: u32 = u32::MAX;
+/// Address bits the direct table consumes (the paper's `s`; 18 puts a /24 in a leaf
+/// of the first node level, the most common length in real tables).
+const DIRECT_LEN: u8 = 18;
+/// [`DIRECT_LEN`] as a shift amount.
+const DIRECT: u32 = DIRECT_LEN as u32;
+/// Bits below the direct table: strides of 6, 6 and then the rest.
+const SUFFIX: u8 = 32 - DIRECT_LEN;
+/// The last stride.
+const LAST_STRIDE: u32 = SUFFIX as u32 % 6;
+/// Direct-table entries.
+const SLOTS: usize = 1 << DIRECT;
+
+/// A direct-table entry: the subtree of the /16 and its best short route.
+#[derive(Clone, Copy, Debug)]
+struct Dir {
+    node: u32,
+    short: u32,
+}
+
+/// A trie node (24 bytes).
+#[derive(Clone, Copy, Debug, Default)]
+struct Node {
+    vector: u64,
+    leafvec: u64,
+    base0: u32,
+    base1: u32,
+}
+
+/// A leaf: 0 for none, else `(value index + 1) << 6 | length`.
+/// Lengths in a subtree count from the slot's prefix length.
+const SUFFIX_LEN_BASE: u8 = DIRECT_LEN;
+
+/// The address bits below the slot.
+#[inline]
+fn low_bits(p: u32) -> u16 {
+    (p & ((1 << SUFFIX) - 1)) as u16
+}
+
+#[inline]
+fn leaf_code(vi: u32, len: u8) -> u32 {
+    ((vi + 1) << 6) | u32::from(len)
+}
+
+/// A long route as kept in the RIB: the address bits below the slot, the length and
+/// the value index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Long {
+    low: u16,
+    len: u8,
+    vi: u32,
+}
+
+/// An IPv4 poptrie from prefixes to values `V` (see the [module docs](self)).
+#[derive(Clone, Debug)]
+pub struct Poptrie4<V: Copy + Eq + core::hash::Hash> {
+    dir: Vec<Dir>,
+    nodes: Vec<Node>,
+    leaves: Vec<u32>,
+    /// Nodes and leaves of each slot's subtree (garbage once it is rebuilt).
+    sizes: Vec<[u32; 2]>,
+    garbage: usize,
+    short: Vec<HashMap<u32, u32, FxBuildHasher>>,
+    long: Vec<Box<[Long]>>,
+    values: Vec<V>,
+    interned: HashMap<V, u32, FxBuildHasher>,
+    len: usize,
+}
+
+impl<V: Copy + Eq + core::hash::Hash> Default for Poptrie4<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
+    /// An empty table (the direct table is allocated up front: 2 MiB).
+    pub fn new() -> Self {
+        Poptrie4 {
+            dir: vec![Dir { node: NO_NODE, short: 0 }; SLOTS],
+            nodes: Vec::new(),
+            leaves: Vec::new(),
+            sizes: vec![[0; 2]; SLOTS],
+            garbage: 0,
+            short: (0..=DIRECT).map(|_| HashMap::with_hasher(FxBuildHasher)).collect(),
+            long: vec![Box::default(); SLOTS],
+            values: Vec::new(),
+            interned: HashMap::with_hasher(FxBuildHasher),
+            len: 0,
+        }
+    }
+
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn intern(&mut self, v: V) -> u32 {
+        if let Some(i) = self.interned.get(&v) {
+            return *i;
+        }
+        let i = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(v);
+        self.interned.insert(v, i);
+        i
+    }
+
+    fn decode(&self, code: u32) -> Option<(u8, V)> {
+        if code == 0 {
+            return None;
+        }
+        let v = self.values.get(((code >> 6) - 1) as usize)?;
+        Some(u8::try_from(code & 63).map_or((32, *v), |l| (l, *v)))
+    }
+
+    /// The value stored for exactly `prefix/len`.
+    pub fn get(&self, prefix: u32, len: u8) -> Option<V> {
+        let len = len.min(32);
+        let p = prefix.mask(len);
+        let vi = if u32::from(len) <= DIRECT {
+            *self.short.get(usize::from(len))?.get(&p)?
+        } else {
+            let low = low_bits(p);
+            self.long.get((p >> SUFFIX) as usize)?.iter().find(|l| l.low == low && l.len == len)?.vi
+        };
+        self.values.get(vi as usize).copied()
+    }
+
+    /// Insert or replace `prefix/len` (host bits ignored, `len` clamped to 32);
+    /// returns the old value.
+    pub fn insert(&mut self, prefix: u32, len: u8, value: V) -> Option<V> {
+        let len = len.min(32);
+        let p = prefix.mask(len);
+        let vi = self.intern(value);
+        let old = if u32::from(len) <= DIRECT {
+            let old = self.short.get_mut(usize::from(len))?.insert(p, vi);
+            self.refresh_short(p, len);
+            old
+        } else {
+            let s = (p >> SUFFIX) as usize;
+            let low = low_bits(p);
+            let list = self.long.get_mut(s)?;
+            let old = match list.iter_mut().find(|l| l.low == low && l.len == len) {
+                Some(l) => Some(core::mem::replace(&mut l.vi, vi)),
+                None => {
+                    let mut v = core::mem::take(list).into_vec();
+                    v.push(Long { low, len, vi });
+                    *list = v.into_boxed_slice();
+                    None
+                }
+            };
+            self.rebuild(s);
+            old
+        };
+        if old.is_none() {
+            self.len += 1;
+        }
+        old.and_then(|i| self.values.get(i as usize).copied())
+    }
+
+    /// Remove `prefix/len`; returns its value.
+    pub fn remove(&mut self, prefix: u32, len: u8) -> Option<V> {
+        let len = len.min(32);
+        let p = prefix.mask(len);
+        let old = if u32::from(len) <= DIRECT {
+            let old = self.short.get_mut(usize::from(len))?.remove(&p)?;
+            self.refresh_short(p, len);
+            old
+        } else {
+            let s = (p >> SUFFIX) as usize;
+            let low = low_bits(p);
+            let list = self.long.get_mut(s)?;
+            let at = list.iter().position(|l| l.low == low && l.len == len)?;
+            let mut v = core::mem::take(list).into_vec();
+            let old = v.swap_remove(at).vi;
+            *list = v.into_boxed_slice();
+            self.rebuild(s);
+            old
+        };
+        self.len -= 1;
+        self.values.get(old as usize).copied()
+    }
+
+    /// Recompute the short route of every slot that `prefix/len` (len ≤ [`DIRECT`])
+    /// covers.
+    fn refresh_short(&mut self, prefix: u32, len: u8) {
+        let first = prefix >> SUFFIX;
+        let n = 1u32 << (DIRECT - u32::from(len));
+        // Only lengths that have routes are probed (a default route change walks all
+        // 262,144 slots).
+        let present: Vec<u8> =
+            (0..=DIRECT_LEN).rev().filter(|l| self.short.get(usize::from(*l)).is_some_and(|t| !t.is_empty())).collect();
+        for s in first..first + n {
+            let addr = s << SUFFIX;
+            let best = present.iter().copied().find_map(|l| {
+                self.short.get(usize::from(l)).and_then(|t| t.get(&addr.mask(l))).map(|vi| leaf_code(*vi, l))
+            });
+            if let Some(d) = self.dir.get_mut(s as usize) {
+                d.short = best.unwrap_or(0);
+            }
+        }
+    }
+
+    /// Rebuild the subtree of slot `s` from its long routes.
+    fn rebuild(&mut self, s: usize) {
+        let old = self.sizes.get(s).copied().unwrap_or([0; 2]);
+        self.garbage += old[0] as usize + old[1] as usize;
+        let mut routes: Vec<(u32, u8, u32)> = self
+            .long
+            .get(s)
+            .map(|l| {
+                l.iter()
+                    .map(|r| (u32::from(r.low) << DIRECT, r.len - SUFFIX_LEN_BASE, leaf_code(r.vi, r.len)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let node = if routes.is_empty() {
+            if let Some(r) = self.sizes.get_mut(s) {
+                *r = [0; 2];
+            }
+            NO_NODE
+        } else {
+            // Shorter first, so longer routes paint over them.
+            routes.sort_unstable_by_key(|r| r.1);
+            let (n0, l0) = (self.nodes.len(), self.leaves.len());
+            self.nodes.push(Node::default());
+            let root = build(&routes, 0, 0, &mut self.nodes, &mut self.leaves);
+            if let Some(slot) = self.nodes.get_mut(n0) {
+                *slot = root;
+            }
+            let r = [self.nodes.len() - n0, self.leaves.len() - l0].map(|x| u32::try_from(x).unwrap_or(0));
+            if let Some(slot) = self.sizes.get_mut(s) {
+                *slot = r;
+            }
+            u32::try_from(n0).unwrap_or(NO_NODE)
+        };
+        if let Some(d) = self.dir.get_mut(s) {
+            d.node = node;
+        }
+        if self.garbage > 1024 && self.garbage > self.nodes.len() + self.leaves.len() - self.garbage {
+            self.compact();
+        }
+    }
+
+    /// Rebuild every subtree into fresh arrays, dropping the garbage and spare
+    /// capacity. Updates call it when garbage outweighs live entries; call it after
+    /// loading a large table.
+    pub fn compact(&mut self) {
+        let live = (self.nodes.len() + self.leaves.len()).saturating_sub(self.garbage);
+        self.nodes = Vec::with_capacity(live / 3);
+        self.leaves = Vec::with_capacity(live - live / 3);
+        self.garbage = 0;
+        self.sizes.fill([0; 2]);
+        for s in 0..self.long.len() {
+            if self.long.get(s).is_some_and(|l| !l.is_empty()) {
+                self.rebuild(s);
+            }
+        }
+        self.nodes.shrink_to_fit();
+        self.leaves.shrink_to_fit();
+    }
+
+    /// The longest prefix covering `addr`: its length and value.
+    #[inline]
+    pub fn lookup(&self, addr: u32) -> Option<(u8, V)> {
+        let d = *self.dir.get((addr >> SUFFIX) as usize)?;
+        if d.node != NO_NODE {
+            let mut n = self.nodes.get(d.node as usize)?;
+            let mut shift = u32::from(SUFFIX) - 6; // bits below the current stride
+            loop {
+                let stride_mask = if shift == 0 { (1 << LAST_STRIDE) - 1 } else { 0x3f };
+                let c = (addr >> shift) & stride_mask;
+                let bit = 1u64 << c;
+                if n.vector & bit != 0 {
+                    let i = n.base1 + (n.vector & (bit - 1)).count_ones();
+                    n = self.nodes.get(i as usize)?;
+                    shift = shift.saturating_sub(6);
+                    continue;
+                }
+                let i = n.base0 + (n.leafvec & ((bit << 1).wrapping_sub(1))).count_ones() - 1;
+                let leaf = *self.leaves.get(i as usize)?;
+                if leaf != 0 {
+                    return self.decode(leaf);
+                }
+                break;
+            }
+        }
+        self.decode(d.short)
+    }
+
+    /// Nodes and leaves in use (for the memory report).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.nodes.len(), self.leaves.len(), self.garbage)
+    }
+
+    /// Bytes used: the lookup structure (direct table, nodes, leaves) and the route
+    /// store kept for updates, reported apart.
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let fib = self.dir.len() * size_of::<Dir>()
+            + self.nodes.capacity() * size_of::<Node>()
+            + self.leaves.capacity() * 4
+            + self.values.len() * size_of::<V>();
+        let rib = self.sizes.len() * 8
+            + self.long.len() * size_of::<Box<[Long]>>()
+            + self.long.iter().map(|l| l.len() * size_of::<Long>()).sum::<usize>()
+            + self.short.iter().map(|t| t.capacity() * 9).sum::<usize>()
+            + self.interned.capacity() * (size_of::<V>() + 5);
+        (fib, rib)
+    }
+}
+
+/// Build the node at `depth` bits into a slot's [`SUFFIX`]-bit suffix for `routes`
+/// (address suffix in the top bits, length below the slot, sorted by length), every
+/// child starting from `inherited` (the leaf covering the whole node), pushing its
+/// children and leaves. Strides are 6, 6 and the rest, as [`Poptrie4::lookup`] walks
+/// them.
+fn build(routes: &[(u32, u8, u32)], depth: u8, inherited: u32, nodes: &mut Vec<Node>, leaves: &mut Vec<u32>) -> Node {
+    let stride = 6u8.min(SUFFIX - depth);
+    let end = depth + stride;
+    let width = 1usize << stride;
+    let child_of = |a: u32| ((a >> (32 - u32::from(end))) as usize) & (width - 1);
+    let mut child_leaf = [inherited; 64];
+    let mut sub = 0u64;
+    for &(a, len, code) in routes {
+        if len <= end {
+            let span = 1usize << (end - len);
+            let first = child_of(a) & !(span - 1);
+            for l in child_leaf.iter_mut().skip(first).take(span) {
+                *l = code;
+            }
+        } else {
+            sub |= 1 << child_of(a);
+        }
+    }
+    let mut node = Node { vector: sub, leafvec: 0, base0: u32::try_from(leaves.len()).unwrap_or(0), base1: 0 };
+    let mut last = None;
+    for (c, l) in child_leaf.iter().enumerate().take(width) {
+        if sub & (1 << c) == 0 && last != Some(*l) {
+            node.leafvec |= 1 << c;
+            leaves.push(*l);
+            last = Some(*l);
+        }
+    }
+    let first_child = nodes.len();
+    node.base1 = u32::try_from(first_child).unwrap_or(0);
+    nodes.resize(first_child + sub.count_ones() as usize, Node::default());
+    let mut k = first_child;
+    for c in 0..width {
+        if sub & (1 << c) == 0 {
+            continue;
+        }
+        let below: Vec<(u32, u8, u32)> = routes.iter().filter(|r| r.1 > end && child_of(r.0) == c).copied().collect();
+        let child = build(&below, end, child_leaf.get(c).copied().unwrap_or(0), nodes, leaves);
+        if let Some(slot) = nodes.get_mut(k) {
+            *slot = child;
+        }
+        k += 1;
+    }
+    node
+}
