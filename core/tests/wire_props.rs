@@ -543,6 +543,34 @@ mod poptrie_model {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Loading routes in bulk gives the same table as inserting them one by one
+        /// (later duplicates win), on top of routes already there.
+        #[test]
+        fn extend_equals_inserts(
+            before in proptest::collection::vec((addr(), len(), 0u16..8), 0..16),
+            routes in proptest::collection::vec((addr(), len(), 0u16..8), 0..96),
+            lookups in proptest::collection::vec(addr(), 0..96),
+        ) {
+            let mut bulk: Poptrie4<u16> = Poptrie4::new();
+            let mut one: Poptrie4<u16> = Poptrie4::new();
+            for (p, l, v) in &before {
+                bulk.insert(*p, *l, *v);
+                one.insert(*p, *l, *v);
+            }
+            bulk.extend(routes.iter().copied());
+            for (p, l, v) in &routes {
+                one.insert(*p, *l, *v);
+            }
+            prop_assert_eq!(bulk.len(), one.len());
+            let edges = routes.iter().map(|(p, l, _)| p.mask(*l));
+            for a in lookups.into_iter().chain(edges) {
+                prop_assert_eq!(bulk.lookup(a), one.lookup(a), "lookup {:#x}", a);
+            }
+        }
+    }
+
     #[test]
     fn compaction_keeps_answers() {
         // Many rebuilds of the same /16s make garbage; compaction must not change

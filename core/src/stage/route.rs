@@ -148,10 +148,7 @@ impl RouteStage {
             fib.insert(u32::from(i.ip), i.prefix, NextHop::Connected(i.port));
             fib.insert(u32::from(i.ip), 32, NextHop::Local);
         }
-        for r in &config.routes {
-            fib.insert(u32::from(r.dst), r.len, r.next_hop);
-        }
-        fib.compact();
+        fib.extend(config.routes.iter().map(|r| (u32::from(r.dst), r.len, r.next_hop)));
         let mut fib6 = Lpm::new();
         for i in &config.interfaces {
             if let Some((ip, len)) = i.ip6 {
