@@ -400,7 +400,9 @@ mod lpm_model {
         (0u32..16, any::<u8>()).prop_map(|(hi, lo)| (0x0a00_0000 | (hi << 12)) + u32::from(lo))
     }
     fn v6() -> impl Strategy<Value = u128> {
-        (0u128..16, any::<u8>()).prop_map(|(hi, lo)| (0xfd00u128 << 112) | (hi << 64) | u128::from(lo))
+        // Two /32s, sixteen /64s, 256 hosts: prefixes overlap across the /32 boundary.
+        (0u128..2, 0u128..16, any::<u8>())
+            .prop_map(|(t, hi, lo)| (0xfd00u128 << 112) | (t << 96) | (hi << 64) | u128::from(lo))
     }
 
     proptest! {
@@ -413,6 +415,39 @@ mod lpm_model {
             lookups in proptest::collection::vec(v4(), 0..64),
         ) {
             check(ops, lookups)?;
+        }
+
+        #[test]
+        fn lpm6_matches_linear_scan(
+            ops in proptest::collection::vec(prop_oneof![
+                (v6(), 0u8..=128, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                (v6(), prop_oneof![0u8..=128, 30u8..=34]).prop_map(|(p, l)| Op::Remove(p, l)),
+            ], 0..64),
+            lookups in proptest::collection::vec(v6(), 0..64),
+        ) {
+            let mut t: podplane::table::lpm::Lpm6<u16> = podplane::table::lpm::Lpm6::new();
+            let mut model: Vec<(u128, u8, u16)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(p, l, v) => {
+                        let p = p.mask(l);
+                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                        prop_assert_eq!(t.insert(p, l, v), had);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                        model.push((p, l, v));
+                    }
+                    Op::Remove(p, l) => {
+                        let p = p.mask(l);
+                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                        prop_assert_eq!(t.remove(p, l), had);
+                        model.retain(|(q, m, _)| !(*q == p && *m == l));
+                    }
+                }
+            }
+            prop_assert_eq!(t.len(), model.len());
+            for a in lookups.into_iter().chain(model.iter().map(|r| r.0)) {
+                prop_assert_eq!(t.lookup(a), model_lookup(&model, a), "lookup {:#x}", a);
+            }
         }
 
         #[test]

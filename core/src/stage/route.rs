@@ -35,7 +35,7 @@
 //! prefixes shaped like a BGP table. Its memory: 10.3 MiB of lookup structure for the
 //! BGP-shaped table, 26.8 MiB for the random one (random long prefixes share no trie
 //! path; the hash tables took 14.2 and 16.8 MiB), plus the routes kept for updates
-//! (`icount lpm_memory`). IPv6 routes use per-length hash tables ([`Lpm`]) for now.
+//! (`icount lpm_memory`). IPv6 routes use [`Lpm6`]: per-length hash tables behind a /32 directory of the lengths present.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -46,7 +46,7 @@ pub use v6::{DEFAULT_HOP_LIMIT, ICMPV6_ERROR_MAX, NextHop6, RouteSpec6, link_loc
 
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
-use crate::table::lpm::Lpm;
+use crate::table::lpm::Lpm6;
 use crate::table::poptrie::Poptrie4;
 use crate::time::Instant;
 use crate::wire::checksum::Sum;
@@ -133,7 +133,7 @@ pub const ICMP_ERROR_MAX: usize = 576;
 pub struct RouteStage {
     ifs: Vec<L3If>,
     fib: Poptrie4<NextHop>,
-    fib6: Lpm<u128, NextHop6>,
+    fib6: Lpm6<NextHop6>,
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
@@ -149,7 +149,7 @@ impl RouteStage {
             fib.insert(u32::from(i.ip), 32, NextHop::Local);
         }
         fib.extend(config.routes.iter().map(|r| (u32::from(r.dst), r.len, r.next_hop)));
-        let mut fib6 = Lpm::new();
+        let mut fib6 = Lpm6::new();
         for i in &config.interfaces {
             if let Some((ip, len)) = i.ip6 {
                 fib6.insert(u128::from(ip), len, NextHop6::Connected(i.port));
