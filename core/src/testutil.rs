@@ -163,3 +163,72 @@ impl CounterExpect {
         assert!(snap.balanced(), "accounting identity broken:\n{snap}");
     }
 }
+
+/// What one [`run`] of a pipeline did: per input frame where it went, every
+/// transmitted (port, bytes) in output order, and how many went to the host.
+#[derive(Debug)]
+pub struct Run {
+    /// Disposition of each input frame, in input order.
+    pub disp: Vec<crate::pipeline::Disposition>,
+    /// Transmitted frames.
+    pub tx: Vec<(PortId, Vec<u8>)>,
+    /// Frames for the host.
+    pub host: usize,
+}
+
+/// Load `frames` (each on its port), run the pipeline once at `now`, copy out what it
+/// transmitted and free every output slot (held packets stay held).
+pub fn run(pl: &mut crate::Pipeline, pool: &mut BufPool, now: crate::Instant, frames: &[(u16, Vec<u8>)]) -> Run {
+    let mut batch = Batch::new();
+    for (port, f) in frames {
+        load(pool, &mut batch, PortId(*port), std::slice::from_ref(f));
+    }
+    let out = pl.process(pool, now, &mut batch);
+    let tx: Vec<(PortId, Vec<u8>)> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec())).collect();
+    let freed: Vec<PktId> = out.tx().map(|(_, k)| k).chain(out.host().iter().copied()).collect();
+    let host = out.host().len();
+    let disp = (0..batch.len()).map(|i| batch.disposition(i)).collect();
+    for k in freed {
+        pool.free(k).unwrap();
+    }
+    Run { disp, tx, host }
+}
+
+/// Bytes from a hex string (a golden capture).
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// A routing node's stages, `parse → route → arp → egress`, over routed interfaces
+/// `ifs` (each answering ARP for its own address on its port) with `routes` and
+/// `routes6`.
+pub fn routed_stages(
+    ifs: Vec<crate::stage::route::L3If>,
+    routes: Vec<crate::stage::route::RouteSpec>,
+    routes6: Vec<crate::stage::route::RouteSpec6>,
+) -> Vec<Box<dyn crate::pipeline::Stage>> {
+    use crate::stage::arp::{ArpConfig, LocalAddr};
+    use crate::stage::route::RouteConfig;
+    use crate::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
+    let arp = ArpConfig {
+        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
+        proxy: vec![],
+        interfaces: ifs.clone(),
+    };
+    vec![
+        Box::new(ParseStage::new()),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6 })),
+        Box::new(ArpStage::new(arp)),
+        Box::new(EgressStage),
+    ]
+}
+
+/// [`routed_stages`] as a pipeline.
+pub fn routed_pipeline(
+    ifs: Vec<crate::stage::route::L3If>,
+    routes: Vec<crate::stage::route::RouteSpec>,
+    routes6: Vec<crate::stage::route::RouteSpec6>,
+    seed: u64,
+) -> crate::Pipeline {
+    crate::Pipeline::new(routed_stages(ifs, routes, routes6), crate::pipeline::PipelineConfig::default(), seed)
+}

@@ -7,12 +7,12 @@
 
 use std::net::Ipv4Addr;
 
-use podplane::buf::{Batch, BufPool, PortId};
+use podplane::buf::{BufPool, PortId};
 use podplane::pipeline::{Disposition, DropReason, Pipeline, PipelineConfig, StageEvent};
 use podplane::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
 use podplane::stage::bridge::{BridgeConfig, BridgeConfigError, BridgeDomain, BridgePort};
 use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage};
-use podplane::testutil::{self, CounterExpect};
+use podplane::testutil::{self, CounterExpect, Run, hex};
 use podplane::wire::EthernetAddress;
 use podplane::wire::arp::{ArpOperation, ArpRepr};
 use podplane::wire::ethernet::{EtherType, EthernetRepr};
@@ -28,10 +28,6 @@ const GW_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// 10.99.0.2 (02:00:00:99:00:02), captured with an AF_PACKET socket on a veth in a
 /// network namespace (`ip netns`, `python3` raw socket), 42 bytes, no padding.
 const LINUX_ARP_REPLY: &str = "020000990002020000990001080600010800060400020200009900010a6300010200009900020a630002";
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
 
 fn node(hairpin0: bool) -> Pipeline {
     let ports = (0..3).map(|p| BridgePort { port: PortId(p), hairpin: p == 0 && hairpin0 }).collect();
@@ -82,29 +78,11 @@ fn arp_request(src: EthernetAddress, sip: Ipv4Addr, tip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Run frames (each on its port) at time `t`; return per frame: where the original
-/// went, and every transmitted (port, bytes) in output order.
-struct Run {
-    disp: Vec<Disposition>,
-    tx: Vec<(PortId, Vec<u8>)>,
-    host: usize,
-}
-
+/// Run frames (each on its port) at time `t`: no slot may leak on a bridge.
 fn run(pl: &mut Pipeline, pool: &mut BufPool, t: Instant, frames: &[(u16, Vec<u8>)]) -> Run {
-    let mut batch = Batch::new();
-    for (port, f) in frames {
-        testutil::load(pool, &mut batch, PortId(*port), std::slice::from_ref(f));
-    }
-    let out = pl.process(pool, t, &mut batch);
-    let tx: Vec<(PortId, Vec<u8>)> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec())).collect();
-    let freed: Vec<_> = out.tx().map(|(_, k)| k).chain(out.host().iter().copied()).collect();
-    let host = out.host().len();
-    let disp = (0..batch.len()).map(|i| batch.disposition(i)).collect();
-    for k in freed {
-        pool.free(k).unwrap();
-    }
+    let r = testutil::run(pl, pool, t, frames);
     assert_eq!(pool.available(), pool.capacity(), "a slot leaked");
-    Run { disp, tx, host }
+    r
 }
 
 fn ports(r: &Run) -> Vec<u16> {

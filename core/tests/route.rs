@@ -10,11 +10,10 @@ use std::net::Ipv4Addr;
 
 use podplane::Instant;
 use podplane::buf::{Batch, BufPool, PortId};
-use podplane::pipeline::{DropReason, Pipeline, PipelineConfig, StageEvent};
-use podplane::stage::arp::{ArpConfig, LocalAddr};
+use podplane::pipeline::{DropReason, Pipeline, StageEvent};
+use podplane::stage::RouteStage;
 use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
-use podplane::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
-use podplane::testutil::{self, CounterExpect};
+use podplane::testutil::{self, CounterExpect, hex};
 use podplane::wire::EthernetAddress;
 use podplane::wire::ipv4::Ipv4Packet;
 
@@ -24,52 +23,16 @@ use podplane::wire::ipv4::Ipv4Packet;
 /// sender's veth. TOS 0xd0, ID 0xa282, DF clear, TTL 64, the whole packet quoted.
 const LINUX_TIME_EXCEEDED: &str = "8261cf15261082635c2e8e95080045d00046a28200004001c29e0a6200010a6200020b00baa3000000004510002a44554000011120980a6200020a610002af17829a001614ee68656c6c6f2d706f64706c616e65";
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 const R_MAC: EthernetAddress = EthernetAddress([0x82, 0x63, 0x5c, 0x2e, 0x8e, 0x95]);
 const A_MAC: EthernetAddress = EthernetAddress([0x82, 0x61, 0xcf, 0x15, 0x26, 0x10]);
 const RB_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0x97, 0x01]);
 
 fn router(routes: Vec<RouteSpec>, mtu_b: u16) -> Pipeline {
     let ifs = vec![
-        L3If {
-            port: PortId(0),
-            mac: R_MAC,
-            ip: Ipv4Addr::new(10, 98, 0, 1),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: None,
-            ports: vec![PortId(0)],
-        },
-        L3If {
-            port: PortId(1),
-            mac: RB_MAC,
-            ip: Ipv4Addr::new(10, 97, 0, 1),
-            prefix: 24,
-            mtu: mtu_b,
-            bvi: false,
-            ip6: None,
-            ports: vec![PortId(1)],
-        },
+        L3If::routed(PortId(0), R_MAC, Ipv4Addr::new(10, 98, 0, 1), 24, 1500),
+        L3If::routed(PortId(1), RB_MAC, Ipv4Addr::new(10, 97, 0, 1), 24, mtu_b),
     ];
-    let arp = ArpConfig {
-        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
-        proxy: vec![],
-        interfaces: ifs.clone(),
-    };
-    Pipeline::new(
-        vec![
-            Box::new(ParseStage::new()),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6: vec![] })),
-            Box::new(ArpStage::new(arp)),
-            Box::new(EgressStage),
-        ],
-        PipelineConfig::default(),
-        9,
-    )
+    testutil::routed_pipeline(ifs, routes, vec![], 9)
 }
 
 /// The packet Linux was sent: UDP 10.98.0.2:44823 -> 10.97.0.2:33434, TTL 1, TOS 0x10.
@@ -94,20 +57,7 @@ fn run(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> Vec<
 }
 
 fn run_at(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)], secs: u64) -> Vec<(PortId, Vec<u8>)> {
-    let mut batch = Batch::new();
-    for (p, f) in frames {
-        testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
-    }
-    let out = pl.process(pool, Instant::from_nanos(secs * 1_000_000_000), &mut batch);
-    let tx: Vec<_> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec(), k)).collect();
-    let host: Vec<_> = out.host().to_vec();
-    for (_, _, k) in &tx {
-        pool.free(*k).unwrap();
-    }
-    for k in host {
-        pool.free(k).unwrap();
-    }
-    tx.into_iter().map(|(p, d, _)| (p, d)).collect()
+    testutil::run(pl, pool, Instant::from_nanos(secs * 1_000_000_000), frames).tx
 }
 
 #[test]

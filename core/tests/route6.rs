@@ -5,18 +5,16 @@
 //! the flow label (Linux hashes one; podplane sends 0) and the checksum it changes.
 
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
-#![allow(clippy::cast_possible_truncation, clippy::too_many_arguments)] // test frame builders with small constants
+#![allow(clippy::cast_possible_truncation, clippy::too_many_arguments)] // frame builders with small constants
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use podplane::Instant;
-use podplane::buf::{Batch, BufPool, PortId};
-use podplane::pipeline::{DropReason, Pipeline, PipelineConfig, StageEvent};
-use podplane::stage::arp::ArpConfig;
+use podplane::buf::{BufPool, PortId};
+use podplane::pipeline::{DropReason, Pipeline, StageEvent};
 use podplane::stage::arp::nd;
-use podplane::stage::route::{L3If, NextHop6, RouteConfig, RouteSpec6};
-use podplane::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
-use podplane::testutil::{self, CounterExpect};
+use podplane::stage::route::{L3If, NextHop6, RouteSpec6};
+use podplane::testutil::{self, CounterExpect, hex};
 use podplane::wire::EthernetAddress;
 use podplane::wire::checksum::pseudo_v6;
 
@@ -33,36 +31,14 @@ const LINUX_NO_ROUTE: &str = "02000000000a02000000010186dd6004bf6300583a40fd0000
 /// A prohibit route for fd00:7::/64.
 const LINUX_PROHIBIT: &str = "02000000000a02000000010186dd6004f41a00583a40fd000001000000000000000000000001fd00000100000000000000000000000201019336000000006000000000281140fd000001000000000000000000000002fd0000070000000000000000000000019c40829a0028f5b5000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 fn a6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
 fn router(mtu_b: u16) -> Pipeline {
     let ifs = vec![
-        L3If {
-            port: PortId(0),
-            mac: R_MAC,
-            ip: Ipv4Addr::new(10, 98, 0, 1),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: Some((a6("fd00:1::1"), 64)),
-            ports: vec![PortId(0)],
-        },
-        L3If {
-            port: PortId(1),
-            mac: RB_MAC,
-            ip: Ipv4Addr::new(10, 97, 0, 1),
-            prefix: 24,
-            mtu: mtu_b,
-            bvi: false,
-            ip6: Some((a6("fd00:2::1"), 64)),
-            ports: vec![PortId(1)],
-        },
+        L3If::routed(PortId(0), R_MAC, Ipv4Addr::new(10, 98, 0, 1), 24, 1500).with_ip6(a6("fd00:1::1"), 64),
+        L3If::routed(PortId(1), RB_MAC, Ipv4Addr::new(10, 97, 0, 1), 24, mtu_b).with_ip6(a6("fd00:2::1"), 64),
     ];
     let routes6 = vec![
         RouteSpec6 { dst: a6("fd00:8::"), len: 64, next_hop: NextHop6::Unreachable },
@@ -70,28 +46,7 @@ fn router(mtu_b: u16) -> Pipeline {
         RouteSpec6 { dst: a6("fd00:6::"), len: 64, next_hop: NextHop6::Blackhole },
         RouteSpec6 { dst: a6("fd00:5::"), len: 64, next_hop: NextHop6::Via(a6("fe80::b"), PortId(1)) },
     ];
-    let arp = ArpConfig { local: vec![], proxy: vec![], interfaces: ifs.clone() };
-    Pipeline::new(
-        vec![
-            Box::new(ParseStage::new()),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![], routes6 })),
-            Box::new(ArpStage::new(arp)),
-            Box::new(EgressStage),
-        ],
-        PipelineConfig::default(),
-        9,
-    )
-}
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = 0;
-    for c in b.chunks(2) {
-        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
+    testutil::routed_pipeline(ifs, vec![], routes6, 9)
 }
 
 /// An Ethernet + IPv6 + UDP frame from `src` (at `eth_src`) to `dst` with `n` bytes
@@ -119,7 +74,7 @@ fn udp6(
     ph.extend_from_slice(&(ulen as u32).to_be_bytes());
     ph.extend_from_slice(&[0, 0, 0, 17]);
     ph.extend_from_slice(&u);
-    let c = match csum(&ph) {
+    let c = match podplane::wire::checksum::checksum(&ph) {
         0 => 0xffff,
         c => c,
     };
@@ -155,20 +110,7 @@ fn na_from(mac: EthernetAddress, who: &str, to_mac: EthernetAddress, to: &str) -
 }
 
 fn run(pl: &mut Pipeline, pool: &mut BufPool, frames: &[(u16, Vec<u8>)], secs: u64) -> Vec<(PortId, Vec<u8>)> {
-    let mut batch = Batch::new();
-    for (p, f) in frames {
-        testutil::load(pool, &mut batch, PortId(*p), std::slice::from_ref(f));
-    }
-    let out = pl.process(pool, Instant::from_nanos(secs * 1_000_000_000), &mut batch);
-    let tx: Vec<_> = out.tx().map(|(p, k)| (p, pool.data(k).to_vec(), k)).collect();
-    let host: Vec<_> = out.host().to_vec();
-    for (_, _, k) in &tx {
-        pool.free(*k).unwrap();
-    }
-    for k in host {
-        pool.free(k).unwrap();
-    }
-    tx.into_iter().map(|(p, d, _)| (p, d)).collect()
+    testutil::run(pl, pool, Instant::from_nanos(secs * 1_000_000_000), frames).tx
 }
 
 /// Linux's error with the flow label set to podplane's 0 and the checksum left alone

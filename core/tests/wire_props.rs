@@ -350,17 +350,47 @@ proptest! {
     }
 }
 
+/// Every LPM structure against one model: a list of (prefix, len, value), longest
+/// match by linear scan, after random inserts and removes.
 mod lpm_model {
-    use podplane::table::lpm::{Key, Lpm};
+    use podplane::table::lpm::{Key, Lpm, Lpm4, Lpm6};
+    use podplane::table::poptrie::Poptrie4;
     use proptest::prelude::*;
 
-    /// The model: a list of (prefix, len, value), longest match by linear scan.
+    /// What the model checks of each structure.
+    trait Table<K> {
+        fn insert(&mut self, p: K, l: u8, v: u16) -> Option<u16>;
+        fn remove(&mut self, p: K, l: u8) -> Option<u16>;
+        fn lookup(&self, a: K) -> Option<(u8, u16)>;
+        fn len(&self) -> usize;
+    }
+
+    macro_rules! table {
+        ($t:ty, $k:ty) => {
+            impl Table<$k> for $t {
+                fn insert(&mut self, p: $k, l: u8, v: u16) -> Option<u16> {
+                    <$t>::insert(self, p, l, v)
+                }
+                fn remove(&mut self, p: $k, l: u8) -> Option<u16> {
+                    <$t>::remove(self, p, l)
+                }
+                fn lookup(&self, a: $k) -> Option<(u8, u16)> {
+                    <$t>::lookup(self, a)
+                }
+                fn len(&self) -> usize {
+                    <$t>::len(self)
+                }
+            }
+        };
+    }
+    table!(Lpm<u32, u16>, u32);
+    table!(Lpm<u128, u16>, u128);
+    table!(Lpm4<u16>, u32);
+    table!(Poptrie4<u16>, u32);
+    table!(Lpm6<u16>, u128);
+
     fn model_lookup<K: Key>(routes: &[(K, u8, u16)], addr: K) -> Option<(u8, u16)> {
-        routes
-            .iter()
-            .filter(|(p, l, _)| addr.mask(*l) == p.mask(*l))
-            .max_by_key(|(_, l, _)| *l)
-            .map(|(_, l, v)| (*l, *v))
+        routes.iter().filter(|(p, l, _)| addr.mask(*l) == *p).max_by_key(|(_, l, _)| *l).map(|(_, l, v)| (*l, *v))
     }
 
     #[derive(Clone, Debug)]
@@ -369,212 +399,104 @@ mod lpm_model {
         Remove(K, u8),
     }
 
-    fn check<K: Key>(ops: Vec<Op<K>>, lookups: Vec<K>) -> Result<(), TestCaseError> {
-        let mut t: Lpm<K, u16> = Lpm::new();
+    fn ops<K: Key + 'static>(
+        addr: impl Strategy<Value = K> + Clone + 'static,
+        len: impl Strategy<Value = u8> + Clone + 'static,
+    ) -> impl Strategy<Value = Vec<Op<K>>> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => (addr.clone(), len.clone(), 0u16..8).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
+                1 => (addr, len).prop_map(|(p, l)| Op::Remove(p, l)),
+            ],
+            0..96,
+        )
+    }
+
+    /// Apply `ops` to `t` and the model; then every stored value, every route's first
+    /// address and `lookups` must agree.
+    fn check<K: Key, T: Table<K>>(mut t: T, ops: Vec<Op<K>>, lookups: Vec<K>) -> Result<(), TestCaseError> {
         let mut model: Vec<(K, u8, u16)> = Vec::new();
         for op in ops {
             match op {
                 Op::Insert(p, l, v) => {
                     let p = p.mask(l);
-                    t.insert(p, l, v);
+                    let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                    prop_assert_eq!(t.insert(p, l, v), had);
                     model.retain(|(q, m, _)| !(*q == p && *m == l));
                     model.push((p, l, v));
                 }
                 Op::Remove(p, l) => {
                     let p = p.mask(l);
-                    let had = model.iter().any(|(q, m, _)| *q == p && *m == l);
-                    prop_assert_eq!(t.remove(p, l).is_some(), had);
+                    let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
+                    prop_assert_eq!(t.remove(p, l), had);
                     model.retain(|(q, m, _)| !(*q == p && *m == l));
                 }
             }
         }
         prop_assert_eq!(t.len(), model.len());
-        for a in lookups {
-            prop_assert_eq!(t.lookup(a), model_lookup(&model, a));
+        for a in lookups.into_iter().chain(model.iter().map(|r| r.0)) {
+            prop_assert_eq!(t.lookup(a), model_lookup(&model, a), "lookup {:?}", a);
         }
         Ok(())
     }
 
-    // Addresses drawn from a small space so that prefixes overlap and lookups hit.
-    fn v4() -> impl Strategy<Value = u32> {
+    // Addresses drawn from small spaces so that prefixes overlap and lookups hit.
+    fn v4() -> impl Strategy<Value = u32> + Clone {
         (0u32..16, any::<u8>()).prop_map(|(hi, lo)| (0x0a00_0000 | (hi << 12)) + u32::from(lo))
     }
-    fn v6() -> impl Strategy<Value = u128> {
+    fn v6() -> impl Strategy<Value = u128> + Clone {
         // Two /32s, sixteen /64s, 256 hosts: prefixes overlap across the /32 boundary.
         (0u128..2, 0u128..16, any::<u8>())
             .prop_map(|(t, hi, lo)| (0xfd00u128 << 112) | (t << 96) | (hi << 64) | u128::from(lo))
     }
-
-    proptest! {
-        #[test]
-        fn ipv4_matches_linear_scan(
-            ops in proptest::collection::vec(prop_oneof![
-                (v4(), 0u8..=32, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
-                (v4(), 0u8..=32).prop_map(|(p, l)| Op::Remove(p, l)),
-            ], 0..64),
-            lookups in proptest::collection::vec(v4(), 0..64),
-        ) {
-            check(ops, lookups)?;
-        }
-
-        #[test]
-        fn lpm6_matches_linear_scan(
-            ops in proptest::collection::vec(prop_oneof![
-                (v6(), 0u8..=128, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
-                (v6(), prop_oneof![0u8..=128, 30u8..=34]).prop_map(|(p, l)| Op::Remove(p, l)),
-            ], 0..64),
-            lookups in proptest::collection::vec(v6(), 0..64),
-        ) {
-            let mut t: podplane::table::lpm::Lpm6<u16> = podplane::table::lpm::Lpm6::new();
-            let mut model: Vec<(u128, u8, u16)> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Insert(p, l, v) => {
-                        let p = p.mask(l);
-                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
-                        prop_assert_eq!(t.insert(p, l, v), had);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                        model.push((p, l, v));
-                    }
-                    Op::Remove(p, l) => {
-                        let p = p.mask(l);
-                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
-                        prop_assert_eq!(t.remove(p, l), had);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                    }
-                }
-            }
-            prop_assert_eq!(t.len(), model.len());
-            for a in lookups.into_iter().chain(model.iter().map(|r| r.0)) {
-                prop_assert_eq!(t.lookup(a), model_lookup(&model, a), "lookup {:#x}", a);
-            }
-        }
-
-        #[test]
-        fn ipv6_matches_linear_scan(
-            ops in proptest::collection::vec(prop_oneof![
-                (v6(), 0u8..=128, any::<u16>()).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
-                (v6(), 0u8..=128).prop_map(|(p, l)| Op::Remove(p, l)),
-            ], 0..64),
-            lookups in proptest::collection::vec(v6(), 0..64),
-        ) {
-            check(ops, lookups)?;
-        }
-    }
-}
-
-mod lpm4_model {
-    use podplane::table::lpm::{Key, Lpm4};
-    use proptest::prelude::*;
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        Insert(u32, u8, u16),
-        Remove(u32, u8),
-    }
-
-    fn addr() -> impl Strategy<Value = u32> {
-        // Spread over a few /16 slots and across the short/long boundary at /16.
-        (0u32..4, 0u32..4, any::<u8>()).prop_map(|(a, b, lo)| 0x0a00_0000 | (a << 16) | (b << 8) | u32::from(lo))
-    }
-
-    proptest! {
-        #[test]
-        fn lpm4_matches_linear_scan(
-            ops in proptest::collection::vec(prop_oneof![
-                (addr(), 0u8..=32, 0u16..8).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
-                (addr(), 0u8..=32).prop_map(|(p, l)| Op::Remove(p, l)),
-            ], 0..64),
-            lookups in proptest::collection::vec(addr(), 0..64),
-        ) {
-            let mut t: Lpm4<u16> = Lpm4::new();
-            let mut model: Vec<(u32, u8, u16)> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Insert(p, l, v) => {
-                        let p = p.mask(l);
-                        t.insert(p, l, v);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                        model.push((p, l, v));
-                    }
-                    Op::Remove(p, l) => {
-                        let p = p.mask(l);
-                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
-                        prop_assert_eq!(t.remove(p, l), had);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                    }
-                }
-            }
-            prop_assert_eq!(t.len(), model.len());
-            for a in lookups {
-                let want = model.iter().filter(|(p, l, _)| a.mask(*l) == *p).max_by_key(|(_, l, _)| *l).map(|(_, l, v)| (*l, *v));
-                prop_assert_eq!(t.lookup(a), want);
-            }
-        }
-    }
-}
-
-mod poptrie_model {
-    use podplane::table::lpm::Key;
-    use podplane::table::poptrie::Poptrie4;
-    use proptest::prelude::*;
-
-    #[derive(Clone, Debug)]
-    enum Op {
-        Insert(u32, u8, u16),
-        Remove(u32, u8),
-    }
-
-    fn addr() -> impl Strategy<Value = u32> {
-        // A few /16s, and inside them either a few /24s or anywhere, so prefixes
-        // overlap at every level of the trie (6, 6 and 4 bits below the /16).
+    /// A few /16s, and inside them either a few /24s or anywhere, so prefixes overlap
+    /// at every level of the poptrie (18 bits direct, then 6, 6 and 2).
+    fn v4_trie() -> impl Strategy<Value = u32> + Clone {
         (0u32..3, prop_oneof![(0u32..3, any::<u8>()).prop_map(|(b, lo)| (b << 8) | u32::from(lo)), 0u32..0x10000])
             .prop_map(|(a, low)| 0x0a00_0000 | (a << 16) | low)
     }
-
-    fn len() -> impl Strategy<Value = u8> {
+    fn len4() -> impl Strategy<Value = u8> + Clone {
         prop_oneof![0u8..=32, 17u8..=32, 26u8..=32]
+    }
+    fn len6() -> impl Strategy<Value = u8> + Clone {
+        prop_oneof![0u8..=128, 30u8..=34, 60u8..=68]
     }
 
     proptest! {
+        #[test]
+        fn ipv4_per_length_tables(ops in ops(v4(), 0u8..=32), lookups in proptest::collection::vec(v4(), 0..64)) {
+            check(Lpm::<u32, u16>::new(), ops, lookups)?;
+        }
+
+        #[test]
+        fn ipv6_per_length_tables(ops in ops(v6(), 0u8..=128), lookups in proptest::collection::vec(v6(), 0..64)) {
+            check(Lpm::<u128, u16>::new(), ops, lookups)?;
+        }
+
+        #[test]
+        fn lpm4(ops in ops(v4_trie(), len4()), lookups in proptest::collection::vec(v4_trie(), 0..64)) {
+            check(Lpm4::<u16>::new(), ops, lookups)?;
+        }
+
+        #[test]
+        fn lpm6(ops in ops(v6(), len6()), lookups in proptest::collection::vec(v6(), 0..64)) {
+            check(Lpm6::<u16>::new(), ops, lookups)?;
+        }
+    }
+
+    proptest! {
+        // The poptrie's empty table is 2 MiB of direct table: fewer, larger cases.
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
         #[test]
-        fn poptrie_matches_linear_scan(
-            ops in proptest::collection::vec(prop_oneof![
-                3 => (addr(), len(), 0u16..8).prop_map(|(p, l, v)| Op::Insert(p, l, v)),
-                1 => (addr(), len()).prop_map(|(p, l)| Op::Remove(p, l)),
-            ], 0..96),
-            lookups in proptest::collection::vec(addr(), 0..96),
-        ) {
-            let mut t: Poptrie4<u16> = Poptrie4::new();
-            let mut model: Vec<(u32, u8, u16)> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Insert(p, l, v) => {
-                        let p = p.mask(l);
-                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
-                        prop_assert_eq!(t.insert(p, l, v), had);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                        model.push((p, l, v));
-                    }
-                    Op::Remove(p, l) => {
-                        let p = p.mask(l);
-                        let had = model.iter().find(|(q, m, _)| *q == p && *m == l).map(|x| x.2);
-                        prop_assert_eq!(t.remove(p, l), had);
-                        model.retain(|(q, m, _)| !(*q == p && *m == l));
-                    }
+        fn poptrie(ops in ops(v4_trie(), len4()), lookups in proptest::collection::vec(v4_trie(), 0..96)) {
+            // Also each route's last address.
+            let mut probes = lookups;
+            for op in &ops {
+                if let Op::Insert(p, l, _) = op {
+                    probes.push(*p | !u32::MAX.checked_shl(32 - u32::from(*l)).unwrap_or(0));
                 }
             }
-            prop_assert_eq!(t.len(), model.len());
-            for (p, l, v) in &model {
-                prop_assert_eq!(t.get(*p, *l), Some(*v));
-            }
-            // Every route's own first and last address, and the random ones.
-            let edges = model.iter().flat_map(|(p, l, _)| [*p, *p | !u32::MAX.checked_shl(32 - u32::from(*l)).unwrap_or(0)]);
-            for a in lookups.into_iter().chain(edges) {
-                let want = model.iter().filter(|(p, l, _)| a.mask(*l) == *p).max_by_key(|(_, l, _)| *l).map(|(_, l, v)| (*l, *v));
-                prop_assert_eq!(t.lookup(a), want, "lookup {:#x}", a);
-            }
+            check(Poptrie4::<u16>::new(), ops, probes)?;
         }
     }
 
@@ -583,10 +505,10 @@ mod poptrie_model {
         /// Loading routes in bulk gives the same table as inserting them one by one
         /// (later duplicates win), on top of routes already there.
         #[test]
-        fn extend_equals_inserts(
-            before in proptest::collection::vec((addr(), len(), 0u16..8), 0..16),
-            routes in proptest::collection::vec((addr(), len(), 0u16..8), 0..96),
-            lookups in proptest::collection::vec(addr(), 0..96),
+        fn poptrie_extend_equals_inserts(
+            before in proptest::collection::vec((v4_trie(), len4(), 0u16..8), 0..16),
+            routes in proptest::collection::vec((v4_trie(), len4(), 0u16..8), 0..96),
+            lookups in proptest::collection::vec(v4_trie(), 0..96),
         ) {
             let mut bulk: Poptrie4<u16> = Poptrie4::new();
             let mut one: Poptrie4<u16> = Poptrie4::new();
@@ -599,16 +521,15 @@ mod poptrie_model {
                 one.insert(*p, *l, *v);
             }
             prop_assert_eq!(bulk.len(), one.len());
-            let edges = routes.iter().map(|(p, l, _)| p.mask(*l));
-            for a in lookups.into_iter().chain(edges) {
+            for a in lookups.into_iter().chain(routes.iter().map(|(p, l, _)| p.mask(*l))) {
                 prop_assert_eq!(bulk.lookup(a), one.lookup(a), "lookup {:#x}", a);
             }
         }
     }
 
     #[test]
-    fn compaction_keeps_answers() {
-        // Many rebuilds of the same /16s make garbage; compaction must not change
+    fn poptrie_compaction_keeps_answers() {
+        // Many rebuilds of the same slots make garbage; compaction must not change
         // any answer.
         let mut t: Poptrie4<u32> = Poptrie4::new();
         for round in 0..50u32 {

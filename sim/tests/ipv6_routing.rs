@@ -10,10 +10,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use podplane::pipeline::{DropReason, PipelineConfig, StageEvent};
-use podplane::stage::arp::ArpConfig;
-use podplane::stage::route::{L3If, NextHop6, RouteConfig, RouteSpec6, link_local};
-use podplane::stage::{ArpStage, EgressStage, ParseStage, RouteStage};
+use podplane::pipeline::{DropReason, StageEvent};
+use podplane::stage::route::{L3If, NextHop6, RouteSpec6, link_local};
 use podplane::wire::EthernetAddress;
 use podplane::{Duration, Pipeline, PortId};
 use podplane_sim::{HostConfig, LinkConfig, Sim, seed_from_env};
@@ -29,40 +27,14 @@ fn node(k: u8, seed: u64) -> Pipeline {
     let up_mac = EthernetAddress([2, 0xff, 0, 0, 0, k]);
     let other_up = EthernetAddress([2, 0xff, 0, 0, 0, 1 - k]);
     let ifs = vec![
-        L3If {
-            port: PortId(0),
-            mac: EthernetAddress([2, 0xee, 0, 0, 0, k]),
-            ip: Ipv4Addr::new(10, 244, k, 1),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: Some((a6(&format!("{pod_net}1")), 64)),
-            ports: vec![PortId(0)],
-        },
-        L3If {
-            port: PortId(1),
-            mac: up_mac,
-            ip: Ipv4Addr::new(192, 168, 0, 10 + k),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: Some((a6(&format!("fd00:ff::{}", k + 1)), 64)),
-            ports: vec![PortId(1)],
-        },
+        L3If::routed(PortId(0), EthernetAddress([2, 0xee, 0, 0, 0, k]), Ipv4Addr::new(10, 244, k, 1), 24, 1500)
+            .with_ip6(a6(&format!("{pod_net}1")), 64),
+        L3If::routed(PortId(1), up_mac, Ipv4Addr::new(192, 168, 0, 10 + k), 24, 1500)
+            .with_ip6(a6(&format!("fd00:ff::{}", k + 1)), 64),
     ];
     let routes6 =
         vec![RouteSpec6 { dst: a6(other_net), len: 64, next_hop: NextHop6::Via(link_local(other_up), PortId(1)) }];
-    let arp = ArpConfig { local: vec![], proxy: vec![], interfaces: ifs.clone() };
-    Pipeline::new(
-        vec![
-            Box::new(ParseStage::new()),
-            Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![], routes6 })),
-            Box::new(ArpStage::new(arp)),
-            Box::new(EgressStage),
-        ],
-        PipelineConfig::default(),
-        seed,
-    )
+    podplane::testutil::routed_pipeline(ifs, vec![], routes6, seed)
 }
 
 #[test]

@@ -25,11 +25,10 @@ use std::process::ExitCode;
 use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig, Stage};
 use podplane::stage::arp::nd;
-use podplane::stage::arp::{ArpConfig, LocalAddr};
 use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
 use podplane::stage::parse::parse_one;
-use podplane::stage::route::{L3If, NextHop, NextHop6, RouteConfig, RouteSpec, RouteSpec6};
-use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage, XconnectStage};
+use podplane::stage::route::{L3If, NextHop, NextHop6, RouteSpec, RouteSpec6};
+use podplane::stage::{BridgeStage, EgressStage, ParseStage, XconnectStage};
 use podplane::wire::ChecksumPolicy;
 use podplane::wire::EthernetAddress;
 use podplane_sim::traffic::{Mix, Traffic};
@@ -148,39 +147,11 @@ const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
 /// test's 10.244/16 among them), all via one gateway on port 1, plus a default.
 fn route_1m() -> Vec<Box<dyn Stage>> {
     let ifs = vec![
-        L3If {
-            port: PortId(0),
-            mac: EthernetAddress([2, 0, 0, 0, 0, 0x0b]),
-            ip: Ipv4Addr::new(10, 0, 0, 1),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: None,
-            ports: vec![PortId(0)],
-        },
-        L3If {
-            port: PortId(1),
-            mac: EthernetAddress([2, 0, 0, 0, 1, 1]),
-            ip: Ipv4Addr::new(192, 168, 0, 10),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: None,
-            ports: vec![PortId(1)],
-        },
+        L3If::routed(PortId(0), EthernetAddress([2, 0, 0, 0, 0, 0x0b]), Ipv4Addr::new(10, 0, 0, 1), 24, 1500),
+        L3If::routed(PortId(1), EthernetAddress([2, 0, 0, 0, 1, 1]), Ipv4Addr::new(192, 168, 0, 10), 24, 1500),
     ];
     let routes = million_routes();
-    let arp = ArpConfig {
-        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
-        proxy: vec![],
-        interfaces: ifs.clone(),
-    };
-    vec![
-        Box::new(ParseStage::new()),
-        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6: vec![] })),
-        Box::new(ArpStage::new(arp)),
-        Box::new(EgressStage),
-    ]
+    podplane::testutil::routed_stages(ifs, routes, vec![])
 }
 
 /// The bench's routes: a default, 10.244.0.0/16, and random prefixes of lengths
@@ -240,26 +211,9 @@ fn lcg(x: &mut u64) -> u64 {
 /// via the gateway on port 1, plus a default.
 fn route6_100k() -> Vec<Box<dyn Stage>> {
     let ifs = vec![
-        L3If {
-            port: PortId(0),
-            mac: POD_MAC,
-            ip: Ipv4Addr::new(10, 0, 0, 1),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: Some((Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1), 64)),
-            ports: vec![PortId(0)],
-        },
-        L3If {
-            port: PortId(1),
-            mac: UP_MAC,
-            ip: Ipv4Addr::new(192, 168, 0, 10),
-            prefix: 24,
-            mtu: 1500,
-            bvi: false,
-            ip6: Some((UP6, 64)),
-            ports: vec![PortId(1)],
-        },
+        L3If::routed(PortId(0), POD_MAC, Ipv4Addr::new(10, 0, 0, 1), 24, 1500)
+            .with_ip6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1), 64),
+        L3If::routed(PortId(1), UP_MAC, Ipv4Addr::new(192, 168, 0, 10), 24, 1500).with_ip6(UP6, 64),
     ];
     let mut routes6 = vec![RouteSpec6 { dst: Ipv6Addr::UNSPECIFIED, len: 0, next_hop: NextHop6::Via(GW6, PortId(1)) }];
     let mut x = 0x5eed_u64;
@@ -268,13 +222,7 @@ fn route6_100k() -> Vec<Box<dyn Stage>> {
         let hi = (0x2u128 << 124) | (u128::from(lcg(&mut x)) << 60 >> 4);
         routes6.push(RouteSpec6 { dst: Ipv6Addr::from(hi), len, next_hop: NextHop6::Via(GW6, PortId(1)) });
     }
-    let arp = ArpConfig { local: vec![], proxy: vec![], interfaces: ifs.clone() };
-    vec![
-        Box::new(ParseStage::new()),
-        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes: vec![], multipath: vec![], routes6 })),
-        Box::new(ArpStage::new(arp)),
-        Box::new(EgressStage),
-    ]
+    podplane::testutil::routed_stages(ifs, vec![], routes6)
 }
 
 /// A 64-byte UDP frame over IPv6 from a pod to a random address in 2000::/4, to the

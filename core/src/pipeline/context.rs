@@ -106,6 +106,24 @@ impl Context<'_> {
         p
     }
 
+    /// A fresh packet of `len` bytes, written by `write`; freed again (and `None`) when
+    /// the pool is empty, the slot too small, or `write` fails. Its `l2` is set to the
+    /// start of the data.
+    pub fn build(&mut self, len: usize, write: impl FnOnce(&mut [u8]) -> Option<()>) -> Option<PktId> {
+        let q = self.alloc()?;
+        let ok = match self.pool.push_back(q, len) {
+            Ok(buf) => write(buf).is_some(),
+            Err(_) => false,
+        };
+        if !ok {
+            let _ = self.pool.free(q);
+            return None;
+        }
+        let head = self.pool.meta(q).head();
+        self.pool.meta_mut(q).l2 = head;
+        Some(q)
+    }
+
     /// Queue a packet this stage made to run through the pipeline after the current
     /// batch, entering at stage `at` (use [`stage_index`](Self::stage_index) `+ 1` for
     /// "the next stage"). Generated packets pass every later stage, so an ICMP error

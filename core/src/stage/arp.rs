@@ -340,26 +340,23 @@ fn solicit(cx: &mut Context<'_>, iface: &IfAddr, target: IpAddr) {
 fn send_solicit6(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv6Addr) {
     let src = if super::route::is_link_local6(target) { Some(link_local(iface.mac)) } else { iface.ip6 };
     let Some(src) = src else { return };
-    let Some(q) = cx.alloc() else { return };
-    let ok = match cx.pool.push_back(q, nd::frame_len(true)) {
-        Ok(buf) => nd::write_solicit(buf, iface.mac, src, target).is_some(),
-        Err(_) => false,
-    };
-    if !ok {
-        let _ = cx.pool.free(q);
+    let Some(q) = cx.build(nd::frame_len(true), |buf| nd::write_solicit(buf, iface.mac, src, target)) else {
         return;
-    }
-    let head = cx.pool.meta(q).head();
-    let m = cx.pool.meta_mut(q);
-    m.l2 = head;
-    m.l3 = head + 14;
-    m.l4 = head + 54;
-    m.l3_kind = L3Kind::Ipv6;
-    m.ip_proto = 58;
-    m.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_MULTI;
-    m.in_port = iface.port;
+    };
+    nd_meta(cx, q, iface.port, PktFlags::L2_MULTI);
     cx.count(StageEvent::NdSolicitSent);
     send_out(cx, q, iface);
+}
+
+/// Metadata of an ND frame the stage built: Ethernet, IPv6, ICMPv6, parsed.
+fn nd_meta(cx: &mut Context<'_>, q: PktId, in_port: PortId, extra: PktFlags) {
+    let m = cx.pool.meta_mut(q);
+    m.l3 = m.l2 + 14;
+    m.l4 = m.l2 + 54;
+    m.l3_kind = L3Kind::Ipv6;
+    m.ip_proto = 58;
+    m.flags = PktFlags::PARSED | PktFlags::HAS_L4 | extra;
+    m.in_port = in_port;
 }
 
 /// Send a frame the stage made from `iface`: into the bridge for a bridge interface
@@ -378,11 +375,6 @@ fn send_out(cx: &mut Context<'_>, q: PktId, iface: &IfAddr) {
 }
 
 fn send_request(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv4Addr) {
-    let Some(q) = cx.alloc() else { return };
-    let Ok(buf) = cx.pool.push_back(q, 42) else {
-        let _ = cx.pool.free(q);
-        return;
-    };
     let eth =
         EthernetRepr { src: iface.mac, dst: EthernetAddress::BROADCAST, vlan_tci: None, ethertype: EtherType::Arp };
     let req = ArpRepr {
@@ -392,14 +384,14 @@ fn send_request(cx: &mut Context<'_>, iface: &IfAddr, target: Ipv4Addr) {
         target_mac: EthernetAddress::default(),
         target_ip: target,
     };
-    if eth.emit(buf).is_err() || buf.get_mut(14..).is_none_or(|b| req.emit(b).is_err()) {
-        let _ = cx.pool.free(q);
+    let Some(q) = cx.build(42, |buf| {
+        eth.emit(buf).ok()?;
+        req.emit(buf.get_mut(14..)?).ok()
+    }) else {
         return;
-    }
-    let head = cx.pool.meta(q).head();
+    };
     let m = cx.pool.meta_mut(q);
-    m.l2 = head;
-    m.l3 = head + 14;
+    m.l3 = m.l2 + 14;
     m.l3_kind = L3Kind::Arp;
     m.flags = PktFlags::PARSED | PktFlags::L2_MULTI;
     m.in_port = iface.port;
@@ -450,30 +442,16 @@ impl ArpStage {
         if let (false, Some(sl)) = (msg.src.is_unspecified(), msg.lladdr) {
             self.learn(cx, m.in_port, IpAddr::V6(msg.src), sl);
         }
-        if let Some(q) = cx.alloc() {
-            let ok = match cx.pool.push_back(q, nd::frame_len(true)) {
-                Ok(buf) => nd::write_advert(buf, &msg, mac, eth_src),
-                Err(_) => None,
-            };
-            match ok {
-                Some(with_opt) => {
-                    let head = cx.pool.meta(q).head();
-                    let qm = cx.pool.meta_mut(q);
-                    qm.trim(u16::try_from(nd::frame_len(with_opt)).unwrap_or(0));
-                    qm.l2 = head;
-                    qm.l3 = head + 14;
-                    qm.l4 = head + 54;
-                    qm.l3_kind = L3Kind::Ipv6;
-                    qm.ip_proto = 58;
-                    qm.flags = PktFlags::PARSED | PktFlags::HAS_L4;
-                    qm.in_port = m.in_port;
-                    cx.count(StageEvent::NdAdvertSent);
-                    cx.transmit_generated(q, m.in_port);
-                }
-                None => {
-                    let _ = cx.pool.free(q);
-                }
-            }
+        let mut with_opt = false;
+        let built = cx.build(nd::frame_len(true), |buf| {
+            with_opt = nd::write_advert(buf, &msg, mac, eth_src)?;
+            Some(())
+        });
+        if let Some(q) = built {
+            cx.pool.meta_mut(q).trim(u16::try_from(nd::frame_len(with_opt)).unwrap_or(0));
+            nd_meta(cx, q, m.in_port, PktFlags::empty());
+            cx.count(StageEvent::NdAdvertSent);
+            cx.transmit_generated(q, m.in_port);
         }
         cx.drop(batch, i, DropReason::NdProcessed);
     }

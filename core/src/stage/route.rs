@@ -79,6 +79,20 @@ pub struct L3If {
     pub ports: Vec<PortId>,
 }
 
+impl L3If {
+    /// A routed port (not a bridge interface) on `port` with one IPv4 address.
+    pub fn routed(port: PortId, mac: EthernetAddress, ip: Ipv4Addr, prefix: u8, mtu: u16) -> Self {
+        L3If { port, mac, ip, prefix, mtu, bvi: false, ip6: None, ports: vec![port] }
+    }
+
+    /// The same with an IPv6 address too.
+    #[must_use]
+    pub fn with_ip6(mut self, ip: Ipv6Addr, prefix: u8) -> Self {
+        self.ip6 = Some((ip, prefix));
+        self
+    }
+}
+
 /// Where a route sends packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NextHop {
@@ -411,7 +425,6 @@ impl RouteStage {
             return;
         }
         let quote_len = (end - l3).min(ICMP_ERROR_MAX - 20 - 8);
-        let Some(q) = cx.alloc() else { return };
         let ident = u16::try_from(rand_core::RngCore::next_u32(cx.rng) & 0xffff).unwrap_or(0);
         let icmp_len = 8 + quote_len;
         let mut repr =
@@ -419,45 +432,49 @@ impl RouteStage {
         repr.dscp_ecn = (tos & 0x1e) | 0xc0;
         repr.dont_frag = false;
         repr.ident = ident;
-        let total = ethernet::HEADER_LEN + 20 + icmp_len;
         // Copy the quote first (the source slot is another slot: no overlap).
         let mut quote = [0u8; ICMP_ERROR_MAX];
         if let (Some(dst), Some(src)) = (quote.get_mut(..quote_len), cx.pool.slot(pkt).get(l3..l3 + quote_len)) {
             dst.copy_from_slice(src);
         }
-        let Ok(buf) = cx.pool.push_back(q, total) else {
-            let _ = cx.pool.free(q);
-            return;
+        let write = |ip: &mut [u8]| {
+            repr.emit(ip).ok()?;
+            let icmp = ip.get_mut(20..)?;
+            icmp.get_mut(8..)?.copy_from_slice(quote.get(..quote_len)?);
+            Icmpv4Repr { msg_type: kind, code, rest }.emit(icmp, Sum::new()).ok()
         };
-        // The Ethernet header is written by the neighbour stage; zero it here.
-        let (eth, rest_buf) = buf.split_at_mut(ethernet::HEADER_LEN);
-        eth.fill(0);
-        if let Some(t) = eth.get_mut(12..14) {
-            t.copy_from_slice(&[0x08, 0x00]);
-        }
-        if repr.emit(rest_buf).is_err() {
-            let _ = cx.pool.free(q);
-            return;
-        }
-        if let Some(icmp) = rest_buf.get_mut(20..) {
-            if let (Some(d), Some(s)) = (icmp.get_mut(8..), quote.get(..quote_len)) {
-                d.copy_from_slice(s);
-            }
-            let _ = Icmpv4Repr { msg_type: kind, code, rest }.emit(icmp, Sum::new());
-        }
-        let head = cx.pool.meta(q).head();
-        let qm = cx.pool.meta_mut(q);
-        qm.l2 = head;
-        qm.l3 = head + 14;
-        qm.l4 = head + 34;
-        qm.l3_kind = L3Kind::Ipv4;
-        qm.ip_proto = 1;
-        qm.in_port = m.in_port;
-        qm.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_LOCAL;
-        cx.count(StageEvent::IcmpErrorSent);
-        let here = cx.stage_index();
-        cx.inject(q, here);
+        queue_icmp_error(cx, m.in_port, L3Kind::Ipv4, 20 + icmp_len, write);
     }
+}
+
+/// Build an ICMP or ICMPv6 error of `ip_len` bytes (IP header on), written by
+/// `write_ip` after a zeroed Ethernet header (the neighbour stage writes it), and queue
+/// it at this stage so it is routed back like any packet.
+fn queue_icmp_error(
+    cx: &mut Context<'_>,
+    in_port: PortId,
+    kind: L3Kind,
+    ip_len: usize,
+    write_ip: impl FnOnce(&mut [u8]) -> Option<()>,
+) {
+    let (ethertype, ip_hdr, proto) = if kind == L3Kind::Ipv6 { (0x86dd_u16, 40, 58) } else { (0x0800, 20, 1) };
+    let built = cx.build(ethernet::HEADER_LEN + ip_len, |buf| {
+        let (eth, ip) = buf.split_at_mut_checked(ethernet::HEADER_LEN)?;
+        eth.fill(0);
+        eth.get_mut(12..14)?.copy_from_slice(&ethertype.to_be_bytes());
+        write_ip(ip)
+    });
+    let Some(q) = built else { return };
+    let qm = cx.pool.meta_mut(q);
+    qm.l3 = qm.l2 + 14;
+    qm.l4 = qm.l3 + ip_hdr;
+    qm.l3_kind = kind;
+    qm.ip_proto = proto;
+    qm.in_port = in_port;
+    qm.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_LOCAL;
+    cx.count(StageEvent::IcmpErrorSent);
+    let here = cx.stage_index();
+    cx.inject(q, here);
 }
 
 /// The metadata fields the route stage reads per packet.

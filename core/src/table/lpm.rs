@@ -10,6 +10,8 @@
 use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
+use super::interner::Interner;
+
 /// An address type usable as an LPM key.
 pub trait Key: Copy + Eq + core::hash::Hash + core::fmt::Debug {
     /// Address width in bits.
@@ -170,8 +172,7 @@ mod tests {
 #[derive(Clone, Debug)]
 pub struct Lpm4<V: Copy + Eq + core::hash::Hash> {
     by_len: Vec<HashMap<u32, u32, FxBuildHasher>>,
-    values: Vec<V>,
-    interned: HashMap<V, u32, FxBuildHasher>,
+    values: Interner<V>,
     dir_short: Vec<u32>,
     dir_short_len: Vec<u8>,
     dir_bits: Vec<u32>,
@@ -193,8 +194,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
     pub fn new() -> Self {
         Lpm4 {
             by_len: (0..=32).map(|_| HashMap::with_hasher(FxBuildHasher)).collect(),
-            values: Vec::new(),
-            interned: HashMap::with_hasher(FxBuildHasher),
+            values: Interner::default(),
             dir_short: vec![NONE; 1 << 16],
             dir_short_len: vec![0; 1 << 16],
             dir_bits: vec![0; 1 << 16],
@@ -211,16 +211,6 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    fn intern(&mut self, v: V) -> u32 {
-        if let Some(i) = self.interned.get(&v) {
-            return *i;
-        }
-        let i = u32::try_from(self.values.len()).unwrap_or(NONE);
-        self.values.push(v);
-        self.interned.insert(v, i);
-        i
     }
 
     /// The best route of length ≤ 16 covering slot `s` (by probing the short tables).
@@ -252,7 +242,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
     pub fn insert(&mut self, prefix: u32, len: u8, value: V) -> Option<V> {
         let len = len.min(32);
         let p = prefix.mask(len);
-        let vi = self.intern(value);
+        let vi = self.values.intern(value);
         let old = self.by_len.get_mut(usize::from(len))?.insert(p, vi);
         if old.is_none() {
             self.len += 1;
@@ -269,7 +259,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
         if len <= 16 {
             self.refresh_short(p, len);
         }
-        old.and_then(|i| self.values.get(i as usize).copied())
+        old.and_then(|i| self.values.get(i))
     }
 
     /// Remove `prefix/len`; returns its value.
@@ -291,7 +281,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
         } else {
             self.refresh_short(p, len);
         }
-        self.values.get(old as usize).copied()
+        self.values.get(old)
     }
 
     /// The longest prefix containing `addr`: its length and value. Never allocates.
@@ -304,7 +294,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
             let b = 31 - bits.leading_zeros();
             let l = u8::try_from(17 + b).unwrap_or(32);
             if let Some(v) = self.by_len.get(usize::from(l)).and_then(|t| t.get(&addr.mask(l))) {
-                return self.values.get(*v as usize).map(|x| (l, *x));
+                return self.values.get(*v).map(|x| (l, x));
             }
             bits &= !(1 << b);
         }
@@ -313,7 +303,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
             return None;
         }
         let len = self.dir_short_len.get(s).copied().unwrap_or(0);
-        self.values.get(short as usize).map(|x| (len, *x))
+        self.values.get(short).map(|x| (len, x))
     }
 
     /// Bytes the table holds (directory, counts, hash tables at their capacity).
@@ -323,7 +313,7 @@ impl<V: Copy + Eq + core::hash::Hash> Lpm4<V> {
             + self.dir_bits.len() * 4
             + self.counts.len() * 32
             + tables
-            + self.values.len() * (size_of::<V>() + 9)
+            + self.values.memory_bytes()
     }
 }
 

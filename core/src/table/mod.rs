@@ -2,5 +2,6 @@
 //! Maglev and port allocator as their stages land.
 
 pub mod fdb;
+pub mod interner;
 pub mod lpm;
 pub mod poptrie;

@@ -33,6 +33,7 @@
 use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
+use super::interner::Interner;
 use super::lpm::Key;
 
 /// No subtree (in [`Dir::node`]).
@@ -100,8 +101,7 @@ pub struct Poptrie4<V: Copy + Eq + core::hash::Hash> {
     garbage: usize,
     short: Vec<HashMap<u32, u32, FxBuildHasher>>,
     long: Vec<Box<[Long]>>,
-    values: Vec<V>,
-    interned: HashMap<V, u32, FxBuildHasher>,
+    values: Interner<V>,
     len: usize,
 }
 
@@ -122,8 +122,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             garbage: 0,
             short: (0..=DIRECT).map(|_| HashMap::with_hasher(FxBuildHasher)).collect(),
             long: vec![Box::default(); SLOTS],
-            values: Vec::new(),
-            interned: HashMap::with_hasher(FxBuildHasher),
+            values: Interner::default(),
             len: 0,
         }
     }
@@ -138,22 +137,12 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         self.len == 0
     }
 
-    fn intern(&mut self, v: V) -> u32 {
-        if let Some(i) = self.interned.get(&v) {
-            return *i;
-        }
-        let i = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
-        self.values.push(v);
-        self.interned.insert(v, i);
-        i
-    }
-
     fn decode(&self, code: u32) -> Option<(u8, V)> {
         if code == 0 {
             return None;
         }
-        let v = self.values.get(((code >> 6) - 1) as usize)?;
-        Some(u8::try_from(code & 63).map_or((32, *v), |l| (l, *v)))
+        let v = self.values.get((code >> 6) - 1)?;
+        Some(u8::try_from(code & 63).map_or((32, v), |l| (l, v)))
     }
 
     /// The value stored for exactly `prefix/len`.
@@ -166,7 +155,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             let low = low_bits(p);
             self.long.get((p >> SUFFIX) as usize)?.iter().find(|l| l.low == low && l.len == len)?.vi
         };
-        self.values.get(vi as usize).copied()
+        self.values.get(vi)
     }
 
     /// Insert or replace `prefix/len` (host bits ignored, `len` clamped to 32);
@@ -174,7 +163,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     pub fn insert(&mut self, prefix: u32, len: u8, value: V) -> Option<V> {
         let len = len.min(32);
         let p = prefix.mask(len);
-        let vi = self.intern(value);
+        let vi = self.values.intern(value);
         let old = if u32::from(len) <= DIRECT {
             let old = self.short.get_mut(usize::from(len))?.insert(p, vi);
             self.refresh_short(p, len);
@@ -198,7 +187,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         if old.is_none() {
             self.len += 1;
         }
-        old.and_then(|i| self.values.get(i as usize).copied())
+        old.and_then(|i| self.values.get(i))
     }
 
     /// Insert or replace many routes at once (a later duplicate wins): each slot's
@@ -210,7 +199,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         for (prefix, len, value) in routes {
             let len = len.min(32);
             let p = prefix.mask(len);
-            let vi = self.intern(value);
+            let vi = self.values.intern(value);
             if u32::from(len) <= DIRECT {
                 if let Some(t) = self.short.get_mut(usize::from(len))
                     && t.insert(p, vi).is_none()
@@ -274,7 +263,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             old
         };
         self.len -= 1;
-        self.values.get(old as usize).copied()
+        self.values.get(old)
     }
 
     /// Recompute the short route of every slot that `prefix/len` (len ≤ [`DIRECT`])
@@ -395,12 +384,11 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         let fib = self.dir.len() * size_of::<Dir>()
             + self.nodes.capacity() * size_of::<Node>()
             + self.leaves.capacity() * 4
-            + self.values.len() * size_of::<V>();
+            + self.values.memory_bytes();
         let rib = self.sizes.len() * 8
             + self.long.len() * size_of::<Box<[Long]>>()
             + self.long.iter().map(|l| l.len() * size_of::<Long>()).sum::<usize>()
-            + self.short.iter().map(|t| t.capacity() * 9).sum::<usize>()
-            + self.interned.capacity() * (size_of::<V>() + 5);
+            + self.short.iter().map(|t| t.capacity() * 9).sum::<usize>();
         (fib, rib)
     }
 }

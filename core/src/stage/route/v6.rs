@@ -26,11 +26,10 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::{Hdr, L3If, RouteStage};
+use super::{Hdr, L3If, RouteStage, queue_icmp_error};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, StageEvent, TraceNote};
 use crate::wire::checksum::pseudo_v6;
-use crate::wire::ethernet;
 use crate::wire::icmpv6::{Icmpv6Repr, Icmpv6Type};
 use crate::wire::ip::IpProtocol;
 use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
@@ -283,20 +282,9 @@ impl RouteStage {
         }
         let quote_len = end.saturating_sub(l3).min(h.total).min(ICMPV6_ERROR_MAX - ipv6::HEADER_LEN - 8);
         let icmp_len = 8 + quote_len;
-        let Some(q) = cx.alloc() else { return };
-        let total = ethernet::HEADER_LEN + ipv6::HEADER_LEN + icmp_len;
         let mut quote = [0u8; ICMPV6_ERROR_MAX];
         if let (Some(d), Some(s)) = (quote.get_mut(..quote_len), cx.pool.slot(pkt).get(l3..l3 + quote_len)) {
             d.copy_from_slice(s);
-        }
-        let Ok(buf) = cx.pool.push_back(q, total) else {
-            let _ = cx.pool.free(q);
-            return;
-        };
-        let (eth, rest_buf) = buf.split_at_mut(ethernet::HEADER_LEN);
-        eth.fill(0);
-        if let Some(t) = eth.get_mut(12..14) {
-            t.copy_from_slice(&[0x86, 0xdd]);
         }
         let repr = Ipv6Repr {
             src: src_ip,
@@ -307,29 +295,14 @@ impl RouteStage {
             traffic_class: 0,
             flow_label: 0,
         };
-        if repr.emit(rest_buf).is_err() {
-            let _ = cx.pool.free(q);
-            return;
-        }
-        if let Some(icmp) = rest_buf.get_mut(ipv6::HEADER_LEN..) {
-            if let (Some(d), Some(s)) = (icmp.get_mut(8..), quote.get(..quote_len)) {
-                d.copy_from_slice(s);
-            }
-            let pseudo = pseudo_v6(src_ip, h.src, 58, u32::try_from(icmp_len).unwrap_or(0));
-            let _ = Icmpv6Repr { msg_type: kind, code, rest }.emit(icmp, pseudo);
-        }
-        let head = cx.pool.meta(q).head();
-        let qm = cx.pool.meta_mut(q);
-        qm.l2 = head;
-        qm.l3 = head + 14;
-        qm.l4 = head + 54;
-        qm.l3_kind = L3Kind::Ipv6;
-        qm.ip_proto = 58;
-        qm.in_port = m.in_port;
-        qm.flags = PktFlags::PARSED | PktFlags::HAS_L4 | PktFlags::L2_LOCAL;
-        cx.count(StageEvent::IcmpErrorSent);
-        let here = cx.stage_index();
-        cx.inject(q, here);
+        let write = |ip: &mut [u8]| {
+            repr.emit(ip).ok()?;
+            let icmp = ip.get_mut(ipv6::HEADER_LEN..)?;
+            icmp.get_mut(8..)?.copy_from_slice(quote.get(..quote_len)?);
+            let pseudo = pseudo_v6(src_ip, h.src, 58, u32::try_from(icmp_len).ok()?);
+            Icmpv6Repr { msg_type: kind, code, rest }.emit(icmp, pseudo).ok()
+        };
+        queue_icmp_error(cx, m.in_port, L3Kind::Ipv6, ipv6::HEADER_LEN + icmp_len, write);
     }
 }
 
