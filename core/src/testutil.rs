@@ -217,7 +217,7 @@ pub fn routed_stages(
     };
     vec![
         Box::new(ParseStage::new()),
-        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, multipath: vec![], routes6 })),
+        Box::new(RouteStage::new(&RouteConfig { interfaces: ifs, routes, routes6, ..RouteConfig::default() })),
         Box::new(ArpStage::new(arp)),
         Box::new(EgressStage),
     ]

@@ -177,6 +177,7 @@ mod node_path {
                     routes: vec![],
                     multipath: vec![],
                     routes6: vec![],
+                    multipath6: vec![],
                 })),
                 Box::new(ArpStage::new(arp)),
                 Box::new(EgressStage),

@@ -206,6 +206,7 @@ mod ecmp {
             routes: vec![RouteSpec { dst: Ipv4Addr::new(10, 0, 0, 0), len: 8, next_hop: NextHop::Multipath(0) }],
             multipath: vec![group],
             routes6: vec![],
+            multipath6: vec![],
         })
     }
 

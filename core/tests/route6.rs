@@ -253,3 +253,55 @@ fn scope_and_source_rules() {
     assert_eq!(r.len(), 1);
     assert_eq!(&r[0].1[22..38], &a6("fe80::ff:fe00:101").octets());
 }
+
+mod ecmp6 {
+    use super::*;
+    use podplane::stage::RouteStage;
+    use podplane::stage::route::RouteConfig;
+    use podplane::wire::flow::FlowKey;
+
+    fn stage(paths: u16) -> RouteStage {
+        let group = (0..paths).map(|k| (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x100 + k), PortId(1))).collect();
+        RouteStage::new(&RouteConfig {
+            routes6: vec![RouteSpec6 { dst: a6("fd00:b::"), len: 48, next_hop: NextHop6::Multipath(0) }],
+            multipath6: vec![group],
+            ..RouteConfig::default()
+        })
+    }
+
+    fn flows() -> Vec<FlowKey> {
+        (0..2000u128)
+            .map(|k| {
+                FlowKey::v6(
+                    Ipv6Addr::from((0xfd00_000a_u128 << 96) + k),
+                    a6("fd00:b::1"),
+                    6,
+                    30000 + (k % 1000) as u16,
+                    443,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_directions_agree_spread_and_adding_a_path_moves_few() {
+        let (four, five) = (stage(4), stage(5));
+        let mut per_path = [0u32; 4];
+        let mut moved = 0;
+        for f in flows() {
+            let a = four.pick_path6(0, &f, false).unwrap();
+            assert_eq!(a, four.pick_path6(0, &f.reversed(), false).unwrap(), "{f}");
+            per_path[usize::from(a.0.segments()[7] - 0x100)] += 1;
+            let b = five.pick_path6(0, &f, false).unwrap();
+            if a != b {
+                assert_eq!(b.0.segments()[7], 0x104, "a flow moved between old paths");
+                moved += 1;
+            }
+        }
+        for n in per_path {
+            assert!((400..=600).contains(&n), "uneven spread {per_path:?}");
+        }
+        assert!((300..=500).contains(&moved), "{moved} of 2000 moved");
+        assert_eq!(four.lookup6(a6("fd00:b::9")), Some((48, NextHop6::Multipath(0))));
+    }
+}

@@ -61,12 +61,21 @@ fn node() -> Option<Pipeline> {
                 interfaces: ifs,
                 routes,
                 multipath: vec![],
-                // IPv6 too: a default via a link-local gateway on the uplink.
-                routes6: vec![podplane::stage::route::RouteSpec6 {
-                    dst: std::net::Ipv6Addr::UNSPECIFIED,
-                    len: 0,
-                    next_hop: podplane::stage::route::NextHop6::Via("fe80::1".parse().unwrap(), up),
-                }],
+                // IPv6 too: a default via a link-local gateway on the uplink, and an
+                // ECMP prefix.
+                routes6: vec![
+                    podplane::stage::route::RouteSpec6 {
+                        dst: std::net::Ipv6Addr::UNSPECIFIED,
+                        len: 0,
+                        next_hop: podplane::stage::route::NextHop6::Via("fe80::1".parse().unwrap(), up),
+                    },
+                    podplane::stage::route::RouteSpec6 {
+                        dst: "fd00:99::".parse().unwrap(),
+                        len: 32,
+                        next_hop: podplane::stage::route::NextHop6::Multipath(0),
+                    },
+                ],
+                multipath6: vec![vec![("fe80::2".parse().unwrap(), up), ("fe80::3".parse().unwrap(), up)]],
             })),
             Box::new(ArpStage::new(arp)),
             Box::new(EgressStage),

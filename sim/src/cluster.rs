@@ -552,6 +552,7 @@ pub fn build_with(
             routes,
             multipath: vec![],
             routes6: vec![],
+            multipath6: vec![],
         });
         let arp = ArpStage::new(ArpConfig {
             local: vec![
@@ -625,6 +626,7 @@ fn routed_node(
         routes: routes.clone(),
         multipath: vec![],
         routes6: vec![],
+        multipath6: vec![],
     });
     let arp = ArpStage::new(ArpConfig {
         local: vec![LocalAddr { ip: my_ip, mac: up_mac, ports: vec![uplink] }],

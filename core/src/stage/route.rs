@@ -135,6 +135,8 @@ pub struct RouteConfig {
     pub multipath: Vec<Vec<(Ipv4Addr, PortId)>>,
     /// IPv6 routes (connected and local ones come from the interfaces' `ip6`).
     pub routes6: Vec<RouteSpec6>,
+    /// IPv6 ECMP groups, for [`NextHop6::Multipath`].
+    pub multipath6: Vec<Vec<(Ipv6Addr, PortId)>>,
 }
 
 /// Default TTL of packets the node originates (`net.ipv4.ip_default_ttl`).
@@ -149,6 +151,7 @@ pub struct RouteStage {
     fib: Poptrie4<NextHop>,
     fib6: Lpm6<NextHop6>,
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
+    groups6: Vec<Vec<(Ipv6Addr, PortId, u64)>>,
     tokens: u64,
     last_refill: Instant,
     peers: hashbrown::HashMap<IpAddr, (u64, Instant), rustc_hash::FxBuildHasher>,
@@ -174,13 +177,22 @@ impl RouteStage {
         for r in &config.routes6 {
             fib6.insert(u128::from(r.dst), r.len, r.next_hop);
         }
-        let groups =
-            config.multipath.iter().map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(*gw, *p))).collect()).collect();
+        let groups = config
+            .multipath
+            .iter()
+            .map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(u128::from(u32::from(*gw)), *p))).collect())
+            .collect();
+        let groups6 = config
+            .multipath6
+            .iter()
+            .map(|g| g.iter().map(|(gw, p)| (*gw, *p, path_key(u128::from(*gw), *p))).collect())
+            .collect();
         RouteStage {
             ifs: config.interfaces.clone(),
             fib,
             fib6,
             groups,
+            groups6,
             tokens: ICMP_BURST,
             last_refill: Instant::ZERO,
             peers: hashbrown::HashMap::with_capacity_and_hasher(PEERS_MAX, rustc_hash::FxBuildHasher),
@@ -202,13 +214,17 @@ impl RouteStage {
         flow: &crate::wire::flow::FlowKey,
         fragment: bool,
     ) -> Option<(Ipv4Addr, PortId)> {
-        let mut key = *flow;
-        if fragment {
-            key.src_port = 0;
-            key.dst_port = 0;
-        }
-        let h = key.symmetric_hash(0x6563_6d70);
-        self.groups.get(usize::from(group))?.iter().max_by_key(|(_, _, k)| splitmix(h ^ k)).map(|(gw, p, _)| (*gw, *p))
+        rendezvous(self.groups.get(usize::from(group))?, flow, fragment)
+    }
+
+    /// [`pick_path`](Self::pick_path) for IPv6 group `group`.
+    pub fn pick_path6(
+        &self,
+        group: u16,
+        flow: &crate::wire::flow::FlowKey,
+        fragment: bool,
+    ) -> Option<(Ipv6Addr, PortId)> {
+        rendezvous(self.groups6.get(usize::from(group))?, flow, fragment)
     }
 
     /// The forwarding decision for `dst` (for tests and the CLI).
@@ -614,9 +630,28 @@ fn nop_uncopied_options(opts: &mut [u8]) {
     }
 }
 
-/// A path's identity for rendezvous hashing.
-fn path_key(gw: Ipv4Addr, port: PortId) -> u64 {
-    splitmix((u64::from(u32::from(gw)) << 16) | u64::from(port.0))
+/// The path of `paths` with the highest weight for the flow (see
+/// [`RouteStage::pick_path`]).
+fn rendezvous<A: Copy>(
+    paths: &[(A, PortId, u64)],
+    flow: &crate::wire::flow::FlowKey,
+    fragment: bool,
+) -> Option<(A, PortId)> {
+    let mut key = *flow;
+    if fragment {
+        key.src_port = 0;
+        key.dst_port = 0;
+    }
+    let h = key.symmetric_hash(0x6563_6d70);
+    paths.iter().max_by_key(|(_, _, k)| splitmix(h ^ k)).map(|(gw, p, _)| (*gw, *p))
+}
+
+/// A path's identity for rendezvous hashing: the gateway (an IPv4 address as the low
+/// 32 bits) and the port.
+fn path_key(gw: u128, port: PortId) -> u64 {
+    let [hi, lo] = [(gw >> 64), gw & u128::from(u64::MAX)].map(|h| u64::try_from(h).unwrap_or(0));
+    let folded = lo ^ splitmix(hi);
+    splitmix((folded << 16) ^ (folded >> 48) ^ u64::from(port.0))
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -22,7 +22,7 @@
 //!
 //! Differences from Linux on purpose: the flow label of an error is 0 (Linux hashes
 //! one, `auto_flowlabels`; RFC 6437 allows 0), so errors are reproducible byte for
-//! byte. No ECMP for IPv6 yet.
+//! byte.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -41,6 +41,9 @@ pub enum NextHop6 {
     Connected(PortId),
     /// Through the gateway (often a link-local address), on the interface on `PortId`.
     Via(Ipv6Addr, PortId),
+    /// ECMP: one of the paths of group `u16` in `RouteConfig::multipath6`, chosen per
+    /// flow as for IPv4 (rendezvous hashing over the symmetric flow hash).
+    Multipath(u16),
     /// One of the node's addresses: deliver to the host.
     Local,
     /// Drop silently.
@@ -195,6 +198,16 @@ impl RouteStage {
             }
             NextHop6::Connected(p) => (h.dst, p),
             NextHop6::Via(gw, p) => (gw, p),
+            NextHop6::Multipath(g) => {
+                let frag = m.flags.contains(PktFlags::FRAGMENT);
+                match self.pick_path6(g, &m.flow, frag) {
+                    Some(path) => path,
+                    None => {
+                        cx.drop(batch, i, DropReason::RouteBlackhole);
+                        return;
+                    }
+                }
+            }
         };
         if forwarded {
             if h.src.is_unspecified() || h.src.is_multicast() || h.src.is_loopback() {
