@@ -13,15 +13,18 @@ N1=200
 N2=1200
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install -y valgrind" >&2; exit 1; }
 cargo build --profile bench -p podplane-benches --bin icount --quiet
-BIN=target/release/icount
-[ -x target/bench/icount ] && BIN=target/bench/icount
+T=${CARGO_TARGET_DIR:-target}
+BIN=$T/release/icount
+[ -x "$T/bench/icount" ] && BIN=$T/bench/icount
+[ -x "$BIN" ] || { echo "callgrind.sh: $BIN not built" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 ir() { # mode batches -> total instructions
   valgrind --tool=callgrind --callgrind-out-file="$tmp/out.$1.$2" "$BIN" "$1" "$2" --batch "$BATCH" --mix "$MIX" \
     2>"$tmp/err.$1.$2" >/dev/null
-  grep -E 'Collected :' "$tmp/err.$1.$2" | awk '{print $NF}'
+  grep -E 'Collected :' "$tmp/err.$1.$2" | awk '{print $NF}' | grep . ||
+    { echo "callgrind.sh: valgrind failed for $1 $2:" >&2; cat "$tmp/err.$1.$2" >&2; exit 1; }
 }
 
 declare -A per
