@@ -54,7 +54,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
-use super::route::{L3If, link_local};
+use super::route::{IfIndex, L3If, link_local};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
 use crate::time::{Duration, Instant};
@@ -133,13 +133,27 @@ pub const CALICO_MAC: EthernetAddress = EthernetAddress([0xee; 6]);
 #[derive(Debug, Default)]
 pub struct ArpStage {
     config: ArpConfig,
+    index: IfIndex,
     neigh: HashMap<(PortId, IpAddr), Neigh, FxBuildHasher>,
+    /// The last next hop resolved and until when its entry stays fresh: runs of
+    /// packets to one next hop (the default gateway) skip the table. Cleared whenever
+    /// an entry changes.
+    memo: Option<Memo>,
+}
+
+/// A resolved next hop remembered by [`ArpStage`].
+#[derive(Clone, Copy, Debug)]
+struct Memo {
+    key: (PortId, IpAddr),
+    mac: EthernetAddress,
+    fresh_until: Instant,
 }
 
 impl ArpStage {
     /// A stage answering per `config`.
     pub fn new(config: ArpConfig) -> Self {
-        ArpStage { config, neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher) }
+        let index = IfIndex::new(&config.interfaces);
+        ArpStage { config, index, neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher), memo: None }
     }
 
     /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
@@ -148,7 +162,7 @@ impl ArpStage {
     }
 
     fn iface_for_port(&self, port: PortId) -> Option<&L3If> {
-        self.config.interfaces.iter().find(|i| i.ports.contains(&port) || i.port == port)
+        self.config.interfaces.get(self.index.of(port).or_else(|| self.index.at(port))?)
     }
 
     /// Record `ip` at `mac` behind the interface of `in_port`; release its queue.
@@ -164,6 +178,7 @@ impl ArpStage {
             queued: 0,
         };
         let room = self.neigh.len() < MAX_NEIGHBOURS;
+        self.memo = None;
         let waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
                 let q = (n.queue, n.queued);
@@ -205,7 +220,7 @@ impl ArpStage {
             Routed { out_port: mr.out_port, next_hop }
         };
         // Copy the four fields needed: cloning the interface would allocate.
-        let Some(iface) = self.config.interfaces.iter().find(|f| f.port == m.out_port).map(|f| IfAddr {
+        let Some(iface) = self.index.at(m.out_port).and_then(|k| self.config.interfaces.get(k)).map(|f| IfAddr {
             port: f.port,
             mac: f.mac,
             ip: f.ip,
@@ -221,8 +236,11 @@ impl ArpStage {
         // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
         // packets wait for a fresh answer (a pod re-created with a new MAC).
         let mut stale_probe = false;
+        let memo = self.memo.filter(|k| k.key == key && now <= k.fresh_until).map(|k| k.mac);
         // One lookup for both the stale check and the MAC.
-        let known = match self.neigh.get_mut(&key).filter(|n| n.state == NeighState::Reachable) {
+        let found = if memo.is_some() { None } else { self.neigh.get_mut(&key) };
+        let known = match found.filter(|n| n.state == NeighState::Reachable) {
+            _ if memo.is_some() => memo,
             Some(n) => {
                 if now.saturating_since(n.confirmed) > REACHABLE_TIME && now.saturating_since(n.last_probe) >= RETRANS {
                     if n.probes >= MAX_PROBES {
@@ -234,6 +252,9 @@ impl ArpStage {
                         n.last_probe = now;
                         stale_probe = true;
                     }
+                } else {
+                    let fresh_until = n.confirmed + REACHABLE_TIME;
+                    self.memo = Some(Memo { key, mac: n.mac, fresh_until });
                 }
                 (n.state == NeighState::Reachable).then_some(n.mac)
             }

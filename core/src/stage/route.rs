@@ -93,6 +93,49 @@ impl L3If {
     }
 }
 
+/// The interface of each port as tables indexed by port number: `at` the interface on
+/// that port, `of` the interface whose `ports` include it. Replaces linear scans of
+/// the interface list in the per-packet path of the route and neighbour stages.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct IfIndex {
+    at: Vec<u8>,
+    of: Vec<u8>,
+}
+
+impl IfIndex {
+    const NONE: u8 = u8::MAX;
+
+    pub(crate) fn new(ifs: &[L3If]) -> Self {
+        let top = ifs.iter().flat_map(|f| f.ports.iter().chain([&f.port])).map(|p| usize::from(p.0)).max();
+        let n = top.map_or(0, |t| t + 1);
+        let (mut at, mut of) = (vec![Self::NONE; n], vec![Self::NONE; n]);
+        for (k, f) in ifs.iter().enumerate().take(usize::from(Self::NONE)) {
+            let k = u8::try_from(k).unwrap_or(Self::NONE);
+            if let Some(a) = at.get_mut(usize::from(f.port.0)).filter(|a| **a == Self::NONE) {
+                *a = k;
+            }
+            for p in &f.ports {
+                if let Some(o) = of.get_mut(usize::from(p.0)).filter(|o| **o == Self::NONE) {
+                    *o = k;
+                }
+            }
+        }
+        IfIndex { at, of }
+    }
+
+    /// Index of the interface on `port`.
+    #[inline]
+    pub(crate) fn at(&self, port: PortId) -> Option<usize> {
+        self.at.get(usize::from(port.0)).filter(|k| **k != Self::NONE).map(|k| usize::from(*k))
+    }
+
+    /// Index of the interface `port` belongs to.
+    #[inline]
+    pub(crate) fn of(&self, port: PortId) -> Option<usize> {
+        self.of.get(usize::from(port.0)).filter(|k| **k != Self::NONE).map(|k| usize::from(*k))
+    }
+}
+
 /// Where a route sends packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NextHop {
@@ -148,6 +191,7 @@ pub const ICMP_ERROR_MAX: usize = 576;
 #[derive(Debug)]
 pub struct RouteStage {
     ifs: Vec<L3If>,
+    index: IfIndex,
     fib: Poptrie4<NextHop>,
     fib6: Lpm6<NextHop6>,
     groups: Vec<Vec<(Ipv4Addr, PortId, u64)>>,
@@ -189,6 +233,7 @@ impl RouteStage {
             .collect();
         RouteStage {
             ifs: config.interfaces.clone(),
+            index: IfIndex::new(&config.interfaces),
             fib,
             fib6,
             groups,
@@ -233,11 +278,11 @@ impl RouteStage {
     }
 
     fn iface_for_port(&self, port: PortId) -> Option<&L3If> {
-        self.ifs.iter().find(|i| i.ports.contains(&port))
+        self.ifs.get(self.index.of(port)?)
     }
 
     fn iface(&self, port: PortId) -> Option<&L3If> {
-        self.ifs.iter().find(|i| i.port == port)
+        self.ifs.get(self.index.at(port)?)
     }
 
     /// `icmp_msgs_per_sec` = 1000, `icmp_msgs_burst` = 50: a global token bucket.
@@ -298,7 +343,7 @@ impl RouteStage {
             if mref.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
                 continue;
             }
-            let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags, flow: mref.flow };
+            let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags };
             let in_if = if m.flags.contains(PktFlags::L2_LOCAL) {
                 self.iface_for_port(m.in_port)
             } else {
@@ -356,7 +401,8 @@ impl RouteStage {
                 NextHop::Via(gw, p) => (gw, p),
                 NextHop::Multipath(g) => {
                     let frag = m.flags.contains(PktFlags::FRAGMENT);
-                    match self.pick_path(g, &m.flow, frag) {
+                    let flow = cx.pool.meta(pkt).flow;
+                    match self.pick_path(g, &flow, frag) {
                         Some(path) => path,
                         None => {
                             cx.drop(batch, i, DropReason::RouteBlackhole);
@@ -499,7 +545,6 @@ struct Hdr {
     in_port: PortId,
     l3: u16,
     flags: PktFlags,
-    flow: crate::wire::flow::FlowKey,
 }
 
 /// Most fragments one packet is cut into.

@@ -200,7 +200,8 @@ impl RouteStage {
             NextHop6::Via(gw, p) => (gw, p),
             NextHop6::Multipath(g) => {
                 let frag = m.flags.contains(PktFlags::FRAGMENT);
-                match self.pick_path6(g, &m.flow, frag) {
+                let flow = cx.pool.meta(pkt).flow;
+                match self.pick_path6(g, &flow, frag) {
                     Some(path) => path,
                     None => {
                         cx.drop(batch, i, DropReason::RouteBlackhole);
