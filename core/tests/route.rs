@@ -390,3 +390,23 @@ fn fragments_are_byte_identical_to_linux() {
     let ours: Vec<Vec<u8>> = r.into_iter().map(|(_, f)| f).collect();
     assert_eq!(ours, linux, "fragments differ from Linux's");
 }
+
+/// The neighbour stage remembers the last next hop it resolved; an ARP update for that
+/// neighbour must take effect for the very next packet, in the same batch or the next.
+#[test]
+fn a_changed_neighbour_mac_is_used_at_once() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run(&mut pl, &mut pool, &[(1, b_reply())]);
+    let pkt = udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 20, false);
+    let r = run(&mut pl, &mut pool, &[(0, pkt.clone()), (0, pkt.clone())]);
+    assert!(r.iter().all(|(_, f)| f[..6] == [0x02, 0, 0, 0, 0x97, 0x02]), "{r:?}");
+    // B moves to a new MAC and says so (a gratuitous reply), between two packets.
+    let new_mac = [0x02, 0, 0, 0, 0x97, 0x99];
+    let mut moved = b_reply();
+    moved[6..12].copy_from_slice(&new_mac);
+    moved[14 + 8..14 + 14].copy_from_slice(&new_mac);
+    let r = run(&mut pl, &mut pool, &[(0, pkt.clone()), (1, moved), (0, pkt)]);
+    let macs: Vec<_> = r.iter().map(|(_, f)| f[..6].to_vec()).collect();
+    assert_eq!(macs, vec![vec![0x02, 0, 0, 0, 0x97, 0x02], new_mac.to_vec()]);
+}
