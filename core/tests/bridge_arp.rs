@@ -111,6 +111,24 @@ fn learns_floods_unknown_then_forwards_known() {
     CounterExpect::new().check(&c.snapshot());
 }
 
+/// The bridge remembers its last FDB answer within a batch; learning must override
+/// it for the next frame of the same batch.
+#[test]
+fn learning_in_a_batch_takes_effect_for_the_next_frame() {
+    let mut pl = node(false);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let t = Instant::from_nanos(1);
+    // A -> B (unknown: flooded), B -> A (B learned on port 1), A -> B (port 1 only).
+    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (1, frame(POD_B, POD_A)), (0, frame(POD_A, POD_B))]);
+    // (Output is by port.) A stale answer would flood the third frame again: 0,1,1,2,2.
+    assert_eq!(ports(&r), vec![0, 1, 1, 2]);
+    // B moves to port 2 in the middle of a batch of frames to B.
+    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (2, frame(POD_B, POD_A)), (0, frame(POD_A, POD_B))]);
+    // A stale answer would send the third frame to port 1 again: 0,1,1.
+    assert_eq!(ports(&r), vec![0, 1, 2]);
+    assert_eq!(pl.counters().events("bridge", StageEvent::FdbMoved), 1);
+}
+
 #[test]
 fn same_port_needs_hairpin_and_moves_are_followed() {
     let t = Instant::from_nanos(1);

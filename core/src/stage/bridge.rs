@@ -216,6 +216,9 @@ impl BridgeStage {
 
     fn run<const TRACE: bool>(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let now = cx.now;
+        // The last unicast lookup of this batch: runs of frames to one MAC (a bulk
+        // flow) skip the FDB. Learning that changes an entry clears it.
+        let mut memo: Option<(u16, [u8; 6], Option<PortId>)> = None;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
@@ -243,8 +246,12 @@ impl BridgeStage {
                     *r = (src, now);
                 }
                 match self.fdb.learn(dom, src, in_port, now) {
-                    Learn::Learned => cx.count(StageEvent::FdbLearned),
+                    Learn::Learned => {
+                        memo = None;
+                        cx.count(StageEvent::FdbLearned);
+                    }
                     Learn::Moved => {
+                        memo = None;
                         // The MAC left another port: that port's shortcut is stale.
                         for (k, r) in self.recent.iter_mut().enumerate() {
                             if r.0 == src && k != usize::from(in_port.0) {
@@ -277,7 +284,15 @@ impl BridgeStage {
                     cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));
                 }
             } else {
-                match self.fdb.lookup(dom, dst, now) {
+                let hit = match memo {
+                    Some((d, mac, hit)) if d == dom && mac == dst => hit,
+                    _ => {
+                        let hit = self.fdb.lookup(dom, dst, now);
+                        memo = Some((dom, dst, hit));
+                        hit
+                    }
+                };
+                match hit {
                     Some(p) if p == in_port && !state.hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
                     Some(p) => {
                         let mm = cx.pool.meta_mut(pkt);
