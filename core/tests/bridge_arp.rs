@@ -112,20 +112,23 @@ fn learns_floods_unknown_then_forwards_known() {
 }
 
 /// The bridge remembers its last FDB answer within a batch; learning must override
-/// it for the next frame of the same batch.
+/// it for the next frame of the same batch. (B announces itself with broadcasts, so
+/// nothing else is looked up in between.)
 #[test]
 fn learning_in_a_batch_takes_effect_for_the_next_frame() {
     let mut pl = node(false);
     let mut pool = BufPool::with_slots(64).unwrap();
     let t = Instant::from_nanos(1);
-    // A -> B (unknown: flooded), B -> A (B learned on port 1), A -> B (port 1 only).
-    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (1, frame(POD_B, POD_A)), (0, frame(POD_A, POD_B))]);
-    // (Output is by port.) A stale answer would flood the third frame again: 0,1,1,2,2.
+    let bcast = EthernetAddress::BROADCAST;
+    // A -> B (unknown: port 1 and a copy to 2), B -> all from port 1 (B learned; to 0
+    // and a copy to 2), A -> B (port 1 only). Output is by port; a stale answer would
+    // flood the third frame again: 0,1,1,2,2,2.
+    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (1, frame(POD_B, bcast)), (0, frame(POD_A, POD_B))]);
+    assert_eq!(ports(&r), vec![0, 1, 1, 2, 2]);
+    // B moves to port 2 in the middle of a batch of frames to B: a stale answer would
+    // send the third frame to port 1 again (0,1,1,1).
+    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (2, frame(POD_B, bcast)), (0, frame(POD_A, POD_B))]);
     assert_eq!(ports(&r), vec![0, 1, 1, 2]);
-    // B moves to port 2 in the middle of a batch of frames to B.
-    let r = run(&mut pl, &mut pool, t, &[(0, frame(POD_A, POD_B)), (2, frame(POD_B, POD_A)), (0, frame(POD_A, POD_B))]);
-    // A stale answer would send the third frame to port 1 again: 0,1,1.
-    assert_eq!(ports(&r), vec![0, 1, 2]);
     assert_eq!(pl.counters().events("bridge", StageEvent::FdbMoved), 1);
 }
 
