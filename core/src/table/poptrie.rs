@@ -90,17 +90,26 @@ struct Long {
     vi: u32,
 }
 
+/// A direct-table slot's long routes and the size of its subtree (which becomes
+/// garbage when the slot is rebuilt).
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    routes: Vec<Long>,
+    nodes: u32,
+    leaves: u32,
+}
+
 /// An IPv4 poptrie from prefixes to values `V` (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub struct Poptrie4<V: Copy + Eq + core::hash::Hash> {
     dir: Vec<Dir>,
     nodes: Vec<Node>,
     leaves: Vec<u32>,
-    /// Nodes and leaves of each slot's subtree (garbage once it is rebuilt).
-    sizes: Vec<[u32; 2]>,
     garbage: usize,
     short: Vec<HashMap<u32, u32, FxBuildHasher>>,
-    long: Vec<Box<[Long]>>,
+    /// The slots that have long routes (a map, not an array per slot: a node with a
+    /// few routes should not pay for 262,144 empty lists).
+    slots: HashMap<u32, Slot, FxBuildHasher>,
     values: Interner<V>,
     len: usize,
 }
@@ -118,10 +127,9 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             dir: vec![Dir { node: NO_NODE, short: 0 }; SLOTS],
             nodes: Vec::new(),
             leaves: Vec::new(),
-            sizes: vec![[0; 2]; SLOTS],
             garbage: 0,
             short: (0..=DIRECT).map(|_| HashMap::with_hasher(FxBuildHasher)).collect(),
-            long: vec![Box::default(); SLOTS],
+            slots: HashMap::with_hasher(FxBuildHasher),
             values: Interner::default(),
             len: 0,
         }
@@ -153,7 +161,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             *self.short.get(usize::from(len))?.get(&p)?
         } else {
             let low = low_bits(p);
-            self.long.get((p >> SUFFIX) as usize)?.iter().find(|l| l.low == low && l.len == len)?.vi
+            self.slots.get(&(p >> SUFFIX))?.routes.iter().find(|l| l.low == low && l.len == len)?.vi
         };
         self.values.get(vi)
     }
@@ -169,15 +177,13 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             self.refresh_short(p, len);
             old
         } else {
-            let s = (p >> SUFFIX) as usize;
+            let s = p >> SUFFIX;
             let low = low_bits(p);
-            let list = self.long.get_mut(s)?;
+            let list = &mut self.slots.entry(s).or_default().routes;
             let old = match list.iter_mut().find(|l| l.low == low && l.len == len) {
                 Some(l) => Some(core::mem::replace(&mut l.vi, vi)),
                 None => {
-                    let mut v = core::mem::take(list).into_vec();
-                    v.push(Long { low, len, vi });
-                    *list = v.into_boxed_slice();
+                    list.push(Long { low, len, vi });
                     None
                 }
             };
@@ -216,19 +222,17 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         let mut dirty = Vec::new();
         for group in pending.chunk_by(|a, b| a.0 == b.0) {
             let Some(&(s, _)) = group.first() else { continue };
-            let Some(list) = self.long.get_mut(s as usize) else { continue };
-            let mut v = core::mem::take(list).into_vec();
+            let list = &mut self.slots.entry(s).or_default().routes;
             for (_, r) in group {
-                match v.iter_mut().find(|l| l.low == r.low && l.len == r.len) {
+                match list.iter_mut().find(|l| l.low == r.low && l.len == r.len) {
                     Some(l) => l.vi = r.vi,
                     None => {
-                        v.push(*r);
+                        list.push(*r);
                         self.len += 1;
                     }
                 }
             }
-            *list = v.into_boxed_slice();
-            dirty.push(s as usize);
+            dirty.push(s);
         }
         if short_changed {
             self.refresh_short(0, 0);
@@ -252,13 +256,11 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             self.refresh_short(p, len);
             old
         } else {
-            let s = (p >> SUFFIX) as usize;
+            let s = p >> SUFFIX;
             let low = low_bits(p);
-            let list = self.long.get_mut(s)?;
+            let list = &mut self.slots.get_mut(&s)?.routes;
             let at = list.iter().position(|l| l.low == low && l.len == len)?;
-            let mut v = core::mem::take(list).into_vec();
-            let old = v.swap_remove(at).vi;
-            *list = v.into_boxed_slice();
+            let old = list.swap_remove(at).vi;
             self.rebuild(s);
             old
         };
@@ -287,22 +289,16 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     }
 
     /// Rebuild the subtree of slot `s` from its long routes.
-    fn rebuild(&mut self, s: usize) {
-        let old = self.sizes.get(s).copied().unwrap_or([0; 2]);
-        self.garbage += old[0] as usize + old[1] as usize;
-        let mut routes: Vec<(u32, u8, u32)> = self
-            .long
-            .get(s)
-            .map(|l| {
-                l.iter()
-                    .map(|r| (u32::from(r.low) << DIRECT, r.len - SUFFIX_LEN_BASE, leaf_code(r.vi, r.len)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    fn rebuild(&mut self, s: u32) {
+        let Some(slot) = self.slots.get_mut(&s) else { return };
+        self.garbage += slot.nodes as usize + slot.leaves as usize;
+        let mut routes: Vec<(u32, u8, u32)> = slot
+            .routes
+            .iter()
+            .map(|r| (u32::from(r.low) << DIRECT, r.len - SUFFIX_LEN_BASE, leaf_code(r.vi, r.len)))
+            .collect();
         let node = if routes.is_empty() {
-            if let Some(r) = self.sizes.get_mut(s) {
-                *r = [0; 2];
-            }
+            self.slots.remove(&s);
             NO_NODE
         } else {
             // Shorter first, so longer routes paint over them.
@@ -310,16 +306,16 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             let (n0, l0) = (self.nodes.len(), self.leaves.len());
             self.nodes.push(Node::default());
             let root = build(&routes, 0, 0, &mut self.nodes, &mut self.leaves);
-            if let Some(slot) = self.nodes.get_mut(n0) {
-                *slot = root;
+            if let Some(n) = self.nodes.get_mut(n0) {
+                *n = root;
             }
-            let r = [self.nodes.len() - n0, self.leaves.len() - l0].map(|x| u32::try_from(x).unwrap_or(0));
-            if let Some(slot) = self.sizes.get_mut(s) {
-                *slot = r;
+            if let Some(slot) = self.slots.get_mut(&s) {
+                slot.nodes = u32::try_from(self.nodes.len() - n0).unwrap_or(0);
+                slot.leaves = u32::try_from(self.leaves.len() - l0).unwrap_or(0);
             }
             u32::try_from(n0).unwrap_or(NO_NODE)
         };
-        if let Some(d) = self.dir.get_mut(s) {
+        if let Some(d) = self.dir.get_mut(s as usize) {
             d.node = node;
         }
         if self.garbage > 1024 && self.garbage > self.nodes.len() + self.leaves.len() - self.garbage {
@@ -335,11 +331,16 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         self.nodes = Vec::with_capacity(live / 3);
         self.leaves = Vec::with_capacity(live - live / 3);
         self.garbage = 0;
-        self.sizes.fill([0; 2]);
-        for s in 0..self.long.len() {
-            if self.long.get(s).is_some_and(|l| !l.is_empty()) {
-                self.rebuild(s);
+        // In address order, so neighbouring slots' subtrees are neighbours in memory.
+        self.slots.shrink_to_fit();
+        let mut keys: Vec<u32> = self.slots.keys().copied().collect();
+        keys.sort_unstable();
+        for s in keys {
+            if let Some(slot) = self.slots.get_mut(&s) {
+                (slot.nodes, slot.leaves) = (0, 0);
+                slot.routes.shrink_to_fit();
             }
+            self.rebuild(s);
         }
         self.nodes.shrink_to_fit();
         self.leaves.shrink_to_fit();
@@ -385,9 +386,8 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             + self.nodes.capacity() * size_of::<Node>()
             + self.leaves.capacity() * 4
             + self.values.memory_bytes();
-        let rib = self.sizes.len() * 8
-            + self.long.len() * size_of::<Box<[Long]>>()
-            + self.long.iter().map(|l| l.len() * size_of::<Long>()).sum::<usize>()
+        let rib = self.slots.capacity() * (5 + size_of::<Slot>())
+            + self.slots.values().map(|l| l.routes.capacity() * size_of::<Long>()).sum::<usize>()
             + self.short.iter().map(|t| t.capacity() * 9).sum::<usize>();
         (fib, rib)
     }
