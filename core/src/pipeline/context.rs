@@ -62,6 +62,12 @@ impl Context<'_> {
         self.counters.count_event(self.stage, event);
     }
 
+    /// Count `event` `n` times (a stage counting a whole batch at once).
+    #[inline]
+    pub fn count_n(&mut self, event: StageEvent, n: u64) {
+        self.counters.count_event_n(self.stage, event, n);
+    }
+
     /// The 1-based index of the stage named `name` in this pipeline (for
     /// [`inject`](Self::inject) into another stage, as the neighbour stage re-enters
     /// the bridge).
@@ -85,6 +91,9 @@ impl Context<'_> {
     /// Record a note about `pkt` if it is traced.
     #[inline]
     pub fn trace_note(&mut self, pkt: PktId, note: TraceNote) {
+        if !self.tracing {
+            return;
+        }
         let m = self.pool.meta(pkt);
         if m.flags.contains(PktFlags::TRACE) {
             let id = m.trace_id;

@@ -83,8 +83,14 @@ impl Counters {
     /// Count one `event` under `stage`.
     #[inline]
     pub fn count_event(&mut self, stage: usize, event: StageEvent) {
+        self.count_event_n(stage, event, 1);
+    }
+
+    /// Count `event` `n` times for `stage`.
+    #[inline]
+    pub fn count_event_n(&mut self, stage: usize, event: StageEvent, n: u64) {
         if let Some(c) = self.events.get_mut(stage).and_then(|row| row.get_mut(event.index())) {
-            *c += 1;
+            *c += n;
         }
     }
 
