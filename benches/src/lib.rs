@@ -71,3 +71,14 @@ pub fn bgp_like_routes_1m() -> Vec<(u32, u8)> {
     }
     v
 }
+
+/// 100,000 IPv6 prefixes of lengths 32..=64 (allocations to subnets) in 2000::/4.
+pub fn random_routes6_100k() -> Vec<(u128, u8)> {
+    let mut x: u64 = 0x5eed;
+    (0..100_000)
+        .map(|_| {
+            let len = 32 + u8::try_from(lcg(&mut x) % 33).unwrap_or(0);
+            ((0x2u128 << 124) | (u128::from(lcg(&mut x)) << 60 >> 4), len)
+        })
+        .collect()
+}

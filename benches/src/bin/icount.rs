@@ -202,10 +202,6 @@ const UP_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 1]);
 const GW_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 9, 9]);
 const POD_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x0b]);
 
-fn lcg(x: &mut u64) -> u64 {
-    *x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    *x
-}
 
 /// 100,000 IPv6 routes of lengths 32..=64 (allocation and subnet sizes) in 2000::/4,
 /// via the gateway on port 1, plus a default.
@@ -216,12 +212,11 @@ fn route6_100k() -> Vec<Box<dyn Stage>> {
         L3If::routed(PortId(1), UP_MAC, Ipv4Addr::new(192, 168, 0, 10), 24, 1500).with_ip6(UP6, 64),
     ];
     let mut routes6 = vec![RouteSpec6 { dst: Ipv6Addr::UNSPECIFIED, len: 0, next_hop: NextHop6::Via(GW6, PortId(1)) }];
-    let mut x = 0x5eed_u64;
-    while routes6.len() < 100_001 {
-        let len = 32 + u8::try_from(lcg(&mut x) % 33).unwrap_or(0);
-        let hi = (0x2u128 << 124) | (u128::from(lcg(&mut x)) << 60 >> 4);
-        routes6.push(RouteSpec6 { dst: Ipv6Addr::from(hi), len, next_hop: NextHop6::Via(GW6, PortId(1)) });
-    }
+    routes6.extend(podplane_benches::random_routes6_100k().into_iter().map(|(a, len)| RouteSpec6 {
+        dst: Ipv6Addr::from(a),
+        len,
+        next_hop: NextHop6::Via(GW6, PortId(1)),
+    }));
     podplane::testutil::routed_stages(ifs, vec![], routes6)
 }
 
@@ -230,7 +225,7 @@ fn route6_100k() -> Vec<Box<dyn Stage>> {
 fn udp6_frame(x: &mut u64) -> Vec<u8> {
     use podplane::wire::checksum::pseudo_v6;
     let src = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
-    let dst = Ipv6Addr::from((0x2u128 << 124) | (u128::from(lcg(x)) << 60 >> 4) | u128::from(lcg(x)));
+    let dst = Ipv6Addr::from((0x2u128 << 124) | (u128::from(podplane_benches::lcg(x)) << 60 >> 4) | u128::from(podplane_benches::lcg(x)));
     let mut f = Vec::with_capacity(64);
     f.extend_from_slice(&POD_MAC.0);
     f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 10, 17, 64]);
