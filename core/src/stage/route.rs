@@ -1,4 +1,5 @@
-//! The `route` stage: IPv4 forwarding as the Linux FIB and `ip_forward()` do it.
+//! The `route` stage: IPv4 forwarding as the Linux FIB and `ip_forward()` do it (IPv6,
+//! as `ip6_forward()`, is in [`v6`]'s module docs).
 //!
 //! It takes IPv4 packets addressed to the node at L2 (the bridge marked them
 //! `L2_LOCAL`, or they came in on a routed port to its MAC) and:
@@ -41,7 +42,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-mod v6;
+pub mod v6;
 
 pub(crate) use v6::is_link_local as is_link_local6;
 pub use v6::{DEFAULT_HOP_LIMIT, ICMPV6_ERROR_MAX, NextHop6, RouteSpec6, link_local, unreachable6};

@@ -36,8 +36,9 @@ use rustc_hash::FxBuildHasher;
 use super::interner::Interner;
 use super::lpm::Key;
 
-/// No subtree (in [`Dir::node`]).
-const NO_NODE: u32 = u32::MAX;
+/// No subtree (in a direct-table entry; node indices are stored plus one, so that a
+/// fresh table is all zeros and the allocator hands out untouched pages).
+const NO_NODE: u32 = 0;
 /// Address bits the direct table consumes (the paper's `s`; 18 puts a /24 in a leaf
 /// of the first node level, the most common length in real tables).
 const DIRECT_LEN: u8 = 18;
@@ -50,7 +51,8 @@ const LAST_STRIDE: u32 = SUFFIX as u32 % 6;
 /// Direct-table entries.
 const SLOTS: usize = 1 << DIRECT;
 
-/// A direct-table entry: the subtree of the /16 and its best short route.
+/// A direct-table entry: the root of the slot's subtree (index + 1, or [`NO_NODE`]) and
+/// its best short route.
 #[derive(Clone, Copy, Debug)]
 struct Dir {
     node: u32,
@@ -102,7 +104,8 @@ struct Slot {
 /// An IPv4 poptrie from prefixes to values `V` (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub struct Poptrie4<V: Copy + Eq + core::hash::Hash> {
-    dir: Vec<Dir>,
+    /// [`Dir`] entries as `[node, short]`.
+    dir: Vec<[u32; 2]>,
     nodes: Vec<Node>,
     leaves: Vec<u32>,
     garbage: usize,
@@ -124,7 +127,9 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     /// An empty table (the direct table is allocated up front: 2 MiB).
     pub fn new() -> Self {
         Poptrie4 {
-            dir: vec![Dir { node: NO_NODE, short: 0 }; SLOTS],
+            // `[u32; 2]` and not `Dir` so that `vec!` can take zeroed pages (calloc): a
+            // node with a handful of routes touches a few of the 512 pages.
+            dir: vec![[0u32; 2]; SLOTS],
             nodes: Vec::new(),
             leaves: Vec::new(),
             garbage: 0,
@@ -283,7 +288,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
                 self.short.get(usize::from(l)).and_then(|t| t.get(&addr.mask(l))).map(|vi| leaf_code(*vi, l))
             });
             if let Some(d) = self.dir.get_mut(s as usize) {
-                d.short = best.unwrap_or(0);
+                d[1] = best.unwrap_or(0);
             }
         }
     }
@@ -313,10 +318,10 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
                 slot.nodes = u32::try_from(self.nodes.len() - n0).unwrap_or(0);
                 slot.leaves = u32::try_from(self.leaves.len() - l0).unwrap_or(0);
             }
-            u32::try_from(n0).unwrap_or(NO_NODE)
+            u32::try_from(n0 + 1).unwrap_or(NO_NODE)
         };
         if let Some(d) = self.dir.get_mut(s as usize) {
-            d.node = node;
+            d[0] = node;
         }
         if self.garbage > 1024 && self.garbage > self.nodes.len() + self.leaves.len() - self.garbage {
             self.compact();
@@ -350,8 +355,9 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     #[inline]
     pub fn lookup(&self, addr: u32) -> Option<(u8, V)> {
         let d = *self.dir.get((addr >> SUFFIX) as usize)?;
+        let d = Dir { node: d[0], short: d[1] };
         if d.node != NO_NODE {
-            let mut n = self.nodes.get(d.node as usize)?;
+            let mut n = self.nodes.get(d.node as usize - 1)?;
             let mut shift = u32::from(SUFFIX) - 6; // bits below the current stride
             loop {
                 let stride_mask = if shift == 0 { (1 << LAST_STRIDE) - 1 } else { 0x3f };
@@ -382,7 +388,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     /// Bytes used: the lookup structure (direct table, nodes, leaves) and the route
     /// store kept for updates, reported apart.
     pub fn memory_bytes(&self) -> (usize, usize) {
-        let fib = self.dir.len() * size_of::<Dir>()
+        let fib = self.dir.len() * size_of::<[u32; 2]>()
             + self.nodes.capacity() * size_of::<Node>()
             + self.leaves.capacity() * 4
             + self.values.memory_bytes();
