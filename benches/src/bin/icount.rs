@@ -202,7 +202,6 @@ const UP_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 1]);
 const GW_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 9, 9]);
 const POD_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x0b]);
 
-
 /// 100,000 IPv6 routes of lengths 32..=64 (allocation and subnet sizes) in 2000::/4,
 /// via the gateway on port 1, plus a default.
 fn route6_100k() -> Vec<Box<dyn Stage>> {
@@ -225,7 +224,9 @@ fn route6_100k() -> Vec<Box<dyn Stage>> {
 fn udp6_frame(x: &mut u64) -> Vec<u8> {
     use podplane::wire::checksum::pseudo_v6;
     let src = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
-    let dst = Ipv6Addr::from((0x2u128 << 124) | (u128::from(podplane_benches::lcg(x)) << 60 >> 4) | u128::from(podplane_benches::lcg(x)));
+    let dst = Ipv6Addr::from(
+        (0x2u128 << 124) | (u128::from(podplane_benches::lcg(x)) << 60 >> 4) | u128::from(podplane_benches::lcg(x)),
+    );
     let mut f = Vec::with_capacity(64);
     f.extend_from_slice(&POD_MAC.0);
     f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0, 0, 10, 17, 64]);

@@ -130,15 +130,26 @@ pub const CALICO_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const CALICO_MAC: EthernetAddress = EthernetAddress([0xee; 6]);
 
 /// See the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ArpStage {
     config: ArpConfig,
     index: IfIndex,
     neigh: HashMap<(PortId, IpAddr), Neigh, FxBuildHasher>,
-    /// The last next hop resolved and until when its entry stays fresh: runs of
-    /// packets to one next hop (the default gateway) skip the table. Cleared whenever
-    /// an entry changes.
-    memo: Option<Memo>,
+    /// Recently resolved next hops and until when their entries stay fresh, in a small
+    /// direct-mapped cache in front of the table: packets to a next hop seen recently
+    /// (the default gateway, a busy peer) skip the big table and its cache misses.
+    /// Cleared whenever an entry changes.
+    memo: [Option<Memo>; MEMO_SLOTS],
+}
+
+/// Entries of the resolved-next-hop cache (about 3 KiB).
+const MEMO_SLOTS: usize = 64;
+
+/// The cache slot of a neighbour key.
+#[inline]
+fn memo_slot(key: &(PortId, IpAddr)) -> usize {
+    use core::hash::BuildHasher;
+    (FxBuildHasher.hash_one(key) >> 32) as usize % MEMO_SLOTS
 }
 
 /// A resolved next hop remembered by [`ArpStage`].
@@ -149,11 +160,22 @@ struct Memo {
     fresh_until: Instant,
 }
 
+impl Default for ArpStage {
+    fn default() -> Self {
+        ArpStage::new(ArpConfig::default())
+    }
+}
+
 impl ArpStage {
     /// A stage answering per `config`.
     pub fn new(config: ArpConfig) -> Self {
         let index = IfIndex::new(&config.interfaces);
-        ArpStage { config, index, neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher), memo: None }
+        ArpStage {
+            config,
+            index,
+            neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher),
+            memo: [None; MEMO_SLOTS],
+        }
     }
 
     /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
@@ -178,7 +200,7 @@ impl ArpStage {
             queued: 0,
         };
         let room = self.neigh.len() < MAX_NEIGHBOURS;
-        self.memo = None;
+        self.memo = [None; MEMO_SLOTS];
         let waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
                 let q = (n.queue, n.queued);
@@ -236,7 +258,9 @@ impl ArpStage {
         // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
         // packets wait for a fresh answer (a pod re-created with a new MAC).
         let mut stale_probe = false;
-        let memo = self.memo.filter(|k| k.key == key && now <= k.fresh_until).map(|k| k.mac);
+        let slot = memo_slot(&key);
+        let memo =
+            self.memo.get(slot).copied().flatten().filter(|k| k.key == key && now <= k.fresh_until).map(|k| k.mac);
         // One lookup for both the stale check and the MAC.
         let found = if memo.is_some() { None } else { self.neigh.get_mut(&key) };
         let known = match found.filter(|n| n.state == NeighState::Reachable) {
@@ -254,7 +278,9 @@ impl ArpStage {
                     }
                 } else {
                     let fresh_until = n.confirmed + REACHABLE_TIME;
-                    self.memo = Some(Memo { key, mac: n.mac, fresh_until });
+                    if let Some(m) = self.memo.get_mut(slot) {
+                        *m = Some(Memo { key, mac: n.mac, fresh_until });
+                    }
                 }
                 (n.state == NeighState::Reachable).then_some(n.mac)
             }
