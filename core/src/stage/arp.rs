@@ -140,6 +140,9 @@ pub struct ArpStage {
     /// (the default gateway, a busy peer) skip the big table and its cache misses.
     /// Cleared whenever an entry changes.
     memo: [Option<Memo>; MEMO_SLOTS],
+    /// The last next hop resolved (checked before hashing into `memo`: a run of
+    /// packets to one gateway costs a compare).
+    last: Option<Memo>,
 }
 
 /// Entries of the resolved-next-hop cache (about 3 KiB).
@@ -175,6 +178,7 @@ impl ArpStage {
             index,
             neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher),
             memo: [None; MEMO_SLOTS],
+            last: None,
         }
     }
 
@@ -201,6 +205,7 @@ impl ArpStage {
         };
         let room = self.neigh.len() < MAX_NEIGHBOURS;
         self.memo = [None; MEMO_SLOTS];
+        self.last = None;
         let waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
                 let q = (n.queue, n.queued);
@@ -258,9 +263,20 @@ impl ArpStage {
         // re-asked once a second; after MAX_PROBES unanswered it is forgotten and
         // packets wait for a fresh answer (a pod re-created with a new MAC).
         let mut stale_probe = false;
-        let slot = memo_slot(&key);
-        let memo =
-            self.memo.get(slot).copied().flatten().filter(|k| k.key == key && now <= k.fresh_until).map(|k| k.mac);
+        let fresh = |k: &Memo| k.key == key && now <= k.fresh_until;
+        let mut slot = None;
+        let memo = match self.last.filter(fresh) {
+            Some(k) => Some(k.mac),
+            None => {
+                let s = memo_slot(&key);
+                slot = Some(s);
+                let hit = self.memo.get(s).copied().flatten().filter(fresh);
+                if hit.is_some() {
+                    self.last = hit;
+                }
+                hit.map(|k| k.mac)
+            }
+        };
         // One lookup for both the stale check and the MAC.
         let found = if memo.is_some() { None } else { self.neigh.get_mut(&key) };
         let known = match found.filter(|n| n.state == NeighState::Reachable) {
@@ -278,9 +294,11 @@ impl ArpStage {
                     }
                 } else {
                     let fresh_until = n.confirmed + REACHABLE_TIME;
-                    if let Some(m) = self.memo.get_mut(slot) {
-                        *m = Some(Memo { key, mac: n.mac, fresh_until });
+                    let m = Memo { key, mac: n.mac, fresh_until };
+                    if let Some(c) = slot.and_then(|s| self.memo.get_mut(s)) {
+                        *c = Some(m);
                     }
+                    self.last = Some(m);
                 }
                 (n.state == NeighState::Reachable).then_some(n.mac)
             }
