@@ -5,16 +5,18 @@
 //! podplane [`Poptrie4`] (the route stage's table), then asks the kernel `route get` for 100,000 random destinations
 //! (`ip -batch`) and compares the chosen gateway with podplane's answer for each.
 //! Prefixes are drawn around 10.0.0.0/8 with lengths 8..=32 so that they nest and
-//! overlap; a default route catches the rest. The namespace is deleted even on failure.
+//! overlap; a default route catches the rest. The IPv6 test does the same for the
+//! route stage's IPv6 table ([`Lpm6`]): 10,000 routes of lengths 16..=128 nested
+//! under fd00::/16, 100,000 `route get`s. The namespaces are deleted even on failure.
 
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
 #![allow(unsafe_code)]
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
-use podplane::table::lpm::Key;
+use podplane::table::lpm::{Key, Lpm6};
 use podplane::table::poptrie::Poptrie4;
 
 struct Netns(String);
@@ -72,20 +74,46 @@ fn can_run() -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
+/// Skip (outside CI) or fail (under CI) when the test cannot run; else a namespace
+/// named for `tag` with a veth pair `v0`/`v1`, `v0` holding `addr`.
+fn setup(test: &str, tag: &str, addr: &[&str]) -> Option<Netns> {
     if let Err(why) = can_run() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "kernel FIB test cannot run under CI: {why}");
-        eprintln!("SKIPPED lpm_agrees_with_the_kernel_fib_on_100k_lookups: {why}");
-        return;
+        eprintln!("SKIPPED {test}: {why}");
+        return None;
     }
-    let seed = std::env::var("PODPLANE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf1b);
-    let ns = Netns(format!("ppfib-{}", std::process::id()));
+    let ns = Netns(format!("{tag}-{}", std::process::id()));
     sh(&["netns", "add", &ns.0]);
     sh(&["-n", &ns.0, "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
-    sh(&["-n", &ns.0, "addr", "add", "192.0.2.1/24", "dev", "v0"]);
+    let mut a = vec!["-n", &ns.0];
+    a.extend_from_slice(addr);
+    a.extend_from_slice(&["dev", "v0"]);
+    sh(&a);
     sh(&["-n", &ns.0, "link", "set", "v0", "up"]);
     sh(&["-n", &ns.0, "link", "set", "v1", "up"]);
+    Some(ns)
+}
+
+/// The kernel's answers to `route get`s: one line each (continuation lines start
+/// with a space).
+fn answers(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| !l.starts_with(' ') && !l.trim().is_empty() && !l.trim_start().starts_with("cache"))
+        .collect()
+}
+
+/// The address after `via` in a `route get` answer.
+fn via<A: std::str::FromStr>(line: &str) -> Option<A> {
+    line.split_whitespace().skip_while(|w| *w != "via").nth(1).and_then(|g| g.parse::<A>().ok())
+}
+
+#[test]
+fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
+    let seed = std::env::var("PODPLANE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf1b);
+    let Some(ns) = setup("lpm_agrees_with_the_kernel_fib_on_100k_lookups", "ppfib", &["addr", "add", "192.0.2.1/24"])
+    else {
+        return;
+    };
 
     let mut rng = Rng(seed);
     let mut lpm: Poptrie4<u8> = Poptrie4::new();
@@ -129,19 +157,11 @@ fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
         dsts.push(ip);
     }
     let out = batch(&ns.0, &gets);
-    let answers: Vec<&str> = out
-        .lines()
-        .filter(|l| !l.starts_with(' ') && !l.trim().is_empty() && !l.trim_start().starts_with("cache"))
-        .collect();
+    let answers = answers(&out);
     assert_eq!(answers.len(), dsts.len(), "one answer per route get");
     let mut mismatches = Vec::new();
     for (ip, line) in dsts.iter().zip(&answers) {
-        let kernel_gw = line
-            .split_whitespace()
-            .skip_while(|w| *w != "via")
-            .nth(1)
-            .and_then(|g| g.parse::<Ipv4Addr>().ok())
-            .map(|g| g.octets()[3]);
+        let kernel_gw = via::<Ipv4Addr>(line).map(|g| g.octets()[3]);
         // No "via": on-link in 192.0.2.0/24 (our value 0).
         let kernel = kernel_gw.unwrap_or(0);
         let ours = lpm.lookup(u32::from(*ip)).map(|(_, v)| v);
@@ -157,4 +177,68 @@ fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
         &mismatches[..mismatches.len().min(5)]
     );
     println!("seed {seed}: {} lookups agree with the kernel FIB over {} routes", dsts.len(), lpm.len());
+}
+
+#[test]
+fn lpm6_agrees_with_the_kernel_fib_on_100k_lookups() {
+    let seed = std::env::var("PODPLANE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf1b6);
+    let Some(ns) = setup(
+        "lpm6_agrees_with_the_kernel_fib_on_100k_lookups",
+        "ppfib6",
+        &["-6", "addr", "add", "fd00:2::1/64", "nodad"],
+    ) else {
+        return;
+    };
+    let gw = |n: u16| Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, n);
+    let mut rng = Rng(seed);
+    let mut lpm: Lpm6<u16> = Lpm6::new();
+    let mut cmds = format!("route replace default via {} dev v0\n", gw(0xffff));
+    lpm.insert(0, 0, 0xffff);
+    // The connected /64 of v0 (no gateway: our value 0).
+    lpm.insert(u128::from(gw(0)), 64, 0);
+    // Under fd00::/16 with lengths 16..=128, nesting: the top 32 bits from a few
+    // values, the rest random.
+    let base = |r: &mut Rng| {
+        (0xfd00u128 << 112)
+            | (u128::from(r.next() % 4) << 96)
+            | (u128::from(r.next()) << 32)
+            | u128::from(r.next() & 0xffff_ffff)
+    };
+    while lpm.len() < 10_002 {
+        let len = 16 + u8::try_from(rng.next() % 113).unwrap_or(16);
+        let prefix = base(&mut rng).mask(len);
+        if prefix >> 64 == u128::from(gw(0)) >> 64 {
+            continue; // not over the connected /64
+        }
+        let n = 2 + u16::try_from(rng.next() % 200).unwrap_or(0);
+        cmds.push_str(&format!("route replace {}/{len} via {} dev v0\n", Ipv6Addr::from(prefix), gw(n)));
+        lpm.insert(prefix, len, n);
+    }
+    batch(&ns.0, &cmds);
+    let mut dsts = Vec::with_capacity(100_000);
+    let mut gets = String::new();
+    while dsts.len() < 100_000 {
+        let d = Ipv6Addr::from(base(&mut rng));
+        gets.push_str(&format!("route get {d}\n"));
+        dsts.push(d);
+    }
+    let out = batch(&ns.0, &gets);
+    let answers = answers(&out);
+    assert_eq!(answers.len(), dsts.len(), "one answer per route get");
+    let mut mismatches = Vec::new();
+    for (ip, line) in dsts.iter().zip(&answers) {
+        let kernel = via::<Ipv6Addr>(line).map_or(0, |g| g.segments()[7]);
+        let ours = lpm.lookup(u128::from(*ip)).map(|(_, v)| v);
+        if ours != Some(kernel) {
+            mismatches.push(format!("{ip}: kernel {line:?}, podplane {ours:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "seed {seed}: {} of {} lookups differ, first: {:?}",
+        mismatches.len(),
+        dsts.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+    println!("seed {seed}: {} IPv6 lookups agree with the kernel FIB over {} routes", dsts.len(), lpm.len());
 }
