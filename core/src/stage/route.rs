@@ -42,7 +42,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+mod update;
 pub mod v6;
+
+pub use update::{RouteChange, RouteError};
 
 pub(crate) use v6::is_link_local as is_link_local6;
 pub use v6::{DEFAULT_HOP_LIMIT, ICMPV6_ERROR_MAX, NextHop6, RouteSpec6, link_local, unreachable6};
