@@ -11,7 +11,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{NextHop, NextHop6, RouteSpec, RouteSpec6, RouteStage};
-use crate::buf::PortId;
 use crate::table::lpm::Key;
 
 /// One change to the route stage's FIB.
@@ -171,6 +170,7 @@ fn masked(dst: IpAddr, len: u8) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buf::PortId;
     use crate::stage::route::{L3If, RouteConfig};
     use crate::wire::EthernetAddress;
 
