@@ -107,6 +107,17 @@ fn via<A: std::str::FromStr>(line: &str) -> Option<A> {
     line.split_whitespace().skip_while(|w| *w != "via").nth(1).and_then(|g| g.parse::<A>().ok())
 }
 
+/// Fail with the seed and the first differences, or say how many agreed.
+fn report(seed: u64, mismatches: &[String], lookups: usize, routes: usize) {
+    assert!(
+        mismatches.is_empty(),
+        "seed {seed} (PODPLANE_SEED={seed} to re-run): {} of {lookups} lookups differ, first: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+    println!("seed {seed}: {lookups} lookups agree with the kernel FIB over {routes} routes");
+}
+
 #[test]
 fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
     let seed = std::env::var("PODPLANE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf1b);
@@ -169,14 +180,7 @@ fn lpm_agrees_with_the_kernel_fib_on_100k_lookups() {
             mismatches.push(format!("{ip}: kernel {line:?}, podplane {ours:?}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "seed {seed}: {} of {} lookups differ, first: {:?}",
-        mismatches.len(),
-        dsts.len(),
-        &mismatches[..mismatches.len().min(5)]
-    );
-    println!("seed {seed}: {} lookups agree with the kernel FIB over {} routes", dsts.len(), lpm.len());
+    report(seed, &mismatches, dsts.len(), lpm.len());
 }
 
 #[test]
@@ -233,12 +237,5 @@ fn lpm6_agrees_with_the_kernel_fib_on_100k_lookups() {
             mismatches.push(format!("{ip}: kernel {line:?}, podplane {ours:?}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "seed {seed}: {} of {} lookups differ, first: {:?}",
-        mismatches.len(),
-        dsts.len(),
-        &mismatches[..mismatches.len().min(5)]
-    );
-    println!("seed {seed}: {} IPv6 lookups agree with the kernel FIB over {} routes", dsts.len(), lpm.len());
+    report(seed, &mismatches, dsts.len(), lpm.len());
 }
