@@ -145,9 +145,10 @@ drop_reasons! {
     /// Larger than the egress MTU without DF, and it could not be fragmented (no
     /// buffers, or more fragments than the node makes).
     37 => FragFailed, "frag_failed", Warn;
-    /// The next hop did not answer ARP, or its queue of waiting packets was full.
+    /// The next hop did not answer ARP or neighbour solicitations, or the neighbour
+    /// table was full, or the egress interface is unknown.
     38 => NeighFailed, "neigh_failed", Warn;
-    /// Waiting for ARP with the per-neighbour queue full.
+    /// Waiting for ARP or neighbour discovery with the per-neighbour queue full.
     39 => NeighQueueFull, "neigh_queue_full", Warn;
     /// IPv6 with a source that must never be forwarded (unspecified, multicast,
     /// loopback), as Linux's `ip6_forward()` drops it.

@@ -40,6 +40,19 @@
 //! (`ucast_solicit`); timing is driven by packets, not by timers between batches; a
 //! FAILED entry is probed again by the next packet.
 //!
+//! # IPv6
+//! Neighbour discovery lives in [`nd`]: solicitations for the node's addresses are
+//! answered, solicitations and advertisements teach the table, and IPv6 next hops are
+//! resolved by solicitations, with the same states, queue and probing as ARP. One
+//! table holds both families, keyed by (interface, address).
+//!
+//! # The resolved-next-hop cache
+//! In front of the table sits a 64-entry direct-mapped cache of next hops recently
+//! found reachable (and the last one, checked first), valid until their entry would
+//! turn stale; any learning clears it. Packets to a gateway or a busy peer then skip
+//! the table (`benches/callgrind.sh`: route + neighbour 459 → 386 instructions per
+//! packet with the interface tables and batch counters).
+//!
 //! # Differences from Linux
 //! - Linux's proxy ARP answers for any target it has a route to through another
 //!   interface; here the port lists its targets (or answers for any target but the
