@@ -42,7 +42,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-mod update;
+pub mod update;
 pub mod v6;
 
 pub use update::{RouteChange, RouteError};
