@@ -130,7 +130,7 @@ fn run_shard(args: &Args, plan: &ClusterPlan, shard: usize) -> anyhow::Result<Sh
     // microseconds, and ends with its own node's pods. Pods of a node start on
     // different nodes: 30 first requests to one node would overflow the sending
     // node's queue for the not yet resolved next hop (16 packets, counted as
-    // `neigh_queue_full`), as the same burst would on Linux.
+    // `neigh_queue_full`; Linux's default unres_qlen of 101 would hold them).
     let first: Vec<usize> = h.pods.iter().scan(0, |acc, p| Some(std::mem::replace(acc, *acc + p.len()))).collect();
     let n_nodes = h.pods.len();
     let mut r = ShardResult::default();
