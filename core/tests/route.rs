@@ -173,6 +173,37 @@ fn forwarding_resolves_the_next_hop_holds_then_decrements_ttl() {
     CounterExpect::new().drop("arp", DropReason::ArpProcessed, 1).check(&snap);
 }
 
+/// The queue of packets waiting for one unresolved next hop is bounded
+/// (`QUEUE_LEN`); the rest are counted drops, and the answer releases the held ones
+/// in the order they came.
+#[test]
+fn a_full_neighbour_queue_counts_its_drops_and_releases_in_order() {
+    use podplane::stage::arp::QUEUE_LEN;
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(256).unwrap();
+    let n = QUEUE_LEN + 3;
+    let pkts: Vec<(u16, Vec<u8>)> = (0..n)
+        .map(|k| {
+            let mut p = udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 10, true);
+            p[14 + 28] = u8::try_from(k).unwrap(); // the first payload byte numbers it
+            (0, p)
+        })
+        .collect();
+    let r = run(&mut pl, &mut pool, &pkts);
+    assert_eq!(r.len(), 1, "one ARP request, nothing else");
+    assert_eq!(pl.counters().drops("arp", DropReason::NeighQueueFull), 3);
+    let r = run(&mut pl, &mut pool, &[(1, b_reply())]);
+    let order: Vec<u8> = r.iter().map(|(_, f)| f[14 + 28]).collect();
+    assert_eq!(order, (0..u8::try_from(QUEUE_LEN).unwrap()).collect::<Vec<_>>());
+    let snap = pl.counters().snapshot();
+    assert_eq!((snap.totals.held, snap.totals.released), (QUEUE_LEN as u64, QUEUE_LEN as u64));
+    CounterExpect::new()
+        .drop("arp", DropReason::NeighQueueFull, 3)
+        .drop("arp", DropReason::ArpProcessed, 1)
+        .check(&snap);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
 #[test]
 fn no_icmp_error_about_an_icmp_error_and_local_goes_to_host() {
     let mut pl = router(vec![], 1500);
