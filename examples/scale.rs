@@ -128,9 +128,8 @@ fn run_shard(args: &Args, plan: &ClusterPlan, shard: usize) -> anyhow::Result<Sh
     // the gateway is unresolved (Linux would queue them, up to unres_qlen). So each pod
     // starts with another node's pods, which resolves its gateway in the first
     // microseconds, and ends with its own node's pods. Pods of a node start on
-    // different nodes: 30 first requests to one node would overflow the sending
-    // node's queue for the not yet resolved next hop (16 packets, counted as
-    // `neigh_queue_full`; Linux's default unres_qlen of 101 would hold them).
+    // different nodes, which spreads the first burst over the next hops the nodes
+    // are still resolving (each holds up to 101 packets, Linux's unres_qlen).
     let first: Vec<usize> = h.pods.iter().scan(0, |acc, p| Some(std::mem::replace(acc, *acc + p.len()))).collect();
     let n_nodes = h.pods.len();
     let mut r = ShardResult::default();

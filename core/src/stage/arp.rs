@@ -26,7 +26,8 @@
 //! interface's virtual port (VPP's BVI), which picks the pod port. An unknown next hop
 //! gets an entry in INCOMPLETE, an ARP request (broadcast, from the interface's MAC
 //! and address, target MAC zero, as Linux's `arp_solicit()`), and the packet waits in
-//! a bounded per-neighbour queue (`unres_qlen`; here [`QUEUE_LEN`]); the reply
+//! a bounded per-neighbour queue (`unres_qlen`: [`QUEUE_LEN`] = 101 as Linux; queues
+//! are lent from a fixed set of [`QUEUES`] to unresolved entries); the reply
 //! releases the queue in order. A request is re-sent at most once a second
 //! (`retrans_time`), and after [`MAX_PROBES`] unanswered requests the waiting packets
 //! are dropped (`neigh_failed`), as `mcast_solicit` = 3 has Linux give up.
@@ -60,7 +61,11 @@
 //! - DAD probes (sender 0.0.0.0) for one of our addresses are answered to the prober's
 //!   MAC, not broadcast.
 
+mod held;
 pub mod nd;
+
+use held::HeldQueues;
+pub use held::{QUEUE_LEN, QUEUES};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -75,8 +80,6 @@ use crate::wire::EthernetAddress;
 use crate::wire::arp::{self, ArpOperation, ArpPacket, ArpRepr};
 use crate::wire::ethernet::{EtherType, EthernetRepr};
 
-/// Packets held per unresolved neighbour.
-pub const QUEUE_LEN: usize = 16;
 /// Unanswered ARP requests before the waiting packets are dropped.
 pub const MAX_PROBES: u8 = 3;
 /// Time between ARP requests for one neighbour (`retrans_time`).
@@ -100,8 +103,8 @@ struct Neigh {
     confirmed: Instant,
     probes: u8,
     last_probe: Instant,
-    queue: [PktId; QUEUE_LEN],
-    queued: u8,
+    /// The held-packet queue lent to this entry while it is unresolved.
+    queue: Option<u16>,
 }
 
 /// An address the node owns and the ports it answers ARP on.
@@ -148,6 +151,8 @@ pub struct ArpStage {
     config: ArpConfig,
     index: IfIndex,
     neigh: HashMap<(PortId, IpAddr), Neigh, FxBuildHasher>,
+    /// Queues of packets waiting for unresolved entries.
+    held: HeldQueues,
     /// Recently resolved next hops and until when their entries stay fresh, in a small
     /// direct-mapped cache in front of the table: packets to a next hop seen recently
     /// (the default gateway, a busy peer) skip the big table and its cache misses.
@@ -192,6 +197,7 @@ impl ArpStage {
             neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher),
             memo: [None; MEMO_SLOTS],
             last: None,
+            held: HeldQueues::default(),
         }
     }
 
@@ -213,29 +219,26 @@ impl ArpStage {
             confirmed: cx.now,
             probes: 0,
             last_probe: Instant::ZERO,
-            queue: [PktId::default(); QUEUE_LEN],
-            queued: 0,
+            queue: None,
         };
         let room = self.neigh.len() < MAX_NEIGHBOURS;
         self.memo = [None; MEMO_SLOTS];
         self.last = None;
-        let waiting = match self.neigh.get_mut(&(ifport, ip)) {
+        let mut waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
-                let q = (n.queue, n.queued);
+                let q = n.queue;
                 *n = fresh;
                 q
             }
             None if room => {
                 self.neigh.insert((ifport, ip), fresh);
-                ([PktId::default(); QUEUE_LEN], 0)
+                None
             }
             None => return,
         };
         cx.count(StageEvent::NeighLearned);
         let here = cx.stage_index();
-        for p in waiting.0.iter().take(usize::from(waiting.1)) {
-            cx.release(*p, here);
-        }
+        self.held.drain(&mut waiting, |p| cx.release(p, here));
     }
 
     fn answer_mac(&self, port: PortId, sender: Ipv4Addr, target: Ipv4Addr) -> Option<(EthernetAddress, StageEvent)> {
@@ -299,7 +302,6 @@ impl ArpStage {
                     if n.probes >= MAX_PROBES {
                         n.state = NeighState::Incomplete;
                         n.probes = 0;
-                        n.queued = 0;
                     } else {
                         n.probes += 1;
                         n.last_probe = now;
@@ -353,29 +355,18 @@ impl ArpStage {
             confirmed: Instant::ZERO,
             probes: 0,
             last_probe: Instant::ZERO,
-            queue: [PktId::default(); QUEUE_LEN],
-            queued: 0,
+            queue: None,
         });
         let probe_due = entry.probes == 0 || now.saturating_since(entry.last_probe) >= RETRANS;
         if probe_due && entry.probes >= MAX_PROBES {
             // Given up: drop what waited and start over with this packet.
-            let waiting = (entry.queue, entry.queued);
-            entry.queued = 0;
             entry.probes = 0;
-            for p in waiting.0.iter().take(usize::from(waiting.1)) {
-                cx.drop_held(*p, DropReason::NeighFailed);
-            }
+            self.held.drain(&mut entry.queue, |p| cx.drop_held(p, DropReason::NeighFailed));
         }
-        let entry = self.neigh.get_mut(&key);
-        let Some(entry) = entry else { return };
-        if usize::from(entry.queued) >= QUEUE_LEN {
-            cx.drop(batch, i, DropReason::NeighQueueFull);
-        } else {
-            if let Some(s) = entry.queue.get_mut(usize::from(entry.queued)) {
-                *s = pkt;
-            }
-            entry.queued += 1;
+        if self.held.push(&mut entry.queue, pkt) {
             batch.hold(i);
+        } else {
+            cx.drop(batch, i, DropReason::NeighQueueFull);
         }
         if entry.probes == 0 || now.saturating_since(entry.last_probe) >= RETRANS {
             entry.probes += 1;
