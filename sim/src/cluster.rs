@@ -508,16 +508,7 @@ pub fn build_with(
                 ip6: None,
                 ports: ports.clone(),
             },
-            L3If {
-                port: uplink,
-                mac: up_mac,
-                ip: my_ip,
-                prefix: 24,
-                mtu: up_mtu,
-                bvi: false,
-                ip6: None,
-                ports: vec![uplink],
-            },
+            L3If::routed(uplink, up_mac, my_ip, 24, up_mtu),
         ];
         let mut routes: Vec<RouteSpec> = plan
             .nodes
@@ -595,29 +586,9 @@ fn routed_node(
     // has no address and asks ARP from the node's primary address (inet_select_addr);
     // smoltcp ignores ARP from outside its subnets, so here the pod ports speak as
     // 169.254.1.1, the gateway the pods know. (ICMP errors to pods come from it too.)
-    let mut interfaces: Vec<L3If> = ports
-        .iter()
-        .map(|p| L3If {
-            port: *p,
-            mac: CALICO_MAC,
-            ip: CALICO_GATEWAY,
-            prefix: 32,
-            mtu: 1500,
-            bvi: false,
-            ip6: None,
-            ports: vec![*p],
-        })
-        .collect();
-    interfaces.push(L3If {
-        port: uplink,
-        mac: up_mac,
-        ip: my_ip,
-        prefix: 24,
-        mtu: up_mtu,
-        bvi: false,
-        ip6: None,
-        ports: vec![uplink],
-    });
+    let mut interfaces: Vec<L3If> =
+        ports.iter().map(|p| L3If::routed(*p, CALICO_MAC, CALICO_GATEWAY, 32, 1500)).collect();
+    interfaces.push(L3If::routed(uplink, up_mac, my_ip, 24, up_mtu));
     for (pod, port) in node.pods.iter().zip(ports) {
         routes.push(RouteSpec { dst: pod.ip, len: 32, next_hop: NextHop::Connected(*port) });
     }
