@@ -386,6 +386,29 @@ fn a_stale_neighbour_is_re_asked_and_a_new_mac_found() {
     assert_eq!(&r[0].1[..6], &new_mac);
 }
 
+#[test]
+fn a_gratuitous_arp_redirects_packets_at_once() {
+    let mut pl = router(vec![], 1500);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run_at(&mut pl, &mut pool, &[(1, b_reply())], 1);
+    let to_b = || (0u16, udp_to(Ipv4Addr::new(10, 97, 0, 2), 64, 10, true));
+    // Two batches to B: the second is rewritten from the remembered header.
+    for _ in 0..2 {
+        let r = run_at(&mut pl, &mut pool, &[to_b(), to_b()], 2);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|(_, f)| f[..12] == [0x02, 0, 0, 0, 0x97, 0x02, 0x02, 0, 0, 0, 0x97, 0x01]));
+    }
+    // B announces a new MAC (a gratuitous ARP reply): the next packet goes there.
+    let mut garp = b_reply();
+    let new_mac = [0x02, 0, 0, 0, 0x97, 0x77];
+    garp[6..12].copy_from_slice(&new_mac);
+    garp[14 + 8..14 + 14].copy_from_slice(&new_mac);
+    run_at(&mut pl, &mut pool, &[(1, garp)], 3);
+    let r = run_at(&mut pl, &mut pool, &[to_b()], 3);
+    assert_eq!(r.len(), 1);
+    assert_eq!(&r[0].1[..6], &new_mac);
+}
+
 /// Linux 6.18 forwarding a 1400-byte UDP datagram (DF clear, TTL 64, 10.98.0.2 ->
 /// 10.97.0.2) out of a 576-byte-MTU veth: the three fragments as captured on the
 /// receiver with an AF_PACKET socket, one hex frame per line.

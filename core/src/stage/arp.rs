@@ -161,6 +161,20 @@ pub struct ArpStage {
     /// The last next hop resolved (checked before hashing into `memo`: a run of
     /// packets to one gateway costs a compare).
     last: Option<Memo>,
+    /// The last IPv4 next hop resolved on a routed port, with its Ethernet header
+    /// precomputed (VPP's adjacency rewrite string): a run of packets to one gateway
+    /// is rewritten without building a neighbour key. Cleared with `memo`.
+    rewrite4: Option<Rewrite4>,
+}
+
+/// A precomputed Ethernet rewrite for IPv4 packets to one next hop on one port.
+#[derive(Clone, Copy, Debug)]
+struct Rewrite4 {
+    port: PortId,
+    next_hop: Ipv4Addr,
+    /// Destination then source MAC.
+    eth: [u8; 12],
+    fresh_until: Instant,
 }
 
 /// Entries of the resolved-next-hop cache (about 3 KiB).
@@ -197,6 +211,7 @@ impl ArpStage {
             neigh: HashMap::with_capacity_and_hasher(MAX_NEIGHBOURS, FxBuildHasher),
             memo: [None; MEMO_SLOTS],
             last: None,
+            rewrite4: None,
             held: HeldQueues::default(),
         }
     }
@@ -224,6 +239,7 @@ impl ArpStage {
         let room = self.neigh.len() < MAX_NEIGHBOURS;
         self.memo = [None; MEMO_SLOTS];
         self.last = None;
+        self.rewrite4 = None;
         let mut waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
                 let q = n.queue;
@@ -314,6 +330,11 @@ impl ArpStage {
                         *c = Some(m);
                     }
                     self.last = Some(m);
+                    if let (IpAddr::V4(next_hop), false) = (m.key.1, iface.bvi) {
+                        let ([a, b, c, d, e, f], [g, h, i, j, k, l]) = (n.mac.0, iface.mac.0);
+                        let eth = [a, b, c, d, e, f, g, h, i, j, k, l];
+                        self.rewrite4 = Some(Rewrite4 { port: iface.port, next_hop, eth, fresh_until });
+                    }
                 }
                 (n.state == NeighState::Reachable).then_some(n.mac)
             }
@@ -537,11 +558,26 @@ impl Stage for ArpStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let (flags, kind) = {
+            let (flags, kind, out_port, next_hop) = {
                 let mr = cx.pool.meta(pkt);
-                (mr.flags, mr.l3_kind)
+                (mr.flags, mr.l3_kind, mr.out_port, mr.next_hop)
             };
             if flags.contains(PktFlags::ROUTED) {
+                if let Some(r) = self.rewrite4
+                    && kind == L3Kind::Ipv4
+                    && r.next_hop == next_hop
+                    && r.port == out_port
+                    && cx.now <= r.fresh_until
+                    && !cx.tracing()
+                {
+                    let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+                    let l2 = usize::from(meta.l2);
+                    if let Some(e) = slot.get_mut(l2..l2 + 12) {
+                        e.copy_from_slice(&r.eth);
+                        meta.flags.remove(PktFlags::ROUTED);
+                        continue;
+                    }
+                }
                 self.resolve(cx, batch, i);
                 continue;
             }
