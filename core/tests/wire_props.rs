@@ -528,6 +528,28 @@ mod lpm_model {
     }
 
     #[test]
+    fn poptrie_leaves_widen_past_1022_values_and_keep_answers() {
+        // Leaf codes are 16-bit until a value's code does not fit (value index 1023 and
+        // up); the switch happens in the middle of a subtree build and must not move
+        // any answer.
+        let mut t: Poptrie4<u32> = Poptrie4::new();
+        let route = |k: u32| (0x0a00_0000 | (k << 3), 29u8);
+        for k in 0..3000u32 {
+            let (p, l) = route(k);
+            t.insert(p, l, k);
+            if k == 1000 || k == 1030 {
+                for j in (0..=k).step_by(7) {
+                    assert_eq!(t.lookup(route(j).0 | 5), Some((29, j)), "after {k}: route {j}");
+                }
+            }
+        }
+        t.compact();
+        for j in 0..3000u32 {
+            assert_eq!(t.lookup(route(j).0 | 7), Some((29, j)), "route {j}");
+        }
+    }
+
+    #[test]
     fn poptrie_compaction_keeps_answers() {
         // Many rebuilds of the same slots make garbage; compaction must not change
         // any answer.

@@ -33,8 +33,8 @@
 //! per lookup, 21-22 ns against 63-65 ns for per-length hash tables behind a /16
 //! directory (the first FIB, [`crate::table::lpm::Lpm4`]) and 89-90 ns for plain
 //! per-length tables with 1M random prefixes of lengths 16..=32; 16-17 ns against 17-18
-//! and 28 ns with 1M prefixes shaped like a BGP table. Its memory: 10.3 MiB of lookup
-//! structure for the BGP-shaped table, 26.8 MiB for the random one (random long
+//! and 28 ns with 1M prefixes shaped like a BGP table. Its memory: 7.8 MiB of lookup
+//! structure for the BGP-shaped table, 22.9 MiB for the random one (random long
 //! prefixes share no trie path; the hash tables took 14.2 and 16.8 MiB), plus the
 //! routes kept for updates (`icount lpm_memory`). IPv6 routes use [`Lpm6`]:
 //! per-length hash tables behind a /32 directory of the lengths present, 29 ns per

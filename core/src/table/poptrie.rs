@@ -101,13 +101,77 @@ struct Slot {
     leaves: u32,
 }
 
+/// The leaf array: 16-bit leaf codes while every code fits (fewer than 1023 distinct
+/// values: a node's next hops), 32-bit from the first that does not. Leaves are most
+/// of a real table, so this takes the BGP-shaped million from 10.3 to 7.8 MiB; the
+/// branch on the width is the same one every lookup (predicted).
+#[derive(Clone, Debug)]
+enum Leaves {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Leaves {
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<u32> {
+        match self {
+            Leaves::Narrow(v) => v.get(i).map(|&c| u32::from(c)),
+            Leaves::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Leaves::Narrow(v) => v.len(),
+            Leaves::Wide(v) => v.len(),
+        }
+    }
+
+    /// Append a leaf code, widening the array the first time one does not fit.
+    fn push(&mut self, code: u32) {
+        match self {
+            Leaves::Narrow(v) => match u16::try_from(code) {
+                Ok(c) => v.push(c),
+                Err(_) => {
+                    let mut w: Vec<u32> = v.iter().map(|&c| u32::from(c)).collect();
+                    w.push(code);
+                    *self = Leaves::Wide(w);
+                }
+            },
+            Leaves::Wide(v) => v.push(code),
+        }
+    }
+
+    /// An empty array of the same width.
+    fn empty_with_capacity(&self, n: usize) -> Leaves {
+        match self {
+            Leaves::Narrow(_) => Leaves::Narrow(Vec::with_capacity(n)),
+            Leaves::Wide(_) => Leaves::Wide(Vec::with_capacity(n)),
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Leaves::Narrow(v) => v.shrink_to_fit(),
+            Leaves::Wide(v) => v.shrink_to_fit(),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Leaves::Narrow(v) => v.capacity() * 2,
+            Leaves::Wide(v) => v.capacity() * 4,
+        }
+    }
+}
+
 /// An IPv4 poptrie from prefixes to values `V` (see the [module docs](self)).
 #[derive(Clone, Debug)]
 pub struct Poptrie4<V: Copy + Eq + core::hash::Hash> {
     /// [`Dir`] entries as `[node, short]`.
     dir: Vec<[u32; 2]>,
     nodes: Vec<Node>,
-    leaves: Vec<u32>,
+    leaves: Leaves,
     garbage: usize,
     short: Vec<HashMap<u32, u32, FxBuildHasher>>,
     /// The slots that have long routes (a map, not an array per slot: a node with a
@@ -131,7 +195,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
             // node with a handful of routes touches a few of the 512 pages.
             dir: vec![[0u32; 2]; SLOTS],
             nodes: Vec::new(),
-            leaves: Vec::new(),
+            leaves: Leaves::Narrow(Vec::new()),
             garbage: 0,
             short: (0..=DIRECT).map(|_| HashMap::with_hasher(FxBuildHasher)).collect(),
             slots: HashMap::with_hasher(FxBuildHasher),
@@ -334,7 +398,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     pub fn compact(&mut self) {
         let live = (self.nodes.len() + self.leaves.len()).saturating_sub(self.garbage);
         self.nodes = Vec::with_capacity(live / 3);
-        self.leaves = Vec::with_capacity(live - live / 3);
+        self.leaves = self.leaves.empty_with_capacity(live - live / 3);
         self.garbage = 0;
         // In address order, so neighbouring slots' subtrees are neighbours in memory.
         self.slots.shrink_to_fit();
@@ -372,7 +436,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
                     continue;
                 }
                 let i = n.base0 + (n.leafvec & ((bit << 1).wrapping_sub(1))).count_ones() - 1;
-                let leaf = *self.leaves.get(i as usize)?;
+                let leaf = self.leaves.get(i as usize)?;
                 if leaf != 0 {
                     return self.decode(leaf);
                 }
@@ -392,7 +456,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
     pub fn memory_bytes(&self) -> (usize, usize) {
         let fib = self.dir.len() * size_of::<[u32; 2]>()
             + self.nodes.capacity() * size_of::<Node>()
-            + self.leaves.capacity() * 4
+            + self.leaves.memory_bytes()
             + self.values.memory_bytes();
         let rib = self.slots.capacity() * (5 + size_of::<Slot>())
             + self.slots.values().map(|l| l.routes.capacity() * size_of::<Long>()).sum::<usize>()
@@ -406,7 +470,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
 /// child starting from `inherited` (the leaf covering the whole node), pushing its
 /// children and leaves. Strides are 6, 6 and the rest, as [`Poptrie4::lookup`] walks
 /// them.
-fn build(routes: &[(u32, u8, u32)], depth: u8, inherited: u32, nodes: &mut Vec<Node>, leaves: &mut Vec<u32>) -> Node {
+fn build(routes: &[(u32, u8, u32)], depth: u8, inherited: u32, nodes: &mut Vec<Node>, leaves: &mut Leaves) -> Node {
     let stride = 6u8.min(SUFFIX - depth);
     let end = depth + stride;
     let width = 1usize << stride;
