@@ -6,9 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then
-  echo "installing iproute2 (the root tests call ip)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+# As root, install what the tests call: ip (the netns tests) and tshark (it reads the
+# replay outputs back). Without them those tests skip, or fail under CI=true.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+if [ "$(id -u)" = 0 ] && [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} (the root and replay tests call them)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 cargo test --workspace --exclude podplane-tap

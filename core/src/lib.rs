@@ -16,6 +16,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod buf;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod pipeline;
 pub mod stage;
 pub mod table;

@@ -12,8 +12,8 @@ use podplane::Instant;
 
 use crate::error::SimError;
 
-/// An open capture file.
-pub(crate) struct Capture {
+/// An open capture file (also what `podplane replay` writes its outputs with).
+pub struct Capture {
     writer: PcapWriter<BufWriter<File>>,
     path: String,
 }
@@ -26,7 +26,10 @@ impl core::fmt::Debug for Capture {
 
 impl Capture {
     /// Create `path` with a pcap header (nanosecond timestamps, 65535 snap length).
-    pub(crate) fn create(path: &Path) -> Result<Self, SimError> {
+    ///
+    /// # Errors
+    /// [`SimError::Capture`] when the file cannot be created.
+    pub fn create(path: &Path) -> Result<Self, SimError> {
         let err = |e: String| SimError::Capture { path: path.display().to_string(), reason: e };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
         let header = PcapHeader {
@@ -39,8 +42,21 @@ impl Capture {
         Ok(Capture { writer, path: path.display().to_string() })
     }
 
-    /// Append one frame.
-    pub(crate) fn write(&mut self, at: Instant, frame: &[u8]) -> Result<(), SimError> {
+    /// Write out what is buffered and close the file.
+    ///
+    /// # Errors
+    /// [`SimError::Capture`] when the file cannot be written.
+    pub fn finish(self) -> Result<(), SimError> {
+        use std::io::Write as _;
+        let path = self.path;
+        self.writer.into_writer().flush().map_err(|e| SimError::Capture { path, reason: e.to_string() })
+    }
+
+    /// Append one frame, stamped `at`.
+    ///
+    /// # Errors
+    /// [`SimError::Capture`] when the file cannot be written.
+    pub fn write(&mut self, at: Instant, frame: &[u8]) -> Result<(), SimError> {
         let ts = std::time::Duration::from_nanos(at.as_nanos());
         let orig_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         self.writer

@@ -9,87 +9,11 @@
 //! the API server reserves it). Anything inconsistent is an error that names the item.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use crate::error::SimError;
 
-/// An IPv4 prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    /// The network address (host bits zero).
-    pub addr: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// A prefix; host bits of `addr` must be zero.
-    ///
-    /// # Errors
-    /// A message naming the prefix when the length exceeds 32 or host bits are set.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, String> {
-        if prefix > 32 {
-            return Err(format!("{addr}/{prefix}: prefix length over 32"));
-        }
-        let c = Cidr { addr, prefix };
-        if u32::from(addr) & !c.mask() != 0 {
-            return Err(format!("{addr}/{prefix}: host bits set"));
-        }
-        Ok(c)
-    }
-
-    fn mask(&self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
-    }
-
-    /// Addresses in the prefix.
-    pub fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix))
-    }
-
-    /// True when `ip` is inside.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr)
-    }
-
-    /// True when the two prefixes share an address.
-    pub fn overlaps(&self, other: &Cidr) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
-    }
-
-    /// The `i`-th address (0 is the network address).
-    pub fn nth(&self, i: u64) -> Option<Ipv4Addr> {
-        (i < self.size()).then(|| Ipv4Addr::from(u32::from(self.addr).wrapping_add(u32::try_from(i).unwrap_or(0))))
-    }
-
-    /// The `i`-th subnet of length `prefix`.
-    pub fn subnet(&self, prefix: u8, i: u64) -> Option<Cidr> {
-        if prefix < self.prefix || prefix > 32 || i >= 1u64 << (prefix - self.prefix) {
-            return None;
-        }
-        let step = 1u64 << (32 - u32::from(prefix));
-        let a = u64::from(u32::from(self.addr)) + i * step;
-        Some(Cidr { addr: Ipv4Addr::from(u32::try_from(a).ok()?), prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected address/prefix"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{s:?}: invalid address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("{s:?}: invalid prefix length"))?;
-        Cidr::new(addr, prefix)
-    }
-}
+pub use podplane::wire::cidr::Cidr;
 
 /// A pod to place.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -398,7 +322,7 @@ mod tests {
 
     #[test]
     fn cidr_parsing_rejects_host_bits() {
-        assert_eq!("10.244.0.1/16".parse::<Cidr>().unwrap_err(), "10.244.0.1/16: host bits set");
+        assert_eq!("10.244.0.1/16".parse::<Cidr>().unwrap_err().to_string(), "host bits set");
         assert!("10.244.0.0".parse::<Cidr>().is_err());
         assert!("10.244.300.0/24".parse::<Cidr>().is_err());
     }
@@ -432,11 +356,7 @@ pub struct ClusterHandles {
     pub node_ips: Vec<Ipv4Addr>,
 }
 
-/// The MAC the CNI bridge plugin gives an address: `0a:58:` and the IPv4 address.
-pub fn cni_mac(ip: Ipv4Addr) -> podplane::wire::EthernetAddress {
-    let o = ip.octets();
-    podplane::wire::EthernetAddress([0x0a, 0x58, o[0], o[1], o[2], o[3]])
-}
+pub use podplane::stage::bridge::cni_mac;
 
 /// The virtual port number of a node's bridge interface (its BVI).
 pub const BVI_PORT: u16 = 4000;

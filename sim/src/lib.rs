@@ -18,7 +18,7 @@
 
 #![deny(missing_docs)]
 
-mod capture;
+pub mod capture;
 pub mod clock;
 pub mod cluster;
 pub mod engine;

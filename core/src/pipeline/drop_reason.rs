@@ -166,6 +166,9 @@ drop_reasons! {
     44 => NdInvalid, "nd_invalid", Warn;
     /// A neighbour solicitation for an address the node does not have.
     45 => NdNotForUs, "nd_not_for_us", Info;
+    /// A frame longer than the driver's buffers hold (a pcap record, a TAP read): it
+    /// never reached the pipeline.
+    46 => FrameTooLong, "frame_too_long", Warn;
 }
 
 impl DropReason {

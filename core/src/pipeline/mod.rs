@@ -140,6 +140,23 @@ impl Pipeline {
         self.stages.iter().position(|s| s.name() == name).map(|i| i + 1)
     }
 
+    /// The first stage of type `T`, to change its configuration between batches.
+    pub fn stage_mut<T: Stage>(&mut self) -> Option<&mut T> {
+        self.stages.iter_mut().find_map(|s| (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>())
+    }
+
+    /// Put `stage` in place of the stage with the same name, keeping the counters;
+    /// returns the old one (`None`, and nothing changed, when there is no such stage).
+    pub fn replace_stage(&mut self, stage: Box<dyn Stage>) -> Option<Box<dyn Stage>> {
+        let slot = self.stages.iter_mut().find(|s| s.name() == stage.name())?;
+        Some(core::mem::replace(slot, stage))
+    }
+
+    /// Take the stages out (to move learned state into a pipeline of another shape).
+    pub fn into_stages(self) -> Vec<Box<dyn Stage>> {
+        self.stages
+    }
+
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters

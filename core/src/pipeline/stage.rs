@@ -6,8 +6,10 @@ use crate::buf::Batch;
 /// A pipeline stage. `process` sees the whole batch, skips packets that are already
 /// final (`batch.is_live(i)` is false) and leaves each live packet `Continue` or final.
 ///
-/// Dispatch through `dyn Stage` happens once per batch, never per packet.
-pub trait Stage: Send {
+/// Dispatch through `dyn Stage` happens once per batch, never per packet. Stages are
+/// `Any` so that the configuration code can reach a stage of a running pipeline
+/// ([`Pipeline::stage_mut`](super::Pipeline::stage_mut)) to change it between batches.
+pub trait Stage: Send + core::any::Any {
     /// The stage's name: its module name (`"parse"`, `"route"`), used in counters,
     /// traces and the CLI.
     fn name(&self) -> &'static str;

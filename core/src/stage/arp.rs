@@ -216,6 +216,17 @@ impl ArpStage {
         }
     }
 
+    /// Take a new configuration between batches. Learned neighbours and the packets
+    /// waiting for them stay (learned state survives configuration changes); the
+    /// resolved-next-hop memos are cleared, since an interface's MAC may have changed.
+    pub fn reconfigure(&mut self, config: ArpConfig) {
+        self.index = IfIndex::new(&config.interfaces);
+        self.config = config;
+        self.memo = [None; MEMO_SLOTS];
+        self.last = None;
+        self.rewrite4 = None;
+    }
+
     /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
     pub fn neighbour(&self, port: PortId, ip: IpAddr) -> Option<EthernetAddress> {
         self.neigh.get(&(port, ip)).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac)

@@ -36,6 +36,13 @@ use crate::table::fdb::{DEFAULT_AGEING, Fdb, Learn};
 use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
 
+/// The MAC the CNI plugins (bridge, Flannel's cni0) give an address: `0a:58:` and the
+/// IPv4 address (containernetworking/plugins `hwaddr.GenerateHardwareAddr4`).
+pub fn cni_mac(ip: std::net::Ipv4Addr) -> EthernetAddress {
+    let [a, b, c, d] = ip.octets();
+    EthernetAddress([0x0a, 0x58, a, b, c, d])
+}
+
 /// Most ports the bridge maps (port numbers `0..MAX_PORTS`).
 pub const MAX_PORTS: usize = 4096;
 
@@ -207,6 +214,32 @@ impl BridgeStage {
         }
         let recent = vec![([0xff; 6], Instant::ZERO); ports.len()];
         Ok(BridgeStage { ports, recent, domains, fdb, next_sweep: Instant::ZERO })
+    }
+
+    /// Take a new configuration between batches. Learned FDB entries survive when every
+    /// domain keeps its name, ports and static entries and the ageing and capacity are
+    /// unchanged (a hairpin or gateway change); otherwise the FDB starts empty, as Linux
+    /// flushes a port's entries when it leaves a bridge.
+    ///
+    /// # Errors
+    /// As [`BridgeStage::new`]; the running configuration stays.
+    pub fn reconfigure(&mut self, old: &BridgeConfig, new: &BridgeConfig) -> Result<(), BridgeConfigError> {
+        let mut fresh = BridgeStage::new(new)?;
+        let same = old.ageing == new.ageing
+            && old.fdb_capacity == new.fdb_capacity
+            && old.domains.len() == new.domains.len()
+            && old.domains.iter().zip(&new.domains).all(|(a, b)| {
+                a.name == b.name
+                    && a.static_fdb == b.static_fdb
+                    && a.bvi == b.bvi
+                    && a.ports.iter().map(|p| p.port).eq(b.ports.iter().map(|p| p.port))
+            });
+        if same {
+            core::mem::swap(&mut fresh.fdb, &mut self.fdb);
+            fresh.next_sweep = self.next_sweep;
+        }
+        *self = fresh;
+        Ok(())
     }
 
     /// The FDB (for inspection and tests).

@@ -87,6 +87,27 @@ impl fmt::Display for EthernetAddress {
     }
 }
 
+impl core::str::FromStr for EthernetAddress {
+    type Err = ();
+
+    /// Six hex bytes separated by `:` or `-` (`02:00:c0:a8:00:0b`), as `ip link` prints.
+    fn from_str(s: &str) -> core::result::Result<Self, ()> {
+        let mut a = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for b in &mut a {
+            let p = parts.next().ok_or(())?;
+            if p.is_empty() || p.len() > 2 {
+                return Err(());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| ())?;
+        }
+        if parts.next().is_some() {
+            return Err(());
+        }
+        Ok(EthernetAddress(a))
+    }
+}
+
 view! {
 /// A view of an Ethernet frame.
     EthernetFrame

@@ -130,6 +130,7 @@ impl HeaderOptions {
 
 pub mod arp;
 pub mod checksum;
+pub mod cidr;
 pub mod display;
 pub mod ethernet;
 pub mod flow;

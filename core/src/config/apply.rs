@@ -1,0 +1,168 @@
+//! A running node's pipeline and the configuration it runs, changed between batches.
+//!
+//! [`Dataplane::apply`] takes a checked [`NodeSetup`] (so an invalid configuration
+//! never gets here: [`super::load`] refuses it and the running one stays) and changes
+//! only what differs:
+//! - routes alone: [`RouteStage::update`] with the difference, O(changed routes);
+//! - the interfaces: a new route stage (it holds no learned state);
+//! - the bridges: [`BridgeStage::reconfigure`] (the FDB survives unless membership
+//!   changed);
+//! - the neighbour configuration: [`ArpStage::reconfigure`] (neighbours and the
+//!   packets waiting for them survive);
+//! - the pod network mode (a bridge stage appears or goes): a new pipeline, into which
+//!   the neighbour stage moves with its learned state; counters start again.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::{ConfigErrors, NodeSetup, Source};
+use crate::pipeline::{Pipeline, PipelineConfig, Stage};
+use crate::stage::route::{NextHop, RouteChange, RouteError, RouteSpec};
+use crate::stage::{ArpStage, BridgeStage, RouteStage};
+
+/// What [`Dataplane::apply`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Stages given a new configuration (`bridge`, `route`, `arp`).
+    pub reconfigured: Vec<&'static str>,
+    /// Routes added, changed or removed in place.
+    pub route_changes: usize,
+    /// A new pipeline was built (the stage list changed).
+    pub new_pipeline: bool,
+}
+
+impl Applied {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.reconfigured.is_empty() && self.route_changes == 0 && !self.new_pipeline
+    }
+}
+
+/// A node's pipeline with the configuration in force.
+#[derive(Debug)]
+pub struct Dataplane {
+    setup: NodeSetup,
+    pipeline: Pipeline,
+    seed: u64,
+}
+
+impl Dataplane {
+    /// A node running `setup`, its RNG seeded with `seed`.
+    pub fn new(setup: NodeSetup, seed: u64) -> Self {
+        let pipeline = setup.pipeline(seed);
+        Dataplane { setup, pipeline, seed }
+    }
+
+    /// The configuration in force.
+    pub fn setup(&self) -> &NodeSetup {
+        &self.setup
+    }
+
+    /// The pipeline, for the driver.
+    pub fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
+
+    /// Read and check a new configuration, then apply it.
+    ///
+    /// # Errors
+    /// Every error of the new configuration; the running one stays in force.
+    pub fn reload(&mut self, node: Source<'_>, objects: &[Source<'_>]) -> Result<Applied, ConfigErrors> {
+        let new = super::load(node, objects)?;
+        self.apply(new).map_err(|e| {
+            ConfigErrors(vec![super::ConfigError::field(
+                node.name,
+                &format!("NodeConfig/{}", self.setup.name),
+                "routes",
+                None,
+                &e.to_string(),
+            )])
+        })
+    }
+
+    /// Move to `new`, changing only what differs (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// A route change the route stage refuses (a checked setup does not produce one);
+    /// nothing is changed then.
+    pub fn apply(&mut self, new: NodeSetup) -> Result<Applied, RouteError> {
+        let mut applied = Applied::default();
+        let old = &self.setup;
+        if old.bridge.is_some() != new.bridge.is_some() {
+            let seed = self.seed;
+            let old_pipeline =
+                core::mem::replace(&mut self.pipeline, Pipeline::new(Vec::new(), PipelineConfig::default(), seed));
+            let mut arp: Option<Box<dyn Stage>> = None;
+            for s in old_pipeline.into_stages() {
+                if s.name() == "arp" {
+                    arp = Some(s);
+                }
+            }
+            let mut stages = new.stages();
+            if let Some(mut a) = arp {
+                if let Some(st) = (a.as_mut() as &mut dyn core::any::Any).downcast_mut::<ArpStage>() {
+                    st.reconfigure(new.arp.clone());
+                }
+                if let Some(slot) = stages.iter_mut().find(|s| s.name() == "arp") {
+                    *slot = a;
+                }
+            }
+            self.pipeline = Pipeline::new(stages, PipelineConfig::default(), seed);
+            applied.new_pipeline = true;
+            self.setup = new;
+            return Ok(applied);
+        }
+        // The route stage first: its update is the only step that can refuse, and it
+        // refuses as a whole.
+        let interfaces_same = old.route.interfaces == new.route.interfaces
+            && old.route.multipath == new.route.multipath
+            && old.route.multipath6 == new.route.multipath6
+            && old.route.routes6 == new.route.routes6;
+        if !interfaces_same {
+            self.pipeline.replace_stage(Box::new(RouteStage::new(&new.route)));
+            applied.reconfigured.push("route");
+        } else if old.route.routes != new.route.routes {
+            let changes = route_diff(&old.route.routes, &new.route.routes);
+            if let Some(route) = self.pipeline.stage_mut::<RouteStage>() {
+                route.update(&changes)?;
+            }
+            applied.route_changes = changes.len();
+        }
+        if old.bridge != new.bridge
+            && let (Some(o), Some(n), Some(b)) = (&old.bridge, &new.bridge, self.pipeline.stage_mut::<BridgeStage>())
+        {
+            // `load` built this configuration once already, so it cannot fail here.
+            if b.reconfigure(o, n).is_ok() {
+                applied.reconfigured.push("bridge");
+            }
+        }
+        if old.arp != new.arp
+            && let Some(a) = self.pipeline.stage_mut::<ArpStage>()
+        {
+            a.reconfigure(new.arp.clone());
+            applied.reconfigured.push("arp");
+        }
+        self.setup = new;
+        Ok(applied)
+    }
+}
+
+/// The changes that turn route list `old` into `new`: removals, then additions and
+/// replacements, in address order.
+fn route_diff(old: &[RouteSpec], new: &[RouteSpec]) -> Vec<RouteChange> {
+    let key = |r: &RouteSpec| (u32::from(r.dst), r.len);
+    let before: BTreeMap<(u32, u8), NextHop> = old.iter().map(|r| (key(r), r.next_hop)).collect();
+    let after: BTreeMap<(u32, u8), NextHop> = new.iter().map(|r| (key(r), r.next_hop)).collect();
+    let mut changes: Vec<RouteChange> = before
+        .keys()
+        .filter(|k| !after.contains_key(k))
+        .map(|&(dst, len)| RouteChange::Remove { dst: Ipv4Addr::from(dst), len })
+        .collect();
+    changes.extend(
+        after
+            .iter()
+            .filter(|(k, h)| before.get(k) != Some(h))
+            .map(|(&(dst, len), &next_hop)| RouteChange::Add(RouteSpec { dst: Ipv4Addr::from(dst), len, next_hop })),
+    );
+    changes
+}

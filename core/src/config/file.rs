@@ -1,0 +1,175 @@
+//! The node config file as written (YAML, camelCase keys as in Kubernetes objects).
+//! Addresses, prefixes and MACs stay strings here so that [`super::load`] can say which
+//! field of which object is wrong in its own words; everything else is typed, and
+//! unknown keys are refused.
+//!
+//! ```yaml
+//! name: worker-1
+//! addresses: [192.168.0.11]        # the node's addresses, primary first
+//! podCIDR: 10.244.1.0/24           # or from the Node object named `worker-1`
+//! podNetwork: bridge               # bridge (cni0) or routed (Calico /32 + proxy-ARP)
+//! ports:
+//!   - {name: eth0, kind: pcap, role: uplink, mac: "02:00:c0:a8:00:0b", address: 192.168.0.11/24}
+//!   - {name: pod-a, kind: pcap, role: pod, ip: 10.244.1.2}
+//! routes:
+//!   - {dst: 0.0.0.0/0, via: 192.168.0.1}
+//! ```
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeFile {
+    /// The node's name (its `Node` object's `metadata.name`).
+    pub name: String,
+    /// The node's own addresses; the first is the primary one.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// This node's pod CIDR; when absent it comes from the node's `Node` object.
+    #[serde(default, rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
+    /// The cluster's pod range (default 10.244.0.0/16, Flannel's).
+    #[serde(default, rename = "clusterCIDR")]
+    pub cluster_cidr: Option<String>,
+    /// Per-node pod CIDR length inside the cluster range (default 24).
+    #[serde(default)]
+    pub node_mask: Option<u8>,
+    /// The service range (default 10.96.0.0/12, kubeadm's).
+    #[serde(default, rename = "serviceCIDR")]
+    pub service_cidr: Option<String>,
+    /// NodePort range `FIRST-LAST` (default 30000-32767).
+    #[serde(default)]
+    pub node_port_range: Option<String>,
+    /// How pods are addressed (default `bridge`).
+    #[serde(default)]
+    pub pod_network: PodNetwork,
+    /// Ports, in order: the first is port 0.
+    #[serde(default)]
+    pub ports: Vec<PortFile>,
+    /// Bridge domains (bridge mode). Default: one bridge `cni0` holding every pod port.
+    #[serde(default)]
+    pub bridges: Option<Vec<BridgeFile>>,
+    /// Static routes.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// How pods get their addresses and reach the node.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PodNetwork {
+    /// Pods on a Linux-bridge-like domain with the node's gateway address on it
+    /// (Flannel's cni0, the CNI bridge plugin).
+    #[default]
+    Bridge,
+    /// Each pod a /32 on its own port with a default route via 169.254.1.1, which the
+    /// node answers by proxy ARP with ee:ee:ee:ee:ee:ee (Calico).
+    Routed,
+}
+
+/// What drives a port.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A TAP device (`podplane run`).
+    Tap,
+    /// A pcap file (`podplane replay`).
+    Pcap,
+    /// A simulator link.
+    Sim,
+}
+
+/// What a port is for.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// A pod's interface.
+    Pod,
+    /// The node's link to the underlay (other nodes, the outside).
+    Uplink,
+    /// The node's own stack (a TAP in the root namespace).
+    Host,
+}
+
+/// One port.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortFile {
+    /// Name, unique on the node (the pcap file and TAP device are named after it).
+    pub name: String,
+    /// What drives it.
+    pub kind: PortKind,
+    /// What it is for.
+    pub role: PortRole,
+    /// The node's MAC on this port. Default: uplink and host ports derive one from
+    /// their address (02:00 + IPv4); routed pod ports use Calico's ee:ee:ee:ee:ee:ee.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// IP MTU (default 1500).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// The node's address on an uplink or host port, with its prefix length.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The pod's address on a pod port (required in routed mode).
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+/// One bridge domain.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BridgeFile {
+    /// Name (`cni0`).
+    pub name: String,
+    /// Member pod ports, by name (default: every pod port).
+    #[serde(default)]
+    pub ports: Option<Vec<String>>,
+    /// The node's address on the bridge with its prefix (default: the first address
+    /// of the pod CIDR, as Flannel gives cni0).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The bridge interface's MAC (default: the CNI plugins' 0a:58 + address).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Hairpin on every member port (default true: kubelet sets it for bridge CNIs so
+    /// that a pod reaches itself through a service).
+    #[serde(default)]
+    pub hairpin: Option<bool>,
+    /// FDB ageing in seconds (default 300, Linux's).
+    #[serde(default)]
+    pub ageing: Option<u32>,
+}
+
+/// One static route, in `ip route` terms.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteFile {
+    /// Destination prefix (`0.0.0.0/0`, `10.9.0.0/16`).
+    pub dst: String,
+    /// Gateway (omit for an on-link route or a route type).
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Egress port by name (default: the port whose subnet holds `via`).
+    #[serde(default)]
+    pub port: Option<String>,
+    /// `unicast` (default), `blackhole`, `unreachable` or `prohibit`.
+    #[serde(default, rename = "type")]
+    pub kind: RouteKind,
+}
+
+/// A route's type, as `ip route`'s.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// Forward via a gateway or on-link.
+    #[default]
+    Unicast,
+    /// Drop silently.
+    Blackhole,
+    /// Drop with ICMP host unreachable.
+    Unreachable,
+    /// Drop with ICMP administratively prohibited.
+    Prohibit,
+}

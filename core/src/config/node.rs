@@ -1,0 +1,807 @@
+//! Checking a node file with its objects and turning them into stage configurations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+
+use k8s_openapi::api::core::v1::Node;
+
+use super::ConfigError;
+use super::file::{NodeFile, PodNetwork, PortKind, PortRole, RouteKind};
+use super::objects::{Located, Object};
+use crate::buf::PortId;
+use crate::pipeline::{Pipeline, PipelineConfig, Stage};
+use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
+use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
+use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
+use crate::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
+use crate::time::Duration;
+use crate::wire::EthernetAddress;
+use crate::wire::cidr::Cidr;
+
+/// Virtual port of bridge `i`'s own interface (VPP's BVI): above every real port.
+pub const BVI_BASE: u16 = 4000;
+/// Most ports a node file may declare (real ports sit below [`BVI_BASE`]).
+pub const MAX_PORTS: usize = BVI_BASE as usize;
+/// The name replay gives the node stack's output (`host.pcap`); no port may take it.
+pub const HOST_OUTPUT: &str = "host";
+
+/// A port of the node, as checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    /// Its name.
+    pub name: String,
+    /// Its pipeline port number (the order in the file).
+    pub id: PortId,
+    /// What drives it.
+    pub kind: PortKind,
+    /// What it is for.
+    pub role: PortRole,
+    /// The node's MAC on it (none for a bridged pod port).
+    pub mac: Option<EthernetAddress>,
+    /// IP MTU.
+    pub mtu: u16,
+    /// The node's address on it, with its subnet (uplink and host ports).
+    pub address: Option<(Ipv4Addr, Cidr)>,
+    /// The pod's address (pod ports).
+    pub pod_ip: Option<Ipv4Addr>,
+}
+
+/// Another node, from its `Node` object: where its pods are and how to reach them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// `metadata.name`.
+    pub name: String,
+    /// Its IPv4 pod CIDRs (`spec.podCIDRs`, else `spec.podCIDR`).
+    pub pod_cidrs: Vec<Cidr>,
+    /// Its `InternalIP`, the next hop for its pods (direct routing).
+    pub node_ip: Ipv4Addr,
+    /// The port that reaches it.
+    pub port: PortId,
+}
+
+/// A route the node installs, with where it came from (for `podplane check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// The route.
+    pub spec: RouteSpec,
+    /// `routes[2]`, `Node/worker-2`, `Port/pod-a`.
+    pub origin: String,
+}
+
+/// A checked node: its ports and the configuration of every stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSetup {
+    /// The node's name.
+    pub name: String,
+    /// Its own addresses, primary first.
+    pub addresses: Vec<Ipv4Addr>,
+    /// Its pod CIDR.
+    pub pod_cidr: Cidr,
+    /// The cluster's pod range.
+    pub cluster_cidr: Cidr,
+    /// The service range (used when the service stage lands).
+    pub service_cidr: Cidr,
+    /// The NodePort range (used when the service stage lands).
+    pub node_ports: RangeInclusive<u16>,
+    /// Pod addressing.
+    pub pod_network: PodNetwork,
+    /// Ports in pipeline order.
+    pub ports: Vec<Port>,
+    /// Other nodes.
+    pub peers: Vec<Peer>,
+    /// Every route beyond the interfaces' own, with its origin.
+    pub routes: Vec<RouteEntry>,
+    /// The bridge stage's configuration (bridge mode).
+    pub bridge: Option<BridgeConfig>,
+    /// The route stage's configuration.
+    pub route: RouteConfig,
+    /// The neighbour stage's configuration.
+    pub arp: ArpConfig,
+    /// Things read but not applied (kinds whose stages do not exist yet, other kinds,
+    /// IPv6 pod CIDRs), one line each.
+    pub notes: Vec<String>,
+}
+
+impl NodeSetup {
+    /// The port called `name`.
+    pub fn port(&self, name: &str) -> Option<&Port> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// The stages of this node, in the node path's order:
+    /// `parse → [bridge] → route → arp → egress`.
+    pub fn stages(&self) -> Vec<Box<dyn Stage>> {
+        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new())];
+        if let Some(b) = self.bridge_stage() {
+            stages.push(Box::new(b));
+        }
+        stages.push(Box::new(RouteStage::new(&self.route)));
+        stages.push(Box::new(ArpStage::new(self.arp.clone())));
+        stages.push(Box::new(EgressStage));
+        stages
+    }
+
+    /// The bridge stage, if the node has bridges. `load` checked the configuration,
+    /// so the stage builds.
+    pub(crate) fn bridge_stage(&self) -> Option<BridgeStage> {
+        self.bridge.as_ref().and_then(|b| BridgeStage::new(b).ok())
+    }
+
+    /// A fresh pipeline for this node, its RNG seeded with `seed`.
+    pub fn pipeline(&self, seed: u64) -> Pipeline {
+        Pipeline::new(self.stages(), PipelineConfig::default(), seed)
+    }
+
+    /// A human-readable summary of what would be installed (`podplane check`).
+    pub fn summary(&self) -> String {
+        use core::fmt::Write as _;
+        let mut s = String::new();
+        let mode = match self.pod_network {
+            PodNetwork::Bridge => "bridge",
+            PodNetwork::Routed => "routed /32 with proxy-ARP gateway 169.254.1.1",
+        };
+        let addrs: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        let _ =
+            writeln!(s, "node {}: addresses [{}], pod CIDR {} ({mode})", self.name, addrs.join(", "), self.pod_cidr);
+        let _ = writeln!(
+            s,
+            "cluster CIDR {}, service CIDR {}, NodePorts {}-{}",
+            self.cluster_cidr,
+            self.service_cidr,
+            self.node_ports.start(),
+            self.node_ports.end()
+        );
+        let names: Vec<&str> = self.stages().iter().map(|st| st.name()).collect();
+        let _ = writeln!(s, "pipeline: {}", names.join(" -> "));
+        let _ = writeln!(s, "ports ({}):", self.ports.len());
+        for p in &self.ports {
+            let mut extra = String::new();
+            if let Some(m) = p.mac {
+                let _ = write!(extra, " mac {m}");
+            }
+            if let Some((ip, net)) = p.address {
+                let _ = write!(extra, " address {ip}/{}", net.prefix);
+            }
+            if let Some(ip) = p.pod_ip {
+                let _ = write!(extra, " pod {ip}");
+            }
+            let kind = format!("{:?} {:?}", p.kind, p.role).to_lowercase();
+            let _ = writeln!(s, "  {:>4} {:<16} {kind:<12} mtu {}{extra}", p.id.0, p.name, p.mtu);
+        }
+        if let Some(b) = &self.bridge {
+            for d in &b.domains {
+                let members: Vec<String> = d
+                    .ports
+                    .iter()
+                    .map(|bp| self.ports.iter().find(|p| p.id == bp.port).map_or(String::new(), |p| p.name.clone()))
+                    .collect();
+                let gw = d.gateway_mac.map_or(String::new(), |m| format!(", interface mac {m}"));
+                let _ = writeln!(s, "bridge {}: [{}]{gw}", d.name, members.join(", "));
+            }
+        }
+        for p in &self.peers {
+            let cidrs: Vec<String> = p.pod_cidrs.iter().map(ToString::to_string).collect();
+            let _ = writeln!(s, "peer {}: pods {} via {}", p.name, cidrs.join(", "), p.node_ip);
+        }
+        let _ = writeln!(s, "routes ({} beyond the interfaces' own):", self.routes.len());
+        for r in &self.routes {
+            let dev =
+                |p: PortId| self.ports.iter().find(|x| x.id == p).map_or_else(|| p.to_string(), |x| x.name.clone());
+            let how = match r.spec.next_hop {
+                NextHop::Connected(p) => format!("dev {}", dev(p)),
+                NextHop::Via(gw, p) => format!("via {gw} dev {}", dev(p)),
+                NextHop::Multipath(g) => format!("multipath group {g}"),
+                NextHop::Local => "local".into(),
+                NextHop::Blackhole => "blackhole".into(),
+                NextHop::Unreachable => "unreachable".into(),
+                NextHop::Prohibit => "prohibit".into(),
+            };
+            let _ = writeln!(s, "  {}/{} {how}  ({})", r.spec.dst, r.spec.len, r.origin);
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+}
+
+/// Collects errors for one file.
+struct Errors<'a> {
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, object: &str, field: &str, value: Option<&str>, problem: impl AsRef<str>) {
+        self.list.push(ConfigError::field(self.file, object, field, value, problem.as_ref()));
+    }
+
+    /// Parse a prefix (`10.244.0.0/16`), or record why not.
+    fn cidr(&mut self, object: &str, field: &str, v: &str) -> Option<Cidr> {
+        v.parse::<Cidr>().map_err(|e| self.push(object, field, Some(v), e.to_string())).ok()
+    }
+
+    fn ip(&mut self, object: &str, field: &str, v: &str) -> Option<Ipv4Addr> {
+        v.parse::<Ipv4Addr>().map_err(|_| self.push(object, field, Some(v), "invalid IPv4 address")).ok()
+    }
+
+    fn mac(&mut self, object: &str, field: &str, v: &str) -> Option<EthernetAddress> {
+        match v.parse::<EthernetAddress>() {
+            Ok(m) if m.is_unicast() && m.0 != [0; 6] => Some(m),
+            Ok(_) => {
+                self.push(object, field, Some(v), "not a unicast address");
+                None
+            }
+            Err(()) => {
+                self.push(object, field, Some(v), "invalid MAC address (expected six hex bytes, aa:bb:cc:dd:ee:ff)");
+                None
+            }
+        }
+    }
+}
+
+/// A node port's default MAC: locally administered `02:00:` and the IPv4 address.
+fn node_mac(ip: Ipv4Addr) -> EthernetAddress {
+    let [a, b, c, d] = ip.octets();
+    EthernetAddress([0x02, 0x00, a, b, c, d])
+}
+
+/// The port names TAP devices accept (IFNAMSIZ 16 with the NUL) and files like.
+fn valid_port_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 15 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A Node's IPv4 pod CIDRs (`spec.podCIDRs`, else `spec.podCIDR`), and whether all of
+/// them parsed; IPv6 ones are noted, not routed.
+fn node_cidrs(file: &str, n: &Node, errors: &mut Vec<ConfigError>, notes: &mut Vec<String>) -> (Vec<Cidr>, bool) {
+    let label = format!("Node/{}", n.metadata.name.as_deref().unwrap_or(""));
+    let spec = n.spec.as_ref();
+    let list: Vec<(String, String)> = match spec.and_then(|s| s.pod_cidrs.clone()).filter(|l| !l.is_empty()) {
+        Some(l) => l.into_iter().enumerate().map(|(i, c)| (format!("spec.podCIDRs[{i}]"), c)).collect(),
+        None => {
+            spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![("spec.podCIDR".to_string(), c)]).unwrap_or_default()
+        }
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (field, c) in list {
+        if c.contains(':') {
+            notes.push(format!("{file}: {label}: {field} {c}: IPv6 pod CIDRs are not routed yet"));
+            continue;
+        }
+        match c.parse::<Cidr>() {
+            Ok(cidr) => out.push(cidr),
+            Err(err) => {
+                errors.push(ConfigError::field(file, &label, &field, Some(&c), &err.to_string()));
+                ok = false;
+            }
+        }
+    }
+    (out, ok)
+}
+
+#[allow(clippy::too_many_lines)]
+pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Result<NodeSetup, Vec<ConfigError>> {
+    let mut e = Errors { file: file_name, list: Vec::new() };
+    let me = format!("NodeConfig/{}", f.name);
+    if f.name.is_empty() {
+        e.push("NodeConfig", "name", None, "missing: the node's name (its Node object's metadata.name)");
+    }
+    let addresses: Vec<Ipv4Addr> =
+        f.addresses.iter().enumerate().filter_map(|(i, a)| e.ip(&me, &format!("addresses[{i}]"), a)).collect();
+    let cluster_cidr = match &f.cluster_cidr {
+        Some(c) => e.cidr(&me, "clusterCIDR", c),
+        None => Some(Cidr { addr: Ipv4Addr::new(10, 244, 0, 0), prefix: 16 }),
+    };
+    let service_cidr = match &f.service_cidr {
+        Some(c) => e.cidr(&me, "serviceCIDR", c),
+        None => Some(Cidr { addr: Ipv4Addr::new(10, 96, 0, 0), prefix: 12 }),
+    };
+    let node_mask = f.node_mask.unwrap_or(24);
+    if let Some(c) = cluster_cidr
+        && !(c.prefix..=30).contains(&node_mask)
+    {
+        e.push(&me, "nodeMask", Some(&node_mask.to_string()), format!("must be between {} and 30", c.prefix));
+    }
+    let node_ports = match f.node_port_range.as_deref() {
+        None => Some(30000..=32767),
+        Some(r) => {
+            let parsed = r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+            match parsed {
+                Some((a, b)) if a >= 1 && a <= b => Some(a..=b),
+                _ => {
+                    e.push(&me, "nodePortRange", Some(r), "expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
+                    None
+                }
+            }
+        }
+    };
+    if let (Some(c), Some(s)) = (cluster_cidr, service_cidr)
+        && c.overlaps(&s)
+    {
+        e.push(&me, "serviceCIDR", Some(&s.to_string()), format!("overlaps clusterCIDR {c}"));
+    }
+
+    // Nodes from the objects: ours gives the pod CIDR, the others become peers.
+    let mut notes = Vec::new();
+    let mut nodes: BTreeMap<String, (&str, &Node)> = BTreeMap::new();
+    for o in objects {
+        match &o.object {
+            Object::Node(n) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                if name.is_empty() {
+                    e.list.push(ConfigError::field(&o.file, "Node/", "metadata.name", None, "missing"));
+                } else if nodes.insert(name.clone(), (o.file.as_str(), n)).is_some() {
+                    e.list.push(ConfigError::field(
+                        &o.file,
+                        &format!("Node/{name}"),
+                        "metadata.name",
+                        None,
+                        "a second Node with this name",
+                    ));
+                }
+            }
+            Object::Service(_) | Object::EndpointSlice(_) => {
+                notes.push(format!(
+                    "{}: {}: read, not applied (the service stage is not built yet)",
+                    o.file,
+                    o.object.label()
+                ));
+            }
+            Object::NetworkPolicy(_) => {
+                notes.push(format!(
+                    "{}: {}: read, not applied (the policy stage is not built yet)",
+                    o.file,
+                    o.object.label()
+                ));
+            }
+            Object::Other { kind, .. } => {
+                notes.push(format!("{}: {}: kind {kind} is not one podplane reads; ignored", o.file, o.object.label()));
+            }
+        }
+    }
+    let own = nodes.get(&f.name).copied();
+    let own_cidrs = own.map(|(file, n)| node_cidrs(file, n, &mut e.list, &mut notes));
+    let pod_cidr = match (&f.pod_cidr, own_cidrs.as_ref().and_then(|(c, _)| c.first().copied())) {
+        (Some(c), from_obj) => {
+            let c = e.cidr(&me, "podCIDR", c);
+            if let (Some(c), Some(o)) = (c, from_obj)
+                && c != o
+            {
+                e.push(
+                    &me,
+                    "podCIDR",
+                    Some(&c.to_string()),
+                    format!("differs from Node/{}'s spec.podCIDR {o}", f.name),
+                );
+            }
+            c
+        }
+        (None, Some(o)) => Some(o),
+        (None, None) => {
+            if own_cidrs.as_ref().is_none_or(|(_, ok)| *ok) {
+                e.push(&me, "podCIDR", None, format!("missing: give it here or in a Node object named {:?}", f.name));
+            }
+            None
+        }
+    };
+    if let (Some(p), Some(c)) = (pod_cidr, cluster_cidr)
+        && !c.covers(&p)
+    {
+        e.push(&me, "podCIDR", Some(&p.to_string()), format!("not inside clusterCIDR {c}"));
+    }
+
+    // Ports.
+    if f.ports.len() > MAX_PORTS {
+        e.push(&me, "ports", None, format!("{} ports: at most {MAX_PORTS}", f.ports.len()));
+    }
+    let mut ports: Vec<Port> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut pod_ips = BTreeSet::new();
+    for (i, p) in f.ports.iter().enumerate().take(MAX_PORTS) {
+        let obj = format!("Port/{}", p.name);
+        if !valid_port_name(&p.name) {
+            e.push(&obj, "name", Some(&p.name), "must be 1-15 letters, digits, '-', '_' or '.' (a TAP device name)");
+        } else if p.name == HOST_OUTPUT {
+            e.push(&obj, "name", Some(&p.name), "reserved: replay writes what the node's stack receives to host.pcap");
+        } else if !seen.insert(p.name.as_str()) {
+            e.push(&obj, "name", Some(&p.name), "a second port with this name");
+        }
+        let mtu = p.mtu.unwrap_or(1500);
+        if !(68..=9000).contains(&mtu) {
+            e.push(&obj, "mtu", Some(&mtu.to_string()), "must be between 68 and 9000");
+        }
+        let address = match (p.role, &p.address) {
+            (PortRole::Pod, Some(a)) => {
+                e.push(&obj, "address", Some(a), "pod ports take the pod's address in `ip`, not `address`");
+                None
+            }
+            (_, Some(a)) => match Cidr::parse_host(a) {
+                Ok((ip, net)) if net.prefix <= 30 && (ip == net.addr || ip == net.last()) => {
+                    e.push(&obj, "address", Some(a), "the network or broadcast address of its subnet");
+                    None
+                }
+                Ok(v) => Some(v),
+                Err(err) => {
+                    e.push(&obj, "address", Some(a), err.to_string());
+                    None
+                }
+            },
+            (PortRole::Uplink | PortRole::Host, None) => {
+                e.push(
+                    &obj,
+                    "address",
+                    None,
+                    "missing: an uplink or host port needs the node's address on it (a.b.c.d/len)",
+                );
+                None
+            }
+            (PortRole::Pod, None) => None,
+        };
+        let pod_ip = match (p.role, &p.ip) {
+            (PortRole::Pod, Some(ip)) => {
+                let v = e.ip(&obj, "ip", ip);
+                if let (Some(v), Some(c)) = (v, pod_cidr)
+                    && !c.contains(v)
+                {
+                    e.push(&obj, "ip", Some(ip), format!("not inside the node's podCIDR {c}"));
+                }
+                if let Some(v) = v
+                    && !pod_ips.insert(v)
+                {
+                    e.push(&obj, "ip", Some(ip), "a second pod with this address");
+                }
+                v
+            }
+            (PortRole::Pod, None) if f.pod_network == PodNetwork::Routed => {
+                e.push(&obj, "ip", None, "missing: routed pods need their /32 address");
+                None
+            }
+            (_, Some(ip)) => {
+                e.push(&obj, "ip", Some(ip), "only pod ports have a pod address");
+                None
+            }
+            _ => None,
+        };
+        let mac = match (&p.mac, p.role, f.pod_network) {
+            (Some(m), PortRole::Pod, PodNetwork::Bridge) => {
+                e.push(
+                    &obj,
+                    "mac",
+                    Some(m),
+                    "a bridged pod port has no MAC of the node's (the bridge interface has one)",
+                );
+                None
+            }
+            (Some(m), _, _) => e.mac(&obj, "mac", m),
+            (None, PortRole::Pod, PodNetwork::Bridge) => None,
+            (None, PortRole::Pod, PodNetwork::Routed) => Some(CALICO_MAC),
+            (None, _, _) => address.map(|(ip, _)| node_mac(ip)),
+        };
+        ports.push(Port {
+            name: p.name.clone(),
+            id: PortId(u16::try_from(i).unwrap_or(u16::MAX)),
+            kind: p.kind,
+            role: p.role,
+            mac,
+            mtu,
+            address,
+            pod_ip,
+        });
+    }
+    // Subnets of the node's own interfaces must not overlap (each is a connected route).
+    let mut subnets: Vec<(String, Cidr)> =
+        ports.iter().filter_map(|p| p.address.map(|(_, n)| (format!("Port/{}", p.name), n))).collect();
+    for (k, (obj, n)) in subnets.iter().enumerate() {
+        if let Some((other, _)) = subnets.iter().take(k).find(|(_, m)| m.overlaps(n)) {
+            e.push(obj, "address", Some(&n.to_string()), format!("its subnet overlaps {other}'s"));
+        }
+    }
+
+    // Bridges.
+    let mut interfaces: Vec<L3If> = Vec::new();
+    let mut local: Vec<LocalAddr> = Vec::new();
+    let mut proxy: Vec<ProxyArp> = Vec::new();
+    let mut route_list: Vec<RouteEntry> = Vec::new();
+    for p in &ports {
+        if let (Some((ip, net)), Some(mac)) = (p.address, p.mac) {
+            interfaces.push(L3If::routed(p.id, mac, ip, net.prefix, p.mtu));
+            local.push(LocalAddr { ip, mac, ports: vec![p.id] });
+        }
+    }
+    let pod_ports: Vec<&Port> = ports.iter().filter(|p| p.role == PortRole::Pod).collect();
+    let bridge = match f.pod_network {
+        PodNetwork::Routed => {
+            if f.bridges.as_ref().is_some_and(|b| !b.is_empty()) {
+                e.push(&me, "bridges", None, "podNetwork routed has no bridges");
+            }
+            for p in &pod_ports {
+                let mac = p.mac.unwrap_or(CALICO_MAC);
+                interfaces.push(L3If::routed(p.id, mac, CALICO_GATEWAY, 32, p.mtu));
+                proxy.push(ProxyArp { port: p.id, mac, targets: vec![CALICO_GATEWAY] });
+                if let Some(ip) = p.pod_ip {
+                    route_list.push(RouteEntry {
+                        spec: RouteSpec { dst: ip, len: 32, next_hop: NextHop::Connected(p.id) },
+                        origin: format!("Port/{}", p.name),
+                    });
+                }
+            }
+            None
+        }
+        PodNetwork::Bridge => {
+            let files = f.bridges.clone().unwrap_or_else(|| {
+                vec![super::file::BridgeFile {
+                    name: "cni0".into(),
+                    ports: None,
+                    address: None,
+                    mac: None,
+                    hairpin: None,
+                    ageing: None,
+                }]
+            });
+            let mut domains = Vec::new();
+            let mut member_of: BTreeMap<u16, &str> = BTreeMap::new();
+            let mut ageing = None;
+            for (bi, b) in files.iter().enumerate() {
+                let obj = format!("Bridge/{}", b.name);
+                let members: Vec<&Port> = match &b.ports {
+                    None if files.len() == 1 => pod_ports.clone(),
+                    None => {
+                        e.push(&obj, "ports", None, "missing: with several bridges each names its ports");
+                        Vec::new()
+                    }
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|n| match ports.iter().find(|p| &p.name == n) {
+                            Some(p) if p.role == PortRole::Pod => Some(p),
+                            Some(_) => {
+                                e.push(&obj, "ports", Some(n), "not a pod port");
+                                None
+                            }
+                            None => {
+                                e.push(&obj, "ports", Some(n), "no such port");
+                                None
+                            }
+                        })
+                        .collect(),
+                };
+                for m in &members {
+                    if let Some(other) = member_of.insert(m.id.0, b.name.as_str()) {
+                        e.push(&obj, "ports", Some(&m.name), format!("already in Bridge/{other}"));
+                    }
+                }
+                let address = match (&b.address, pod_cidr) {
+                    (Some(a), _) => match Cidr::parse_host(a) {
+                        Ok(v) => Some(v),
+                        Err(err) => {
+                            e.push(&obj, "address", Some(a), err.to_string());
+                            None
+                        }
+                    },
+                    (None, Some(c)) if bi == 0 => c.nth(1).map(|ip| (ip, c)),
+                    (None, _) => {
+                        if pod_cidr.is_some() {
+                            e.push(
+                                &obj,
+                                "address",
+                                None,
+                                "missing: only the first bridge defaults to the pod CIDR's .1",
+                            );
+                        }
+                        None
+                    }
+                };
+                if let Some((_, net)) = address {
+                    if let Some((other, _)) = subnets.iter().find(|(_, m)| m.overlaps(&net)) {
+                        e.push(&obj, "address", Some(&net.to_string()), format!("its subnet overlaps {other}'s"));
+                    }
+                    subnets.push((obj.clone(), net));
+                }
+                let mac = match &b.mac {
+                    Some(m) => e.mac(&obj, "mac", m),
+                    None => address.map(|(ip, _)| cni_mac(ip)),
+                };
+                if let Some(a) = b.ageing {
+                    if !(10..=1_000_000).contains(&a) {
+                        e.push(&obj, "ageing", Some(&a.to_string()), "must be between 10 and 1000000 seconds");
+                    }
+                    match ageing {
+                        Some(prev) if prev != a => {
+                            e.push(&obj, "ageing", Some(&a.to_string()), "all bridges share one ageing time")
+                        }
+                        _ => ageing = Some(a),
+                    }
+                }
+                let hairpin = b.hairpin.unwrap_or(true);
+                let bvi = PortId(BVI_BASE + u16::try_from(bi).unwrap_or(0));
+                let member_ids: Vec<PortId> = members.iter().map(|p| p.id).collect();
+                if let (Some((ip, net)), Some(mac)) = (address, mac) {
+                    let mtu = members.iter().map(|p| p.mtu).min().unwrap_or(1500);
+                    interfaces.push(L3If {
+                        port: bvi,
+                        mac,
+                        ip,
+                        prefix: net.prefix,
+                        mtu,
+                        bvi: true,
+                        ip6: None,
+                        ports: member_ids.clone(),
+                    });
+                    local.push(LocalAddr { ip, mac, ports: member_ids.clone() });
+                }
+                domains.push(BridgeDomain {
+                    name: b.name.clone(),
+                    ports: member_ids.iter().map(|p| BridgePort { port: *p, hairpin }).collect(),
+                    gateway_mac: mac,
+                    static_fdb: Vec::new(),
+                    bvi: Some(bvi),
+                });
+            }
+            let mut cfg = BridgeConfig { domains, ..BridgeConfig::default() };
+            if let Some(a) = ageing {
+                cfg.ageing = Duration::from_secs(u64::from(a));
+            }
+            if let Err(err) = BridgeStage::new(&cfg) {
+                e.push(&me, "bridges", None, err.to_string());
+            }
+            Some(cfg)
+        }
+    };
+
+    // Which L3 port reaches an address on-link.
+    let on_link = |ip: Ipv4Addr| -> Option<PortId> {
+        interfaces.iter().find(|i| !i.bvi && i.prefix < 32 && Cidr::of(i.ip, i.prefix).contains(ip)).map(|i| i.port)
+    };
+
+    // Peers: every other Node.
+    let mut peers = Vec::new();
+    for (name, (file, n)) in &nodes {
+        if *name == f.name {
+            continue;
+        }
+        let label = format!("Node/{name}");
+        let (cidrs, _) = node_cidrs(file, n, &mut e.list, &mut notes);
+        let internal = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().enumerate().find(|(_, x)| x.type_ == "InternalIP" && !x.address.contains(':')));
+        let Some((k, addr)) = internal else {
+            e.list.push(ConfigError::field(
+                file,
+                &label,
+                "status.addresses",
+                None,
+                "no IPv4 InternalIP: nowhere to route its pods",
+            ));
+            continue;
+        };
+        let field = format!("status.addresses[{k}].address");
+        let Ok(ip) = addr.address.parse::<Ipv4Addr>() else {
+            e.list.push(ConfigError::field(file, &label, &field, Some(&addr.address), "invalid IPv4 address"));
+            continue;
+        };
+        if cidrs.is_empty() {
+            notes.push(format!("{file}: {label}: no IPv4 pod CIDR yet; nothing routed to it"));
+            continue;
+        }
+        let Some(port) = on_link(ip) else {
+            e.list.push(ConfigError::field(
+                file,
+                &label,
+                &field,
+                Some(&addr.address),
+                "not on any subnet of the node's uplinks: direct routing needs the peer on-link",
+            ));
+            continue;
+        };
+        for (ci, c) in cidrs.iter().enumerate() {
+            let clash =
+                pod_cidr.filter(|p| p.overlaps(c)).map(|p| format!("overlaps this node's podCIDR {p}")).or_else(|| {
+                    peers
+                        .iter()
+                        .find(|q: &&Peer| q.pod_cidrs.iter().any(|d| d.overlaps(c)))
+                        .map(|q| format!("overlaps Node/{}'s pod CIDR", q.name))
+                });
+            if let Some(problem) = clash {
+                e.list.push(ConfigError::field(
+                    file,
+                    &label,
+                    &format!("spec.podCIDRs[{ci}]"),
+                    Some(&c.to_string()),
+                    &problem,
+                ));
+            }
+            route_list.push(RouteEntry {
+                spec: RouteSpec { dst: c.addr, len: c.prefix, next_hop: NextHop::Via(ip, port) },
+                origin: label.clone(),
+            });
+        }
+        peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port });
+    }
+
+    // Static routes.
+    for (i, r) in f.routes.iter().enumerate() {
+        let obj = format!("routes[{i}]");
+        let Some(dst) = e.cidr(&obj, "dst", &r.dst) else { continue };
+        let port = match &r.port {
+            Some(n) => match ports.iter().find(|p| &p.name == n) {
+                Some(p) if interfaces.iter().any(|i| i.port == p.id) => Some(p.id),
+                Some(_) => {
+                    e.push(&obj, "port", Some(n), "not a layer-3 port (an uplink, a host port or a routed pod port)");
+                    continue;
+                }
+                None => {
+                    e.push(&obj, "port", Some(n), "no such port");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let next_hop = match (r.kind, &r.via) {
+            (RouteKind::Blackhole, None) => NextHop::Blackhole,
+            (RouteKind::Unreachable, None) => NextHop::Unreachable,
+            (RouteKind::Prohibit, None) => NextHop::Prohibit,
+            (RouteKind::Unicast, Some(v)) => {
+                let Some(gw) = e.ip(&obj, "via", v) else { continue };
+                match port.or_else(|| on_link(gw)) {
+                    Some(p) => NextHop::Via(gw, p),
+                    None => {
+                        e.push(&obj, "via", Some(v), "not on any subnet of the node's ports; say which `port`");
+                        continue;
+                    }
+                }
+            }
+            (RouteKind::Unicast, None) => match port {
+                Some(p) => NextHop::Connected(p),
+                None => {
+                    e.push(&obj, "via", None, "missing: a unicast route needs `via` or `port`");
+                    continue;
+                }
+            },
+            (_, Some(v)) => {
+                e.push(&obj, "via", Some(v), "a blackhole, unreachable or prohibit route has no gateway");
+                continue;
+            }
+        };
+        if let Some(prev) = route_list.iter().find(|x| x.spec.dst == dst.addr && x.spec.len == dst.prefix) {
+            e.push(&obj, "dst", Some(&r.dst), format!("the same prefix as {}", prev.origin));
+            continue;
+        }
+        route_list.push(RouteEntry { spec: RouteSpec { dst: dst.addr, len: dst.prefix, next_hop }, origin: obj });
+    }
+
+    if !e.list.is_empty() {
+        return Err(e.list);
+    }
+    let (Some(pod_cidr), Some(cluster_cidr), Some(service_cidr), Some(node_ports)) =
+        (pod_cidr, cluster_cidr, service_cidr, node_ports)
+    else {
+        return Err(vec![ConfigError::field(file_name, &me, "", None, "incomplete")]);
+    };
+    let route = RouteConfig {
+        interfaces: interfaces.clone(),
+        routes: route_list.iter().map(|r| r.spec).collect(),
+        ..RouteConfig::default()
+    };
+    let arp = ArpConfig { local, proxy, interfaces };
+    Ok(NodeSetup {
+        name: f.name.clone(),
+        addresses,
+        pod_cidr,
+        cluster_cidr,
+        service_cidr,
+        node_ports,
+        pod_network: f.pod_network,
+        ports,
+        peers,
+        routes: route_list,
+        bridge,
+        route,
+        arp,
+        notes,
+    })
+}

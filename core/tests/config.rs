@@ -1,0 +1,417 @@
+//! `podplane::config`: every validation error path with its exact message, Kubernetes
+//! objects (lists, several documents, unknown kinds), and reloading a running node.
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
+use std::net::Ipv4Addr;
+
+use podplane::buf::{BufPool, PortId};
+use podplane::config::{ConfigError, Dataplane, NodeSetup, Source, load};
+use podplane::stage::route::NextHop;
+use podplane::testutil::{Run, arp_request, run, udp4};
+
+const NODE: &str = "\
+name: worker-1
+addresses: [192.168.0.11]
+ports:
+  - {name: eth0, kind: pcap, role: uplink, address: 192.168.0.11/24}
+  - {name: pod-a, kind: pcap, role: pod, ip: 10.244.1.2}
+  - {name: pod-b, kind: pcap, role: pod}
+routes:
+  - {dst: 0.0.0.0/0, via: 192.168.0.1}
+";
+
+const NODES: &str = "\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata: {name: worker-1}
+  spec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24, 'fd00:10:244:1::/64']}
+  status: {addresses: [{type: InternalIP, address: 192.168.0.11}]}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: worker-2}
+  spec: {podCIDR: 10.244.2.0/24}
+  status: {addresses: [{type: Hostname, address: worker-2}, {type: InternalIP, address: 192.168.0.12}]}
+";
+
+fn ok(node: &str, objects: &[&str]) -> NodeSetup {
+    let srcs: Vec<Source<'_>> = objects.iter().map(|t| Source { name: "nodes.yaml", text: t }).collect();
+    match load(Source { name: "node.yaml", text: node }, &srcs) {
+        Ok(s) => s,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+fn errors(node: &str, objects: &[&str]) -> Vec<String> {
+    let srcs: Vec<Source<'_>> = objects.iter().map(|t| Source { name: "nodes.yaml", text: t }).collect();
+    match load(Source { name: "node.yaml", text: node }, &srcs) {
+        Ok(_) => panic!("accepted:\n{node}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_node_from_its_file_and_node_objects() {
+    let s = ok(NODE, &[NODES]);
+    assert_eq!(s.pod_cidr.to_string(), "10.244.1.0/24");
+    assert_eq!(
+        s.ports.iter().map(|p| (p.name.as_str(), p.id)).collect::<Vec<_>>(),
+        [("eth0", PortId(0)), ("pod-a", PortId(1)), ("pod-b", PortId(2))]
+    );
+    // Defaults: Kubernetes' and Flannel's.
+    assert_eq!(s.cluster_cidr.to_string(), "10.244.0.0/16");
+    assert_eq!(s.service_cidr.to_string(), "10.96.0.0/12");
+    assert_eq!(s.node_ports, 30000..=32767);
+    // The peer's pod CIDR routed via its InternalIP on the uplink, then the default.
+    let routes: Vec<String> =
+        s.routes.iter().map(|r| format!("{}/{} {:?} {}", r.spec.dst, r.spec.len, r.spec.next_hop, r.origin)).collect();
+    assert_eq!(
+        routes,
+        ["10.244.2.0/24 Via(192.168.0.12, PortId(0)) Node/worker-2", "0.0.0.0/0 Via(192.168.0.1, PortId(0)) routes[0]"]
+    );
+    // cni0: both pod ports, .1 of the pod CIDR, the CNI MAC, hairpin on.
+    let b = s.bridge.as_ref().unwrap();
+    assert_eq!(b.domains.len(), 1);
+    let d = &b.domains[0];
+    assert_eq!(d.name, "cni0");
+    assert_eq!(d.ports.iter().map(|p| (p.port, p.hairpin)).collect::<Vec<_>>(), [(PortId(1), true), (PortId(2), true)]);
+    assert_eq!(d.gateway_mac.unwrap().to_string(), "0a:58:0a:f4:01:01");
+    assert_eq!(
+        s.notes,
+        ["nodes.yaml: Node/worker-1: spec.podCIDRs[1] fd00:10:244:1::/64: IPv6 pod CIDRs are not routed yet"]
+    );
+    assert_eq!(
+        s.pipeline(1).stage_names(),
+        ["parse", "bridge", "route", "arp", "egress"],
+        "the node path in netfilter's order"
+    );
+}
+
+#[test]
+fn routed_mode_is_calico_style() {
+    let node = "\
+name: w
+podCIDR: 10.244.1.0/24
+podNetwork: routed
+ports:
+  - {name: eth0, kind: tap, role: uplink, address: 192.168.0.11/24}
+  - {name: cali1, kind: tap, role: pod, ip: 10.244.1.7}
+";
+    let s = ok(node, &[]);
+    assert!(s.bridge.is_none());
+    assert_eq!(s.pipeline(1).stage_names(), ["parse", "route", "arp", "egress"]);
+    assert_eq!(s.routes[0].spec.next_hop, NextHop::Connected(PortId(1)));
+    assert_eq!((s.routes[0].spec.dst, s.routes[0].spec.len), (Ipv4Addr::new(10, 244, 1, 7), 32));
+    assert_eq!(s.arp.proxy[0].mac.to_string(), "ee:ee:ee:ee:ee:ee");
+    assert_eq!(s.arp.proxy[0].targets, [Ipv4Addr::new(169, 254, 1, 1)]);
+}
+
+#[test]
+fn every_error_names_file_object_and_field() {
+    let base = "name: w\npodCIDR: 10.244.1.0/24\nports:\n  - {name: eth0, kind: pcap, role: uplink, address: 192.168.0.11/24}\n";
+    let with = |extra: &str| format!("{base}{extra}");
+    let table: Vec<(String, Vec<&str>, &str)> = vec![
+        (
+            "name: w\nports: []\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: podCIDR: missing: give it here or in a Node object named "w""#,
+        ),
+        (
+            "name: w\npodCIDR: 10.244.300.0/24\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: podCIDR "10.244.300.0/24": invalid address"#,
+        ),
+        (
+            "name: w\npodCIDR: 10.244.1.1/24\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: podCIDR "10.244.1.1/24": host bits set"#,
+        ),
+        (
+            "name: w\npodCIDR: 10.9.1.0/24\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: podCIDR "10.9.1.0/24": not inside clusterCIDR 10.244.0.0/16"#,
+        ),
+        (
+            "name: w\npodCIDR: 10.244.1.0/24\nserviceCIDR: 10.0.0.0/8\nclusterCIDR: 10.244.0.0/16\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: serviceCIDR "10.0.0.0/8": overlaps clusterCIDR 10.244.0.0/16"#,
+        ),
+        (
+            "name: w\npodCIDR: 10.244.1.0/24\nnodePortRange: 32767-30000\n".into(),
+            vec![],
+            r#"node.yaml: NodeConfig/w: nodePortRange "32767-30000": expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535"#,
+        ),
+        (
+            with("  - {name: eth0, kind: pcap, role: pod}\n"),
+            vec![],
+            r#"node.yaml: Port/eth0: name "eth0": a second port with this name"#,
+        ),
+        (
+            with("  - {name: host, kind: pcap, role: pod}\n"),
+            vec![],
+            r#"node.yaml: Port/host: name "host": reserved: replay writes what the node's stack receives to host.pcap"#,
+        ),
+        (
+            with("  - {name: a-very-long-port-name, kind: tap, role: pod}\n"),
+            vec![],
+            r#"node.yaml: Port/a-very-long-port-name: name "a-very-long-port-name": must be 1-15 letters, digits, '-', '_' or '.' (a TAP device name)"#,
+        ),
+        (
+            with("  - {name: up2, kind: pcap, role: uplink}\n"),
+            vec![],
+            "node.yaml: Port/up2: address: missing: an uplink or host port needs the node's address on it (a.b.c.d/len)",
+        ),
+        (
+            with("  - {name: up2, kind: pcap, role: uplink, address: 192.168.0.0/24}\n"),
+            vec![],
+            r#"node.yaml: Port/up2: address "192.168.0.0/24": the network or broadcast address of its subnet"#,
+        ),
+        (
+            with("  - {name: up2, kind: pcap, role: uplink, address: 192.168.0.12/16}\n"),
+            vec![],
+            r#"node.yaml: Port/up2: address "192.168.0.0/16": its subnet overlaps Port/eth0's"#,
+        ),
+        (
+            with("  - {name: up2, kind: pcap, role: uplink, address: 172.16.0.1/24, mac: '01:00:5e:00:00:01'}\n"),
+            vec![],
+            r#"node.yaml: Port/up2: mac "01:00:5e:00:00:01": not a unicast address"#,
+        ),
+        (
+            with("  - {name: up2, kind: pcap, role: uplink, address: 172.16.0.1/24, mac: 'zz'}\n"),
+            vec![],
+            r#"node.yaml: Port/up2: mac "zz": invalid MAC address (expected six hex bytes, aa:bb:cc:dd:ee:ff)"#,
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod, mtu: 9001}\n"),
+            vec![],
+            r#"node.yaml: Port/p: mtu "9001": must be between 68 and 9000"#,
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod, ip: 10.244.2.2}\n"),
+            vec![],
+            r#"node.yaml: Port/p: ip "10.244.2.2": not inside the node's podCIDR 10.244.1.0/24"#,
+        ),
+        (
+            with(
+                "  - {name: p, kind: pcap, role: pod, ip: 10.244.1.2}\n  - {name: q, kind: pcap, role: pod, ip: 10.244.1.2}\n",
+            ),
+            vec![],
+            r#"node.yaml: Port/q: ip "10.244.1.2": a second pod with this address"#,
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod, mac: '02:00:00:00:00:01'}\n"),
+            vec![],
+            r#"node.yaml: Port/p: mac "02:00:00:00:00:01": a bridged pod port has no MAC of the node's (the bridge interface has one)"#,
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod}\npodNetwork: routed\n"),
+            vec![],
+            "node.yaml: Port/p: ip: missing: routed pods need their /32 address",
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod}\nbridges:\n  - {name: br0, ports: [p, nope]}\n"),
+            vec![],
+            r#"node.yaml: Bridge/br0: ports "nope": no such port"#,
+        ),
+        (
+            with("  - {name: p, kind: pcap, role: pod}\nbridges:\n  - {name: br0, ports: [eth0]}\n"),
+            vec![],
+            r#"node.yaml: Bridge/br0: ports "eth0": not a pod port"#,
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.1/8, via: 192.168.0.1}\n"),
+            vec![],
+            r#"node.yaml: routes[0]: dst "10.0.0.1/8": host bits set"#,
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.0/8, via: 172.16.0.1}\n"),
+            vec![],
+            r#"node.yaml: routes[0]: via "172.16.0.1": not on any subnet of the node's ports; say which `port`"#,
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.0/8, via: 192.168.0.1, port: nope}\n"),
+            vec![],
+            r#"node.yaml: routes[0]: port "nope": no such port"#,
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.0/8}\n"),
+            vec![],
+            "node.yaml: routes[0]: via: missing: a unicast route needs `via` or `port`",
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.0/8, type: blackhole, via: 192.168.0.1}\n"),
+            vec![],
+            r#"node.yaml: routes[0]: via "192.168.0.1": a blackhole, unreachable or prohibit route has no gateway"#,
+        ),
+        (
+            with("routes:\n  - {dst: 10.0.0.0/8, type: blackhole}\n  - {dst: 10.0.0.0/8, type: prohibit}\n"),
+            vec![],
+            r#"node.yaml: routes[1]: dst "10.0.0.0/8": the same prefix as routes[0]"#,
+        ),
+        // Node objects.
+        (
+            base.into(),
+            vec!["kind: Node\napiVersion: v1\nmetadata: {name: worker-2}\nspec: {podCIDR: 10.244.300.0/24}\n"],
+            r#"nodes.yaml: Node/worker-2: spec.podCIDR "10.244.300.0/24": invalid address"#,
+        ),
+        (
+            base.into(),
+            vec!["kind: Node\napiVersion: v1\nmetadata: {name: worker-2}\nspec: {podCIDR: 10.244.2.0/24}\n"],
+            "nodes.yaml: Node/worker-2: status.addresses: no IPv4 InternalIP: nowhere to route its pods",
+        ),
+        (
+            base.into(),
+            vec![
+                "kind: Node\napiVersion: v1\nmetadata: {name: worker-2}\nspec: {podCIDR: 10.244.2.0/24}\nstatus: {addresses: [{type: InternalIP, address: 10.1.1.1}]}\n",
+            ],
+            r#"nodes.yaml: Node/worker-2: status.addresses[0].address "10.1.1.1": not on any subnet of the node's uplinks: direct routing needs the peer on-link"#,
+        ),
+        (
+            base.into(),
+            vec![
+                "kind: Node\napiVersion: v1\nmetadata: {name: worker-2}\nspec: {podCIDR: 10.244.1.0/24}\nstatus: {addresses: [{type: InternalIP, address: 192.168.0.12}]}\n",
+            ],
+            r#"nodes.yaml: Node/worker-2: spec.podCIDRs[0] "10.244.1.0/24": overlaps this node's podCIDR 10.244.1.0/24"#,
+        ),
+        (
+            base.into(),
+            vec!["kind: Node\napiVersion: v1\nmetadata: {name: w}\nspec: {podCIDR: 10.244.7.0/24}\n"],
+            r#"node.yaml: NodeConfig/w: podCIDR "10.244.1.0/24": differs from Node/w's spec.podCIDR 10.244.7.0/24"#,
+        ),
+        (
+            base.into(),
+            vec!["apiVersion: v1\nmetadata: {name: x}\n"],
+            "nodes.yaml: document 1: kind: missing: not a Kubernetes object",
+        ),
+        (
+            base.into(),
+            vec!["kind: Node\napiVersion: v1\nmetadata: {name: n1}\nspec: {podCIDR: 7}\n"],
+            "nodes.yaml: Node/n1: not a valid Node: invalid type: integer `7`, expected a string",
+        ),
+    ];
+    for (node, objects, want) in &table {
+        let got = errors(node, objects);
+        assert!(got.iter().any(|g| g == want), "for\n{node}{objects:?}\nwant: {want}\ngot:  {got:#?}");
+    }
+}
+
+#[test]
+fn yaml_errors_say_where() {
+    let got = errors("name: w\nports:\n  - {name: eth0, kind: pcap, rol: uplink}\n", &[]);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("node.yaml: line 3 column"), "{got:?}");
+    assert!(got[0].contains("unknown field `rol`"), "{got:?}");
+    let got = errors("name: w\nports:\n  - {name: eth0, kind: floppy, role: uplink}\n", &[]);
+    assert!(got[0].contains("floppy"), "{got:?}");
+    let got = errors("name: w\npodCIDR: 10.244.1.0/24\n", &["a: [1,\n"]);
+    assert!(got[0].starts_with("nodes.yaml: line 1 column"), "{got:?}");
+}
+
+#[test]
+fn other_kinds_are_reported_not_ignored() {
+    let objects = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kube-proxy, namespace: kube-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {clusterIP: 10.96.0.10, ports: [{port: 80, protocol: TCP}]}
+---
+";
+    let s = ok("name: w\npodCIDR: 10.244.1.0/24\n", &[objects]);
+    assert_eq!(
+        s.notes,
+        [
+            "nodes.yaml: ConfigMap/kube-proxy: kind ConfigMap is not one podplane reads; ignored",
+            "nodes.yaml: Service/default/web: read, not applied (the service stage is not built yet)",
+        ]
+    );
+}
+
+// ---- reload ----
+
+const MAC_B: [u8; 6] = [0x0a, 0x58, 10, 244, 1, 3];
+
+/// A frame from pod-a (port 1) to a pod of worker-2, to cni0's MAC.
+fn to_peer(dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = udp4(Ipv4Addr::new(10, 244, 1, 2), dst, 1000, 53, b"q");
+    f[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+    f
+}
+
+fn arp_reply_from(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    let mut f = arp_request(ip, Ipv4Addr::new(192, 168, 0, 11));
+    f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+    f[6..12].copy_from_slice(&mac);
+    f[21] = 2;
+    f[22..28].copy_from_slice(&mac);
+    f
+}
+
+fn send(dp: &mut Dataplane, pool: &mut BufPool, frames: &[(u16, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
+    let r: Run = run(dp.pipeline(), pool, podplane::Instant::from_nanos(1_000_000_000), frames);
+    r.tx
+}
+
+#[test]
+fn reload_applies_a_valid_change_in_place_and_refuses_an_invalid_one() {
+    let mut dp = Dataplane::new(ok(NODE, &[NODES]), 1);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let w2 = [0x02, 0x00, 192, 168, 0, 12];
+    let w3 = [0x02, 0x00, 192, 168, 0, 13];
+    send(&mut dp, &mut pool, &[(0, arp_reply_from(Ipv4Addr::new(192, 168, 0, 12), w2))]);
+    send(&mut dp, &mut pool, &[(0, arp_reply_from(Ipv4Addr::new(192, 168, 0, 13), w3))]);
+    let r = send(&mut dp, &mut pool, &[(1, to_peer(Ipv4Addr::new(10, 244, 2, 5)))]);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0, &r[0].1[..6]), (PortId(0), &w2[..]), "to worker-2");
+
+    // worker-3 joins: one route added in place, nothing rebuilt, neighbours kept.
+    let nodes3 = format!(
+        "{NODES}- apiVersion: v1\n  kind: Node\n  metadata: {{name: worker-3}}\n  spec: {{podCIDR: 10.244.3.0/24}}\n  status: {{addresses: [{{type: InternalIP, address: 192.168.0.13}}]}}\n"
+    );
+    let node_src = Source { name: "node.yaml", text: NODE };
+    let applied = dp.reload(node_src, &[Source { name: "nodes.yaml", text: &nodes3 }]).unwrap();
+    assert_eq!((applied.route_changes, applied.reconfigured.len(), applied.new_pipeline), (1, 0, false));
+    let r = send(&mut dp, &mut pool, &[(1, to_peer(Ipv4Addr::new(10, 244, 3, 9)))]);
+    assert_eq!((r[0].0, &r[0].1[..6]), (PortId(0), &w3[..]), "to worker-3, its MAC still known");
+
+    // An invalid change (worker-3's CIDR garbled): refused with the field named, and
+    // the node keeps forwarding with the configuration in force.
+    let garbled = nodes3.replace("10.244.3.0/24", "10.244.3.0/33");
+    let err = dp.reload(node_src, &[Source { name: "nodes.yaml", text: &garbled }]).unwrap_err();
+    assert_eq!(
+        err.0,
+        [ConfigError::Field {
+            file: "nodes.yaml".into(),
+            object: "Node/worker-3".into(),
+            field: "spec.podCIDR".into(),
+            value: Some("10.244.3.0/33".into()),
+            problem: "prefix length over 32".into(),
+        }]
+    );
+    let r = send(&mut dp, &mut pool, &[(1, to_peer(Ipv4Addr::new(10, 244, 3, 9)))]);
+    assert_eq!((r[0].0, &r[0].1[..6]), (PortId(0), &w3[..]), "still routed to worker-3");
+    assert!(dp.setup().peers.iter().any(|p| p.name == "worker-3"));
+
+    // worker-3 leaves again: its route goes; its pods are now the default route's.
+    let applied = dp.reload(node_src, &[Source { name: "nodes.yaml", text: NODES }]).unwrap();
+    assert_eq!(applied.route_changes, 1);
+    let r = send(&mut dp, &mut pool, &[(1, to_peer(Ipv4Addr::new(10, 244, 3, 9)))]);
+    assert_eq!(r[0].0, PortId(0));
+    assert_eq!(&r[0].1[12..14], &[0x08, 0x06], "ARP for the default gateway 192.168.0.1");
+
+    // A bridge change (hairpin off): only the bridge stage is reconfigured.
+    let node_nohairpin = format!("{NODE}bridges:\n  - {{name: cni0, hairpin: false}}\n");
+    let applied = dp
+        .reload(Source { name: "node.yaml", text: &node_nohairpin }, &[Source { name: "nodes.yaml", text: NODES }])
+        .unwrap();
+    assert_eq!(applied.reconfigured, ["bridge"]);
+    let _ = MAC_B;
+    let snap = dp.pipeline().counters().snapshot();
+    assert!(snap.balanced());
+}
