@@ -20,7 +20,7 @@ use podplane::Duration;
 use podplane::pipeline::PipelineConfig;
 use podplane::wire::ChecksumPolicy;
 use podplane_sim::cluster::{ClusterSpec, NetworkMode, build};
-use podplane_sim::{FlowResult, LinkConfig, Sim};
+use podplane_sim::{LinkConfig, Sim};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run a small simulated cluster through podplane pipelines")]
@@ -110,35 +110,11 @@ fn main() -> anyhow::Result<()> {
 
     let result = sim.run_until_done(Duration::from_secs(300));
 
-    println!("\n{:<14} {:<5} {:<6} {:>9} {:>12} {:>7}  detail", "flow", "kind", "result", "bytes", "time", "retrans");
-    for f in sim.flows() {
-        print_flow(&f);
-    }
-    for node in sim.nodes() {
-        println!("\n{} counters:", node.name());
-        let snap = node.pipeline().counters().snapshot();
-        let t = snap.totals;
-        println!(
-            "  rx {}  generated {} (flood copies, ARP requests)  tx {}  to host {}  dropped {}",
-            t.rx, t.generated, t.tx, t.host, t.dropped
-        );
-        for d in &snap.drops {
-            let what = format!("{}/{}", d.stage, d.reason);
-            println!("  drop  {what:<28} {:>6} packets {:>8} bytes  {}", d.packets, d.bytes, d.reason.description());
-        }
-        for e in &snap.events {
-            println!("  event {:<28} {:>6}", format!("{}/{}", e.stage, e.event), e.count);
-        }
-    }
-    println!("\n{:<20} {:>7} {:>9} {:>6} {:>9}", "link", "sent", "delivered", "lost", "corrupted");
-    for node in &plan.nodes {
-        for pod in &node.pods {
-            let name = format!("{}/{}", node.name, pod.name);
-            if let Some(s) = sim.link_id(&name).and_then(|l| sim.link_stats(l)) {
-                println!("{name:<20} {:>7} {:>9} {:>6} {:>9}", s.sent, s.delivered, s.dropped_loss, s.corrupted);
-            }
-        }
-    }
+    print!("\n{}", podplane_sim::report::flows(&sim));
+    print!("{}", podplane_sim::report::nodes(&sim));
+    let links: Vec<String> =
+        plan.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| format!("{}/{}", n.name, p.name))).collect();
+    print!("\n{}", podplane_sim::report::links(&sim, links.iter().map(String::as_str)));
     println!(
         "\nvirtual time {}, {} events, event-log hash {:016x}, wall {} ms",
         sim.now(),
@@ -152,24 +128,4 @@ fn main() -> anyhow::Result<()> {
     result.map_err(anyhow::Error::from)?;
     anyhow::ensure!(sim.flows().iter().all(|f| f.ok), "some flows failed (seed {})", args.seed);
     Ok(())
-}
-
-fn print_flow(f: &FlowResult) {
-    let time = f.duration().map_or("-".to_owned(), |d| format!("{:.1} ms", d.as_nanos() as f64 / 1e6));
-    let kind = match f.kind {
-        podplane_sim::FlowKind::TcpBulk => "tcp",
-        podplane_sim::FlowKind::Http => "http",
-        podplane_sim::FlowKind::UdpQuery => "udp",
-        podplane_sim::FlowKind::Ping => "icmp",
-        podplane_sim::FlowKind::Traceroute => "trace",
-    };
-    let result = if f.ok {
-        "ok"
-    } else if f.done {
-        "FAIL"
-    } else {
-        "open"
-    };
-    let retrans = if f.tcp.is_some() { f.retransmissions.to_string() } else { "-".into() };
-    println!("{:<14} {kind:<5} {result:<6} {:>9} {time:>12} {retrans:>7}  {}", f.name, f.bytes, f.detail);
 }

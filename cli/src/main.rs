@@ -32,14 +32,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run seeded pod traffic through a node pipeline in the simulator; print counters and a trace.
+    /// Run a simulator scenario file (a cluster, its links, its flows) and print the summary;
+    /// without --scenario, push seeded pod traffic through one node pipeline.
+    ///
+    /// Example: podplane sim --scenario examples/scenario.yaml --capture /tmp/caps
     Sim {
+        /// A scenario file (YAML; see examples/scenario.yaml).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// With --scenario: write every link (each pod's port, the underlay) as DIR/LINK.pcap.
+        #[arg(long)]
+        capture: Option<PathBuf>,
         /// Frames to send.
         #[arg(long, default_value_t = 10_000)]
         packets: usize,
-        /// Seed for the traffic and the pipeline RNG (same seed, same output).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Seed for the traffic and the pipeline RNG (same seed, same output); overrides
+        /// the scenario's.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Packets per batch (1..=256).
         #[arg(long, default_value_t = 32)]
         batch: usize,
@@ -161,8 +171,10 @@ fn run_cli() -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(ok)
         }
-        Command::Sim { packets, seed, batch, trace, mix, verify_l4 } => {
-            sim(packets, seed, batch, trace, &mix, verify_l4).map(|()| ok)
+        Command::Sim { scenario: Some(file), capture, seed, .. } => scenario(&file, capture.as_deref(), seed),
+        Command::Sim { scenario: None, capture: Some(_), .. } => bail!("--capture goes with --scenario"),
+        Command::Sim { scenario: None, packets, seed, batch, trace, mix, verify_l4, .. } => {
+            sim(packets, seed.unwrap_or(1), batch, trace, &mix, verify_l4).map(|()| ok)
         }
         Command::Reasons => {
             println!("{:>4}  {:<28} {:<6} meaning", "code", "reason", "level");
@@ -178,6 +190,31 @@ fn run_cli() -> anyhow::Result<std::process::ExitCode> {
             Ok(ok)
         }
     }
+}
+
+/// `podplane sim --scenario`: build, run, summarise; fails when a flow failed.
+fn scenario(file: &Path, capture: Option<&Path>, seed: Option<u64>) -> anyhow::Result<std::process::ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let mut sc = podplane_sim::scenario::Scenario::parse(&file.display().to_string(), &text)?;
+    if let Some(s) = seed {
+        sc.seed = s;
+    }
+    let mut sim = sc.start(capture)?;
+    let run = sim.run_until_done(sc.limit());
+    println!("podplane sim: {} (seed {}, {:?} mode)\n", file.display(), sc.seed, sc.mode);
+    print!("{}", podplane_sim::report::flows(&sim));
+    print!("{}", podplane_sim::report::nodes(&sim));
+    println!("\nvirtual time {}, {} events, event-log hash {:016x}", sim.now(), sim.events(), sim.event_log_hash());
+    if let Some(dir) = capture {
+        println!("pcaps of every link in {}", dir.display());
+    }
+    run?;
+    let failed: Vec<String> = sim.flows().into_iter().filter(|f| !f.ok).map(|f| f.name).collect();
+    if !failed.is_empty() {
+        eprintln!("podplane sim: flows failed: {}", failed.join(", "));
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Read the node file and the objects (files, or directories of *.yaml / *.yml in name

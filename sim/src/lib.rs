@@ -11,6 +11,8 @@
 //!   [`node`]: pipelines as nodes; [`workload`]: TCP bulk, HTTP-like, UDP, ping;
 //! - [`cluster`]: Kubernetes-style address plans (cluster CIDR, node pod CIDRs,
 //!   service range) with validation;
+//! - [`scenario`]: a cluster, its links and its flows from a YAML file (`podplane sim
+//!   --scenario`); [`report`]: the text summaries;
 //! - [`traffic`] and [`feed`]: seeded frame mixes and batch feeding, for the parse
 //!   demo, the benches and the fuzz corpus.
 //!
@@ -27,6 +29,8 @@ pub mod feed;
 pub mod host;
 pub mod link;
 pub mod node;
+pub mod report;
+pub mod scenario;
 pub mod traffic;
 pub mod workload;
 
