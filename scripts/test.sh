@@ -6,15 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# As root, install what the tests call: ip (the netns tests) and tshark (it reads the
-# replay outputs back). Without them those tests skip, or fail under CI=true.
+# As root, install what the tests call: ip and ping (the netns tests) and tshark (it
+# reads the replay outputs back). Without them those tests skip, or fail under CI=true.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 if [ "$(id -u)" = 0 ] && [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (the root and replay tests call them)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo test --workspace --exclude podplane-tap
+# The root tests (TAP devices, network namespaces) run apart, one at a time.
+cargo test --workspace --exclude podplane-tap -- --skip podplane_run_forwards
 cargo test -p podplane-tap -- --test-threads=1
+cargo test -p podplane-cli --test run_tap -- --test-threads=1

@@ -6,12 +6,16 @@
 //! - `podplane check`: validates a node file with Kubernetes objects and prints what
 //!   would be installed.
 //! - `podplane replay`: runs pcap files through the node's pipeline into pcap files.
+//! - `podplane run`: runs the node on TAP devices, reloading its files when they change
+//!   and serving counters to Prometheus; `podplane stats` prints them.
 //!
 //! Kubernetes objects are read with k8s-openapi's `v1_37` types.
-//! `run`, `stats` and `conntrack` arrive with the issues that build their parts.
+//! `conntrack` arrives with the conntrack stage.
 
+mod metrics;
 mod pcap_in;
 mod replay;
+mod run;
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +69,32 @@ enum Command {
     },
     /// List every drop reason: code, name, severity and meaning.
     Reasons,
+    /// Run the node on TAP devices (one per `kind: tap` port; needs root) until SIGINT or
+    /// SIGTERM, reloading the files when they change.
+    ///
+    /// Example: podplane run --config node.yaml --objects nodes.yaml --metrics 127.0.0.1:9464
+    Run {
+        /// The node file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Kubernetes objects (files or directories); reloaded when they change.
+        #[arg(long, num_args = 1..)]
+        objects: Vec<PathBuf>,
+        /// Serve the counters in Prometheus text format here (a loopback address).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Seed of the pipeline's RNG.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Print a running instance's counters (read from its --metrics address).
+    ///
+    /// Example: podplane stats --metrics 127.0.0.1:9464
+    Stats {
+        /// The address `podplane run --metrics` serves on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: std::net::SocketAddr,
+    },
     /// Check a node file and Kubernetes objects; print what would be installed.
     ///
     /// Exits 1 and prints every error (file, object, field) when anything is wrong.
@@ -128,6 +158,14 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match Cli::parse().command {
+        Command::Run { config, objects, metrics, seed } => {
+            run::run(&run::Run { config, objects, metrics, seed })?;
+            Ok(ok)
+        }
+        Command::Stats { metrics } => {
+            print!("{}", metrics::fetch(metrics)?);
+            Ok(ok)
+        }
         Command::Check { config, objects } => {
             let dp = load(&config, &objects)?;
             match dp {
@@ -224,6 +262,24 @@ fn load(
     objects: &[PathBuf],
 ) -> anyhow::Result<Result<podplane::config::NodeSetup, podplane::config::ConfigErrors>> {
     let node = std::fs::read_to_string(config).with_context(|| format!("{}: cannot read", config.display()))?;
+    let files = object_files(objects)?;
+    let texts: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .with_context(|| format!("{}: cannot read", f.display()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let name = config.display().to_string();
+    let sources: Vec<podplane::config::Source<'_>> =
+        texts.iter().map(|(n, t)| podplane::config::Source { name: n, text: t }).collect();
+    Ok(podplane::config::load(podplane::config::Source { name: &name, text: &node }, &sources))
+}
+
+/// The object files named: files as they are, directories as their *.yaml / *.yml
+/// files in name order.
+fn object_files(objects: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for o in objects {
         if o.is_dir() {
@@ -238,18 +294,7 @@ fn load(
             files.push(o.clone());
         }
     }
-    let texts: Vec<(String, String)> = files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|t| (f.display().to_string(), t))
-                .with_context(|| format!("{}: cannot read", f.display()))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let name = config.display().to_string();
-    let sources: Vec<podplane::config::Source<'_>> =
-        texts.iter().map(|(n, t)| podplane::config::Source { name: n, text: t }).collect();
-    Ok(podplane::config::load(podplane::config::Source { name: &name, text: &node }, &sources))
+    Ok(files)
 }
 
 fn sim(packets: usize, seed: u64, batch: usize, trace: u32, mix: &str, verify_l4: bool) -> anyhow::Result<()> {

@@ -46,6 +46,13 @@ pub enum TapError {
     },
 }
 
+impl std::os::unix::io::AsRawFd for TapPort {
+    /// The device's descriptor, for `poll(2)`.
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.iface.as_raw_fd()
+    }
+}
+
 /// One TAP device bound to a pipeline port.
 #[derive(Debug)]
 pub struct TapPort {
@@ -76,6 +83,12 @@ impl TapPort {
     /// The pipeline port.
     pub fn port(&self) -> PortId {
         self.port
+    }
+
+    /// Point the device at another pipeline port (the node's configuration renumbered
+    /// its ports).
+    pub fn set_port(&mut self, port: PortId) {
+        self.port = port;
     }
 
     /// Read frames until the device has none left or `batch` is full. Each frame lands
