@@ -86,6 +86,12 @@ enum Command {
         /// Seed of the pipeline's RNG.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Capture every TAP port, both directions, to DIR/PORT.pcap.
+        #[arg(long)]
+        capture: Option<PathBuf>,
+        /// Trace the first N packets through every stage; printed on exit.
+        #[arg(long, default_value_t = 0)]
+        trace: u32,
     },
     /// Print a running instance's counters (read from its --metrics address).
     ///
@@ -158,8 +164,8 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match Cli::parse().command {
-        Command::Run { config, objects, metrics, seed } => {
-            run::run(&run::Run { config, objects, metrics, seed })?;
+        Command::Run { config, objects, metrics, seed, capture, trace } => {
+            run::run(&run::Run { config, objects, metrics, seed, capture, trace })?;
             Ok(ok)
         }
         Command::Stats { metrics } => {

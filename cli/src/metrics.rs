@@ -19,7 +19,12 @@ fn family(s: &mut String, name: &str, help: &str) {
 
 /// Everything `podplane run` counts: totals, drops by stage and reason, stage events,
 /// per-port traffic, and table sizes (gauges).
-pub(crate) fn render(snap: &CounterSnapshot, setup: &NodeSetup, ports: &BTreeMap<u16, PortTraffic>) -> String {
+pub(crate) fn render(
+    snap: &CounterSnapshot,
+    setup: &NodeSetup,
+    ports: &BTreeMap<u16, PortTraffic>,
+    tables: &[(&str, usize)],
+) -> String {
     let t = &snap.totals;
     let mut s = String::new();
     for (name, help, v) in [
@@ -57,6 +62,11 @@ pub(crate) fn render(snap: &CounterSnapshot, setup: &NodeSetup, ports: &BTreeMap
             let v = [c.rx, c.rx_bytes, c.tx, c.tx_bytes, c.tx_errors].get(pick).copied().unwrap_or(0);
             let _ = writeln!(s, "{name}{{port=\"{}\"}} {v}", p.name);
         }
+    }
+    let _ = writeln!(s, "# HELP podplane_table_entries Entries in a table (fdb, neighbours, fib4, fib6).");
+    let _ = writeln!(s, "# TYPE podplane_table_entries gauge");
+    for (name, n) in tables {
+        let _ = writeln!(s, "podplane_table_entries{{table=\"{name}\"}} {n}");
     }
     let _ = writeln!(
         s,

@@ -23,6 +23,7 @@ use podplane::Instant;
 use podplane::buf::{Batch, BufPool, PortId};
 use podplane::config::Dataplane;
 use podplane::config::file::PortKind;
+use podplane_sim::capture::Capture;
 use podplane_tap::TapPort;
 
 use crate::metrics;
@@ -34,6 +35,10 @@ pub(crate) struct Run {
     pub objects: Vec<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub seed: u64,
+    /// Write every TAP port's frames, both directions, to DIR/PORT.pcap.
+    pub capture: Option<PathBuf>,
+    /// Trace the first N packets; the trace is printed on exit.
+    pub trace: u32,
 }
 
 /// Per-port traffic seen by the driver.
@@ -94,6 +99,7 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
         None => None,
     };
     let mut dp = Dataplane::new(setup, r.seed);
+    dp.pipeline().trace_add(r.trace);
     let mut taps: BTreeMap<String, TapPort> = BTreeMap::new();
     sync_taps(&dp, &mut taps)?;
     let mut files = vec![r.config.clone()];
@@ -106,6 +112,18 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     #[allow(clippy::disallowed_methods)]
     let t0 = std::time::Instant::now();
     let mut next_check = 1_000_000_000u64;
+    // Captures are stamped with the wall clock, as tcpdump stamps them.
+    #[allow(clippy::disallowed_methods)]
+    let epoch_ns = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let epoch_ns = u64::try_from(epoch_ns).unwrap_or(0);
+    let mut captures: BTreeMap<u16, Capture> = BTreeMap::new();
+    if let Some(dir) = &r.capture {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        for p in dp.setup().ports.iter().filter(|p| p.kind == PortKind::Tap) {
+            captures.insert(p.id.0, Capture::create(&dir.join(format!("{}.pcap", p.name)))?);
+        }
+        eprintln!("podplane run: capturing every TAP port to {}", dir.display());
+    }
     eprintln!("podplane run: {} running; SIGINT or SIGTERM stops it", dp.setup().name);
 
     while !stop.load(Ordering::Relaxed) {
@@ -127,9 +145,13 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                 batch.clear();
                 t.recv_batch(&mut pool, &mut batch);
                 let c = traffic.entry(t.port().0).or_default();
+                let at = Instant::from_nanos(epoch_ns + now_ns);
                 for i in 0..batch.len() {
                     c.rx += 1;
                     c.rx_bytes += u64::from(pool.meta(batch.pkt(i)).len());
+                    if let Some(w) = captures.get_mut(&t.port().0) {
+                        let _ = w.write(at, pool.data(batch.pkt(i)));
+                    }
                 }
                 if batch.is_empty() {
                     continue;
@@ -137,6 +159,11 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                 let out = dp.pipeline().process(&mut pool, Instant::from_nanos(now_ns), &mut batch);
                 let tx: Vec<(PortId, podplane::PktId)> = out.tx().collect();
                 let host: Vec<podplane::PktId> = out.host().to_vec();
+                for &(port, p) in &tx {
+                    if let Some(w) = captures.get_mut(&port.0) {
+                        let _ = w.write(Instant::from_nanos(epoch_ns + now_ns), pool.data(p));
+                    }
+                }
                 send(&taps, &mut pool, &tx, &mut traffic);
                 for p in host {
                     // No host port yet: what the node's own stack would receive is freed.
@@ -150,7 +177,8 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                 let mut req = [0u8; 1024];
                 let _ = conn.read(&mut req);
                 let snap = dp.pipeline().counters().snapshot();
-                let body = metrics::render(&snap, dp.setup(), &traffic);
+                let tables = dp.table_sizes();
+                let body = metrics::render(&snap, dp.setup(), &traffic, &tables);
                 let _ = write!(
                     conn,
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
@@ -194,6 +222,12 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     }
     let snap = dp.pipeline().counters().snapshot();
     eprintln!("podplane run: stopping\n{snap}");
+    if r.trace > 0 {
+        eprintln!("trace:\n{}", dp.pipeline().trace());
+    }
+    for (_, w) in captures {
+        w.finish()?;
+    }
     Ok(())
 }
 

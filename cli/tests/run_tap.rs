@@ -119,7 +119,8 @@ fn podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm() {
     let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
         .args(["run", "--config"])
         .arg(&node)
-        .args(["--metrics", &addr])
+        .args(["--metrics", &addr, "--trace", "2", "--capture"])
+        .arg(dir.join("cap"))
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
@@ -176,4 +177,13 @@ fn podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm() {
     );
     assert!(status.unwrap().success(), "{}", log_text());
     assert!(log_text().contains("podplane run: stopping"), "{}", log_text());
+    assert!(log_text().contains("trace:\nPacket 1"), "{}", log_text());
+    // The capture of pod A's port: its pings in, the replies out, readable as pcap.
+    let cap = std::fs::read(dir.join("cap").join(format!("{tap_a}.pcap"))).unwrap();
+    assert!(cap.len() > 24 + 10 * (16 + 98), "{} bytes", cap.len());
+    if Command::new("tshark").arg("-v").output().is_ok_and(|o| o.status.success()) {
+        let o = Command::new("tshark").arg("-r").arg(dir.join("cap").join(format!("{tap_a}.pcap"))).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("Echo (ping) request") && text.contains("Echo (ping) reply"), "{text}");
+    }
 }

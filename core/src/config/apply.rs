@@ -63,6 +63,24 @@ impl Dataplane {
         &mut self.pipeline
     }
 
+    /// The sizes of the node's tables: `(name, entries)` for the FDB, the neighbour
+    /// table and the IPv4 and IPv6 FIBs.
+    pub fn table_sizes(&mut self) -> Vec<(&'static str, usize)> {
+        let mut v = Vec::new();
+        if let Some(b) = self.pipeline.stage_mut::<BridgeStage>() {
+            v.push(("fdb", b.fdb().len()));
+        }
+        if let Some(a) = self.pipeline.stage_mut::<ArpStage>() {
+            v.push(("neighbours", a.neighbours()));
+        }
+        if let Some(r) = self.pipeline.stage_mut::<RouteStage>() {
+            let (v4, v6) = r.fib_len();
+            v.push(("fib4", v4));
+            v.push(("fib6", v6));
+        }
+        v
+    }
+
     /// Read and check a new configuration, then apply it.
     ///
     /// # Errors

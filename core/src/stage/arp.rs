@@ -227,6 +227,11 @@ impl ArpStage {
         self.rewrite4 = None;
     }
 
+    /// Neighbour entries (all states), for the table-size counters.
+    pub fn neighbours(&self) -> usize {
+        self.neigh.len()
+    }
+
     /// The MAC of a reachable neighbour on interface `port` (for tests and the CLI).
     pub fn neighbour(&self, port: PortId, ip: IpAddr) -> Option<EthernetAddress> {
         self.neigh.get(&(port, ip)).filter(|n| n.state == NeighState::Reachable).map(|n| n.mac)

@@ -324,6 +324,12 @@ impl RouteStage {
         rendezvous(self.groups6.get(usize::from(group))?, flow, fragment)
     }
 
+    /// Routes in the FIB, IPv4 and IPv6 (the interfaces' own included), for the
+    /// table-size counters.
+    pub fn fib_len(&self) -> (usize, usize) {
+        (self.fib.len(), self.fib6.len())
+    }
+
     /// The forwarding decision for `dst` (for tests and the CLI).
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<(u8, NextHop)> {
         self.fib.lookup(u32::from(dst))
