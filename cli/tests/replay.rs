@@ -74,10 +74,18 @@ fn read_pcap(path: &Path) -> Vec<(u64, Vec<u8>)> {
 /// Timestamped frames of one input file.
 type Frames = [(u64, Vec<u8>)];
 
-/// Run the replay; returns the JSON report.
+/// Run the replay of the example node; returns the JSON report.
 fn replay(dir: &Path, inputs: &[(&str, &Frames)], extra: &[&str]) -> serde_json::Value {
+    let objects = example("nodes.yaml");
+    let mut args = vec!["--objects", objects.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    replay_config(dir, &example("node.yaml"), inputs, &args)
+}
+
+/// Run the replay of node file `config`; returns the JSON report.
+fn replay_config(dir: &Path, config: &Path, inputs: &[(&str, &Frames)], extra: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_podplane"));
-    cmd.arg("replay").arg("--config").arg(example("node.yaml")).arg("--objects").arg(example("nodes.yaml"));
+    cmd.arg("replay").arg("--config").arg(config);
     for (port, frames) in inputs {
         let f = dir.join(format!("in-{port}.pcap"));
         write_pcap(&f, frames);
@@ -211,6 +219,72 @@ fn ttl_expiry_local_delivery_and_bad_headers() {
     assert_eq!(drops(&rep, "route", "ttl_exceeded"), 1);
     let trace = rep["trace"].as_array().unwrap();
     assert!(trace.iter().any(|l| l.as_str().unwrap().contains("route")), "trace: {trace:?}");
+}
+
+/// Calico style: /32 pods on their own ports behind proxy ARP for 169.254.1.1, an
+/// uplink with a smaller MTU.
+const ROUTED: &str = "\
+name: w
+podCIDR: 10.244.1.0/24
+podNetwork: routed
+ports:
+  - {name: eth0, kind: pcap, role: uplink, address: 192.168.0.11/24, mtu: 1400}
+  - {name: cali-a, kind: pcap, role: pod, ip: 10.244.1.2}
+  - {name: cali-b, kind: pcap, role: pod, ip: 10.244.1.3}
+routes:
+  - {dst: 0.0.0.0/0, via: 192.168.0.1}
+";
+
+#[test]
+fn routed_pods_behind_proxy_arp_and_frag_needed() {
+    let dir = scratch("routed");
+    let cfg = dir.join("node.yaml");
+    std::fs::write(&cfg, ROUTED).unwrap();
+    let gw = Ipv4Addr::new(169, 254, 1, 1);
+    let calico = [0xee; 6];
+    // Each pod asks for its gateway; A then sends to B, and a 1450-byte DF datagram
+    // towards the uplink, whose MTU is 1400.
+    let a_to_b = with_macs(udp4(A, B, 7000, 7001, b"routed"), calico, POD_A);
+    let big = with_macs(udp4(A, Ipv4Addr::new(203, 0, 113, 5), 7000, 9, &[0x5a; 1450 - 28]), calico, POD_A);
+    let rep = replay_config(
+        &dir,
+        &cfg,
+        &[
+            ("cali-a", &[(T0, arp(1, POD_A, A, gw, [0; 6])), (T0 + 2000, a_to_b.clone()), (T0 + 3000, big.clone())]),
+            ("cali-b", &[(T0 + 1000, arp(1, POD_B, B, gw, [0; 6]))]),
+        ],
+        &[],
+    );
+    let a = out(&dir, "cali-a");
+    let b = out(&dir, "cali-b");
+    // The proxy replies: 169.254.1.1 is at ee:ee:ee:ee:ee:ee, to each asker.
+    for (r, mac, ip) in [(&a[0].1, POD_A, A), (&b[0].1, POD_B, B)] {
+        assert_eq!(&r[..12], &[mac, calico].concat()[..]);
+        assert_eq!((r[21], &r[22..28], &r[28..32]), (2, &calico[..], &[169, 254, 1, 1][..]));
+        assert_eq!((&r[32..38], &r[38..42]), (&mac[..], &ip.octets()[..]));
+    }
+    // A to B: routed by B's /32, B's MAC known from its ARP request (as Linux learns
+    // the asker), TTL 63, from Calico's MAC.
+    assert_eq!(b.len(), 2, "{b:?}");
+    let f = &b[1].1;
+    assert_eq!(&f[..12], &[POD_B, calico].concat()[..]);
+    let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+    assert_eq!((ip.ttl(), ip.verify_checksum()), (63, true));
+    assert_eq!(&f[14 + 20..], &a_to_b[14 + 20..]);
+    // The big one: ICMP fragmentation needed with next-hop MTU 1400, back to A from
+    // A's gateway address, quoting the offending header.
+    assert_eq!(a.len(), 2, "{a:?}");
+    let e = &a[1].1;
+    assert_eq!(&e[..12], &[POD_A, calico].concat()[..]);
+    let ip = Ipv4Packet::new_checked(&e[14..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (gw, A));
+    assert_eq!(&e[34..36], &[3, 4], "destination unreachable, fragmentation needed");
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1400, "next-hop MTU");
+    assert_eq!(&e[42..62], &big[14..34], "the offending IP header quoted");
+    assert!(out(&dir, "eth0").is_empty(), "nothing too big went out");
+    assert_eq!(drops(&rep, "route", "frag_needed"), 1);
+    let proxied = rep["events"].as_array().unwrap().iter().find(|e| e["event"] == "proxy_arp_replied").unwrap();
+    assert_eq!(proxied["count"], 2);
 }
 
 #[test]

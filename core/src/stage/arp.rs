@@ -628,7 +628,10 @@ impl Stage for ArpStage {
                 cx.drop(batch, i, DropReason::ArpNotForUs);
                 continue;
             };
-            if event == StageEvent::ArpReplied && !spa.is_unspecified() {
+            // Linux's arp_process() records the asker (neigh_event_ns) before it answers,
+            // for its own addresses and for proxied ones alike: a Calico host knows a
+            // pod's MAC from the pod's ARP for 169.254.1.1.
+            if !spa.is_unspecified() {
                 self.learn(cx, m.in_port, IpAddr::V4(spa), sha);
             }
             // Turn the request into the reply, in place.
