@@ -13,7 +13,11 @@ fn check(config: &Path, objects: &Path) -> (bool, String, String) {
         .arg(objects)
         .output()
         .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -32,13 +36,22 @@ fn the_example_checks_and_a_broken_one_is_explained() {
     let text = std::fs::read_to_string(ex.join("node.yaml")).unwrap().replace("ip: 10.244.1.3", "ip: 10.244.9.3");
     std::fs::write(&node, text).unwrap();
     let nodes = dir.join("nodes.yaml");
-    std::fs::write(&nodes, std::fs::read_to_string(ex.join("nodes.yaml")).unwrap().replace("10.244.2.0/24", "10.244.300.0/24"))
-        .unwrap();
+    std::fs::write(
+        &nodes,
+        std::fs::read_to_string(ex.join("nodes.yaml")).unwrap().replace("10.244.2.0/24", "10.244.300.0/24"),
+    )
+    .unwrap();
     let (ok, _, err) = check(&node, &nodes);
     assert!(!ok);
     let n = node.display();
     let o = nodes.display();
-    assert!(err.contains(&format!(r#"{n}: Port/pod-b: ip "10.244.9.3": not inside the node's podCIDR 10.244.1.0/24"#)), "{err}");
-    assert!(err.contains(&format!(r#"{o}: Node/worker-2: spec.podCIDRs[0] "10.244.300.0/24": invalid address"#)), "{err}");
+    assert!(
+        err.contains(&format!(r#"{n}: Port/pod-b: ip "10.244.9.3": not inside the node's podCIDR 10.244.1.0/24"#)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(r#"{o}: Node/worker-2: spec.podCIDRs[0] "10.244.300.0/24": invalid address"#)),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -169,6 +169,27 @@ drop_reasons! {
     /// A frame longer than the driver's buffers hold (a pcap record, a TAP read): it
     /// never reached the pipeline.
     46 => FrameTooLong, "frame_too_long", Warn;
+    /// VXLAN: the outer UDP or VXLAN header, or the inner Ethernet header, is cut short.
+    47 => VxlanTruncated, "vxlan_truncated", Warn;
+    /// VXLAN header flags other than exactly the I flag, or reserved bits set (Linux's
+    /// `vxlan_rcv()` drops these when no extension is configured).
+    48 => VxlanBadFlags, "vxlan_bad_flags", Warn;
+    /// VXLAN with a VNI the node does not use.
+    49 => VxlanUnknownVni, "vxlan_unknown_vni", Warn;
+    /// Encapsulated traffic (IP-in-IP) from an address that is not a peer node (Calico
+    /// accepts IPIP only from node addresses).
+    50 => OverlayUnknownPeer, "overlay_unknown_peer", Warn;
+    /// Routed into the tunnel towards a next hop that is not in the peer table.
+    51 => OverlayNoPeer, "overlay_no_peer", Warn;
+    /// Would be encapsulated to the node's own underlay address (a loop).
+    52 => OverlayLoop, "overlay_loop", Error;
+    /// An outer packet that is a fragment: the node does not reassemble tunnels.
+    53 => OverlayFragment, "overlay_fragment", Warn;
+    /// A decapsulated frame whose destination MAC is not the node's tunnel MAC (the
+    /// kernel's vxlan device drops it as PACKET_OTHERHOST before IP).
+    54 => OverlayNotForUs, "overlay_not_for_us", Info;
+    /// No room in front of the packet for the outer headers.
+    55 => EncapNoHeadroom, "encap_no_headroom", Error;
 }
 
 impl DropReason {

@@ -58,6 +58,10 @@ stage_events! {
     14 => NdAdvertSent, "nd_advert_sent";
     /// A neighbour solicitation was sent to resolve an IPv6 next hop.
     15 => NdSolicitSent, "nd_solicit_sent";
+    /// A packet wrapped for a peer node (VXLAN or IP-in-IP).
+    16 => Encapsulated, "encapsulated";
+    /// A packet unwrapped from a peer node.
+    17 => Decapsulated, "decapsulated";
 }
 
 impl StageEvent {

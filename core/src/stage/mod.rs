@@ -5,6 +5,7 @@
 pub mod arp;
 pub mod bridge;
 pub mod egress;
+pub mod overlay;
 pub mod parse;
 pub mod route;
 pub mod xconnect;
@@ -12,6 +13,7 @@ pub mod xconnect;
 pub use arp::ArpStage;
 pub use bridge::BridgeStage;
 pub use egress::EgressStage;
+pub use overlay::{DecapStage, EncapStage};
 pub use parse::ParseStage;
 pub use route::RouteStage;
 pub use xconnect::XconnectStage;
