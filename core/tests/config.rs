@@ -415,3 +415,146 @@ fn reload_applies_a_valid_change_in_place_and_refuses_an_invalid_one() {
     let snap = dp.pipeline().counters().snapshot();
     assert!(snap.balanced());
 }
+
+// ---- overlay ----
+
+fn vxlan_node(name: &str, ip: &str, pod_cidr: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\npodCIDR: {pod_cidr}\nports:\n  - {{name: eth0, kind: pcap, role: uplink, address: {ip}/24}}\n  - {{name: pod-a, kind: pcap, role: pod}}\nroutes:\n  - {{dst: 0.0.0.0/0, via: 192.168.0.1}}\noverlay: {{mode: vxlan{extra}}}\n"
+    )
+}
+
+fn node_obj(name: &str, ip: &str, cidr: &str, annotations: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec: {{podCIDR: {cidr}}}\nstatus: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n"
+    )
+}
+
+#[test]
+fn vxlan_peers_from_flannel_annotations() {
+    let objects = node_obj(
+        "worker-2",
+        "192.168.0.12",
+        "10.244.2.0/24",
+        r#"flannel.alpha.coreos.com/backend-data: '{"VNI":1,"VtepMAC":"aa:bb:cc:00:00:02"}', flannel.alpha.coreos.com/public-ip: 192.168.0.12"#,
+    ) + &node_obj("worker-3", "10.1.0.13", "10.244.3.0/24", "");
+    let s = ok(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ""), &[&objects]);
+    assert_eq!(s.pipeline(1).stage_names(), ["parse", "decap", "bridge", "route", "encap", "arp", "egress"]);
+    let o = s.overlay.as_ref().unwrap();
+    assert_eq!(o.local_ip, Ipv4Addr::new(192, 168, 0, 11));
+    assert_eq!(o.vtep_mac.to_string(), "0e:00:c0:a8:00:0b");
+    let peers: Vec<String> = o.peers.iter().map(|p| format!("{} {} {}", p.node_ip, p.vtep_mac, p.next_hop)).collect();
+    assert_eq!(
+        peers,
+        ["192.168.0.12 aa:bb:cc:00:00:02 192.168.0.12", "10.1.0.13 0e:00:0a:01:00:0d 192.168.0.1",],
+        "on-link peer directly, the other through the default gateway"
+    );
+    // Routes into the tunnel; the tunnel interface is flannel.1's: .0/32, MTU 1450.
+    let tunnel = s.route.interfaces.iter().find(|i| i.port == podplane::config::overlay::TUNNEL_PORT).unwrap();
+    assert_eq!((tunnel.ip, tunnel.prefix, tunnel.mtu), (Ipv4Addr::new(10, 244, 1, 0), 32, 1450));
+    assert_eq!(s.port("pod-a").unwrap().mtu, 1450, "pods get the tunnel's MTU");
+    let r = &s.routes[0];
+    assert_eq!((r.spec.dst, r.spec.len), (Ipv4Addr::new(10, 244, 2, 0), 24));
+    assert_eq!(r.spec.next_hop, NextHop::Via(Ipv4Addr::new(192, 168, 0, 12), podplane::config::overlay::TUNNEL_PORT));
+}
+
+#[test]
+fn cross_subnet_routes_on_link_peers_directly() {
+    let objects = node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", "")
+        + &node_obj("worker-3", "10.1.0.13", "10.244.3.0/24", "");
+    let s = ok(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ", crossSubnet: true"), &[&objects]);
+    let hops: Vec<NextHop> = s.routes.iter().take(2).map(|r| r.spec.next_hop).collect();
+    assert_eq!(
+        hops,
+        [
+            NextHop::Via(Ipv4Addr::new(192, 168, 0, 12), PortId(0)),
+            NextHop::Via(Ipv4Addr::new(10, 1, 0, 13), podplane::config::overlay::TUNNEL_PORT),
+        ]
+    );
+    assert_eq!(s.overlay.as_ref().unwrap().peers.len(), 1);
+}
+
+#[test]
+fn overlay_errors_name_the_field() {
+    let objects =
+        node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", r#"flannel.alpha.coreos.com/backend-data: 'nonsense'"#);
+    let got = errors(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ""), &[&objects]);
+    assert_eq!(
+        got,
+        [
+            r#"nodes.yaml: Node/worker-2: metadata.annotations[flannel.alpha.coreos.com/backend-data] "nonsense": expected {"VNI":N,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#
+        ]
+    );
+    let got = errors(&vxlan_node("w", "192.168.0.11", "10.244.1.0/24", ", vni: 16777216"), &[]);
+    assert_eq!(got, [r#"node.yaml: NodeConfig/w: overlay.vni "16777216": must fit 24 bits (0-16777215)"#]);
+    let ipip = vxlan_node("w", "192.168.0.11", "10.244.1.0/24", "").replace("mode: vxlan", "mode: ipip, port: 4789");
+    assert_eq!(
+        errors(&ipip, &[]),
+        [r#"node.yaml: NodeConfig/w: overlay.mode "ipip": port, vni, vtepMAC and udpChecksum are VXLAN settings"#]
+    );
+    let noroute = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        .replace("routes:\n  - {dst: 0.0.0.0/0, via: 192.168.0.1}\n", "");
+    let far = node_obj("worker-3", "10.1.0.13", "10.244.3.0/24", "");
+    assert_eq!(
+        errors(&noroute, &[&far]),
+        [
+            r#"node.yaml: Node/worker-3: status.addresses "10.1.0.13": not on the uplink's subnet and no route covers it: the tunnel cannot reach it"#
+        ]
+    );
+}
+
+/// Carry one frame from node A's pod through A's pipeline, B's pipeline, and out to B's
+/// pod; returns what B's pod port sent, and each node's dataplane for counters.
+#[test]
+fn vxlan_between_two_nodes_and_peer_changes_in_place() {
+    let objs = node_obj("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        + &node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", "");
+    let mut a = Dataplane::new(ok(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ""), &[&objs]), 1);
+    let mut b = Dataplane::new(ok(&vxlan_node("worker-2", "192.168.0.12", "10.244.2.0/24", ""), &[&objs]), 2);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let mac = |ip: [u8; 4]| [0x02, 0x00, ip[0], ip[1], ip[2], ip[3]];
+    // Each node learns the other's uplink MAC and its own pod's.
+    send(&mut a, &mut pool, &[(0, arp_reply_from(Ipv4Addr::new(192, 168, 0, 12), mac([192, 168, 0, 12])))]);
+    let mut r = arp_reply_from(Ipv4Addr::new(192, 168, 0, 11), mac([192, 168, 0, 11]));
+    r[..6].copy_from_slice(&mac([192, 168, 0, 12]));
+    r[38..42].copy_from_slice(&[192, 168, 0, 12]);
+    send(&mut b, &mut pool, &[(0, r)]);
+    let pod_b_mac = [0x0a, 0x58, 10, 244, 2, 7];
+    let mut hello = arp_request(Ipv4Addr::new(10, 244, 2, 7), Ipv4Addr::new(10, 244, 2, 1));
+    hello[6..12].copy_from_slice(&pod_b_mac);
+    hello[22..28].copy_from_slice(&pod_b_mac);
+    send(&mut b, &mut pool, &[(1, hello)]);
+
+    let mut f = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 7), 1000, 53, b"through the tunnel");
+    f[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+    let out = send(&mut a, &mut pool, &[(1, f.clone())]);
+    assert_eq!(out.len(), 1);
+    let (port, wire) = &out[0];
+    assert_eq!(*port, PortId(0));
+    assert_eq!(
+        &wire[..12],
+        &[mac([192, 168, 0, 12]), mac([192, 168, 0, 11])].concat()[..],
+        "outer MACs by the neighbour stage"
+    );
+    assert_eq!(&wire[36..38], &8472u16.to_be_bytes());
+    let delivered = send(&mut b, &mut pool, &[(0, wire.clone())]);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let (port, g) = &delivered[0];
+    assert_eq!(*port, PortId(1));
+    assert_eq!(&g[..12], &[pod_b_mac, [0x0a, 0x58, 10, 244, 2, 1]].concat()[..]);
+    assert_eq!(g[22], 62, "two routers: A and B");
+    assert_eq!(&g[26..], &f[26..], "addresses, ports and payload as sent");
+    assert!(a.pipeline().counters().snapshot().balanced() && b.pipeline().counters().snapshot().balanced());
+
+    // worker-2 leaves: A's route and peer go, in place; the pod's packets for it now
+    // take the default route.
+    let node_a = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "");
+    let only_a = node_obj("worker-1", "192.168.0.11", "10.244.1.0/24", "");
+    let applied =
+        a.reload(Source { name: "node.yaml", text: &node_a }, &[Source { name: "nodes.yaml", text: &only_a }]).unwrap();
+    assert_eq!((applied.route_changes, applied.peer_changes, applied.new_pipeline), (1, 1, false));
+    let out = send(&mut a, &mut pool, &[(1, f)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0].1[12..14], &[0x08, 0x06], "ARP for the default gateway, no tunnel");
+}

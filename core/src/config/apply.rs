@@ -9,16 +9,20 @@
 //!   changed);
 //! - the neighbour configuration: [`ArpStage::reconfigure`] (neighbours and the
 //!   packets waiting for them survive);
-//! - the pod network mode (a bridge stage appears or goes): a new pipeline, into which
-//!   the neighbour stage moves with its learned state; counters start again.
+//! - overlay peers: [`EncapStage::set_peer`] / [`DecapStage::add_peer`] and their
+//!   removals, O(1) each (their routes change with the routes);
+//! - the pod network mode or the overlay's own settings (a stage appears or goes, the
+//!   encapsulation changes): a new pipeline, into which the neighbour stage moves with
+//!   its learned state; counters start again.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::{ConfigErrors, NodeSetup, Source};
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
+use crate::stage::overlay::OverlayPeer;
 use crate::stage::route::{NextHop, RouteChange, RouteError, RouteSpec};
-use crate::stage::{ArpStage, BridgeStage, RouteStage};
+use crate::stage::{ArpStage, BridgeStage, DecapStage, EncapStage, RouteStage};
 
 /// What [`Dataplane::apply`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,12 +33,14 @@ pub struct Applied {
     pub route_changes: usize,
     /// A new pipeline was built (the stage list changed).
     pub new_pipeline: bool,
+    /// Overlay peers added, changed or removed in place.
+    pub peer_changes: usize,
 }
 
 impl Applied {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.reconfigured.is_empty() && self.route_changes == 0 && !self.new_pipeline
+        self.reconfigured.is_empty() && self.route_changes == 0 && !self.new_pipeline && self.peer_changes == 0
     }
 }
 
@@ -106,7 +112,10 @@ impl Dataplane {
     pub fn apply(&mut self, new: NodeSetup) -> Result<Applied, RouteError> {
         let mut applied = Applied::default();
         let old = &self.setup;
-        if old.bridge.is_some() != new.bridge.is_some() {
+        let overlay_shape = |o: &Option<crate::stage::overlay::OverlayConfig>| {
+            o.as_ref().map(|c| crate::stage::overlay::OverlayConfig { peers: Vec::new(), ..c.clone() })
+        };
+        if old.bridge.is_some() != new.bridge.is_some() || overlay_shape(&old.overlay) != overlay_shape(&new.overlay) {
             let seed = self.seed;
             let old_pipeline =
                 core::mem::replace(&mut self.pipeline, Pipeline::new(Vec::new(), PipelineConfig::default(), seed));
@@ -159,6 +168,31 @@ impl Dataplane {
         {
             a.reconfigure(new.arp.clone());
             applied.reconfigured.push("arp");
+        }
+        // Overlay peers: one O(1) change per peer in each overlay stage.
+        if let (Some(o), Some(n)) = (&old.overlay, &new.overlay)
+            && o.peers != n.peers
+        {
+            let gone: Vec<Ipv4Addr> =
+                o.peers.iter().filter(|p| !n.peers.iter().any(|q| q.node_ip == p.node_ip)).map(|p| p.node_ip).collect();
+            let set: Vec<OverlayPeer> = n.peers.iter().filter(|p| !o.peers.contains(p)).copied().collect();
+            if let Some(enc) = self.pipeline.stage_mut::<EncapStage>() {
+                for ip in &gone {
+                    enc.remove_peer(*ip);
+                }
+                for p in &set {
+                    enc.set_peer(*p);
+                }
+            }
+            if let Some(dec) = self.pipeline.stage_mut::<DecapStage>() {
+                for ip in &gone {
+                    dec.remove_peer(*ip);
+                }
+                for p in &set {
+                    dec.add_peer(p.node_ip);
+                }
+            }
+            applied.peer_changes = gone.len() + set.len();
         }
         self.setup = new;
         Ok(applied)

@@ -53,6 +53,50 @@ pub struct NodeFile {
     /// Static routes.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// How traffic reaches other nodes' pods (default: direct routing, no overlay).
+    #[serde(default)]
+    pub overlay: Option<OverlayFile>,
+}
+
+/// The overlay between nodes.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OverlayFile {
+    /// `vxlan`, `ipip` or `none` (direct routing: Flannel host-gw, Calico without
+    /// encapsulation).
+    pub mode: OverlayMode,
+    /// Encapsulate only towards peers outside the uplink's subnet (Calico
+    /// `CrossSubnet`); route directly to the others.
+    #[serde(default)]
+    pub cross_subnet: bool,
+    /// VXLAN UDP port (default 8472, Linux's and Flannel's; IANA's is 4789).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// VXLAN network identifier (default 1, Flannel's; Calico uses 4096).
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// This node's VTEP MAC (default: 0e:00 + the uplink address).
+    #[serde(default, rename = "vtepMAC")]
+    pub vtep_mac: Option<String>,
+    /// Compute the outer UDP checksum (default false, as Linux over IPv4).
+    #[serde(default)]
+    pub udp_checksum: bool,
+    /// Set DF on outer VXLAN packets (default false, as Linux).
+    #[serde(default)]
+    pub dont_fragment: bool,
+}
+
+/// The overlay mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayMode {
+    /// No encapsulation.
+    #[default]
+    None,
+    /// VXLAN (Flannel's default backend, Calico VXLAN).
+    Vxlan,
+    /// IP-in-IP (Calico IPIP).
+    Ipip,
 }
 
 /// How pods get their addresses and reach the node.

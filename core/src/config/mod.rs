@@ -21,6 +21,7 @@ pub mod apply;
 pub mod file;
 mod node;
 pub mod objects;
+pub mod overlay;
 
 pub use apply::{Applied, Dataplane};
 pub use node::{BVI_BASE, HOST_OUTPUT, MAX_PORTS, NodeSetup, Peer, Port, RouteEntry};

@@ -9,12 +9,14 @@ use k8s_openapi::api::core::v1::Node;
 use super::ConfigError;
 use super::file::{NodeFile, PodNetwork, PortKind, PortRole, RouteKind};
 use super::objects::{Located, Object};
+use super::overlay::{self as ov, TUNNEL_PORT};
 use crate::buf::PortId;
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
 use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
 use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
+use crate::stage::overlay::{OverlayConfig, OverlayPeer};
 use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
-use crate::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
+use crate::stage::{ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, ParseStage, RouteStage};
 use crate::time::Duration;
 use crate::wire::EthernetAddress;
 use crate::wire::cidr::Cidr;
@@ -54,10 +56,13 @@ pub struct Peer {
     pub name: String,
     /// Its IPv4 pod CIDRs (`spec.podCIDRs`, else `spec.podCIDR`).
     pub pod_cidrs: Vec<Cidr>,
-    /// Its `InternalIP`, the next hop for its pods (direct routing).
+    /// Its underlay address (`InternalIP`, or Flannel's `public-ip` annotation): the
+    /// next hop for its pods, directly or through the tunnel.
     pub node_ip: Ipv4Addr,
-    /// The port that reaches it.
+    /// The port its pods are routed to: an uplink (direct routing) or the tunnel port.
     pub port: PortId,
+    /// Its VTEP MAC (VXLAN), from Flannel's `backend-data` annotation or the default.
+    pub vtep_mac: Option<EthernetAddress>,
 }
 
 /// A route the node installs, with where it came from (for `podplane check`).
@@ -98,6 +103,8 @@ pub struct NodeSetup {
     pub route: RouteConfig,
     /// The neighbour stage's configuration.
     pub arp: ArpConfig,
+    /// The overlay stages' configuration (VXLAN or IPIP), if any.
+    pub overlay: Option<OverlayConfig>,
     /// Things read but not applied (kinds whose stages do not exist yet, other kinds,
     /// IPv6 pod CIDRs), one line each.
     pub notes: Vec<String>,
@@ -110,13 +117,19 @@ impl NodeSetup {
     }
 
     /// The stages of this node, in the node path's order:
-    /// `parse → [bridge] → route → arp → egress`.
+    /// `parse → [decap] → [bridge] → route → [encap] → arp → egress`.
     pub fn stages(&self) -> Vec<Box<dyn Stage>> {
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new())];
+        if let Some(o) = &self.overlay {
+            stages.push(Box::new(DecapStage::new(o.clone())));
+        }
         if let Some(b) = self.bridge_stage() {
             stages.push(Box::new(b));
         }
         stages.push(Box::new(RouteStage::new(&self.route)));
+        if let Some(o) = &self.overlay {
+            stages.push(Box::new(EncapStage::new(o.clone())));
+        }
         stages.push(Box::new(ArpStage::new(self.arp.clone())));
         stages.push(Box::new(EgressStage));
         stages
@@ -180,9 +193,28 @@ impl NodeSetup {
                 let _ = writeln!(s, "bridge {}: [{}]{gw}", d.name, members.join(", "));
             }
         }
+        if let Some(o) = &self.overlay {
+            let how = match &o.encap {
+                crate::stage::overlay::Encap::Vxlan { port, vni, .. } => format!("vxlan port {port} vni {vni}"),
+                crate::stage::overlay::Encap::Ipip => "ipip".into(),
+            };
+            let mtu = self.route.interfaces.iter().find(|i| i.port == TUNNEL_PORT).map_or(0, |i| i.mtu);
+            let _ = writeln!(s, "overlay: {how}, local {}, VTEP MAC {}, tunnel MTU {mtu}", o.local_ip, o.vtep_mac);
+        }
         for p in &self.peers {
             let cidrs: Vec<String> = p.pod_cidrs.iter().map(ToString::to_string).collect();
-            let _ = writeln!(s, "peer {}: pods {} via {}", p.name, cidrs.join(", "), p.node_ip);
+            let how = if p.port == TUNNEL_PORT {
+                let outer = self.overlay.as_ref().and_then(|o| o.peers.iter().find(|q| q.node_ip == p.node_ip));
+                format!(
+                    "through the tunnel to {} (VTEP {}, outer next hop {})",
+                    p.node_ip,
+                    p.vtep_mac.map_or("-".into(), |m| m.to_string()),
+                    outer.map_or("-".into(), |o| o.next_hop.to_string())
+                )
+            } else {
+                format!("via {}", p.node_ip)
+            };
+            let _ = writeln!(s, "peer {}: pods {} {how}", p.name, cidrs.join(", "));
         }
         let _ = writeln!(s, "routes ({} beyond the interfaces' own):", self.routes.len());
         for r in &self.routes {
@@ -501,6 +533,16 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         }
     }
 
+    // The overlay: a tunnel interface, pods' default MTU inside it.
+    let plan = ov::plan(f, &ports, |field, value, problem| e.push(&me, field, value, problem));
+    if let Some(pl) = &plan {
+        for (p, pf) in ports.iter_mut().zip(&f.ports) {
+            if p.role == PortRole::Pod && pf.mtu.is_none() {
+                p.mtu = pl.tunnel_mtu;
+            }
+        }
+    }
+
     // Bridges.
     let mut interfaces: Vec<L3If> = Vec::new();
     let mut local: Vec<LocalAddr> = Vec::new();
@@ -652,6 +694,10 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
     };
 
     // Which L3 port reaches an address on-link.
+    if let (Some(pl), Some(pc)) = (&plan, pod_cidr) {
+        // As Flannel's flannel.1: the VTEP MAC and the pod network's .0 as a /32.
+        interfaces.push(L3If::routed(TUNNEL_PORT, pl.vtep_mac, pc.addr, 32, pl.tunnel_mtu));
+    }
     let on_link = |ip: Ipv4Addr| -> Option<PortId> {
         interfaces.iter().find(|i| !i.bvi && i.prefix < 32 && Cidr::of(i.ip, i.prefix).contains(ip)).map(|i| i.port)
     };
@@ -679,14 +725,53 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             ));
             continue;
         };
-        let field = format!("status.addresses[{k}].address");
-        let Ok(ip) = addr.address.parse::<Ipv4Addr>() else {
+        let mut field = format!("status.addresses[{k}].address");
+        let Ok(mut ip) = addr.address.parse::<Ipv4Addr>() else {
             e.list.push(ConfigError::field(file, &label, &field, Some(&addr.address), "invalid IPv4 address"));
             continue;
         };
+        let mut vtep_mac = None;
+        if plan.is_some() {
+            match ov::flannel_details(n) {
+                Ok((public, mac)) => {
+                    if let Some(p) = public {
+                        ip = p;
+                        field = format!("metadata.annotations[{}]", ov::FLANNEL_PUBLIC_IP);
+                    }
+                    vtep_mac = mac;
+                }
+                Err((fld, v, problem)) => {
+                    e.list.push(ConfigError::field(file, &label, &fld, Some(&v), &problem));
+                    continue;
+                }
+            }
+        }
         if cidrs.is_empty() {
             notes.push(format!("{file}: {label}: no IPv4 pod CIDR yet; nothing routed to it"));
             continue;
+        }
+        if let Some(pl) = &plan {
+            if ip == pl.local_ip {
+                e.list.push(ConfigError::field(
+                    file,
+                    &label,
+                    &field,
+                    Some(&ip.to_string()),
+                    "this node's own address: the overlay would loop",
+                ));
+                continue;
+            }
+            if !pl.cross_subnet || !pl.uplink_net.contains(ip) {
+                let vtep_mac = Some(vtep_mac.unwrap_or_else(|| ov::default_vtep_mac(ip)));
+                for c in &cidrs {
+                    route_list.push(RouteEntry {
+                        spec: RouteSpec { dst: c.addr, len: c.prefix, next_hop: NextHop::Via(ip, TUNNEL_PORT) },
+                        origin: label.clone(),
+                    });
+                }
+                peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port: TUNNEL_PORT, vtep_mac });
+                continue;
+            }
         }
         let Some(port) = on_link(ip) else {
             e.list.push(ConfigError::field(
@@ -720,7 +805,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
                 origin: label.clone(),
             });
         }
-        peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port });
+        peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port, vtep_mac });
     }
 
     // Static routes.
@@ -774,6 +859,52 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         route_list.push(RouteEntry { spec: RouteSpec { dst: dst.addr, len: dst.prefix, next_hop }, origin: obj });
     }
 
+    // The overlay's peers, each with the outer next hop: the peer itself on the
+    // uplink's subnet, else the gateway of the static route that covers it.
+    let overlay = plan.map(|pl| {
+        let mut ops = Vec::new();
+        for p in peers.iter().filter(|p| p.port == TUNNEL_PORT) {
+            let outer = if pl.uplink_net.contains(p.node_ip) {
+                Some((p.node_ip, pl.uplink))
+            } else {
+                route_list
+                    .iter()
+                    .filter(|r| Cidr { addr: r.spec.dst, prefix: r.spec.len }.contains(p.node_ip))
+                    .filter_map(|r| match r.spec.next_hop {
+                        NextHop::Via(gw, port) if port != TUNNEL_PORT => Some((r.spec.len, gw, port)),
+                        _ => None,
+                    })
+                    .max_by_key(|x| x.0)
+                    .map(|(_, gw, port)| (gw, port))
+            };
+            match outer {
+                Some((next_hop, port)) => ops.push(OverlayPeer {
+                    node_ip: p.node_ip,
+                    vtep_mac: p.vtep_mac.unwrap_or_else(|| ov::default_vtep_mac(p.node_ip)),
+                    next_hop,
+                    port,
+                }),
+                None => e.list.push(ConfigError::field(
+                    file_name,
+                    &format!("Node/{}", p.name),
+                    "status.addresses",
+                    Some(&p.node_ip.to_string()),
+                    "not on the uplink's subnet and no route covers it: the tunnel cannot reach it",
+                )),
+            }
+        }
+        OverlayConfig {
+            encap: pl.encap,
+            tunnel_port: TUNNEL_PORT,
+            vtep_mac: pl.vtep_mac,
+            local_ip: pl.local_ip,
+            uplinks: ports.iter().filter(|p| p.role == PortRole::Uplink).map(|p| p.id).collect(),
+            ttl: 64,
+            dont_fragment: pl.dont_fragment,
+            peers: ops,
+        }
+    });
+
     if !e.list.is_empty() {
         return Err(e.list);
     }
@@ -802,6 +933,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         bridge,
         route,
         arp,
+        overlay,
         notes,
     })
 }
