@@ -103,11 +103,15 @@ pub(crate) fn plan(f: &NodeFile, ports: &[Port], mut err: impl FnMut(&str, Optio
     })
 }
 
-/// A peer's underlay address and VTEP MAC from Flannel's annotations, when it has them:
-/// `Ok(None)` without; `Err((field, value, problem))` when they are malformed.
-pub(crate) fn flannel_details(
-    n: &Node,
-) -> Result<(Option<Ipv4Addr>, Option<EthernetAddress>), (String, String, String)> {
+/// What Flannel's annotations say of a node: its underlay address and VTEP MAC.
+pub(crate) type FlannelDetails = (Option<Ipv4Addr>, Option<EthernetAddress>);
+
+/// A malformed annotation: the field, its value, the problem.
+pub(crate) type AnnotationError = (String, String, String);
+
+/// A peer's underlay address and VTEP MAC from Flannel's annotations (each `None` when
+/// absent), or what is malformed in them.
+pub(crate) fn flannel_details(n: &Node) -> Result<FlannelDetails, AnnotationError> {
     let Some(ann) = n.metadata.annotations.as_ref() else { return Ok((None, None)) };
     let field = |k: &str| format!("metadata.annotations[{k}]");
     let ip = match ann.get(FLANNEL_PUBLIC_IP) {
