@@ -343,6 +343,13 @@ pub enum NetworkMode {
     /// other nodes' pod CIDRs via their underlay addresses. No bridge:
     /// `parse → route → arp → egress`.
     Routed,
+    /// Flannel's VXLAN backend: pods bridged as in [`Bridge`](Self::Bridge), other
+    /// nodes' pod CIDRs routed into a VXLAN tunnel (port 8472, VNI 1; each node's VTEP
+    /// MAC the default `0e:00` + its underlay address):
+    /// `parse → decap → bridge → route → encap → arp → egress`.
+    Vxlan,
+    /// Calico's IPIP mode over bridged pods: as [`Vxlan`](Self::Vxlan) with IP-in-IP.
+    Ipip,
 }
 
 /// What [`build`] made: indexes into the simulator.
@@ -397,7 +404,7 @@ pub fn build_with(
     use podplane::stage::arp::{ArpConfig, LocalAddr};
     use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
     use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
-    use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
+    use podplane::stage::{ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, ParseStage, RouteStage};
 
     if plan.nodes.len() > 240 {
         return Err(SimError::Cluster(format!(
@@ -430,6 +437,9 @@ pub fn build_with(
             },
             L3If::routed(uplink, up_mac, my_ip, 24, up_mtu),
         ];
+        let overlay = overlay_config(mode, plan, ni, my_ip, uplink, &node_ip);
+        // Other nodes' pod CIDRs: via their underlay address, directly or into the tunnel.
+        let via_port = overlay.as_ref().map_or(uplink, |o| o.tunnel_port);
         let mut routes: Vec<RouteSpec> = plan
             .nodes
             .iter()
@@ -438,13 +448,13 @@ pub fn build_with(
             .map(|(oi, o)| RouteSpec {
                 dst: o.pod_cidr.addr,
                 len: o.pod_cidr.prefix,
-                next_hop: NextHop::Via(node_ip(oi), uplink),
+                next_hop: NextHop::Via(node_ip(oi), via_port),
             })
             .collect();
         if mode == NetworkMode::Routed {
             let pipeline =
                 routed_node(node, &ports, (uplink, up_mtu), my_ip, up_mac, &mut routes, sim.seed() ^ ni as u64);
-            add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, true, link)?;
+            add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, true, link, 1500)?;
             continue;
         }
         let bridge = BridgeStage::new(&BridgeConfig {
@@ -458,6 +468,12 @@ pub fn build_with(
             ..BridgeConfig::default()
         })
         .map_err(|e| SimError::Cluster(e.to_string()))?;
+        let mut interfaces = interfaces;
+        if let Some(o) = &overlay {
+            // flannel.1: the VTEP MAC, the pod network's .0/32, the overhead off the MTU.
+            let mtu = up_mtu.saturating_sub(o.encap.overhead());
+            interfaces.push(L3If::routed(o.tunnel_port, o.vtep_mac, node.pod_cidr.addr, 32, mtu));
+        }
         let route = RouteStage::new(&RouteConfig {
             interfaces: interfaces.clone(),
             routes,
@@ -474,17 +490,79 @@ pub fn build_with(
             interfaces,
         });
         let seed = sim.seed() ^ (ni as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let pipeline = Pipeline::new(
-            vec![Box::new(ParseStage::new()), Box::new(bridge), Box::new(route), Box::new(arp), Box::new(EgressStage)],
-            PipelineConfig::default(),
-            seed,
-        );
-        add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, false, link)?;
+        // As Flannel's CNI gives pods the tunnel's MTU.
+        let pod_mtu = overlay.as_ref().map_or(1500, |o| usize::from(up_mtu.saturating_sub(o.encap.overhead())));
+        let stages: Vec<Box<dyn podplane::Stage>> = match overlay {
+            Some(o) => vec![
+                Box::new(ParseStage::new()),
+                Box::new(DecapStage::new(o.clone())),
+                Box::new(bridge),
+                Box::new(route),
+                Box::new(EncapStage::new(o)),
+                Box::new(arp),
+                Box::new(EgressStage),
+            ],
+            None => {
+                vec![
+                    Box::new(ParseStage::new()),
+                    Box::new(bridge),
+                    Box::new(route),
+                    Box::new(arp),
+                    Box::new(EgressStage),
+                ]
+            }
+        };
+        let pipeline = Pipeline::new(stages, PipelineConfig::default(), seed);
+        add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, false, link, pod_mtu)?;
     }
     if uplinks.len() >= 2 {
         sim.link("underlay", &uplinks, underlay.switched())?;
     }
     Ok(handles)
+}
+
+/// The tunnel's virtual port on simulated nodes (as `podplane::config`'s).
+pub const TUNNEL_PORT: u16 = 4095;
+
+/// The overlay of node `ni` in `mode` (none for direct routing): every other node a
+/// peer, reached on-link over the switched underlay.
+fn overlay_config(
+    mode: NetworkMode,
+    plan: &ClusterPlan,
+    ni: usize,
+    my_ip: Ipv4Addr,
+    uplink: podplane::PortId,
+    node_ip: &dyn Fn(usize) -> Ipv4Addr,
+) -> Option<podplane::stage::overlay::OverlayConfig> {
+    use podplane::stage::overlay::{Encap, OverlayConfig, OverlayPeer};
+    let encap = match mode {
+        NetworkMode::Vxlan => Encap::flannel(),
+        NetworkMode::Ipip => Encap::Ipip,
+        NetworkMode::Bridge | NetworkMode::Routed => return None,
+    };
+    let vtep = |ip: Ipv4Addr| {
+        let [a, b, c, d] = ip.octets();
+        podplane::wire::EthernetAddress([0x0e, 0x00, a, b, c, d])
+    };
+    let peers = (0..plan.nodes.len())
+        .filter(|oi| *oi != ni)
+        .map(|oi| OverlayPeer {
+            node_ip: node_ip(oi),
+            vtep_mac: vtep(node_ip(oi)),
+            next_hop: node_ip(oi),
+            port: uplink,
+        })
+        .collect();
+    Some(OverlayConfig {
+        encap,
+        tunnel_port: podplane::PortId(TUNNEL_PORT),
+        vtep_mac: vtep(my_ip),
+        local_ip: my_ip,
+        uplinks: vec![uplink],
+        ttl: 64,
+        dont_fragment: false,
+        peers,
+    })
 }
 
 /// The node pipeline of [`NetworkMode::Routed`] (Calico without encapsulation).
@@ -542,6 +620,7 @@ fn add_pods(
     my_ip: Ipv4Addr,
     routed: bool,
     link: crate::LinkConfig,
+    pod_mtu: usize,
 ) -> Result<usize, SimError> {
     let mut names: Vec<String> = (0..node.pods.len()).map(|i| format!("pod{i}")).collect();
     names.push("uplink".into());
@@ -563,7 +642,7 @@ fn add_pods(
             c.mac = pod.mac;
             c
         };
-        let h = sim.add_host(cfg)?;
+        let h = sim.add_host(cfg.mtu(pod_mtu))?;
         let ends = [sim.host_end(h), sim.node_end(n, &names[i])?];
         sim.link(&format!("{}/{}", node.name, pod.name), &ends, link)?;
         hosts.push(h);
