@@ -349,3 +349,40 @@ fn tshark_reads_every_output() {
         assert_eq!(text.lines().count(), want, "{port}: {text}");
     }
 }
+
+#[test]
+fn vxlan_output_decodes_in_tshark_with_the_inner_packet() {
+    let dir = scratch("vxlan");
+    let cfg = dir.join("node.yaml");
+    let node = std::fs::read_to_string(example("node.yaml")).unwrap() + "overlay: {mode: vxlan}\n";
+    std::fs::write(&cfg, node).unwrap();
+    let to_peer = with_macs(udp4(A, Ipv4Addr::new(10, 244, 2, 5), 40000, 53, b"over vxlan"), CNI0, POD_A);
+    let reply = arp(2, WORKER2, Ipv4Addr::new(192, 168, 0, 12), Ipv4Addr::new(192, 168, 0, 11), ETH0);
+    let objects = example("nodes.yaml");
+    let rep = replay_config(
+        &dir,
+        &cfg,
+        &[("pod-a", &[(T0, to_peer.clone())]), ("eth0", &[(T0 + 1000, reply)])],
+        &["--objects", objects.to_str().unwrap()],
+    );
+    let e = out(&dir, "eth0");
+    assert_eq!(e.len(), 2, "ARP for worker-2, then the encapsulated packet");
+    let f = &e[1].1;
+    assert_eq!(f.len(), to_peer.len() + 50);
+    assert_eq!(&f[..6], &WORKER2);
+    assert_eq!(&f[36..38], &8472u16.to_be_bytes());
+    let learned = rep["events"].as_array().unwrap().iter().find(|e| e["event"] == "encapsulated").unwrap();
+    assert_eq!(learned["count"], 1);
+    if Command::new("tshark").arg("-v").output().is_ok_and(|o| o.status.success()) {
+        let o = Command::new("tshark")
+            .arg("-r")
+            .arg(dir.join("out").join("eth0.pcap"))
+            .args(["-d", "udp.port==8472,vxlan", "-Y", "vxlan", "-T", "fields", "-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst", "-e", "udp.dstport"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(text.trim(), "1\t192.168.0.11,10.244.1.2\t192.168.0.12,10.244.2.5\t8472,53", "{text}");
+    } else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "tshark is missing (CI installs it)");
+    }
+}
