@@ -377,7 +377,22 @@ fn vxlan_output_decodes_in_tshark_with_the_inner_packet() {
         let o = Command::new("tshark")
             .arg("-r")
             .arg(dir.join("out").join("eth0.pcap"))
-            .args(["-d", "udp.port==8472,vxlan", "-Y", "vxlan", "-T", "fields", "-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst", "-e", "udp.dstport"])
+            .args([
+                "-d",
+                "udp.port==8472,vxlan",
+                "-Y",
+                "vxlan",
+                "-T",
+                "fields",
+                "-e",
+                "vxlan.vni",
+                "-e",
+                "ip.src",
+                "-e",
+                "ip.dst",
+                "-e",
+                "udp.dstport",
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&o.stdout);

@@ -12,7 +12,13 @@
 //! - `parse_xconnect`: a pipeline with `parse` then `xconnect`;
 //! - `parse_bridge`: `parse → bridge → egress`, the destination MAC learned (warm FDB);
 //! - `parse_route1m`: `parse → route → arp → egress` with 1,000,000 routes (lengths
-//!   16..=32) and the next hop resolved (warm neighbour table).
+//!   16..=32) and the next hop resolved (warm neighbour table);
+//! - `parse_route`: the same with two routes (the baseline for the overlay figures);
+//! - `parse_route_vxlan`: `parse → route → encap → arp → egress`, the traffic routed
+//!   into a VXLAN tunnel to one peer (Flannel's path out);
+//! - `parse_decap_route`: `parse → decap → route → arp → egress` on VXLAN frames from
+//!   the peer (Flannel's path in: `flannel.1` is a layer-3 device, so decapsulated
+//!   packets are routed, not bridged).
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -36,7 +42,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route6_100k> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -63,7 +69,9 @@ fn main() -> ExitCode {
 
     // 64 different batches of frames, reused round-robin: warm tables, varied flows.
     let mut traffic = Traffic::new(1, mix);
-    let frames: Vec<Vec<u8>> = if mode == "parse_route6_100k" {
+    let frames: Vec<Vec<u8>> = if mode == "parse_decap_route" {
+        (0..64 * batch_size).map(|_| vxlan_wrap(&traffic.next_frame())).collect()
+    } else if mode == "parse_route6_100k" {
         let mut x = 7u64;
         (0..64 * batch_size).map(|_| udp6_frame(&mut x)).collect()
     } else {
@@ -78,6 +86,9 @@ fn main() -> ExitCode {
         "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
+        "parse_route" => route_small(None),
+        "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
+        "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
         "baseline" | "parse_one" => vec![],
         _ => {
             eprintln!("{usage}");
@@ -121,6 +132,9 @@ fn main() -> ExitCode {
         }
     }
     let snap = pipeline.counters().snapshot();
+    if std::env::var_os("ICOUNT_COUNTERS").is_some() {
+        eprint!("{snap}");
+    }
     println!(
         "mode={mode} batches={batches} batch={batch_size} rx={} tx={} dropped={} ok={sink}",
         snap.totals.rx, snap.totals.tx, snap.totals.dropped
@@ -241,6 +255,104 @@ fn udp6_frame(x: &mut u64) -> Vec<u8> {
     f
 }
 
+const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 10);
+const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 20);
+const VTEP_LOCAL: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 10]);
+const VTEP_PEER: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 20]);
+const TUNNEL: PortId = PortId(9);
+
+/// A Flannel-style VXLAN overlay for the node at `local` with one peer.
+fn vxlan_config(
+    local: Ipv4Addr,
+    vtep: EthernetAddress,
+    peer: Ipv4Addr,
+    peer_vtep: EthernetAddress,
+) -> podplane::stage::overlay::OverlayConfig {
+    use podplane::stage::overlay::{Encap, OverlayConfig, OverlayPeer};
+    OverlayConfig {
+        encap: Encap::flannel(),
+        tunnel_port: TUNNEL,
+        vtep_mac: vtep,
+        local_ip: local,
+        // The sender's uplink is port 1, the receiver's port 0 (see `route_small`).
+        uplinks: vec![if local == PEER { PortId(0) } else { PortId(1) }],
+        ttl: 64,
+        dont_fragment: false,
+        peers: vec![OverlayPeer { node_ip: peer, vtep_mac: peer_vtep, next_hop: peer, port: PortId(1) }],
+    }
+}
+
+/// `parse → route → arp → egress` with a default and 10.244.0.0/16, via the gateway on
+/// port 1; with an overlay, 10.244.0.0/16 goes into the tunnel to its peer instead and
+/// the overlay stages join (decap after parse, encap after route).
+fn route_small(overlay: Option<podplane::stage::overlay::OverlayConfig>) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::arp::{ArpConfig, LocalAddr};
+    use podplane::stage::route::RouteConfig;
+    use podplane::stage::{ArpStage, DecapStage, EncapStage, RouteStage};
+    // The frames arrive on port 0: the pod side when sending, the uplink when
+    // receiving (`parse_decap_route`, whose overlay is at `PEER`).
+    let receiving = overlay.as_ref().is_some_and(|o| o.local_ip == PEER);
+    let (pod_port, up_port) = if receiving { (PortId(1), PortId(0)) } else { (PortId(0), PortId(1)) };
+    let local = overlay.as_ref().map_or(LOCAL, |o| o.local_ip);
+    let mut ifs = vec![
+        L3If::routed(pod_port, EthernetAddress([2, 0, 0, 0, 0, 0x0b]), Ipv4Addr::new(10, 0, 0, 1), 24, 1500),
+        L3If::routed(up_port, EthernetAddress([2, 0, 0, 0, 1, 1]), local, 24, 1500),
+    ];
+    let mut routes = vec![RouteSpec { dst: Ipv4Addr::UNSPECIFIED, len: 0, next_hop: NextHop::Via(GW, PortId(1)) }];
+    let pods = Ipv4Addr::new(10, 244, 0, 0);
+    match &overlay {
+        Some(o) if o.local_ip == LOCAL => {
+            ifs.push(L3If::routed(TUNNEL, o.vtep_mac, Ipv4Addr::new(10, 245, 0, 0), 32, 1450));
+            routes.push(RouteSpec { dst: pods, len: 16, next_hop: NextHop::Via(PEER, TUNNEL) });
+        }
+        Some(o) => {
+            // The receiving side: decapsulated packets for 10.244/16 leave on port 0.
+            ifs.push(L3If::routed(TUNNEL, o.vtep_mac, Ipv4Addr::new(10, 246, 0, 0), 32, 1450));
+            routes.push(RouteSpec { dst: pods, len: 16, next_hop: NextHop::Via(Ipv4Addr::new(10, 0, 0, 2), pod_port) });
+        }
+        None => routes.push(RouteSpec { dst: pods, len: 16, next_hop: NextHop::Via(GW, PortId(1)) }),
+    }
+    let arp = ArpConfig {
+        local: ifs.iter().map(|i| LocalAddr { ip: i.ip, mac: i.mac, ports: vec![i.port] }).collect(),
+        proxy: vec![],
+        interfaces: ifs.clone(),
+    };
+    let route = RouteStage::new(&RouteConfig { interfaces: ifs, routes, ..RouteConfig::default() });
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new())];
+    let decap = overlay.as_ref().filter(|o| o.local_ip == PEER).cloned();
+    let encap = overlay.filter(|o| o.local_ip == LOCAL);
+    if let Some(o) = decap {
+        stages.push(Box::new(DecapStage::new(o)));
+    }
+    stages.push(Box::new(route));
+    if let Some(o) = encap {
+        stages.push(Box::new(EncapStage::new(o)));
+    }
+    stages.push(Box::new(ArpStage::new(arp)));
+    stages.push(Box::new(EgressStage));
+    stages
+}
+
+/// A traffic frame as the peer sends it over VXLAN to [`PEER`]... the node under test
+/// (the receiving side of `parse_decap_route` is at `PEER`, its peer at `LOCAL`).
+fn vxlan_wrap(inner: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(inner.len() + 50);
+    f.extend_from_slice(&[2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 9, 9, 0x08, 0x00]);
+    let total = u16::try_from(inner.len() + 36).unwrap_or(u16::MAX).to_be_bytes();
+    let mut ip = [0x45, 0, total[0], total[1], 0, 0, 0, 0, 64, 17, 0, 0, 192, 168, 0, 10, 192, 168, 0, 20];
+    let c = podplane::wire::checksum::checksum(&ip).to_be_bytes();
+    ip[10] = c[0];
+    ip[11] = c[1];
+    f.extend_from_slice(&ip);
+    let ulen = u16::try_from(inner.len() + 16).unwrap_or(u16::MAX).to_be_bytes();
+    f.extend_from_slice(&[0x9c, 0x40, 0x21, 0x18, ulen[0], ulen[1], 0, 0]);
+    f.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    f.extend_from_slice(&VTEP_PEER.0);
+    f.extend_from_slice(&VTEP_LOCAL.0);
+    f.extend_from_slice(inner.get(12..).unwrap_or(&[]));
+    f
+}
+
 /// Teach the bridge the destination MAC, or the neighbour table the gateway's MAC.
 fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
     let frame = match mode {
@@ -251,8 +363,22 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
             f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0c]);
             f
         }
+        // An ARP reply from the peer node to the uplink.
+        "parse_route_vxlan" => {
+            let mut f = podplane::testutil::arp_request(PEER, LOCAL);
+            f[21] = 2;
+            f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
+            f
+        }
+        // An ARP reply from the pod-side neighbour 10.0.0.2 (on port 1 there).
+        "parse_decap_route" => {
+            let mut f = podplane::testutil::arp_request(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+            f[21] = 2;
+            f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0b]);
+            f
+        }
         // An ARP reply from the gateway to the uplink.
-        "parse_route1m" => {
+        "parse_route1m" | "parse_route" => {
             let mut f = podplane::testutil::arp_request(GW, Ipv4Addr::new(192, 168, 0, 10));
             f[21] = 2;
             f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);

@@ -79,6 +79,26 @@ impl FlowKey {
     }
 }
 
+impl FlowKey {
+    /// A cheap hash, equal for both directions of a flow, to spread flows over a range
+    /// (VXLAN source ports): the endpoints folded with XOR, one multiply. About 15
+    /// instructions against 70 for [`symmetric_hash`](Self::symmetric_hash); not for
+    /// hash tables (flows whose endpoints XOR alike collide).
+    #[inline]
+    pub fn spread_hash(&self) -> u64 {
+        let w = |a: &[u8; 16], i: usize| {
+            let mut b = [0u8; 8];
+            if let Some(s) = a.get(i..i + 8) {
+                b.copy_from_slice(s);
+            }
+            u64::from_le_bytes(b)
+        };
+        let x = (w(&self.src, 0) ^ w(&self.dst, 0)) ^ (w(&self.src, 8) ^ w(&self.dst, 8)).rotate_left(29);
+        let ports = u64::from(self.src_port ^ self.dst_port) << 40 | u64::from(self.proto) << 32;
+        (x ^ ports).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
 /// An endpoint folded into three words (address halves, port), ordered for symmetry.
 #[inline]
 fn endpoint_word(a: &[u8; 16], port: u16) -> (u64, u64, u64) {
