@@ -10,14 +10,13 @@
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use podplane::buf::{Batch, BufPool, Owner, PortId};
+use podplane::buf::PortId;
 use podplane::pipeline::{Pipeline, PipelineConfig};
 use podplane::stage::arp::{ArpConfig, LocalAddr};
 use podplane::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort};
 use podplane::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
 use podplane::stage::{ArpStage, BridgeStage, EgressStage, ParseStage, RouteStage};
 use podplane::wire::EthernetAddress;
-use podplane::{Duration, Instant};
 
 fn node() -> Option<Pipeline> {
     let pods = [PortId(0), PortId(1), PortId(2)];
@@ -85,39 +84,10 @@ fn node() -> Option<Pipeline> {
     ))
 }
 
+#[path = "drive.rs"]
+mod drive;
+
 fuzz_target!(|data: &[u8]| {
     let Some(mut pl) = node() else { return };
-    let Ok(mut pool) = BufPool::with_slots(512) else { return };
-    let mut batch = Batch::new();
-    let mut rest = data;
-    let mut t = Instant::from_nanos(1);
-    while !rest.is_empty() {
-        batch.clear();
-        while batch.len() < 16 {
-            let [hi, lo, port, step, tail @ ..] = rest else {
-                rest = &[];
-                break;
-            };
-            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-            let (frame, next) = tail.split_at(len);
-            rest = next;
-            t = t + Duration::from_millis(u64::from(*step) * 10);
-            let Some(p) = pool.alloc(Owner::Pipeline) else { break };
-            if pool.set_data(p, frame).is_err() {
-                let _ = pool.free(p);
-                continue;
-            }
-            pool.meta_mut(p).in_port = PortId(u16::from(*port % 5));
-            let _ = batch.push(p);
-        }
-        let out = pl.process(&mut pool, t, &mut batch);
-        let sent: Vec<_> = out.tx().map(|(_, p)| p).chain(out.host().iter().copied()).collect();
-        for p in sent {
-            assert!(pool.free(p).is_ok(), "an output packet was already free");
-        }
-        let snap = pl.counters().snapshot();
-        assert!(snap.balanced(), "accounting identity broken:\n{snap}");
-        let held_now = snap.totals.held - snap.totals.released;
-        assert_eq!((pool.capacity() - pool.available()) as u64, held_now, "slots in use != packets held:\n{snap}");
-    }
+    drive::drive(&mut pl, data, 5);
 });

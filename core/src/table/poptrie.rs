@@ -83,6 +83,19 @@ fn leaf_code(vi: u32, len: u8) -> u32 {
     ((vi + 1) << 6) | u32::from(len)
 }
 
+/// A prefix, for range tests in [`Poptrie4::refresh_short`].
+#[derive(Clone, Copy)]
+struct Cidr32 {
+    prefix: u32,
+    len: u8,
+}
+
+impl Cidr32 {
+    fn contains(&self, a: u32) -> bool {
+        a.mask(self.len) == self.prefix
+    }
+}
+
 /// A long route as kept in the RIB: the address bits below the slot, the length and
 /// the value index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +256,7 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         let vi = self.values.intern(value);
         let old = if u32::from(len) <= DIRECT {
             let old = self.short.get_mut(usize::from(len))?.insert(p, vi);
-            self.refresh_short(p, len);
+            self.paint_short(p, len, leaf_code(vi, len));
             old
         } else {
             let s = p >> SUFFIX;
@@ -337,22 +350,58 @@ impl<V: Copy + Eq + core::hash::Hash> Poptrie4<V> {
         self.values.get(old)
     }
 
+    /// A short route `prefix/len` (len ≤ [`DIRECT`]) was added or replaced: it becomes
+    /// the short route of every slot it covers whose current one is not longer. One
+    /// compare per slot, no table lookups.
+    fn paint_short(&mut self, prefix: u32, len: u8, code: u32) {
+        let first = (prefix >> SUFFIX) as usize;
+        let n = 1usize << (DIRECT - u32::from(len));
+        for d in self.dir.iter_mut().skip(first).take(n) {
+            if d[1] == 0 || (d[1] & 63) <= u32::from(len) {
+                d[1] = code;
+            }
+        }
+    }
+
     /// Recompute the short route of every slot that `prefix/len` (len ≤ [`DIRECT`])
-    /// covers.
+    /// covers (after a removal, or a bulk load): the best shorter route covering the
+    /// whole range first, then each present length from `len` up painted over it, each
+    /// length by whichever is smaller, its table or the prefixes of that length in the
+    /// range. A default route's change costs the 262,144 slots plus the short routes,
+    /// not a probe of every length per slot.
     fn refresh_short(&mut self, prefix: u32, len: u8) {
-        let first = prefix >> SUFFIX;
-        let n = 1u32 << (DIRECT - u32::from(len));
-        // Only lengths that have routes are probed (a default route change walks all
-        // 262,144 slots).
+        let first = (prefix >> SUFFIX) as usize;
+        let n = 1usize << (DIRECT - u32::from(len));
         let present: Vec<u8> =
-            (0..=DIRECT_LEN).rev().filter(|l| self.short.get(usize::from(*l)).is_some_and(|t| !t.is_empty())).collect();
-        for s in first..first + n {
-            let addr = s << SUFFIX;
-            let best = present.iter().copied().find_map(|l| {
-                self.short.get(usize::from(l)).and_then(|t| t.get(&addr.mask(l))).map(|vi| leaf_code(*vi, l))
-            });
-            if let Some(d) = self.dir.get_mut(s as usize) {
-                d[1] = best.unwrap_or(0);
+            (0..=DIRECT_LEN).filter(|l| self.short.get(usize::from(*l)).is_some_and(|t| !t.is_empty())).collect();
+        let base = present.iter().rev().filter(|l| **l < len).find_map(|&l| {
+            self.short.get(usize::from(l)).and_then(|t| t.get(&prefix.mask(l))).map(|vi| leaf_code(*vi, l))
+        });
+        for d in self.dir.iter_mut().skip(first).take(n) {
+            d[1] = base.unwrap_or(0);
+        }
+        let range = Cidr32 { prefix: prefix.mask(len), len };
+        for &l in present.iter().filter(|l| **l >= len) {
+            let Some(t) = self.short.get(usize::from(l)) else { continue };
+            let subs = 1usize << (l - len);
+            let paint = |p: u32, vi: u32, dir: &mut [[u32; 2]]| {
+                let code = leaf_code(vi, l);
+                let f = (p >> SUFFIX) as usize;
+                for d in dir.iter_mut().skip(f).take(1usize << (DIRECT - u32::from(l))) {
+                    d[1] = code;
+                }
+            };
+            if subs <= t.len() {
+                for k in 0..subs {
+                    let p = range.prefix | u32::try_from(k).unwrap_or(0).checked_shl(32 - u32::from(l)).unwrap_or(0);
+                    if let Some(vi) = t.get(&p) {
+                        paint(p, *vi, &mut self.dir);
+                    }
+                }
+            } else {
+                for (p, vi) in t.iter().filter(|(p, _)| range.contains(**p)) {
+                    paint(*p, *vi, &mut self.dir);
+                }
             }
         }
     }
