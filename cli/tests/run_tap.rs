@@ -11,59 +11,13 @@
 
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
 #![allow(clippy::disallowed_methods)] // a real process on real time: waits are bounded by the wall clock
+#![allow(unsafe_code)] // setns in the shared helpers
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn can_run() -> Result<(), String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("not root".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Err("no /dev/net/tun".into());
-    }
-    for tool in [["ip", "-V"], ["ping", "-V"]] {
-        if Command::new(tool[0]).arg(tool[1]).output().is_err() {
-            return Err(format!("no `{}` command (apt-get install iproute2 iputils-ping)", tool[0]));
-        }
-    }
-    Ok(())
-}
+use std::process::{Command, Stdio};
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Deletes the namespaces and stops podplane, whatever happens.
-struct Guard {
-    netns: Vec<String>,
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ping(ns: &str, dst: &str) -> (bool, String) {
-    let o = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", dst])
-        .output()
-        .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
-}
+use common::{Guard, can_run, ip, link_exists, ping, skip, wait_for};
 
 fn stats(addr: &str) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", addr]).output().unwrap();
@@ -79,34 +33,18 @@ fn metric(text: &str, line_start: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Wait (at most `secs`) until `f` holds.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm() {
-    if let Err(why) = can_run() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test cannot run under CI: {why}");
-        eprintln!("SKIPPED podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm: {why}");
-        return;
+    if let Err(why) = can_run(&["ip", "ping"]) {
+        return skip("podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm", &why);
     }
     let id = std::process::id();
     let (tap_a, tap_b) = (format!("ppa{id}"), format!("ppb{id}"));
     let (ns_a, ns_b) = (format!("pp-run-{id}-a"), format!("pp-run-{id}-b"));
     let dir = std::env::temp_dir().join(format!("podplane-run-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut g = Guard { netns: vec![], child: None, dir: dir.clone() };
+    let mut g = Guard::new(dir.clone());
     for ns in [&ns_a, &ns_b] {
-        ip(&["netns", "add", ns]);
-        g.netns.push(ns.clone());
+        g.netns(ns);
     }
     let node = dir.join("node.yaml");
     let base = format!(
@@ -124,10 +62,9 @@ fn podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm() {
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
-    g.child = Some(child);
+    g.children.push(child);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let tap_exists = |t: &str| Command::new("ip").args(["link", "show", t]).output().is_ok_and(|o| o.status.success());
-    assert!(wait_for(10, || tap_exists(&tap_a) && tap_exists(&tap_b)), "TAPs not created:\n{}", log_text());
+    assert!(wait_for(10, || link_exists(&tap_a) && link_exists(&tap_b)), "TAPs not created:\n{}", log_text());
 
     // The pods: each TAP moved into its namespace (podplane's descriptor stays valid).
     for (tap, ns, ip4) in [(&tap_a, &ns_a, "10.244.1.2/24"), (&tap_b, &ns_b, "10.244.1.3/24")] {
@@ -165,7 +102,7 @@ fn podplane_run_forwards_between_netns_pods_reloads_and_stops_on_sigterm() {
     assert!(ping(&ns_a, "10.244.1.3").0);
 
     // SIGTERM: a clean exit with the counters printed.
-    let mut child = g.child.take().unwrap();
+    let mut child = g.children.pop().unwrap();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let mut status = None;
     assert!(

@@ -1,0 +1,165 @@
+//! Helpers for the root tests that run `podplane run` against Linux in network
+//! namespaces the test creates: capability checks, `ip`, a cleanup guard, bounded
+//! waits, and TCP inside a namespace (a thread that joins it with `setns`).
+
+#![allow(dead_code)] // each test file uses its own subset
+#![allow(unreachable_pub)] // shared by several test crates
+#![allow(clippy::disallowed_methods)] // real processes on real time: waits are bounded by the wall clock
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Why the root tests cannot run here, if they cannot.
+pub fn can_run(tools: &[&str]) -> Result<(), String> {
+    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Err("no /dev/net/tun".into());
+    }
+    for tool in tools {
+        if Command::new(tool).arg("-V").output().is_err() && Command::new(tool).arg("-h").output().is_err() {
+            return Err(format!("no `{tool}` command"));
+        }
+    }
+    Ok(())
+}
+
+/// Fail under `CI=true`, say SKIPPED otherwise.
+pub fn skip(test: &str, why: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "root test {test} cannot run under CI: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Run `ip` with `args`; panics with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Run a command inside namespace `ns`; panics on failure.
+pub fn in_ns(ns: &str, cmd: &[&str]) {
+    let out = Command::new("ip").args(["netns", "exec", ns]).args(cmd).output().unwrap();
+    assert!(out.status.success(), "{ns}: {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Deletes the namespaces and stops the child processes, whatever happens.
+pub struct Guard {
+    pub netns: Vec<String>,
+    pub children: Vec<Child>,
+    pub dir: PathBuf,
+}
+
+impl Guard {
+    /// A guard over scratch directory `dir` (created).
+    pub fn new(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        Guard { netns: Vec::new(), children: Vec::new(), dir }
+    }
+
+    /// Create namespace `name` (removed on drop).
+    pub fn netns(&mut self, name: &str) {
+        ip(&["netns", "add", name]);
+        self.netns.push(name.to_string());
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Wait (at most `secs`) until `f` holds.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `ping -c 3` from namespace `ns`: success and the output.
+pub fn ping(ns: &str, dst: &str) -> (bool, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", dst])
+        .output()
+        .unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// True when network device `dev` exists in the root namespace.
+pub fn link_exists(dev: &str) -> bool {
+    Command::new("ip").args(["link", "show", dev]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Run `f` on a thread that has joined namespace `ns` (its sockets live there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only, with a namespace file descriptor we own.
+        let rc = unsafe { libc::setns(std::os::unix::io::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// The byte at position `i` of a test transfer (a pattern that catches reordering).
+pub fn pattern(i: usize) -> u8 {
+    u8::try_from((i * 7 + i / 251) % 256).unwrap_or(0)
+}
+
+/// Serve one TCP connection on `addr` inside `ns`: read it to the end, return how
+/// many bytes matched [`pattern`] before the first mismatch and the total.
+pub fn tcp_sink(ns: &str, addr: SocketAddr) -> std::thread::JoinHandle<(usize, usize)> {
+    in_netns(ns, move || {
+        let l = TcpListener::bind(addr).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (mut total, mut good, mut buf) = (0usize, None, vec![0u8; 65536]);
+        loop {
+            let n = c.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                if good.is_none() && *b != pattern(total + k) {
+                    good = Some(total + k);
+                }
+            }
+            total += n;
+        }
+        (good.unwrap_or(total), total)
+    })
+}
+
+/// Send `len` pattern bytes to `addr` from inside `ns` (retrying the connect for a
+/// few seconds while routes and neighbours settle).
+pub fn tcp_send(ns: &str, addr: SocketAddr, len: usize) -> std::thread::JoinHandle<std::io::Result<()>> {
+    in_netns(ns, move || {
+        let mut c = None;
+        wait_for(10, || {
+            c = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok();
+            c.is_some()
+        });
+        let mut c = c.ok_or_else(|| std::io::Error::other(format!("no connection to {addr}")))?;
+        let data: Vec<u8> = (0..len).map(pattern).collect();
+        c.write_all(&data)?;
+        c.shutdown(std::net::Shutdown::Write)
+    })
+}
