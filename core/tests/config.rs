@@ -558,3 +558,32 @@ fn vxlan_between_two_nodes_and_peer_changes_in_place() {
     assert_eq!(out.len(), 1);
     assert_eq!(&out[0].1[12..14], &[0x08, 0x06], "ARP for the default gateway, no tunnel");
 }
+
+#[test]
+fn a_too_big_packet_for_the_tunnel_gets_frag_needed_with_the_inner_mtu() {
+    // The pod port keeps MTU 1500 (a pod that was not told the tunnel's), the tunnel
+    // carries 1450: PMTU discovery must learn 1450 from the node.
+    let node = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        .replace("{name: pod-a, kind: pcap, role: pod}", "{name: pod-a, kind: pcap, role: pod, mtu: 1500}");
+    let objs = node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", "");
+    let mut dp = Dataplane::new(ok(&node, &[&objs]), 1);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let pod = [0x0a, 0x58, 10, 244, 1, 2];
+    let mut hello = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
+    hello[6..12].copy_from_slice(&pod);
+    hello[22..28].copy_from_slice(&pod);
+    send(&mut dp, &mut pool, &[(1, hello)]);
+    let mut big = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 9), 1000, 9, &[0x5a; 1500 - 28]);
+    big[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    big[6..12].copy_from_slice(&pod);
+    let out = send(&mut dp, &mut pool, &[(1, big.clone())]);
+    assert_eq!(out.len(), 1);
+    let (port, e) = &out[0];
+    assert_eq!(*port, PortId(1), "back to the pod, not into the tunnel");
+    assert_eq!(&e[..6], &pod);
+    assert_eq!(&e[34..36], &[3, 4], "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1450, "the tunnel's MTU");
+    assert_eq!(&e[26..30], &[10, 244, 1, 1], "from the pod's gateway");
+    assert_eq!(&e[42..62], &big[14..34], "quoting the too-big header");
+    assert_eq!(dp.pipeline().counters().drops("route", podplane::pipeline::DropReason::FragNeeded), 1);
+}
