@@ -8,9 +8,10 @@
 //!  |     VXLAN network identifier  | rsvd  |
 //!  +---------------------------------------+
 //! ```
-//! The I flag must be set; the other reserved bits are ignored on receive and sent as
-//! zero, as RFC 7348 says and Linux's `vxlan_rcv()` does (it rejects unknown flags only
-//! with extensions such as GBP configured).
+//! The I flag must be set and the other bits are sent as zero. RFC 7348 says to ignore
+//! reserved bits on receive; Linux's `vxlan_rcv()` drops a packet with any flag but I
+//! or a reserved bit set unless an extension (GBP, GPE, RCO) claims it, and the `decap`
+//! stage does as Linux. This view checks only the I flag.
 
 use core::fmt;
 
