@@ -401,3 +401,47 @@ fn vxlan_output_decodes_in_tshark_with_the_inner_packet() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "tshark is missing (CI installs it)");
     }
 }
+
+#[test]
+fn pcapng_input_replays_like_pcap() {
+    let have = Command::new("editcap").arg("-h").output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "editcap (with tshark) is missing");
+        return;
+    }
+    let frames = [
+        (T0, arp(1, POD_A, A, Ipv4Addr::new(10, 244, 1, 1), [0; 6])),
+        (T0 + 7000, with_macs(udp4(A, Ipv4Addr::new(10, 244, 2, 5), 40000, 53, b"ng"), CNI0, POD_A)),
+    ];
+    let dir = scratch("pcapng");
+    let rep_pcap = replay(&dir, &[("pod-a", &frames)], &[]);
+    let want: Vec<Vec<u8>> =
+        ["eth0", "pod-a"].iter().map(|p| std::fs::read(dir.join("out").join(format!("{p}.pcap"))).unwrap()).collect();
+    // The same input as pcapng (written by Wireshark's editcap), replayed again.
+    let ng = dir.join("in.pcapng");
+    let o = Command::new("editcap").args(["-F", "pcapng"]).arg(dir.join("in-pod-a.pcap")).arg(&ng).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&ng).unwrap()[..4], [0x0a, 0x0d, 0x0d, 0x0a], "a pcapng file");
+    let out = Command::new(env!("CARGO_BIN_EXE_podplane"))
+        .args(["replay", "--config"])
+        .arg(example("node.yaml"))
+        .arg("--objects")
+        .arg(example("nodes.yaml"))
+        .arg("--in")
+        .arg(format!("pod-a={}", ng.display()))
+        .arg("--out-dir")
+        .arg(dir.join("out-ng"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep_ng: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep_ng, rep_pcap);
+    for (p, w) in ["eth0", "pod-a"].iter().zip(&want) {
+        assert_eq!(
+            &std::fs::read(dir.join("out-ng").join(format!("{p}.pcap"))).unwrap(),
+            w,
+            "{p}: same bytes, same timestamps"
+        );
+    }
+}
