@@ -69,11 +69,58 @@ fn config(encap: Encap, local: Ipv4Addr, vtep: EthernetAddress, peer: (Ipv4Addr,
         tunnel_port: TUNNEL,
         vtep_mac: vtep,
         local_ip: local,
+        local_ip6: None,
         uplinks: vec![UPLINK],
         ttl: 64,
         dont_fragment: false,
-        peers: vec![OverlayPeer { node_ip: peer.0, vtep_mac: peer.1, next_hop: peer.0, port: UPLINK }],
+        peers: vec![OverlayPeer { node_ip: peer.0, underlay6: None, vtep_mac: peer.1, next_hop: peer.0, port: UPLINK }],
     }
+}
+
+const NODE_A6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 0x11);
+const NODE_B6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xff, 0, 0, 0, 0, 0, 0x12);
+/// The IPv4 key routes use for the peer over IPv6 (its pod network's .0).
+const KEY_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
+const KEY_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
+
+/// VXLAN over an IPv6 underlay from `local6` to `peer6`, the peer known by `key`.
+fn config6(
+    local6: std::net::Ipv6Addr,
+    vtep: EthernetAddress,
+    key: Ipv4Addr,
+    peer6: std::net::Ipv6Addr,
+    peer_vtep: EthernetAddress,
+) -> OverlayConfig {
+    let mut c = config(Encap::flannel(), Ipv4Addr::UNSPECIFIED, vtep, (key, peer_vtep));
+    c.local_ip6 = Some(local6);
+    if let Some(p) = c.peers.first_mut() {
+        p.underlay6 = Some((peer6, peer6));
+    }
+    c
+}
+
+fn pipeline(stages: Vec<Box<dyn Stage>>) -> Pipeline {
+    Pipeline::new(stages, PipelineConfig::default(), 7)
+}
+
+fn sender6() -> Pipeline {
+    let cfg = config6(NODE_A6, VTEP_A, KEY_B, NODE_B6, VTEP_B);
+    pipeline(vec![
+        Box::new(ParseStage::new()),
+        Box::new(ToTunnel(KEY_B)),
+        Box::new(EncapStage::new(cfg)),
+        Box::new(EgressStage),
+    ])
+}
+
+fn receiver6() -> Pipeline {
+    let cfg = config6(NODE_B6, VTEP_B, KEY_A, NODE_A6, VTEP_A);
+    pipeline(vec![
+        Box::new(ParseStage::new()),
+        Box::new(DecapStage::new(cfg)),
+        Box::new(FromTunnel),
+        Box::new(EgressStage),
+    ])
 }
 
 fn sender(encap: Encap) -> Pipeline {
@@ -145,6 +192,33 @@ fn vxlan_outer_headers_are_exact() {
     Ipv4Packet::new_unchecked(&mut back[14..]).fill_checksum();
     let r2 = go(&mut pl, &mut pool, 1, &back);
     assert_eq!(u16::from_be_bytes([r2.tx[0].1[34], r2.tx[0].1[35]]), sport);
+}
+
+#[test]
+fn vxlan_over_ipv6_outer_headers_are_exact() {
+    let mut pl = sender6();
+    let mut pool = BufPool::with_slots(16).unwrap();
+    let inner = pod_frame(0x03, 63, true, b"over ipv6");
+    let r = go(&mut pl, &mut pool, 1, &inner);
+    assert_eq!(r.tx.len(), 1, "{:?}", pl.counters().snapshot());
+    let o = &r.tx[0].1;
+    assert_eq!(o.len(), inner.len() + 70);
+    assert_eq!(&o[12..14], &[0x86, 0xdd]);
+    assert_eq!(&o[14..18], &[0x60, 0x20, 0, 0], "version 6, traffic class ECT(0) (CE re-marked), flow label 0");
+    assert_eq!(usize::from(u16::from_be_bytes([o[18], o[19]])), inner.len() + 16, "payload length");
+    assert_eq!((o[20], o[21]), (17, 64), "UDP, hop limit 64");
+    assert_eq!(&o[22..38], &NODE_A6.octets());
+    assert_eq!(&o[38..54], &NODE_B6.octets());
+    assert_eq!(&o[56..58], &8472u16.to_be_bytes());
+    assert_eq!(&o[58..60], &o[18..20], "UDP length = payload length");
+    assert_ne!(&o[60..62], &[0, 0], "a UDP checksum over IPv6");
+    let mut sum =
+        podplane::wire::checksum::pseudo_v6(NODE_A6, NODE_B6, 17, u32::from(u16::from_be_bytes([o[18], o[19]])));
+    sum.add_bytes(&o[54..]);
+    assert_eq!(sum.fold(), 0xffff, "the UDP checksum verifies");
+    assert_eq!(&o[62..70], &[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    assert_eq!(&o[70..82], &[VTEP_B.0, VTEP_A.0].concat()[..]);
+    assert_eq!(&o[82..], &inner[12..]);
 }
 
 #[test]
@@ -284,11 +358,14 @@ proptest! {
         ttl in 1u8..=255,
         df in any::<bool>(),
         payload in proptest::collection::vec(any::<u8>(), 0..1400),
-        ipip in any::<bool>(),
+        mode in 0u8..3,
     ) {
-        let encap = if ipip { Encap::Ipip } else { Encap::flannel() };
-        let mut tx = sender(encap.clone());
-        let mut rx = receiver(encap);
+        let ipip = mode == 1;
+        let (mut tx, mut rx) = match mode {
+            0 => (sender(Encap::flannel()), receiver(Encap::flannel())),
+            1 => (sender(Encap::Ipip), receiver(Encap::Ipip)),
+            _ => (sender6(), receiver6()),
+        };
         let mut pool = BufPool::with_slots(16).unwrap();
         let frame = pod_frame(tos, ttl, df, &payload);
         let mut out = go(&mut tx, &mut pool, 1, &frame).tx;

@@ -471,7 +471,7 @@ pub fn build_with(
         let mut interfaces = interfaces;
         if let Some(o) = &overlay {
             // flannel.1: the VTEP MAC, the pod network's .0/32, the overhead off the MTU.
-            let mtu = up_mtu.saturating_sub(o.encap.overhead());
+            let mtu = up_mtu.saturating_sub(o.encap.overhead(false));
             interfaces.push(L3If::routed(o.tunnel_port, o.vtep_mac, node.pod_cidr.addr, 32, mtu));
         }
         let route = RouteStage::new(&RouteConfig {
@@ -491,7 +491,7 @@ pub fn build_with(
         });
         let seed = sim.seed() ^ (ni as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // As Flannel's CNI gives pods the tunnel's MTU.
-        let pod_mtu = overlay.as_ref().map_or(1500, |o| usize::from(up_mtu.saturating_sub(o.encap.overhead())));
+        let pod_mtu = overlay.as_ref().map_or(1500, |o| usize::from(up_mtu.saturating_sub(o.encap.overhead(false))));
         let stages: Vec<Box<dyn podplane::Stage>> = match overlay {
             Some(o) => vec![
                 Box::new(ParseStage::new()),
@@ -548,6 +548,7 @@ fn overlay_config(
         .filter(|oi| *oi != ni)
         .map(|oi| OverlayPeer {
             node_ip: node_ip(oi),
+            underlay6: None,
             vtep_mac: vtep(node_ip(oi)),
             next_hop: node_ip(oi),
             port: uplink,
@@ -558,6 +559,7 @@ fn overlay_config(
         tunnel_port: podplane::PortId(TUNNEL_PORT),
         vtep_mac: vtep(my_ip),
         local_ip: my_ip,
+        local_ip6: None,
         uplinks: vec![uplink],
         ttl: 64,
         dont_fragment: false,

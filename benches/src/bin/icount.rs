@@ -274,11 +274,18 @@ fn vxlan_config(
         tunnel_port: TUNNEL,
         vtep_mac: vtep,
         local_ip: local,
+        local_ip6: None,
         // The sender's uplink is port 1, the receiver's port 0 (see `route_small`).
         uplinks: vec![if local == PEER { PortId(0) } else { PortId(1) }],
         ttl: 64,
         dont_fragment: false,
-        peers: vec![OverlayPeer { node_ip: peer, vtep_mac: peer_vtep, next_hop: peer, port: PortId(1) }],
+        peers: vec![OverlayPeer {
+            node_ip: peer,
+            underlay6: None,
+            vtep_mac: peer_vtep,
+            next_hop: peer,
+            port: PortId(1),
+        }],
     }
 }
 

@@ -880,6 +880,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             match outer {
                 Some((next_hop, port)) => ops.push(OverlayPeer {
                     node_ip: p.node_ip,
+                    underlay6: None,
                     vtep_mac: p.vtep_mac.unwrap_or_else(|| ov::default_vtep_mac(p.node_ip)),
                     next_hop,
                     port,
@@ -898,6 +899,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             tunnel_port: TUNNEL_PORT,
             vtep_mac: pl.vtep_mac,
             local_ip: pl.local_ip,
+            local_ip6: None,
             uplinks: ports.iter().filter(|p| p.role == PortRole::Uplink).map(|p| p.id).collect(),
             ttl: 64,
             dont_fragment: pl.dont_fragment,

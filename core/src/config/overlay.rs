@@ -83,7 +83,7 @@ pub(crate) fn plan(f: &NodeFile, ports: &[Port], mut err: impl FnMut(&str, Optio
         },
         None => default_vtep_mac(local_ip),
     };
-    let tunnel_mtu = up.mtu.saturating_sub(encap.overhead());
+    let tunnel_mtu = up.mtu.saturating_sub(encap.overhead(false));
     if tunnel_mtu < 576 {
         err(
             "overlay.mode",

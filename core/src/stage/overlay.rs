@@ -15,8 +15,8 @@
 //!
 //! The tunnel port is a virtual port with a layer-3 interface, like Flannel's
 //! `flannel.1` (a VXLAN device with the node's VTEP MAC and `POD_NET.0/32`) or Calico's
-//! `tunl0`: its MTU is the uplink's minus the overhead (50 for VXLAN over IPv4, 20 for
-//! IPIP), so the route stage sends ICMP fragmentation-needed with the inner path MTU
+//! `tunl0`: its MTU is the uplink's minus the overhead (50 for VXLAN over IPv4, 70 over
+//! IPv6, 20 for IPIP), so the route stage sends ICMP fragmentation-needed with the inner path MTU
 //! and PMTU discovery works through the tunnel.
 //!
 //! Outer headers as Linux's `vxlan` and `ipip` devices write them by default: TTL 64
@@ -24,13 +24,15 @@
 //! DF clear unless configured, IP ID from the RNG (`ip_select_ident` on DF-clear
 //! packets), VXLAN's UDP checksum zero over IPv4 (`udpcsum` off) and its source port
 //! from the inner flow's hash spread over the local port range 32768-60999
-//! (`udp_flow_src_port`). VXLAN is accepted from any sender, as the kernel's device
+//! (`udp_flow_src_port`). Over IPv6 the outer header has hop limit 64, the inner ECN
+//! in its traffic class, flow label 0 (Linux hashes one with `auto_flowlabels`), and
+//! the UDP checksum is always computed (`udp6zerocsumtx` off). VXLAN is accepted from any sender, as the kernel's device
 //! accepts it; IPIP only from peer nodes, as Calico allows it.
 
 pub mod decap;
 pub mod encap;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use crate::buf::PortId;
@@ -63,13 +65,13 @@ impl Encap {
         Encap::Vxlan { port: crate::wire::vxlan::PORT_LINUX, vni: 1, src_ports: 32768..=60999, udp_checksum: false }
     }
 
-    /// Bytes added in front of an inner IPv4 packet's Ethernet frame (VXLAN: outer
-    /// IPv4 + UDP + VXLAN + inner Ethernet = 50) or in front of the inner IP packet
-    /// (IPIP: 20): what the tunnel's MTU is smaller than the uplink's by.
-    pub fn overhead(&self) -> u16 {
-        match self {
-            Encap::Vxlan { .. } => 50,
-            Encap::Ipip => 20,
+    /// What the tunnel's MTU is smaller than the uplink's by: VXLAN adds outer IPv4 +
+    /// UDP + VXLAN + inner Ethernet = 50 bytes (70 over IPv6), IPIP an IPv4 header (20).
+    pub fn overhead(&self, ipv6_underlay: bool) -> u16 {
+        match (self, ipv6_underlay) {
+            (Encap::Vxlan { .. }, false) => 50,
+            (Encap::Vxlan { .. }, true) => 70,
+            (Encap::Ipip, _) => 20,
         }
     }
 }
@@ -77,9 +79,14 @@ impl Encap {
 /// A peer node as the overlay sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OverlayPeer {
-    /// Its underlay address: the outer destination, and the key routes use
-    /// (`POD_CIDR via NODE_IP dev tunnel`).
+    /// The key routes use (`POD_CIDR via KEY dev tunnel`): over an IPv4 underlay the
+    /// peer's underlay address, which is also the outer destination; over an IPv6
+    /// underlay an IPv4 address standing for the peer (its pod network's `.0`, as
+    /// Flannel's `flannel-v6.1` routes name it).
     pub node_ip: Ipv4Addr,
+    /// Over an IPv6 underlay: the peer's IPv6 address (outer destination) and the
+    /// outer next hop. `None` over IPv4.
+    pub underlay6: Option<(Ipv6Addr, Ipv6Addr)>,
     /// Its VTEP MAC (VXLAN): the inner destination MAC, as Flannel's neighbour entry
     /// on `flannel.1` gives it.
     pub vtep_mac: EthernetAddress,
@@ -103,6 +110,8 @@ pub struct OverlayConfig {
     /// This node's underlay address: the outer source, and where encapsulated traffic
     /// for the node arrives.
     pub local_ip: Ipv4Addr,
+    /// This node's IPv6 underlay address, for peers over IPv6 (VXLAN only).
+    pub local_ip6: Option<Ipv6Addr>,
     /// The uplink ports encapsulated traffic may arrive on.
     pub uplinks: Vec<PortId>,
     /// Outer TTL (Linux default 64).

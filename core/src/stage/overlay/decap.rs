@@ -48,49 +48,30 @@ impl DecapStage {
     /// Classify packet `pkt`: leave it, unwrap it, or drop it with a reason.
     fn classify(&self, cx: &Context<'_>, pkt: PktId) -> Result<Outer, DropReason> {
         let m = cx.pool.meta(pkt);
-        if m.l3_kind != L3Kind::Ipv4 || !self.cfg.uplinks.contains(&m.in_port) {
+        if !self.cfg.uplinks.contains(&m.in_port) {
             return Ok(Outer::Other);
         }
-        let (l3, l4, end) = (usize::from(m.l3), usize::from(m.l4), usize::from(m.head()) + usize::from(m.len()));
+        if m.l3_kind == L3Kind::Ipv6 {
+            return self.classify6(cx, pkt);
+        }
+        if m.l3_kind != L3Kind::Ipv4 {
+            return Ok(Outer::Other);
+        }
+        let (l3, end) = (usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()));
         let slot = cx.pool.slot(pkt);
         let Some(ip) = slot.get(l3..).and_then(|b| b.first_chunk::<20>()) else { return Ok(Outer::Other) };
         if ip[16..20] != self.cfg.local_ip.octets() {
             return Ok(Outer::Other);
         }
         let fragment = m.flags.contains(PktFlags::FRAGMENT);
-        let has_l4 = m.flags.contains(PktFlags::HAS_L4);
         match (&self.cfg.encap, ip[9]) {
-            (Encap::Vxlan { port, vni, .. }, 17) => {
+            (Encap::Vxlan { .. }, 17) => {
                 if fragment {
                     // The UDP header is only in the first fragment; the kernel would
                     // reassemble first. We do not.
                     return Err(DropReason::OverlayFragment);
                 }
-                if !has_l4 {
-                    return Err(DropReason::VxlanTruncated);
-                }
-                let udp = slot.get(l4..end).ok_or(DropReason::VxlanTruncated)?;
-                let Some(h) = udp.first_chunk::<16>() else { return Ok(Outer::Other) };
-                if u16::from_be_bytes([h[2], h[3]]) != *port {
-                    return Ok(Outer::Other);
-                }
-                if udp.len() < 16 + 14 {
-                    return Err(DropReason::VxlanTruncated);
-                }
-                // Linux's vxlan_rcv(): the I flag required, and without extensions any
-                // other flag or reserved bit makes the packet invalid (stricter than
-                // RFC 7348, which says to ignore them).
-                if h[8..12] != [0x08, 0, 0, 0] || h[15] != 0 {
-                    return Err(DropReason::VxlanBadFlags);
-                }
-                if u32::from_be_bytes([0, h[12], h[13], h[14]]) != *vni {
-                    return Err(DropReason::VxlanUnknownVni);
-                }
-                let inner = l4 + 16;
-                if slot.get(inner..inner + 6) != Some(&self.cfg.vtep_mac.0[..]) {
-                    return Err(DropReason::OverlayNotForUs);
-                }
-                Ok(Outer::Inner(inner))
+                self.vxlan(cx, pkt)
             }
             (Encap::Ipip, 4) => {
                 if !self.peers.contains(&Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15])) {
@@ -107,6 +88,56 @@ impl DecapStage {
             }
             _ => Ok(Outer::Other),
         }
+    }
+
+    /// VXLAN over IPv6 to the node's IPv6 underlay address.
+    fn classify6(&self, cx: &Context<'_>, pkt: PktId) -> Result<Outer, DropReason> {
+        let (Some(local6), Encap::Vxlan { .. }) = (self.cfg.local_ip6, &self.cfg.encap) else {
+            return Ok(Outer::Other);
+        };
+        let m = cx.pool.meta(pkt);
+        let l3 = usize::from(m.l3);
+        let slot = cx.pool.slot(pkt);
+        if slot.get(l3 + 24..l3 + 40) != Some(&local6.octets()[..]) || m.ip_proto != 17 {
+            return Ok(Outer::Other);
+        }
+        if m.flags.contains(PktFlags::FRAGMENT) {
+            return Err(DropReason::OverlayFragment);
+        }
+        self.vxlan(cx, pkt)
+    }
+
+    /// The VXLAN checks on a UDP packet for the node (either family).
+    fn vxlan(&self, cx: &Context<'_>, pkt: PktId) -> Result<Outer, DropReason> {
+        let Encap::Vxlan { port, vni, .. } = &self.cfg.encap else { return Ok(Outer::Other) };
+        let m = cx.pool.meta(pkt);
+        if !m.flags.contains(PktFlags::HAS_L4) {
+            return Err(DropReason::VxlanTruncated);
+        }
+        let (l4, end) = (usize::from(m.l4), usize::from(m.head()) + usize::from(m.len()));
+        let slot = cx.pool.slot(pkt);
+        let udp = slot.get(l4..end).ok_or(DropReason::VxlanTruncated)?;
+        let Some(h) = udp.first_chunk::<16>() else { return Ok(Outer::Other) };
+        if u16::from_be_bytes([h[2], h[3]]) != *port {
+            return Ok(Outer::Other);
+        }
+        if udp.len() < 16 + 14 {
+            return Err(DropReason::VxlanTruncated);
+        }
+        // Linux's vxlan_rcv(): the I flag required, and without extensions any other
+        // flag or reserved bit makes the packet invalid (stricter than RFC 7348, which
+        // says to ignore them).
+        if h[8..12] != [0x08, 0, 0, 0] || h[15] != 0 {
+            return Err(DropReason::VxlanBadFlags);
+        }
+        if u32::from_be_bytes([0, h[12], h[13], h[14]]) != *vni {
+            return Err(DropReason::VxlanUnknownVni);
+        }
+        let inner = l4 + 16;
+        if slot.get(inner..inner + 6) != Some(&self.cfg.vtep_mac.0[..]) {
+            return Err(DropReason::OverlayNotForUs);
+        }
+        Ok(Outer::Inner(inner))
     }
 
     /// Strip the outer headers of `pkt` so that it starts at its inner Ethernet frame

@@ -34,6 +34,10 @@ struct Prepared {
     /// The one's-complement sum of the template's IPv4 header (its zero TOS, length
     /// and ID words left out), so that the checksum needs only the patched words.
     ip_sum: u32,
+    /// Over an IPv6 underlay: outer Ethernet, IPv6, UDP, VXLAN and inner Ethernet (84
+    /// bytes), and the sum of the UDP checksum's fixed part (the pseudo-header's
+    /// addresses and next header, the destination port and the VXLAN header).
+    header6: Option<([u8; 84], u32)>,
 }
 
 /// ECN of the outer header from the inner TOS (RFC 6040 normal mode, Linux's
@@ -79,7 +83,32 @@ fn prepare(cfg: &OverlayConfig, peer: OverlayPeer) -> Prepared {
             ip.chunks_exact(2).filter_map(|w| w.first_chunk::<2>()).map(|w| u32::from(u16::from_be_bytes(*w))).sum()
         })
         .unwrap_or(0);
-    Prepared { peer, header, ip_sum }
+    let header6 = match (peer.underlay6, cfg.local_ip6, &cfg.encap) {
+        (Some((dst, _)), Some(src), Encap::Vxlan { port, vni, .. }) => {
+            let mut h = [0u8; 84];
+            h[12] = 0x86;
+            h[13] = 0xdd;
+            h[14] = 0x60;
+            h[20] = 17;
+            h[21] = cfg.ttl;
+            h[22..38].copy_from_slice(&src.octets());
+            h[38..54].copy_from_slice(&dst.octets());
+            h[56..58].copy_from_slice(&port.to_be_bytes());
+            let v = vni.to_be_bytes();
+            h[62..70].copy_from_slice(&[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
+            h[70..76].copy_from_slice(&peer.vtep_mac.0);
+            h[76..82].copy_from_slice(&cfg.vtep_mac.0);
+            h[82..84].copy_from_slice(&[0x08, 0x00]);
+            // Pseudo-header addresses and next header, UDP destination port, VXLAN.
+            let words = |b: &[u8]| -> u32 {
+                b.chunks_exact(2).filter_map(|w| w.first_chunk::<2>()).map(|w| u32::from(u16::from_be_bytes(*w))).sum()
+            };
+            let fixed = words(&h[22..54]) + 17 + words(&h[56..58]) + words(&h[62..70]);
+            Some((h, fixed))
+        }
+        _ => None,
+    };
+    Prepared { peer, header, ip_sum, header6 }
 }
 
 /// The IPv4 header checksum from the template's sum and the words patched in.
@@ -111,6 +140,77 @@ impl EncapStage {
     /// Peers known.
     pub fn peers(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Wrap `pkt` for `p` over the IPv6 underlay (VXLAN); the drop reason otherwise.
+    fn wrap6(
+        &self,
+        cx: &mut Context<'_>,
+        pkt: PktId,
+        p: &Prepared,
+        tmpl: &[u8; 84],
+        fixed: u32,
+    ) -> Result<(), DropReason> {
+        let Some((dst, next_hop)) = p.peer.underlay6 else { return Err(DropReason::OverlayNoPeer) };
+        if Some(dst) == self.cfg.local_ip6 {
+            return Err(DropReason::OverlayLoop);
+        }
+        let Encap::Vxlan { ref src_ports, .. } = self.cfg.encap else { return Err(DropReason::OverlayNoPeer) };
+        let (head, l3, end, hash) = {
+            let m = cx.pool.meta(pkt);
+            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { m.flow.spread_hash() } else { 0 };
+            (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
+        };
+        let new_head = l3.checked_sub(84).ok_or(DropReason::EncapNoHeadroom)?;
+        if new_head > head {
+            cx.pool.pull_front(pkt, new_head - head).map_err(|_| DropReason::EncapNoHeadroom)?;
+        } else {
+            cx.pool.push_front(pkt, head - new_head).map_err(|_| DropReason::EncapNoHeadroom)?;
+        }
+        let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+        let frame = slot.get_mut(new_head..end).ok_or(DropReason::EncapNoHeadroom)?;
+        let (hdr, inner) = frame.split_first_chunk_mut::<84>().ok_or(DropReason::EncapNoHeadroom)?;
+        let inner_tos = inner.get(1).copied().ok_or(DropReason::Ipv4Truncated)?;
+        *hdr = *tmpl;
+        // Traffic class: the inner ECN (ip6_tclass with ip_tunnel_ecn_encap).
+        let tc = outer_ecn(inner_tos);
+        hdr[14] = 0x60 | (tc >> 4);
+        hdr[15] = tc << 4;
+        let ulen = u16::try_from(end - new_head - 54).map_err(|_| DropReason::EncapNoHeadroom)?;
+        let [l0, l1] = ulen.to_be_bytes();
+        hdr[18] = l0;
+        hdr[19] = l1;
+        let sport = src_port(hash, *src_ports.start(), *src_ports.end());
+        let [s0, s1] = sport.to_be_bytes();
+        hdr[54] = s0;
+        hdr[55] = s1;
+        hdr[58] = l0;
+        hdr[59] = l1;
+        // UDP over IPv6 always carries a checksum (RFC 8200 8.1; Linux's udp6zerocsumtx
+        // is off by default): pseudo-header length and the source port and length here,
+        // the fixed words from the template, then the inner frame.
+        let mut sum = Sum::new();
+        sum.add_bytes(&hdr[70..84]);
+        sum.add_bytes(inner);
+        let mut s = fixed + 2 * u32::from(ulen) + u32::from(sport) + u32::from(sum.fold());
+        s = (s & 0xffff) + (s >> 16);
+        s = (s & 0xffff) + (s >> 16);
+        let c = match !u16::try_from(s).unwrap_or(0) {
+            0 => 0xffff,
+            c => c,
+        };
+        let [c0, c1] = c.to_be_bytes();
+        hdr[60] = c0;
+        hdr[61] = c1;
+        meta.l2 = u16::try_from(new_head).unwrap_or(u16::MAX);
+        meta.l3 = meta.l2 + 14;
+        meta.l4 = meta.l3 + 40;
+        meta.l3_kind = L3Kind::Ipv6;
+        meta.ip_proto = 17;
+        meta.flags.remove(PktFlags::VLAN | PktFlags::FRAGMENT | PktFlags::LATER_FRAGMENT);
+        meta.next_hop6 = next_hop;
+        meta.out_port = p.peer.port;
+        Ok(())
     }
 
     /// Wrap `pkt` for `p`; the drop reason otherwise.
@@ -238,7 +338,11 @@ impl Stage for EncapStage {
                 cx.drop(batch, i, DropReason::OverlayNoPeer);
                 continue;
             };
-            match self.wrap(cx, pkt, peer, self.next_id) {
+            let r = match &peer.header6 {
+                Some((t, fixed)) => self.wrap6(cx, pkt, peer, t, *fixed),
+                None => self.wrap(cx, pkt, peer, self.next_id),
+            };
+            match r {
                 Ok(()) => {
                     done += 1;
                     self.next_id = self.next_id.wrapping_add(1);
