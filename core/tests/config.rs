@@ -587,3 +587,75 @@ fn a_too_big_packet_for_the_tunnel_gets_frag_needed_with_the_inner_mtu() {
     assert_eq!(&e[42..62], &big[14..34], "quoting the too-big header");
     assert_eq!(dp.pipeline().counters().drops("route", podplane::pipeline::DropReason::FragNeeded), 1);
 }
+
+/// A neighbour advertisement from `ip` at `mac` answering `asker` (at `asker_mac`).
+fn na(ip: std::net::Ipv6Addr, mac: [u8; 6], asker: std::net::Ipv6Addr, asker_mac: [u8; 6]) -> Vec<u8> {
+    use podplane::stage::arp::nd;
+    let (group, _) = nd::solicited_node(ip);
+    let ns = nd::NdMsg {
+        kind: nd::NS,
+        src: asker,
+        dst: group,
+        target: ip,
+        lladdr: Some(podplane::wire::EthernetAddress(asker_mac)),
+        flags: 0,
+    };
+    let mut f = vec![0u8; nd::frame_len(true)];
+    nd::write_advert(&mut f, &ns, podplane::wire::EthernetAddress(mac), podplane::wire::EthernetAddress(mac)).unwrap();
+    f
+}
+
+#[test]
+fn vxlan_over_an_ipv6_underlay_between_two_nodes() {
+    let node6 = |name: &str, v4: &str, v6: &str, cidr: &str| {
+        format!(
+            "name: {name}\npodCIDR: {cidr}\nports:\n  - {{name: eth0, kind: pcap, role: uplink, address: {v4}/24, address6: {v6}/64}}\n  - {{name: pod-a, kind: pcap, role: pod}}\noverlay: {{mode: vxlan, underlay: ipv6}}\n"
+        )
+    };
+    let obj6 = |name: &str, v6: &str, cidr: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDR: {cidr}}}\nstatus: {{addresses: [{{type: InternalIP, address: '{v6}'}}]}}\n"
+        )
+    };
+    let objs = obj6("w1", "fd00:ff::11", "10.244.1.0/24") + &obj6("w2", "fd00:ff::12", "10.244.2.0/24");
+    let a_setup = ok(&node6("w1", "192.168.0.11", "fd00:ff::11", "10.244.1.0/24"), &[&objs]);
+    assert_eq!(a_setup.port("pod-a").unwrap().mtu, 1430, "IPv6 VXLAN takes 70 bytes");
+    let o = a_setup.overlay.as_ref().unwrap();
+    assert_eq!(o.peers[0].node_ip, Ipv4Addr::new(10, 244, 2, 0), "routes key the peer by its pod network's .0");
+    assert_eq!(o.peers[0].underlay6.map(|u| u.0.to_string()), Some("fd00:ff::12".into()));
+    let mut a = Dataplane::new(a_setup, 1);
+    let mut b = Dataplane::new(ok(&node6("w2", "192.168.0.12", "fd00:ff::12", "10.244.2.0/24"), &[&objs]), 2);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        ("fd00:ff::11".parse().unwrap(), "fd00:ff::12".parse().unwrap());
+    let (a_mac, b_mac) = ([0x02, 0x00, 192, 168, 0, 11], [0x02, 0x00, 192, 168, 0, 12]);
+    send(&mut a, &mut pool, &[(0, na(b6, b_mac, a6, a_mac))]);
+    let pod_b_mac = [0x0a, 0x58, 10, 244, 2, 7];
+    let mut hello = arp_request(Ipv4Addr::new(10, 244, 2, 7), Ipv4Addr::new(10, 244, 2, 1));
+    hello[6..12].copy_from_slice(&pod_b_mac);
+    hello[22..28].copy_from_slice(&pod_b_mac);
+    send(&mut b, &mut pool, &[(1, hello)]);
+
+    let mut f = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 7), 1000, 53, b"over an ipv6 underlay");
+    f[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+    let out = send(&mut a, &mut pool, &[(1, f.clone())]);
+    assert_eq!(out.len(), 1, "{}", a.pipeline().counters().snapshot());
+    let wire = &out[0].1;
+    assert_eq!(
+        &wire[..14],
+        &[&b_mac[..], &a_mac[..], &[0x86, 0xdd]].concat()[..],
+        "outer MACs from neighbour discovery"
+    );
+    assert_eq!(wire.len(), f.len() + 70);
+    let delivered = send(&mut b, &mut pool, &[(0, wire.clone())]);
+    assert_eq!(delivered.len(), 1, "{}", b.pipeline().counters().snapshot());
+    assert_eq!(delivered[0].0, PortId(1));
+    assert_eq!(&delivered[0].1[26..], &f[26..]);
+    let errs =
+        errors(&node6("w1", "192.168.0.11", "fd00:ff::11", "10.244.1.0/24").replace("mode: vxlan", "mode: ipip"), &[]);
+    assert_eq!(
+        errs,
+        [r#"node.yaml: NodeConfig/w1: overlay.underlay "ipv6": IP-in-IP runs over IPv4 only; use mode vxlan"#]
+    );
+}

@@ -84,6 +84,21 @@ pub struct OverlayFile {
     /// Set DF on outer VXLAN packets (default false, as Linux).
     #[serde(default)]
     pub dont_fragment: bool,
+    /// The underlay's family (default `ipv4`; `ipv6` needs the uplink's `address6` and
+    /// the peers' IPv6 `InternalIP`s; VXLAN only, as Flannel's `flannel-v6.1`).
+    #[serde(default)]
+    pub underlay: Underlay,
+}
+
+/// The underlay's address family.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Underlay {
+    /// IPv4.
+    #[default]
+    Ipv4,
+    /// IPv6.
+    Ipv6,
 }
 
 /// The overlay mode.
@@ -156,6 +171,10 @@ pub struct PortFile {
     /// The node's address on an uplink or host port, with its prefix length.
     #[serde(default)]
     pub address: Option<String>,
+    /// The node's IPv6 address on an uplink or host port, with its prefix length (an
+    /// IPv6 underlay for the overlay).
+    #[serde(default)]
+    pub address6: Option<String>,
     /// The pod's address on a pod port (required in routed mode).
     #[serde(default)]
     pub ip: Option<String>,

@@ -45,6 +45,8 @@ pub struct Port {
     pub mtu: u16,
     /// The node's address on it, with its subnet (uplink and host ports).
     pub address: Option<(Ipv4Addr, Cidr)>,
+    /// The node's IPv6 address on it and the prefix length (uplink and host ports).
+    pub address6: Option<(std::net::Ipv6Addr, u8)>,
     /// The pod's address (pod ports).
     pub pod_ip: Option<Ipv4Addr>,
 }
@@ -63,6 +65,9 @@ pub struct Peer {
     pub port: PortId,
     /// Its VTEP MAC (VXLAN), from Flannel's `backend-data` annotation or the default.
     pub vtep_mac: Option<EthernetAddress>,
+    /// Its IPv6 `InternalIP`, the outer destination over an IPv6 underlay (then
+    /// `node_ip` is the IPv4 key its routes use: its pod network's `.0`).
+    pub node_ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// A route the node installs, with where it came from (for `podplane check`).
@@ -513,6 +518,25 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             (None, PortRole::Pod, PodNetwork::Routed) => Some(CALICO_MAC),
             (None, _, _) => address.map(|(ip, _)| node_mac(ip)),
         };
+        let address6 = match (&p.address6, p.role) {
+            (None, _) => None,
+            (Some(a), PortRole::Pod) => {
+                e.push(&obj, "address6", Some(a), "pod ports have no node address");
+                None
+            }
+            (Some(a), _) => {
+                let parsed = a
+                    .split_once('/')
+                    .and_then(|(ip, len)| Some((ip.parse::<std::net::Ipv6Addr>().ok()?, len.parse::<u8>().ok()?)));
+                match parsed {
+                    Some((ip, len)) if len <= 128 && !ip.is_unspecified() && !ip.is_multicast() => Some((ip, len)),
+                    _ => {
+                        e.push(&obj, "address6", Some(a), "expected an IPv6 address/prefix (fd00::11/64)");
+                        None
+                    }
+                }
+            }
+        };
         ports.push(Port {
             name: p.name.clone(),
             id: PortId(u16::try_from(i).unwrap_or(u16::MAX)),
@@ -521,6 +545,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             mac,
             mtu,
             address,
+            address6,
             pod_ip,
         });
     }
@@ -550,7 +575,11 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
     let mut route_list: Vec<RouteEntry> = Vec::new();
     for p in &ports {
         if let (Some((ip, net)), Some(mac)) = (p.address, p.mac) {
-            interfaces.push(L3If::routed(p.id, mac, ip, net.prefix, p.mtu));
+            let mut i = L3If::routed(p.id, mac, ip, net.prefix, p.mtu);
+            if let Some((ip6, len)) = p.address6 {
+                i = i.with_ip6(ip6, len);
+            }
+            interfaces.push(i);
             local.push(LocalAddr { ip, mac, ports: vec![p.id] });
         }
     }
@@ -710,6 +739,56 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         }
         let label = format!("Node/{name}");
         let (cidrs, _) = node_cidrs(file, n, &mut e.list, &mut notes);
+        if plan.as_ref().is_some_and(|pl| pl.local6.is_some()) {
+            // An IPv6 underlay: the peer's IPv6 InternalIP, its routes keyed by its pod
+            // network's .0 (as flannel-v6.1's `POD_CIDR via POD_NET.0 onlink`).
+            let internal6 =
+                n.status.as_ref().and_then(|s| s.addresses.as_ref()).and_then(|a| {
+                    a.iter().enumerate().find(|(_, x)| x.type_ == "InternalIP" && x.address.contains(':'))
+                });
+            let Some((k, addr)) = internal6 else {
+                e.list.push(ConfigError::field(
+                    file,
+                    &label,
+                    "status.addresses",
+                    None,
+                    "no IPv6 InternalIP for the IPv6 underlay",
+                ));
+                continue;
+            };
+            let Ok(ip6) = addr.address.parse::<std::net::Ipv6Addr>() else {
+                let f = format!("status.addresses[{k}].address");
+                e.list.push(ConfigError::field(file, &label, &f, Some(&addr.address), "invalid IPv6 address"));
+                continue;
+            };
+            let Some(key) = cidrs.first().map(|c| c.addr) else {
+                notes.push(format!("{file}: {label}: no IPv4 pod CIDR yet; nothing routed to it"));
+                continue;
+            };
+            let mac = match ov::flannel_details(n) {
+                Ok((_, mac)) => mac,
+                Err((fld, v, problem)) => {
+                    e.list.push(ConfigError::field(file, &label, &fld, Some(&v), &problem));
+                    continue;
+                }
+            };
+            let vtep_mac = Some(mac.unwrap_or_else(|| ov::default_vtep_mac6(ip6)));
+            for c in &cidrs {
+                route_list.push(RouteEntry {
+                    spec: RouteSpec { dst: c.addr, len: c.prefix, next_hop: NextHop::Via(key, TUNNEL_PORT) },
+                    origin: label.clone(),
+                });
+            }
+            peers.push(Peer {
+                name: name.clone(),
+                pod_cidrs: cidrs,
+                node_ip: key,
+                port: TUNNEL_PORT,
+                vtep_mac,
+                node_ip6: Some(ip6),
+            });
+            continue;
+        }
         let internal = n
             .status
             .as_ref()
@@ -769,7 +848,14 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
                         origin: label.clone(),
                     });
                 }
-                peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port: TUNNEL_PORT, vtep_mac });
+                peers.push(Peer {
+                    name: name.clone(),
+                    pod_cidrs: cidrs,
+                    node_ip: ip,
+                    port: TUNNEL_PORT,
+                    vtep_mac,
+                    node_ip6: None,
+                });
                 continue;
             }
         }
@@ -805,7 +891,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
                 origin: label.clone(),
             });
         }
-        peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port, vtep_mac });
+        peers.push(Peer { name: name.clone(), pod_cidrs: cidrs, node_ip: ip, port, vtep_mac, node_ip6: None });
     }
 
     // Static routes.
@@ -864,6 +950,28 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
     let overlay = plan.map(|pl| {
         let mut ops = Vec::new();
         for p in peers.iter().filter(|p| p.port == TUNNEL_PORT) {
+            if let (Some(ip6), Some((local6, len))) = (p.node_ip6, pl.local6) {
+                // On the uplink's IPv6 subnet: the peer is its own outer next hop.
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                if u128::from(ip6) & mask == u128::from(local6) & mask {
+                    ops.push(OverlayPeer {
+                        node_ip: p.node_ip,
+                        underlay6: Some((ip6, ip6)),
+                        vtep_mac: p.vtep_mac.unwrap_or_else(|| ov::default_vtep_mac(p.node_ip)),
+                        next_hop: p.node_ip,
+                        port: pl.uplink,
+                    });
+                } else {
+                    e.list.push(ConfigError::field(
+                        file_name,
+                        &format!("Node/{}", p.name),
+                        "status.addresses",
+                        Some(&ip6.to_string()),
+                        "not on the uplink's IPv6 subnet: IPv6 underlay peers must be on-link",
+                    ));
+                }
+                continue;
+            }
             let outer = if pl.uplink_net.contains(p.node_ip) {
                 Some((p.node_ip, pl.uplink))
             } else {
@@ -899,7 +1007,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
             tunnel_port: TUNNEL_PORT,
             vtep_mac: pl.vtep_mac,
             local_ip: pl.local_ip,
-            local_ip6: None,
+            local_ip6: pl.local6.map(|(a, _)| a),
             uplinks: ports.iter().filter(|p| p.role == PortRole::Uplink).map(|p| p.id).collect(),
             ttl: 64,
             dont_fragment: pl.dont_fragment,

@@ -1,11 +1,11 @@
 //! The node file's `overlay` section and the peers' tunnel details from their `Node`
 //! objects (Flannel's annotations).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::file::{NodeFile, OverlayMode, PortRole};
+use super::file::{NodeFile, OverlayMode, PortRole, Underlay};
 use super::node::Port;
 use crate::buf::PortId;
 use crate::stage::overlay::Encap;
@@ -30,6 +30,8 @@ pub(crate) struct Plan {
     pub tunnel_mtu: u16,
     pub cross_subnet: bool,
     pub dont_fragment: bool,
+    /// Over an IPv6 underlay: the uplink's IPv6 address and prefix length.
+    pub local6: Option<(Ipv6Addr, u8)>,
 }
 
 /// The VTEP MAC a node without Flannel's annotation gets: locally administered
@@ -37,6 +39,13 @@ pub(crate) struct Plan {
 pub fn default_vtep_mac(ip: Ipv4Addr) -> EthernetAddress {
     let [a, b, c, d] = ip.octets();
     EthernetAddress([0x0e, 0x00, a, b, c, d])
+}
+
+/// The default VTEP MAC over an IPv6 underlay: `0e:00` and the last four bytes of
+/// the node's IPv6 underlay address.
+pub fn default_vtep_mac6(ip: Ipv6Addr) -> EthernetAddress {
+    let o = ip.octets();
+    EthernetAddress([0x0e, 0x00, o[12], o[13], o[14], o[15]])
 }
 
 /// Check the `overlay` section against the ports; `None` for direct routing.
@@ -73,6 +82,23 @@ pub(crate) fn plan(f: &NodeFile, ports: &[Port], mut err: impl FnMut(&str, Optio
         return None;
     };
     let (local_ip, uplink_net) = up.address?;
+    let v6 = o.underlay == Underlay::Ipv6;
+    let local6 = match (v6, up.address6, &encap) {
+        (false, _, _) => None,
+        (true, _, Encap::Ipip) => {
+            err("overlay.underlay", Some("ipv6"), "IP-in-IP runs over IPv4 only; use mode vxlan".into());
+            None
+        }
+        (true, None, _) => {
+            err(
+                "overlay.underlay",
+                Some("ipv6"),
+                format!("Port/{} has no address6 to be the tunnel's source", up.name),
+            );
+            None
+        }
+        (true, Some(a), _) => Some(a),
+    };
     let vtep_mac = match &o.vtep_mac {
         Some(m) => match m.parse::<EthernetAddress>() {
             Ok(mac) if mac.is_unicast() && mac.0 != [0; 6] => mac,
@@ -81,9 +107,9 @@ pub(crate) fn plan(f: &NodeFile, ports: &[Port], mut err: impl FnMut(&str, Optio
                 return None;
             }
         },
-        None => default_vtep_mac(local_ip),
+        None => local6.map_or_else(|| default_vtep_mac(local_ip), |(a, _)| default_vtep_mac6(a)),
     };
-    let tunnel_mtu = up.mtu.saturating_sub(encap.overhead(false));
+    let tunnel_mtu = up.mtu.saturating_sub(encap.overhead(v6));
     if tunnel_mtu < 576 {
         err(
             "overlay.mode",
@@ -100,6 +126,7 @@ pub(crate) fn plan(f: &NodeFile, ports: &[Port], mut err: impl FnMut(&str, Optio
         tunnel_mtu,
         cross_subnet: o.cross_subnet,
         dont_fragment: o.dont_fragment,
+        local6,
     })
 }
 
