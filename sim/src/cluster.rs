@@ -350,6 +350,11 @@ pub enum NetworkMode {
     Vxlan,
     /// Calico's IPIP mode over bridged pods: as [`Vxlan`](Self::Vxlan) with IP-in-IP.
     Ipip,
+    /// Calico's `CrossSubnet`: the nodes alternate between two underlay subnets
+    /// (192.168.0.0/24 and 192.168.1.0/24) joined by a router (a podplane node, `.1` on
+    /// each); peers on the node's own subnet are routed to directly, the others
+    /// through VXLAN via the router.
+    VxlanCrossSubnet,
 }
 
 /// What [`build`] made: indexes into the simulator.
@@ -412,7 +417,11 @@ pub fn build_with(
             plan.nodes.len()
         )));
     }
-    let node_ip = |i: usize| Ipv4Addr::from(u32::from(UNDERLAY) + 10 + u32::try_from(i).unwrap_or(0));
+    let cross = mode == NetworkMode::VxlanCrossSubnet;
+    // Cross-subnet: node i on 192.168.(i % 2).0/24.
+    let subnet_of = |i: usize| if cross { u32::try_from(i % 2).unwrap_or(0) } else { 0 };
+    let node_ip =
+        |i: usize| Ipv4Addr::from(u32::from(UNDERLAY) + (subnet_of(i) << 8) + 10 + u32::try_from(i).unwrap_or(0));
     let up_mtu = u16::try_from(underlay.mtu).unwrap_or(1500);
     let mut handles = ClusterHandles::default();
     let mut uplinks = Vec::new();
@@ -437,18 +446,21 @@ pub fn build_with(
             },
             L3If::routed(uplink, up_mac, my_ip, 24, up_mtu),
         ];
-        let overlay = overlay_config(mode, plan, ni, my_ip, uplink, &node_ip);
-        // Other nodes' pod CIDRs: via their underlay address, directly or into the tunnel.
-        let via_port = overlay.as_ref().map_or(uplink, |o| o.tunnel_port);
+        let overlay = overlay_config(mode, plan, ni, my_ip, uplink, &node_ip, &|oi| subnet_of(oi) == subnet_of(ni));
+        // Other nodes' pod CIDRs: via their underlay address, directly (direct routing,
+        // or a peer on the same subnet in cross-subnet mode) or into the tunnel.
         let mut routes: Vec<RouteSpec> = plan
             .nodes
             .iter()
             .enumerate()
             .filter(|(oi, _)| *oi != ni)
-            .map(|(oi, o)| RouteSpec {
-                dst: o.pod_cidr.addr,
-                len: o.pod_cidr.prefix,
-                next_hop: NextHop::Via(node_ip(oi), via_port),
+            .map(|(oi, o)| {
+                let tunnel = overlay.as_ref().filter(|_| !cross || subnet_of(oi) != subnet_of(ni));
+                RouteSpec {
+                    dst: o.pod_cidr.addr,
+                    len: o.pod_cidr.prefix,
+                    next_hop: NextHop::Via(node_ip(oi), tunnel.map_or(uplink, |o| o.tunnel_port)),
+                }
             })
             .collect();
         if mode == NetworkMode::Routed {
@@ -515,7 +527,37 @@ pub fn build_with(
         let pipeline = Pipeline::new(stages, PipelineConfig::default(), seed);
         add_pods(sim, node, pipeline, &mut handles, &mut uplinks, my_ip, false, link, pod_mtu)?;
     }
-    if uplinks.len() >= 2 {
+    if cross {
+        // Two segments and a podplane router between them.
+        let router_ifs = vec![
+            L3If::routed(
+                PortId(0),
+                podplane::wire::EthernetAddress([0x02, 0xee, 192, 168, 0, 1]),
+                Ipv4Addr::new(192, 168, 0, 1),
+                24,
+                up_mtu,
+            ),
+            L3If::routed(
+                PortId(1),
+                podplane::wire::EthernetAddress([0x02, 0xee, 192, 168, 1, 1]),
+                Ipv4Addr::new(192, 168, 1, 1),
+                24,
+                up_mtu,
+            ),
+        ];
+        let router = Pipeline::new(
+            podplane::testutil::routed_stages(router_ifs, vec![], vec![]),
+            PipelineConfig::default(),
+            sim.seed() ^ 0x726f_7574,
+        );
+        let r = sim.add_node("router", &["u0", "u1"], router)?;
+        for s in 0..2usize {
+            let mut ends: Vec<crate::Endpoint> =
+                uplinks.iter().enumerate().filter(|(i, _)| i % 2 == s).map(|(_, e)| *e).collect();
+            ends.push(sim.node_end(r, if s == 0 { "u0" } else { "u1" })?);
+            sim.link(&format!("underlay-{s}"), &ends, underlay.switched())?;
+        }
+    } else if uplinks.len() >= 2 {
         sim.link("underlay", &uplinks, underlay.switched())?;
     }
     Ok(handles)
@@ -525,7 +567,8 @@ pub fn build_with(
 pub const TUNNEL_PORT: u16 = 4095;
 
 /// The overlay of node `ni` in `mode` (none for direct routing): every other node a
-/// peer, reached on-link over the switched underlay.
+/// peer, reached on-link over the switched underlay, or in cross-subnet mode the nodes
+/// of the other subnet, through the router (`.1` of the node's subnet).
 fn overlay_config(
     mode: NetworkMode,
     plan: &ClusterPlan,
@@ -533,24 +576,28 @@ fn overlay_config(
     my_ip: Ipv4Addr,
     uplink: podplane::PortId,
     node_ip: &dyn Fn(usize) -> Ipv4Addr,
+    same_subnet: &dyn Fn(usize) -> bool,
 ) -> Option<podplane::stage::overlay::OverlayConfig> {
     use podplane::stage::overlay::{Encap, OverlayConfig, OverlayPeer};
     let encap = match mode {
-        NetworkMode::Vxlan => Encap::flannel(),
+        NetworkMode::Vxlan | NetworkMode::VxlanCrossSubnet => Encap::flannel(),
         NetworkMode::Ipip => Encap::Ipip,
         NetworkMode::Bridge | NetworkMode::Routed => return None,
     };
+    let cross = mode == NetworkMode::VxlanCrossSubnet;
+    let [a, b, c, _] = my_ip.octets();
+    let router = Ipv4Addr::new(a, b, c, 1);
     let vtep = |ip: Ipv4Addr| {
         let [a, b, c, d] = ip.octets();
         podplane::wire::EthernetAddress([0x0e, 0x00, a, b, c, d])
     };
     let peers = (0..plan.nodes.len())
-        .filter(|oi| *oi != ni)
+        .filter(|oi| *oi != ni && !(cross && same_subnet(*oi)))
         .map(|oi| OverlayPeer {
             node_ip: node_ip(oi),
             underlay6: None,
             vtep_mac: vtep(node_ip(oi)),
-            next_hop: node_ip(oi),
+            next_hop: if cross { router } else { node_ip(oi) },
             port: uplink,
         })
         .collect();

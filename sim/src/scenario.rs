@@ -3,7 +3,8 @@
 //!
 //! ```yaml
 //! seed: 7                      # every random choice (default 1)
-//! mode: bridge                 # bridge (Flannel host-gw) or routed (Calico /32)
+//! mode: bridge                 # bridge (Flannel host-gw), routed (Calico /32), vxlan,
+//!                              # ipip or vxlan-crosssubnet
 //! nodes:                       # pods are named NODE-pod-0, NODE-pod-1, ...
 //!   - {name: node-a, pods: 2}
 //!   - {name: node-b, pods: 2}
@@ -72,6 +73,14 @@ pub enum Mode {
     Bridge,
     /// Calico style.
     Routed,
+    /// Bridged pods, VXLAN between nodes (Flannel's default).
+    Vxlan,
+    /// Bridged pods, IP-in-IP between nodes (Calico IPIP).
+    Ipip,
+    /// VXLAN only across subnets (Calico `CrossSubnet`): nodes on two subnets behind
+    /// a router.
+    #[serde(rename = "vxlan-crosssubnet")]
+    VxlanCrossSubnet,
 }
 
 /// A node.
@@ -191,6 +200,9 @@ impl Scenario {
         let mode = match self.mode {
             Mode::Bridge => NetworkMode::Bridge,
             Mode::Routed => NetworkMode::Routed,
+            Mode::Vxlan => NetworkMode::Vxlan,
+            Mode::Ipip => NetworkMode::Ipip,
+            Mode::VxlanCrossSubnet => NetworkMode::VxlanCrossSubnet,
         };
         let h = build_with(&mut sim, &plan, mode, link, underlay)?;
         if let Some(dir) = capture {
@@ -198,7 +210,7 @@ impl Scenario {
                 .map_err(|e| SimError::Capture { path: dir.display().to_string(), reason: e.to_string() })?;
             let mut names: Vec<String> =
                 plan.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| format!("{}/{}", n.name, p.name))).collect();
-            names.push("underlay".into());
+            names.extend(["underlay", "underlay-0", "underlay-1"].map(String::from));
             for name in names {
                 if let Some(l) = sim.link_id(&name) {
                     sim.capture(l, &dir.join(format!("{}.pcap", name.replace('/', "_"))))?;

@@ -1,4 +1,5 @@
-//! Three nodes, pods on each, joined by an overlay (VXLAN as Flannel, IPIP as Calico):
+//! Three nodes, pods on each, joined by an overlay (VXLAN as Flannel, IPIP as Calico,
+//! and VXLAN cross-subnet with the nodes on two subnets behind a router):
 //! every pod sends TCP to every pod of the other nodes, every byte checked; the
 //! underlay carries only encapsulated pod traffic; a node taken out of a peer table
 //! stops receiving from it.
@@ -20,7 +21,7 @@ fn cluster(seed: u64, mode: NetworkMode) -> (Sim, podplane_sim::cluster::Cluster
 
 #[test]
 fn all_pairs_tcp_across_nodes_over_vxlan_and_ipip() {
-    for mode in [NetworkMode::Vxlan, NetworkMode::Ipip] {
+    for mode in [NetworkMode::Vxlan, NetworkMode::Ipip, NetworkMode::VxlanCrossSubnet] {
         let seed = seed_from_env(11);
         let (mut sim, h) = cluster(seed, mode);
         let mut port = 6000;
@@ -43,7 +44,17 @@ fn all_pairs_tcp_across_nodes_over_vxlan_and_ipip() {
         for f in &flows {
             assert!(f.ok, "{mode:?}, seed {seed} (PODPLANE_SEED={seed} to re-run): {f:?}");
         }
-        for n in sim.nodes() {
+        if mode == NetworkMode::VxlanCrossSubnet {
+            // n0 and n2 share 192.168.0.0/24: routed directly; n1 (192.168.1.0/24) is
+            // reached through VXLAN via the router, which saw only tunnel traffic.
+            let router = sim.nodes().iter().find(|n| n.name() == "router").unwrap();
+            assert!(router.pipeline().counters().events("route", StageEvent::Routed) > 0);
+            let n0 = sim.nodes()[h.nodes[0]].pipeline().counters();
+            let (routed, wrapped) =
+                (n0.events("route", StageEvent::Routed), n0.events("encap", StageEvent::Encapsulated));
+            assert!(wrapped > 0 && wrapped < routed / 2, "n0 wraps only its traffic for n1: {wrapped} of {routed}");
+        }
+        for n in sim.nodes().iter().filter(|n| n.name() != "router") {
             let c = n.pipeline().counters();
             assert!(c.events("encap", StageEvent::Encapsulated) > 0, "{mode:?} {}", n.name());
             assert!(c.events("decap", StageEvent::Decapsulated) > 0, "{mode:?} {}", n.name());
