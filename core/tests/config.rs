@@ -659,3 +659,26 @@ fn vxlan_over_an_ipv6_underlay_between_two_nodes() {
         [r#"node.yaml: NodeConfig/w1: overlay.underlay "ipv6": IP-in-IP runs over IPv4 only; use mode vxlan"#]
     );
 }
+
+#[test]
+fn peers_written_in_the_node_file() {
+    let node = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        + "peers:\n  - {name: worker-2, address: 192.168.0.12, podCIDR: 10.244.2.0/24, vtepMAC: 'aa:bb:cc:00:00:02'}\n";
+    let s = ok(&node, &[]);
+    let o = s.overlay.as_ref().unwrap();
+    assert_eq!(o.peers.len(), 1);
+    assert_eq!(
+        (o.peers[0].node_ip, o.peers[0].vtep_mac.to_string()),
+        (Ipv4Addr::new(192, 168, 0, 12), "aa:bb:cc:00:00:02".into())
+    );
+    assert_eq!(s.routes[0].origin, "Node/worker-2");
+    let bad = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        + "peers:\n  - {name: worker-2, address: 192.168.0.12, podCIDR: 10.244.2.0/33}\n  - {name: worker-3, address: nowhere, podCIDR: 10.244.3.0/24}\n";
+    assert_eq!(
+        errors(&bad, &[]),
+        [
+            r#"node.yaml: peers[0]: podCIDR "10.244.2.0/33": prefix length over 32"#,
+            r#"node.yaml: peers[1]: address "nowhere": invalid IP address"#,
+        ]
+    );
+}

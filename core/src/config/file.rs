@@ -56,6 +56,26 @@ pub struct NodeFile {
     /// How traffic reaches other nodes' pods (default: direct routing, no overlay).
     #[serde(default)]
     pub overlay: Option<OverlayFile>,
+    /// Other nodes written here rather than given as `Node` objects (a cluster without
+    /// an API server to ask, a test).
+    #[serde(default)]
+    pub peers: Vec<PeerFile>,
+}
+
+/// Another node, as a `Node` object would describe it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PeerFile {
+    /// Its name.
+    pub name: String,
+    /// Its underlay address (its `InternalIP`), IPv4 or IPv6.
+    pub address: String,
+    /// Its pod CIDR.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: String,
+    /// Its VTEP MAC (VXLAN; default `0e:00` + its address).
+    #[serde(default, rename = "vtepMAC")]
+    pub vtep_mac: Option<String>,
 }
 
 /// The overlay between nodes.

@@ -364,7 +364,55 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
 
     // Nodes from the objects: ours gives the pod CIDR, the others become peers.
     let mut notes = Vec::new();
+    // Peers written in the node file: checked field by field here, then treated as the
+    // Node objects they stand for.
+    let file_peers: Vec<Node> = f
+        .peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let obj = format!("peers[{i}]");
+            if p.name.is_empty() {
+                e.push(&obj, "name", None, "missing");
+                return None;
+            }
+            if p.address.parse::<std::net::IpAddr>().is_err() {
+                e.push(&obj, "address", Some(&p.address), "invalid IP address");
+                return None;
+            }
+            e.cidr(&obj, "podCIDR", &p.pod_cidr)?;
+            let mut annotations = BTreeMap::new();
+            if let Some(m) = &p.vtep_mac {
+                e.mac(&obj, "vtepMAC", m)?;
+                annotations.insert(ov::FLANNEL_BACKEND_DATA.to_string(), format!("{{\"VtepMAC\":\"{m}\"}}"));
+            }
+            Some(Node {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(p.name.clone()),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::core::v1::NodeSpec {
+                    pod_cidr: Some(p.pod_cidr.clone()),
+                    ..Default::default()
+                }),
+                status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                    addresses: Some(vec![k8s_openapi::api::core::v1::NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: p.address.clone(),
+                    }]),
+                    ..Default::default()
+                }),
+            })
+        })
+        .collect();
     let mut nodes: BTreeMap<String, (&str, &Node)> = BTreeMap::new();
+    for n in &file_peers {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        if nodes.insert(name.clone(), (file_name, n)).is_some() {
+            e.push(&format!("Node/{name}"), "name", None, "a second peer with this name");
+        }
+    }
     for o in objects {
         match &o.object {
             Object::Node(n) => {
