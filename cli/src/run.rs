@@ -120,7 +120,8 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     if let Some(dir) = &r.capture {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         for p in dp.setup().ports.iter().filter(|p| p.kind == PortKind::Tap) {
-            captures.insert(p.id.0, Capture::create(&dir.join(format!("{}.pcap", p.name)))?);
+            // Written through at every frame: the capture can be read while it grows.
+            captures.insert(p.id.0, Capture::create_buffered(&dir.join(format!("{}.pcap", p.name)), 0)?);
         }
         eprintln!("podplane run: capturing every TAP port to {}", dir.display());
     }

@@ -28,83 +28,126 @@ fn podplane_and_a_linux_vxlan_node_exchange_ping_and_tcp() {
     if let Err(why) = can_run(&["ip", "ping", "bridge"]) {
         return skip(NAME, &why);
     }
+    interop(false);
+}
+
+#[test]
+fn podplane_and_a_linux_vxlan_node_over_ipv6_exchange_ping_and_tcp() {
+    const NAME: &str = "podplane_and_a_linux_vxlan_node_over_ipv6_exchange_ping_and_tcp";
+    if let Err(why) = can_run(&["ip", "ping", "bridge"]) {
+        return skip(NAME, &why);
+    }
+    interop(true);
+}
+
+/// The whole scenario over an IPv4 or an IPv6 underlay (`flannel-v6.1` style: VTEP
+/// MACs from the IPv6 addresses, routes keyed by the pod networks' .0).
+fn interop(v6: bool) {
     let id = std::process::id();
-    let (tap_pod, tap_up) = (format!("ppp{id}"), format!("ppu{id}"));
-    let (ns_p, ns_l, ns_q) = (format!("pp-vx-{id}-p"), format!("pp-vx-{id}-l"), format!("pp-vx-{id}-q"));
-    let mut g = Guard::new(std::env::temp_dir().join(format!("podplane-vxlan-{id}")));
+    let fam = if v6 { "6" } else { "4" };
+    let (tap_pod, tap_up) = (format!("pp{fam}p{id}"), format!("pp{fam}u{id}"));
+    let (ns_p, ns_l, ns_q) = (format!("pp-vx{fam}-{id}-p"), format!("pp-vx{fam}-{id}-l"), format!("pp-vx{fam}-{id}-q"));
+    let mut g = Guard::new(std::env::temp_dir().join(format!("podplane-vxlan{fam}-{id}")));
     for ns in [&ns_p, &ns_l, &ns_q] {
         g.netns(ns);
     }
     let linux_vtep = "0e:00:c0:a8:00:0c";
+    let (pp_ip, linux_ip) = if v6 { ("fd00:ff::11", "fd00:ff::12") } else { ("192.168.0.11", "192.168.0.12") };
     let node = g.dir.join("node.yaml");
+    let (addr6, underlay) = if v6 { (", address6: fd00:ff::11/64", ", underlay: ipv6") } else { ("", "") };
     std::fs::write(
         &node,
         format!(
-            "name: podplane-node\npodCIDR: 10.244.1.0/24\nports:\n  - {{name: {tap_up}, kind: tap, role: uplink, address: 192.168.0.11/24}}\n  - {{name: {tap_pod}, kind: tap, role: pod}}\noverlay: {{mode: vxlan}}\n"
+            "name: podplane-node\npodCIDR: 10.244.1.0/24\nports:\n  - {{name: {tap_up}, kind: tap, role: uplink, address: 192.168.0.11/24{addr6}}}\n  - {{name: {tap_pod}, kind: tap, role: pod}}\noverlay: {{mode: vxlan{underlay}}}\n"
         ),
     )
     .unwrap();
     let objects = g.dir.join("nodes.yaml");
+    let public = if v6 { String::new() } else { format!("\n    flannel.alpha.coreos.com/public-ip: {linux_ip}") };
     std::fs::write(
         &objects,
         format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: linux-node\n  annotations:\n    flannel.alpha.coreos.com/backend-data: '{{\"VNI\":1,\"VtepMAC\":\"{linux_vtep}\"}}'\n    flannel.alpha.coreos.com/public-ip: 192.168.0.12\nspec: {{podCIDR: 10.244.2.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.168.0.12}}]}}\n"
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: linux-node\n  annotations:\n    flannel.alpha.coreos.com/backend-data: '{{\"VNI\":1,\"VtepMAC\":\"{linux_vtep}\"}}'{public}\nspec: {{podCIDR: 10.244.2.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: '{linux_ip}'}}]}}\n"
         ),
     )
     .unwrap();
     let log = g.dir.join("run.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
         .args(["run", "--config"])
         .arg(&node)
         .arg("--objects")
         .arg(&objects)
+        .args(["--metrics", &metrics, "--capture"])
+        .arg(g.dir.join("cap"))
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
     g.children.push(child);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The log and, when it answers, the counters: what a failure message shows.
+    let log_text = || {
+        let stats = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", &metrics]).output();
+        let stats = stats
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        let cap = g.dir.join("cap").join(format!("{tap_up}.pcap"));
+        let wire = Command::new("tshark")
+            .arg("-r")
+            .arg(&cap)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let linux = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns_l,
+                "sh",
+                "-c",
+                "ip -6 addr; ip -6 neigh; ip -s link show; nstat -az | grep -E 'Icmp6|Ip6In' | grep -v ' 0 '",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!("{}\n{stats}\nuplink:\n{wire}\nlinux node:\n{linux}", std::fs::read_to_string(&log).unwrap_or_default())
+    };
     assert!(wait_for(10, || link_exists(&tap_pod) && link_exists(&tap_up)), "no TAPs:\n{}", log_text());
 
     // The pod behind podplane: the tunnel's MTU, as Flannel gives pods.
+    let mtu = if v6 { "1430" } else { "1450" };
     ip(&["link", "set", &tap_pod, "netns", &ns_p]);
-    ip(&["-n", &ns_p, "link", "set", &tap_pod, "mtu", "1450", "up"]);
+    ip(&["-n", &ns_p, "link", "set", &tap_pod, "mtu", mtu, "up"]);
     ip(&["-n", &ns_p, "addr", "add", "10.244.1.2/24", "dev", &tap_pod]);
     ip(&["-n", &ns_p, "route", "add", "default", "via", "10.244.1.1"]);
     // The Linux node: the uplink TAP is its NIC.
     ip(&["link", "set", &tap_up, "netns", &ns_l]);
     ip(&["-n", &ns_l, "addr", "add", "192.168.0.12/24", "dev", &tap_up]);
+    if v6 {
+        ip(&["-n", &ns_l, "addr", "add", "fd00:ff::12/64", "dev", &tap_up, "nodad"]);
+    }
     ip(&["-n", &ns_l, "link", "set", &tap_up, "up"]);
-    ip(&[
-        "-n",
-        &ns_l,
-        "link",
-        "add",
-        "vxlan0",
-        "address",
-        linux_vtep,
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        "192.168.0.12",
-        "dev",
-        &tap_up,
-        "dstport",
-        "8472",
-        "nolearning",
-    ]);
+    #[rustfmt::skip]
+    ip(&["-n", &ns_l, "link", "add", "vxlan0", "address", linux_vtep, "type", "vxlan", "id", "1", "local", linux_ip,
+        "dev", &tap_up, "dstport", "8472", "nolearning"]);
     ip(&["-n", &ns_l, "addr", "add", "10.244.2.0/32", "dev", "vxlan0"]);
     ip(&["-n", &ns_l, "link", "set", "vxlan0", "up"]);
-    let pp_vtep = "0e:00:c0:a8:00:0b";
+    // podplane's VTEP MAC: its default, 0e:00 + the last four bytes of its underlay address.
+    let pp_vtep = if v6 { "0e:00:00:00:00:11" } else { "0e:00:c0:a8:00:0b" };
     ip(&["-n", &ns_l, "neigh", "add", "10.244.1.0", "lladdr", pp_vtep, "dev", "vxlan0", "nud", "permanent"]);
-    in_ns(&ns_l, &["bridge", "fdb", "append", pp_vtep, "dev", "vxlan0", "dst", "192.168.0.11"]);
+    in_ns(&ns_l, &["bridge", "fdb", "append", pp_vtep, "dev", "vxlan0", "dst", pp_ip]);
     ip(&["-n", &ns_l, "route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", "vxlan0", "onlink"]);
     in_ns(&ns_l, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     // The Linux node's pod, on a veth (its cni0 reduced to the veth's address).
     ip(&[
-        "-n", &ns_l, "link", "add", "lh0", "mtu", "1450", "type", "veth", "peer", "name", "lp0", "mtu", "1450",
-        "netns", &ns_q,
+        "-n", &ns_l, "link", "add", "lh0", "mtu", mtu, "type", "veth", "peer", "name", "lp0", "mtu", mtu, "netns",
+        &ns_q,
     ]);
     ip(&["-n", &ns_l, "addr", "add", "10.244.2.1/24", "dev", "lh0"]);
     ip(&["-n", &ns_l, "link", "set", "lh0", "up"]);

@@ -30,6 +30,15 @@ impl Capture {
     /// # Errors
     /// [`SimError::Capture`] when the file cannot be created.
     pub fn create(path: &Path) -> Result<Self, SimError> {
+        Self::create_buffered(path, 64 * 1024)
+    }
+
+    /// As [`create`](Self::create), writing through to the file every `buffer` bytes (0:
+    /// at every frame, so a live capture can be read while it grows, as `tcpdump -U`).
+    ///
+    /// # Errors
+    /// [`SimError::Capture`] when the file cannot be created.
+    pub fn create_buffered(path: &Path, buffer: usize) -> Result<Self, SimError> {
         let err = |e: String| SimError::Capture { path: path.display().to_string(), reason: e };
         let file = File::create(path).map_err(|e| err(e.to_string()))?;
         let header = PcapHeader {
@@ -38,7 +47,8 @@ impl Capture {
             snaplen: 65535,
             ..PcapHeader::default()
         };
-        let writer = PcapWriter::with_header(BufWriter::new(file), header).map_err(|e| err(e.to_string()))?;
+        let writer =
+            PcapWriter::with_header(BufWriter::with_capacity(buffer, file), header).map_err(|e| err(e.to_string()))?;
         Ok(Capture { writer, path: path.display().to_string() })
     }
 
