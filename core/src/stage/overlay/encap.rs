@@ -56,6 +56,19 @@ fn src_port(hash: u64, lo: u16, hi: u16) -> u16 {
     u16::try_from(((h * span) >> 32) + u64::from(lo)).unwrap_or(lo)
 }
 
+/// Move the start of `pkt` (now at `head`) to `written` bytes before its inner IP
+/// header at `l3`, growing into the headroom, or shrinking when a VLAN tag or more
+/// stood in front; returns the new start.
+fn start_at(cx: &mut Context<'_>, pkt: PktId, head: usize, l3: usize, written: usize) -> Result<usize, DropReason> {
+    let new_head = l3.checked_sub(written).ok_or(DropReason::EncapNoHeadroom)?;
+    let moved = if new_head > head {
+        cx.pool.pull_front(pkt, new_head - head)
+    } else {
+        cx.pool.push_front(pkt, head - new_head).map(|_| ())
+    };
+    moved.map(|()| new_head).map_err(|_| DropReason::EncapNoHeadroom)
+}
+
 /// The fixed part of `peer`'s outer headers.
 fn prepare(cfg: &OverlayConfig, peer: OverlayPeer) -> Prepared {
     let [s0, s1, s2, s3] = cfg.local_ip.octets();
@@ -161,12 +174,7 @@ impl EncapStage {
             let hash = if m.flags.contains(PktFlags::HAS_FLOW) { m.flow.spread_hash() } else { 0 };
             (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
         };
-        let new_head = l3.checked_sub(84).ok_or(DropReason::EncapNoHeadroom)?;
-        if new_head > head {
-            cx.pool.pull_front(pkt, new_head - head).map_err(|_| DropReason::EncapNoHeadroom)?;
-        } else {
-            cx.pool.push_front(pkt, head - new_head).map_err(|_| DropReason::EncapNoHeadroom)?;
-        }
+        let new_head = start_at(cx, pkt, head, l3, 84)?;
         let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
         let frame = slot.get_mut(new_head..end).ok_or(DropReason::EncapNoHeadroom)?;
         let (hdr, inner) = frame.split_first_chunk_mut::<84>().ok_or(DropReason::EncapNoHeadroom)?;
@@ -228,13 +236,7 @@ impl EncapStage {
         // The outer headers end where the inner IP packet starts (VXLAN: after the
         // rewritten inner Ethernet header).
         let written = if vxlan { OUTER_ETH_IP + 16 + 14 } else { OUTER_ETH_IP };
-        let new_head = l3.checked_sub(written).ok_or(DropReason::EncapNoHeadroom)?;
-        if new_head > head {
-            // A VLAN tag or more in front of the inner packet: drop what is not needed.
-            cx.pool.pull_front(pkt, new_head - head).map_err(|_| DropReason::EncapNoHeadroom)?;
-        } else {
-            cx.pool.push_front(pkt, head - new_head).map_err(|_| DropReason::EncapNoHeadroom)?;
-        }
+        let new_head = start_at(cx, pkt, head, l3, written)?;
         let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
         let frame = slot.get_mut(new_head..end).ok_or(DropReason::EncapNoHeadroom)?;
         let (hdr, inner) = frame.split_at_mut_checked(written).ok_or(DropReason::EncapNoHeadroom)?;
