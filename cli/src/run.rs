@@ -127,14 +127,19 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     }
     eprintln!("podplane run: {} running; SIGINT or SIGTERM stops it", dp.setup().name);
 
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(64);
+    // The TAPs' names in the map's order (the order of `fds`); refreshed when they change.
+    let mut names: Vec<String> = taps.keys().cloned().collect();
+    let mut tx: Vec<(PortId, podplane::PktId)> = Vec::with_capacity(4096);
+    let mut host: Vec<podplane::PktId> = Vec::with_capacity(4096);
     while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<libc::pollfd> =
-            taps.values().map(|t| libc::pollfd { fd: t.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        // Reused every round: the driver loop allocates nothing per batch.
+        fds.clear();
+        fds.extend(taps.values().map(|t| libc::pollfd { fd: t.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
         // SAFETY: `fds` is a live, correctly sized array of pollfd for the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         let now_ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if n > 0 {
-            let names: Vec<String> = taps.keys().cloned().collect();
             for (name, fd) in names.iter().zip(&fds) {
                 if fd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                     eprintln!("podplane run: TAP {name} reports an error or went away");
@@ -158,15 +163,17 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                     continue;
                 }
                 let out = dp.pipeline().process(&mut pool, Instant::from_nanos(now_ns), &mut batch);
-                let tx: Vec<(PortId, podplane::PktId)> = out.tx().collect();
-                let host: Vec<podplane::PktId> = out.host().to_vec();
+                tx.clear();
+                tx.extend(out.tx());
+                host.clear();
+                host.extend_from_slice(out.host());
                 for &(port, p) in &tx {
                     if let Some(w) = captures.get_mut(&port.0) {
                         let _ = w.write(Instant::from_nanos(epoch_ns + now_ns), pool.data(p));
                     }
                 }
                 send(&taps, &mut pool, &tx, &mut traffic);
-                for p in host {
+                for &p in &host {
                     // No host port yet: what the node's own stack would receive is freed.
                     let _ = pool.free(p);
                 }
@@ -205,6 +212,7 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                             if let Err(e) = sync_taps(&dp, &mut taps) {
                                 eprintln!("podplane run: reload: {e:#}");
                             }
+                            names = taps.keys().cloned().collect();
                         }
                         Err(e) => eprintln!("podplane run: reload refused: {e}"),
                     },

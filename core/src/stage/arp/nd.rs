@@ -203,10 +203,7 @@ pub fn write_solicit(buf: &mut [u8], mac: EthernetAddress, src: Ipv6Addr, target
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use crate::testutil::hex;
 
     const A_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 0x0a]);
     const R_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 1]);
