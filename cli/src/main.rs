@@ -20,7 +20,7 @@ mod run;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use podplane::buf::PortId;
 use podplane::pipeline::{DropReason, Pipeline, PipelineConfig};
 use podplane::stage::{ParseStage, XconnectStage};
@@ -32,6 +32,17 @@ use podplane_sim::traffic::{Mix, Traffic};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `podplane run --io`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IoArg {
+    /// io_uring where the kernel allows it, else poll.
+    Auto,
+    /// io_uring (fail without it).
+    Uring,
+    /// poll + read/write.
+    Poll,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +103,10 @@ enum Command {
         /// Trace the first N packets through every stage; printed on exit.
         #[arg(long, default_value_t = 0)]
         trace: u32,
+        /// I/O backend: io_uring, poll + read/write, or auto (io_uring where the
+        /// kernel allows it).
+        #[arg(long, value_enum, default_value_t = IoArg::Auto)]
+        io: IoArg,
     },
     /// Print a running instance's counters (read from its --metrics address).
     ///
@@ -164,8 +179,13 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match Cli::parse().command {
-        Command::Run { config, objects, metrics, seed, capture, trace } => {
-            run::run(&run::Run { config, objects, metrics, seed, capture, trace })?;
+        Command::Run { config, objects, metrics, seed, capture, trace, io } => {
+            let io = match io {
+                IoArg::Auto => podplane_tap::IoMode::Auto,
+                IoArg::Uring => podplane_tap::IoMode::Uring,
+                IoArg::Poll => podplane_tap::IoMode::Poll,
+            };
+            run::run(&run::Run { config, objects, metrics, seed, capture, trace, io })?;
             Ok(ok)
         }
         Command::Stats { metrics } => {

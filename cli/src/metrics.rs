@@ -24,9 +24,14 @@ pub(crate) fn render(
     setup: &NodeSetup,
     ports: &BTreeMap<u16, PortTraffic>,
     tables: &[(&str, usize)],
+    driver: &[(&str, &str, u64)],
 ) -> String {
     let t = &snap.totals;
     let mut s = String::new();
+    for (name, help, v) in driver {
+        family(&mut s, name, help);
+        let _ = writeln!(s, "{name} {v}");
+    }
     for (name, help, v) in [
         ("podplane_rx_packets_total", "Packets received by the pipeline.", t.rx),
         ("podplane_rx_bytes_total", "Bytes received by the pipeline.", t.rx_bytes),

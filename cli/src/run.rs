@@ -1,18 +1,20 @@
 //! `podplane run`: the node's pipeline on TAP devices, one per `tap` port, until
 //! SIGINT or SIGTERM.
 //!
-//! One thread: `poll(2)` on every TAP, read what is ready in batches of up to 32
-//! frames per port into pool slots, run the pipeline with the monotonic clock, write
-//! what it transmits. Once a second the config and object files are checked for
-//! changes and reloaded: a valid change is applied between batches (only what differs
-//! is rebuilt), an invalid one is reported and changes nothing. `--metrics ADDR`
-//! serves the counters in Prometheus text format on a loopback address.
-//! (io_uring batching, vnet_hdr offloads and workers come with the TAP driver issue.)
+//! One worker: a [`podplane_tap::Driver`] (io_uring, or poll + read/write with
+//! `--io poll` or where io_uring is unavailable) reads up to 32 frames per TAP per
+//! round straight into pool slots, the pipeline runs on them with the monotonic
+//! clock, and the driver writes what it transmits. Once a second the config and
+//! object files are checked for changes and reloaded: a valid change is applied
+//! between batches (only what differs is rebuilt; TAPs of new pod ports are created,
+//! those of removed ones deleted), an invalid one is reported and changes nothing. A
+//! TAP that disappears (its pod's namespace deleted) is reported and created again,
+//! ready for the pod's next namespace; the other pods are not disturbed. `--metrics
+//! ADDR` serves the counters in Prometheus text format on a loopback address.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::io::AsRawFd as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,11 +22,11 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 use podplane::Instant;
-use podplane::buf::{Batch, BufPool, PortId};
+use podplane::buf::{Batch, PortId};
 use podplane::config::Dataplane;
 use podplane::config::file::PortKind;
 use podplane_sim::capture::Capture;
-use podplane_tap::TapPort;
+use podplane_tap::{Driver, IoMode, TapDevice, TapFlags};
 
 use crate::metrics;
 
@@ -39,6 +41,8 @@ pub(crate) struct Run {
     pub capture: Option<PathBuf>,
     /// Trace the first N packets; the trace is printed on exit.
     pub trace: u32,
+    /// The I/O backend.
+    pub io: IoMode,
 }
 
 /// Per-port traffic seen by the driver.
@@ -56,21 +60,30 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
     files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
 }
 
-/// Open a TAP for every tap port of the setup not open yet; close those gone.
-fn sync_taps(dp: &Dataplane, taps: &mut BTreeMap<String, TapPort>) -> anyhow::Result<()> {
+/// Open a TAP for every tap port of the setup not driven yet; drop those gone from it.
+fn sync_taps(dp: &Dataplane, drv: &mut Driver) -> anyhow::Result<()> {
     let setup = dp.setup();
-    taps.retain(|name, _| setup.ports.iter().any(|p| &p.name == name && p.kind == PortKind::Tap));
-    for p in &setup.ports {
-        match taps.get_mut(&p.name) {
-            Some(t) => t.set_port(p.id),
-            None if p.kind == PortKind::Tap => {
-                let t = TapPort::open(&p.name, p.id).with_context(|| format!("Port/{}", p.name))?;
-                eprintln!("podplane run: port {} is TAP device {}", p.name, t.name());
-                taps.insert(p.name.clone(), t);
-            }
-            None => {}
+    let driven: Vec<String> = drv.devices().map(|(n, ..)| n.to_owned()).collect();
+    for name in &driven {
+        if !setup.ports.iter().any(|p| &p.name == name && p.kind == PortKind::Tap) {
+            drv.remove(name);
+            eprintln!("podplane run: port {name} removed; its TAP closed");
         }
     }
+    for p in setup.ports.iter().filter(|p| p.kind == PortKind::Tap) {
+        if driven.contains(&p.name) {
+            drv.set_port(&p.name, p.id);
+        } else {
+            open_tap(drv, &p.name, p.id).with_context(|| format!("Port/{}", p.name))?;
+        }
+    }
+    Ok(())
+}
+
+fn open_tap(drv: &mut Driver, name: &str, port: PortId) -> anyhow::Result<()> {
+    let t = TapDevice::open(name, TapFlags::default())?;
+    eprintln!("podplane run: port {name} is TAP device {}", t.name());
+    drv.add(t, port)?;
     Ok(())
 }
 
@@ -100,13 +113,12 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     };
     let mut dp = Dataplane::new(setup, r.seed);
     dp.pipeline().trace_add(r.trace);
-    let mut taps: BTreeMap<String, TapPort> = BTreeMap::new();
-    sync_taps(&dp, &mut taps)?;
+    let mut drv = Driver::new(r.io, 8192)?;
+    sync_taps(&dp, &mut drv)?;
     let mut files = vec![r.config.clone()];
     files.extend(crate::object_files(&r.objects)?);
     let mut seen = stamp(&files);
-    let mut pool = BufPool::with_slots(8192).context("buffer pool")?;
-    let mut traffic: BTreeMap<u16, PortTraffic> = BTreeMap::new();
+    let mut unrouted = 0u64;
     let mut batch = Batch::new();
     // The driver's clock: monotonic nanoseconds since start (core reads no clock).
     #[allow(clippy::disallowed_methods)]
@@ -125,57 +137,49 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
         }
         eprintln!("podplane run: capturing every TAP port to {}", dir.display());
     }
-    eprintln!("podplane run: {} running; SIGINT or SIGTERM stops it", dp.setup().name);
+    eprintln!("podplane run: {} running on {}; SIGINT or SIGTERM stops it", dp.setup().name, drv.kind());
 
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(64);
-    // The TAPs' names in the map's order (the order of `fds`); refreshed when they change.
-    let mut names: Vec<String> = taps.keys().cloned().collect();
+    // Reused every round: the driver loop allocates nothing per batch.
     let mut tx: Vec<(PortId, podplane::PktId)> = Vec::with_capacity(4096);
     let mut host: Vec<podplane::PktId> = Vec::with_capacity(4096);
+    let mut gone: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        // Reused every round: the driver loop allocates nothing per batch.
-        fds.clear();
-        fds.extend(taps.values().map(|t| libc::pollfd { fd: t.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
-        // SAFETY: `fds` is a live, correctly sized array of pollfd for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        batch.clear();
+        drv.recv(&mut batch, std::time::Duration::from_millis(100))?;
         let now_ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if n > 0 {
-            for (name, fd) in names.iter().zip(&fds) {
-                if fd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                    eprintln!("podplane run: TAP {name} reports an error or went away");
-                }
-                if fd.revents & libc::POLLIN == 0 {
-                    continue;
-                }
-                let Some(t) = taps.get_mut(name) else { continue };
-                batch.clear();
-                t.recv_batch(&mut pool, &mut batch);
-                let c = traffic.entry(t.port().0).or_default();
+        if !batch.is_empty() {
+            if !captures.is_empty() {
                 let at = Instant::from_nanos(epoch_ns + now_ns);
                 for i in 0..batch.len() {
-                    c.rx += 1;
-                    c.rx_bytes += u64::from(pool.meta(batch.pkt(i)).len());
-                    if let Some(w) = captures.get_mut(&t.port().0) {
-                        let _ = w.write(at, pool.data(batch.pkt(i)));
+                    let p = batch.pkt(i);
+                    if let Some(w) = captures.get_mut(&drv.pool().meta(p).in_port.0) {
+                        let _ = w.write(at, drv.pool().data(p));
                     }
                 }
-                if batch.is_empty() {
-                    continue;
+            }
+            let out = dp.pipeline().process(drv.pool_mut(), Instant::from_nanos(now_ns), &mut batch);
+            tx.clear();
+            tx.extend(out.tx());
+            host.clear();
+            host.extend_from_slice(out.host());
+            for &(port, p) in &tx {
+                if let Some(w) = captures.get_mut(&port.0) {
+                    let _ = w.write(Instant::from_nanos(epoch_ns + now_ns), drv.pool().data(p));
                 }
-                let out = dp.pipeline().process(&mut pool, Instant::from_nanos(now_ns), &mut batch);
-                tx.clear();
-                tx.extend(out.tx());
-                host.clear();
-                host.extend_from_slice(out.host());
-                for &(port, p) in &tx {
-                    if let Some(w) = captures.get_mut(&port.0) {
-                        let _ = w.write(Instant::from_nanos(epoch_ns + now_ns), pool.data(p));
-                    }
-                }
-                send(&taps, &mut pool, &tx, &mut traffic);
-                for &p in &host {
-                    // No host port yet: what the node's own stack would receive is freed.
-                    let _ = pool.free(p);
+            }
+            unrouted += drv.send(&tx) as u64;
+            // No host port yet: what the node's own stack would receive is freed.
+            drv.free(&host);
+        }
+        drv.take_gone(&mut gone);
+        for name in gone.drain(..) {
+            eprintln!("podplane run: TAP {name} went away (its pod's namespace deleted?); the other ports go on");
+            let port = dp.setup().ports.iter().find(|p| p.name == name).map(|p| p.id);
+            drv.remove(&name);
+            if let Some(port) = port {
+                match open_tap(&mut drv, &name, port) {
+                    Ok(()) => eprintln!("podplane run: TAP {name} created again for the pod's next namespace"),
+                    Err(e) => eprintln!("podplane run: TAP {name}: {e:#}"),
                 }
             }
         }
@@ -186,7 +190,16 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                 let _ = conn.read(&mut req);
                 let snap = dp.pipeline().counters().snapshot();
                 let tables = dp.table_sizes();
-                let body = metrics::render(&snap, dp.setup(), &traffic, &tables);
+                let traffic = traffic(&drv, unrouted);
+                let driver = [
+                    (
+                        "podplane_pool_exhausted_total",
+                        "Reads not posted because the buffer pool was empty (the frames wait in the kernel's queue).",
+                        drv.pool().exhausted(),
+                    ),
+                    ("podplane_unrouted_tx_total", "Packets sent to a port without a device (freed).", unrouted),
+                ];
+                let body = metrics::render(&snap, dp.setup(), &traffic, &tables, &driver);
                 let _ = write!(
                     conn,
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
@@ -209,10 +222,9 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                                 a.reconfigured.join(", "),
                                 if a.new_pipeline { ", new pipeline" } else { "" }
                             );
-                            if let Err(e) = sync_taps(&dp, &mut taps) {
+                            if let Err(e) = sync_taps(&dp, &mut drv) {
                                 eprintln!("podplane run: reload: {e:#}");
                             }
-                            names = taps.keys().cloned().collect();
                         }
                         Err(e) => eprintln!("podplane run: reload refused: {e}"),
                     },
@@ -240,26 +252,19 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write the transmitted packets to their TAPs and free them.
-fn send(
-    taps: &BTreeMap<String, TapPort>,
-    pool: &mut BufPool,
-    tx: &[(PortId, podplane::PktId)],
-    traffic: &mut BTreeMap<u16, PortTraffic>,
-) {
-    for &(port, p) in tx {
-        let c = traffic.entry(port.0).or_default();
-        // A handful of ports per node: a scan beats a map here.
-        match taps.values().find(|t| t.port() == port) {
-            Some(t) => match t.send(pool, p) {
-                Ok(()) => {
-                    c.tx += 1;
-                    c.tx_bytes += u64::from(pool.meta(p).len());
-                }
-                Err(_) => c.tx_errors += 1,
-            },
-            None => c.tx_errors += 1,
-        }
-        let _ = pool.free(p);
+/// Per-port traffic for the metrics: the driver's counters by pipeline port, and the
+/// packets sent to ports without a TAP as errors of port `u16::MAX`.
+fn traffic(drv: &Driver, unrouted: u64) -> BTreeMap<u16, PortTraffic> {
+    let mut m: BTreeMap<u16, PortTraffic> = drv
+        .devices()
+        .map(|(_, port, s, _)| {
+            let t =
+                PortTraffic { rx: s.rx, rx_bytes: s.rx_bytes, tx: s.tx, tx_bytes: s.tx_bytes, tx_errors: s.tx_errors };
+            (port.0, t)
+        })
+        .collect();
+    if unrouted > 0 {
+        m.entry(u16::MAX).or_default().tx_errors += unrouted;
     }
+    m
 }

@@ -1,36 +1,34 @@
-//! Root test: a TAP device in a network namespace of its own, a real kernel sending
-//! into it, and the frame parsed by a podplane pipeline.
+//! Root tests: TAP devices in network namespaces of their own, a real kernel on the
+//! other side, on both I/O backends (io_uring and poll).
 //!
-//! Flow:
-//! 1. a thread unshares into a new network namespace (nothing outside it is touched);
-//! 2. it creates TAP `pptap0`, brings it up with 192.0.2.1/24 (TEST-NET-1, only
-//!    inside this namespace) using `ip`, run from the same thread so it inherits the
-//!    namespace;
-//! 3. it sends one UDP datagram to 192.0.2.2: the kernel must resolve it and writes an
-//!    ARP request into the TAP;
-//! 4. podplane reads it into a pool slot and the parse stage classifies it: exactly
-//!    one ARP "who-has 192.0.2.2 tell 192.0.2.1", nothing dropped.
+//! 1. The kernel sends a UDP datagram to 192.0.2.2 out of TAP `pptap0` (192.0.2.1/24,
+//!    TEST-NET-1, only inside the test's namespace): it first writes an ARP request
+//!    into the TAP, which the driver reads and a podplane parse stage classifies.
+//! 2. The driver writes an ARP reply for 192.0.2.2 back; the kernel then sends the
+//!    datagram itself to the MAC in the reply, which the driver reads: exact bytes.
+//! 3. The device is deleted under the driver (`ip link del`): the driver reports it
+//!    gone, once, and keeps running.
 //!
-//! The namespace dies with the thread, so cleanup happens even on failure. Needs root
-//! and `ip` (iproute2): without them the test fails under `CI=true` and says it skipped
-//! otherwise.
+//! Each test's namespace dies with its thread, so cleanup happens even on failure.
+//! Needs root and `ip` (iproute2): without them the tests fail under `CI=true` and
+//! say SKIPPED otherwise.
 
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
 #![allow(unsafe_code)]
-// A real kernel on real time: the read loop is bounded by the wall clock.
+// A real kernel on real time: the read loops are bounded by the wall clock.
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podplane::buf::{Batch, BufPool, L3Kind, PortId};
+use podplane::buf::{Batch, L3Kind, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig};
 use podplane::stage::{ParseStage, XconnectStage};
 use podplane::testutil::CounterExpect;
 use podplane::wire::arp::{ArpOperation, ArpPacket};
 use podplane::wire::ethernet::EthernetFrame;
-use podplane_tap::TapPort;
+use podplane_tap::{Driver, IoKind, IoMode, TapDevice, TapFlags};
 
 fn can_run() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
@@ -51,60 +49,132 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-#[test]
-fn kernel_arp_request_from_a_tap_is_parsed() {
+const TAP_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 2, 2];
+
+/// The ARP reply "192.0.2.2 is at PEER_MAC" to the request `req` (an Ethernet frame).
+fn arp_reply(req: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&req[6..12]);
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    f.extend_from_slice(&PEER_MAC);
+    f.extend_from_slice(&[192, 0, 2, 2]);
+    f.extend_from_slice(&req[22..28]);
+    f.extend_from_slice(&req[28..32]);
+    f
+}
+
+/// Read frames until `want` says one is it, for at most 5 s and 1000 frames.
+fn read_until(drv: &mut Driver, pl: &mut Pipeline, want: impl Fn(&[u8], L3Kind) -> bool) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut batch = Batch::new();
+    let mut frames = 0;
+    while Instant::now() < deadline && frames < 1000 {
+        batch.clear();
+        drv.recv(&mut batch, Duration::from_millis(50)).expect("recv");
+        frames += batch.len();
+        let out = pl.process(drv.pool_mut(), podplane::Instant::from_nanos(1), &mut batch);
+        let sent: Vec<_> = out.tx().map(|(_, p)| p).collect();
+        let mut found = None;
+        for &p in &sent {
+            let (data, kind) = (drv.pool().data(p), drv.pool().meta(p).l3_kind);
+            if found.is_none() && want(data, kind) {
+                found = Some(data.to_vec());
+            }
+        }
+        drv.free(&sent);
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+fn in_own_netns(mode: IoMode, test: &'static str) {
     if let Err(why) = can_run() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test cannot run under CI: {why}");
-        eprintln!("SKIPPED kernel_arp_request_from_a_tap_is_parsed: {why}");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test {test} cannot run under CI: {why}");
+        eprintln!("SKIPPED {test}: {why}");
         return;
     }
-    std::thread::spawn(|| {
+    std::thread::spawn(move || {
         // SAFETY: unshare only changes this thread's network namespace.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-        let mut tap = TapPort::open("pptap0", PortId(0)).expect("open TAP");
+        let mut drv = Driver::new(mode, 256).expect("driver");
+        match mode {
+            IoMode::Uring => assert!(matches!(drv.kind(), IoKind::Uring { .. }), "{}", drv.kind()),
+            _ => assert_eq!(drv.kind(), IoKind::Poll),
+        }
+        let tap = TapDevice::open("pptap0", TapFlags::default()).expect("open TAP");
+        let name = tap.name().to_owned();
+        drv.add(tap, PortId(0)).unwrap();
         ip(&["link", "set", "lo", "up"]);
-        ip(&["addr", "add", "192.0.2.1/24", "dev", tap.name()]);
-        ip(&["link", "set", tap.name(), "address", "02:00:00:00:01:01", "up"]);
+        ip(&["addr", "add", "192.0.2.1/24", "dev", &name]);
+        ip(&["link", "set", &name, "address", "02:00:00:00:01:01", "up"]);
 
-        let sock = UdpSocket::bind("192.0.2.1:0").expect("bind in the test namespace");
+        let sock = UdpSocket::bind("192.0.2.1:5000").expect("bind in the test namespace");
         sock.send_to(b"hello", (Ipv4Addr::new(192, 0, 2, 2), 9)).expect("send");
 
-        let mut pool = BufPool::with_slots(64).unwrap();
-        let mut batch = Batch::new();
         let mut x = XconnectStage::new();
         x.connect(PortId(0), PortId(0)).unwrap();
         let mut pl = Pipeline::new(vec![Box::new(ParseStage::new()), Box::new(x)], PipelineConfig::default(), 1);
-        // The kernel may also send IPv6 router/neighbour solicitations: read until the
-        // ARP request shows up, for at most 5 s and 1000 frames.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut frames = 0;
-        let mut found = None;
-        while found.is_none() && Instant::now() < deadline && frames < 1000 {
-            batch.clear();
-            if tap.recv_batch(&mut pool, &mut batch) == 0 {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            frames += batch.len();
-            let out = pl.process(&mut pool, podplane::Instant::from_nanos(1), &mut batch);
-            let sent: Vec<_> = out.tx().map(|(_, p)| p).collect();
-            for p in sent {
-                if pool.meta(p).l3_kind == L3Kind::Arp {
-                    let f = EthernetFrame::new_checked(pool.data(p)).unwrap();
-                    let a = ArpPacket::new_checked(f.payload()).unwrap();
-                    found = Some((f.src_addr().to_string(), a.operation(), a.sender_ip(), a.target_ip()));
-                }
-                pool.free(p).unwrap();
-            }
-        }
-        let (src_mac, op, sender, target) = found.expect("the kernel's ARP request arrived on the TAP");
-        assert_eq!(src_mac, "02:00:00:00:01:01");
-        assert_eq!(op, ArpOperation::Request);
-        assert_eq!((sender, target), (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)));
+        // The kernel may also send IPv6 router/neighbour solicitations: skip them.
+        let req = read_until(&mut drv, &mut pl, |_, k| k == L3Kind::Arp).expect("the kernel's ARP request");
+        let f = EthernetFrame::new_checked(&req[..]).unwrap();
+        assert_eq!(f.src_addr().0, TAP_MAC);
+        let a = ArpPacket::new_checked(f.payload()).unwrap();
+        assert_eq!(a.operation(), ArpOperation::Request);
+        assert_eq!((a.sender_ip(), a.target_ip()), (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)));
+
+        // Write the reply through the driver; the kernel then sends the datagram.
+        let mut batch = Batch::new();
+        let p = drv.pool_mut().alloc(podplane::buf::Owner::Pipeline).unwrap();
+        drv.pool_mut().set_data(p, &arp_reply(&req)).unwrap();
+        batch.push(p).unwrap();
+        assert_eq!(drv.send(&[(PortId(0), p)]), 0);
+        let udp = read_until(&mut drv, &mut pl, |d, k| k == L3Kind::Ipv4 && d.get(23) == Some(&17))
+            .expect("the datagram, once the kernel has our ARP reply");
+        assert_eq!(&udp[0..6], &PEER_MAC, "sent to the MAC in our reply");
+        assert_eq!(&udp[34..36], &5000u16.to_be_bytes());
+        assert_eq!(&udp[42..47], b"hello");
         CounterExpect::new().check(&pl.counters().snapshot());
-        assert_eq!(tap.read_errors, 0);
+        let (_, port, stats, gone) = drv.devices().next().unwrap();
+        assert_eq!(
+            (port, gone, stats.tx, stats.tx_bytes, stats.tx_errors, stats.rx_errors),
+            (PortId(0), false, 1, 42, 0, 0)
+        );
+        assert!(stats.rx >= 2, "{stats:?}");
+
+        // The device goes away under the driver: reported once, no panic, no spin.
+        ip(&["link", "del", &name]);
+        let mut gone = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gone.is_empty() && Instant::now() < deadline {
+            batch.clear();
+            drv.recv(&mut batch, Duration::from_millis(50)).expect("recv");
+            let pkts: Vec<_> = (0..batch.len()).map(|i| batch.pkt(i)).collect();
+            drv.free(&pkts);
+            drv.take_gone(&mut gone);
+        }
+        assert_eq!(gone, vec![name.clone()]);
+        drv.take_gone(&mut gone);
+        assert_eq!(gone.len(), 1, "reported once");
+        assert!(drv.remove(&name));
+        assert_eq!(drv.devices().count(), 0);
+        // Every slot is back once the device is removed.
+        assert_eq!(drv.pool().available(), 256);
     })
     .join()
     .expect("TAP test thread");
+}
+
+#[test]
+fn tap_frames_both_ways_on_io_uring() {
+    in_own_netns(IoMode::Uring, "tap_frames_both_ways_on_io_uring");
+}
+
+#[test]
+fn tap_frames_both_ways_on_poll() {
+    in_own_netns(IoMode::Poll, "tap_frames_both_ways_on_poll");
 }

@@ -72,6 +72,14 @@ impl Batch {
         }
     }
 
+    /// Take the last packet off the batch (whatever its disposition).
+    #[inline]
+    pub fn pop(&mut self) -> Option<PktId> {
+        let i = self.len.checked_sub(1)?;
+        self.len = i;
+        self.pkts.get(i).copied()
+    }
+
     /// Forget every packet (their slots are not freed: that is the driver's job).
     #[inline]
     pub fn clear(&mut self) {
@@ -160,8 +168,11 @@ mod tests {
         assert_eq!(b.live_count(), BATCH_MAX - 3);
         assert_eq!(b.disposition(3), Disposition::Tx(PortId(1)));
         assert!(!b.is_live(5));
+        assert_eq!(b.pop(), Some(PktId(u32::try_from(BATCH_MAX - 1).unwrap())));
+        assert_eq!(b.len(), BATCH_MAX - 1);
         b.clear();
         assert!(b.is_empty());
+        assert_eq!(b.pop(), None);
         b.push(PktId(7)).unwrap();
         assert_eq!(b.disposition(0), Disposition::Continue);
     }

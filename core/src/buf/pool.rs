@@ -1,11 +1,28 @@
 //! The buffer pool: fixed-size slots in one page-aligned region, allocated once.
 //!
 //! # Design
-//! The region is a `Vec<u8>` over-allocated by one page and used from its first
-//! page-aligned byte, so it is contiguous and page-aligned (what `IORING_REGISTER_BUFFERS`
-//! wants) without any `unsafe`. It never grows or moves after construction. The free
-//! list is a stack of slot indexes with capacity for every slot, so alloc and free are
-//! O(1) and never allocate. Metadata lives in a separate array, one entry per slot.
+//! The region is one zeroed, page-aligned allocation (what `IORING_REGISTER_BUFFERS`
+//! wants), made once and never grown or moved. It is held by a raw pointer, not a
+//! `Vec<u8>`, because a driver lends slots to the kernel: while an io_uring read
+//! is in flight the kernel writes that slot behind Rust's back, so no Rust reference
+//! may span it. Every accessor therefore makes a slice of *one* slot from the raw
+//! pointer, and never a reference to the whole region. The free list is a stack of
+//! slot indexes with capacity for every slot, so alloc and free are O(1) and never
+//! allocate. Metadata lives in a separate array, one entry per slot.
+//!
+//! # The ownership contract with drivers
+//! A slot whose [`Owner`] is `Driver` belongs to the kernel: the driver got its
+//! address from [`BufPool::io_buffer`] and must not put it in a batch, read it or
+//! free it until the kernel is done with it. Slot accessors do not check the owner
+//! (they are on the hot path); the driver keeps the contract, and keeps the pool alive
+//! until every operation it started has completed or been cancelled.
+
+// The region's slot slices are made from a raw pointer (see the module docs); every
+// `unsafe` block below says why it is sound.
+#![allow(unsafe_code)]
+
+use core::ptr::NonNull;
+use std::alloc::Layout;
 
 use thiserror::Error;
 
@@ -43,8 +60,10 @@ pub enum BufError {
 /// A per-worker pool of packet slots. See the [module docs](super).
 #[derive(Debug)]
 pub struct BufPool {
-    region: Vec<u8>,
-    base: usize,
+    /// Start of the page-aligned region of `slots * slot_size` bytes (owned).
+    region: NonNull<u8>,
+    layout: Layout,
+    slots: usize,
     slot_size: usize,
     headroom: usize,
     meta: Vec<PktMeta>,
@@ -71,13 +90,15 @@ impl BufPool {
             return Err(BufError::Geometry("slots must be in 1..=16777216"));
         }
         let bytes = slots * slot_size;
-        let region = vec![0u8; bytes + PAGE_SIZE];
-        let base = region.as_ptr().align_offset(PAGE_SIZE);
+        let layout = Layout::from_size_align(bytes, PAGE_SIZE).map_err(|_| BufError::Geometry("region size"))?;
         let head = u16::try_from(headroom).map_err(|_| BufError::Geometry("headroom"))?;
         let meta = vec![PktMeta::fresh(head, Owner::Free); slots];
         // Lowest index on top, so a fresh pool hands out slot 0 first (deterministic).
         let free = (0..slots).rev().map(|i| PktId(u32::try_from(i).unwrap_or(u32::MAX))).collect();
-        Ok(BufPool { region, base, slot_size, headroom, meta, free, exhausted: 0 })
+        // SAFETY: `layout` has a non-zero size (slots >= 1, slot_size >= 256).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(region) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        Ok(BufPool { region, layout, slots, slot_size, headroom, meta, free, exhausted: 0 })
     }
 
     /// A pool with the default slot size and headroom.
@@ -113,9 +134,33 @@ impl BufPool {
         self.exhausted
     }
 
-    /// The whole slot region: start and length, for registering with io_uring.
-    pub fn region(&self) -> &[u8] {
-        self.region.get(self.base..self.base + self.meta.len() * self.slot_size).unwrap_or(&[])
+    /// The handle of slot `index`, if the pool has that many slots (drivers carry
+    /// slot indexes through the kernel, as io_uring's `user_data`).
+    pub fn handle_of(&self, index: u32) -> Option<PktId> {
+        (usize::try_from(index).ok()? < self.slots).then_some(PktId(index))
+    }
+
+    /// Start and length of the whole slot region, for registering it with io_uring
+    /// (`IORING_REGISTER_BUFFERS`). A pointer, not a slice: slots lent to the kernel
+    /// are written behind Rust's back (see the module docs).
+    pub fn region_raw(&self) -> (*mut u8, usize) {
+        (self.region.as_ptr(), self.slots * self.slot_size)
+    }
+
+    /// Where the kernel may write (a read) or read (a write) the bytes of a slot lent
+    /// to a driver: the address `offset` bytes into the slot and the bytes from there
+    /// to the slot's end. `None` unless the slot is owned by [`Owner::Driver`] and
+    /// `offset` is inside it. The address stays valid while the pool lives; the
+    /// driver must keep the contract in the module docs.
+    pub fn io_buffer(&self, pkt: PktId, offset: usize) -> Option<(*mut u8, usize)> {
+        let i = pkt.index();
+        if i >= self.slots || offset >= self.slot_size || self.meta.get(i)?.owner != Owner::Driver {
+            return None;
+        }
+        // SAFETY: `i < slots` and `offset < slot_size`, so the address is inside the
+        // region's allocation; `add` on the raw pointer creates no reference.
+        let p = unsafe { self.region.as_ptr().add(i * self.slot_size + offset) };
+        Some((p, self.slot_size - offset))
     }
 
     /// Take a free slot for `owner`; the packet in it is empty with default headroom.
@@ -181,33 +226,51 @@ impl BufPool {
         &mut self.meta[i]
     }
 
+    /// Start of slot `pkt` in the region, or `None` for a handle from another pool.
     #[inline]
-    fn slot_range(&self, pkt: PktId) -> core::ops::Range<usize> {
-        let start = self.base + pkt.index() * self.slot_size;
-        start..start + self.slot_size
+    fn slot_ptr(&self, pkt: PktId) -> Option<*mut u8> {
+        let i = pkt.index();
+        if i >= self.slots {
+            return None;
+        }
+        // SAFETY: `i < slots`, so `i * slot_size` is inside the region's allocation.
+        Some(unsafe { self.region.as_ptr().add(i * self.slot_size) })
     }
 
     /// The whole slot of a packet (headroom, data and tailroom), for stages that work
     /// with the absolute offsets in [`PktMeta`].
     #[inline]
     pub fn slot(&self, pkt: PktId) -> &[u8] {
-        let r = self.slot_range(pkt);
-        self.region.get(r).unwrap_or(&[])
+        match self.slot_ptr(pkt) {
+            // SAFETY: the pointer starts a slot of `slot_size` initialised (zeroed at
+            // allocation) bytes inside the region; slots never overlap, and `&self`
+            // excludes every `&mut` made by this pool for the borrow's life. Slots lent
+            // to the kernel are not read by contract (module docs).
+            Some(p) => unsafe { core::slice::from_raw_parts(p, self.slot_size) },
+            None => &[],
+        }
     }
 
     /// The whole slot of a packet, writable.
     #[inline]
     pub fn slot_mut(&mut self, pkt: PktId) -> &mut [u8] {
-        let r = self.slot_range(pkt);
-        self.region.get_mut(r).unwrap_or(&mut [])
+        match self.slot_ptr(pkt) {
+            // SAFETY: as in `slot`; `&mut self` makes this the only live slice of the
+            // region made by this pool.
+            Some(p) => unsafe { core::slice::from_raw_parts_mut(p, self.slot_size) },
+            None => &mut [],
+        }
     }
 
     /// Slot and metadata together, for stages that read offsets and write bytes.
     #[inline]
     pub fn slot_and_meta_mut(&mut self, pkt: PktId) -> (&mut [u8], &mut PktMeta) {
-        let r = self.slot_range(pkt);
         let i = pkt.index().min(self.meta.len().saturating_sub(1));
-        let slot = self.region.get_mut(r).unwrap_or(&mut []);
+        let slot = match self.slot_ptr(pkt) {
+            // SAFETY: as in `slot_mut`; the metadata is a separate allocation.
+            Some(p) => unsafe { core::slice::from_raw_parts_mut(p, self.slot_size) },
+            None => &mut [],
+        };
         #[allow(clippy::indexing_slicing)] // `i` clamped above; `new` ensures len >= 1
         let meta = &mut self.meta[i];
         (slot, meta)
@@ -341,12 +404,16 @@ impl BufPool {
     /// the same metadata. `None` (counted as exhaustion) when the pool is empty.
     pub fn clone_packet(&mut self, pkt: PktId, owner: Owner) -> Option<PktId> {
         let src_meta = *self.meta(pkt);
-        let src = self.slot_range(pkt);
+        let src = self.slot_ptr(pkt);
         let q = self.alloc(owner)?;
-        let dst = self.slot_range(q);
         let (h, l) = (usize::from(src_meta.head), usize::from(src_meta.len));
-        if src.start + h + l <= self.region.len() && dst.start + h + l <= self.region.len() {
-            self.region.copy_within(src.start + h..src.start + h + l, dst.start + h);
+        if let (Some(s), Some(d)) = (src, self.slot_ptr(q))
+            && h + l <= self.slot_size
+            && s != d
+        {
+            // SAFETY: two different slots of the region (so the ranges do not
+            // overlap), each `h + l <= slot_size` bytes from its start.
+            unsafe { core::ptr::copy_nonoverlapping(s.add(h), d.add(h), l) };
         }
         let m = self.meta_mut(q);
         *m = PktMeta { owner, ..src_meta };
@@ -370,6 +437,21 @@ impl BufPool {
     }
 }
 
+impl Drop for BufPool {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed only here.
+        unsafe { std::alloc::dealloc(self.region.as_ptr(), self.layout) };
+    }
+}
+
+// SAFETY: the pool owns its region exclusively (nothing else holds the pointer but
+// the kernel for slots lent through `io_buffer`, which is the driver's contract), and
+// all access to slot bytes goes through `&self` / `&mut self`, so moving the pool to
+// another thread or sharing `&BufPool` is as safe as for a `Vec<u8>`.
+unsafe impl Send for BufPool {}
+// SAFETY: as for `Send`: `&BufPool` only ever gives shared slices.
+unsafe impl Sync for BufPool {}
+
 /// Metadata returned for a handle that is not from this pool (never in correct code).
 static FOREIGN: PktMeta = PktMeta::fresh(0, Owner::Free);
 
@@ -379,10 +461,32 @@ mod tests {
 
     #[test]
     fn region_is_page_aligned_and_contiguous() {
-        let pool = BufPool::with_slots(8).unwrap();
-        let r = pool.region();
-        assert_eq!(r.as_ptr() as usize % PAGE_SIZE, 0);
-        assert_eq!(r.len(), 8 * DEFAULT_SLOT_SIZE);
+        let mut pool = BufPool::with_slots(8).unwrap();
+        let (p, len) = pool.region_raw();
+        assert_eq!(p as usize % PAGE_SIZE, 0);
+        assert_eq!(len, 8 * DEFAULT_SLOT_SIZE);
+        let a = pool.alloc(Owner::Driver).unwrap();
+        let b = pool.alloc(Owner::Pipeline).unwrap();
+        assert_eq!(pool.io_buffer(a, 10), Some((p.wrapping_add(10), DEFAULT_SLOT_SIZE - 10)));
+        assert_eq!(pool.slot(b).as_ptr(), p.wrapping_add(DEFAULT_SLOT_SIZE).cast_const());
+        // Only slots lent to a driver, and only inside the slot.
+        assert_eq!(pool.io_buffer(b, 0), None);
+        assert_eq!(pool.io_buffer(a, DEFAULT_SLOT_SIZE), None);
+        assert_eq!(pool.io_buffer(PktId(8), 0), None);
+        assert!(pool.slot(PktId(8)).is_empty());
+    }
+
+    #[test]
+    fn clone_copies_bytes_and_metadata_into_a_new_slot() {
+        let mut pool = BufPool::with_slots(2).unwrap();
+        let a = pool.alloc(Owner::Pipeline).unwrap();
+        pool.set_data(a, &[1, 2, 3]).unwrap();
+        pool.push_front(a, 1).unwrap()[0] = 9;
+        let b = pool.clone_packet(a, Owner::Pipeline).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(pool.data(b), &[9, 1, 2, 3]);
+        assert_eq!(pool.headroom(b), 127);
+        assert_eq!(pool.clone_packet(a, Owner::Pipeline), None);
     }
 
     #[test]
