@@ -25,6 +25,7 @@ mod device;
 mod driver;
 mod poll;
 mod uring;
+pub mod vnet;
 
 use std::io;
 
