@@ -7,8 +7,9 @@
 # Two pods (network namespaces with real Linux stacks) exchange traffic through:
 #   kernel-bridge   veth pairs on a Linux bridge in a node namespace (Flannel's cni0)
 #   kernel-route    veth pairs routed by a node namespace (Calico-style /32 routing)
-#   podplane-uring  `podplane run --io uring`, a TAP per pod (bridge)
+#   podplane-uring  `podplane run --io uring`, a TAP per pod (bridge), offloads on
 #   podplane-poll   `podplane run --io poll`, the same
+#   podplane-uring-nooffload  io_uring with TAP offloads off (no TSO: the gain of it)
 # Tests: 64-byte UDP frames (iperf3 -u -l 18 -b 0; packets/s the receiver got) and
 # bulk TCP (iperf3, Gbit/s). Busy cores are measured from /proc/stat over each test
 # (every core: sender, receiver, softirq and podplane), so "per busy core" compares
@@ -93,7 +94,9 @@ ports:
   - {name: $P-ta, kind: tap, role: pod}
   - {name: $P-tb, kind: tap, role: pod}
 YAML
-      "$BIN" run --config "$WORK/node.yaml" --io "${1#podplane-}" 2>"$WORK/run.log" &
+      local io=${1#podplane-} off=on
+      [ "${io%-nooffload}" != "$io" ] && { io=${io%-nooffload}; off=off; }
+      "$BIN" run --config "$WORK/node.yaml" --io "$io" --offload "$off" 2>"$WORK/run.log" &
       PID=$!
       for _ in $(seq 100); do ip link show "$P-tb" >/dev/null 2>&1 && break; sleep 0.1; done
       ip link set "$P-ta" netns "$P-a"; ip link set "$P-tb" netns "$P-b"
@@ -128,7 +131,7 @@ print(f"{pps:.0f} {(b1-b0)/(t1-t0)*n:.2f} {gbps:.2f} {(b2-b1)/(t2-t1)*n:.2f}")
 PY
 }
 
-KINDS=(kernel-bridge podplane-uring kernel-route podplane-poll)
+KINDS=(kernel-bridge podplane-uring kernel-route podplane-poll podplane-uring-nooffload)
 : >"$WORK/results"
 for r in $(seq "$ROUNDS"); do
   for k in "${KINDS[@]}"; do
@@ -145,13 +148,13 @@ for line in open(sys.argv[1]):
     rows.setdefault(k, []).append([float(x) for x in v])
 med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
 print(f"\npod-to-pod, {sys.argv[2]} cores, median of {len(next(iter(rows.values())))} interleaved rounds")
-print(f"{'path':16} {'UDP64 pps':>11} {'busy cores':>10} {'pps/core':>10} {'TCP Gbit/s':>11} {'busy cores':>10} {'Gbit/s/core':>11}")
+print(f"{'path':26} {'UDP64 pps':>11} {'busy cores':>10} {'pps/core':>10} {'TCP Gbit/s':>11} {'busy cores':>10} {'Gbit/s/core':>11}")
 for k, (pps, uc, g, tc) in med.items():
-    print(f"{k:16} {pps:11.0f} {uc:10.2f} {pps/max(uc,0.01):10.0f} {g:11.2f} {tc:10.2f} {g/max(tc,0.01):11.2f}")
+    print(f"{k:26} {pps:11.0f} {uc:10.2f} {pps/max(uc,0.01):10.0f} {g:11.2f} {tc:10.2f} {g/max(tc,0.01):11.2f}")
 base = med.get("kernel-bridge")
 if base:
     print("\nratio to kernel-bridge (pps, pps per busy core, Gbit/s, Gbit/s per busy core):")
     for k, (pps, uc, g, tc) in med.items():
         r = (pps / base[0], (pps/uc) / (base[0]/base[1]), g / base[2], (g/tc) / (base[2]/base[3]))
-        print(f"  {k:16} " + "  ".join(f"{x:5.2f}" for x in r))
+        print(f"  {k:26} " + "  ".join(f"{x:5.2f}" for x in r))
 PY

@@ -45,6 +45,15 @@ enum IoArg {
     Poll,
 }
 
+/// A switch.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a simulator scenario file (a cluster, its links, its flows) and print the summary;
@@ -107,6 +116,10 @@ enum Command {
         /// kernel allows it).
         #[arg(long, value_enum, default_value_t = IoArg::Auto)]
         io: IoArg,
+        /// TAP offloads (IFF_VNET_HDR with checksum and TSO): pods hand over 64 KiB
+        /// TCP super-frames, which podplane segments.
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        offload: OnOff,
     },
     /// Print a running instance's counters (read from its --metrics address).
     ///
@@ -179,13 +192,14 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match Cli::parse().command {
-        Command::Run { config, objects, metrics, seed, capture, trace, io } => {
+        Command::Run { config, objects, metrics, seed, capture, trace, io, offload } => {
             let io = match io {
                 IoArg::Auto => podplane_tap::IoMode::Auto,
                 IoArg::Uring => podplane_tap::IoMode::Uring,
                 IoArg::Poll => podplane_tap::IoMode::Poll,
             };
-            run::run(&run::Run { config, objects, metrics, seed, capture, trace, io })?;
+            let offload = matches!(offload, OnOff::On);
+            run::run(&run::Run { config, objects, metrics, seed, capture, trace, io, offload })?;
             Ok(ok)
         }
         Command::Stats { metrics } => {

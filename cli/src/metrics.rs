@@ -60,11 +60,16 @@ pub(crate) fn render(
         ("podplane_port_tx_packets_total", "Frames written to a port.", 2),
         ("podplane_port_tx_bytes_total", "Bytes written to a port.", 3),
         ("podplane_port_tx_errors_total", "Frames a port's device refused.", 4),
+        ("podplane_port_rx_super_frames_total", "TCP super-frames (TSO) read from a port and segmented.", 5),
+        ("podplane_port_rx_offload_errors_total", "Offloaded frames dropped (bad virtio_net_hdr, no buffer).", 6),
     ] {
         family(&mut s, name, help);
         for p in &setup.ports {
             let c = ports.get(&p.id.0).copied().unwrap_or_default();
-            let v = [c.rx, c.rx_bytes, c.tx, c.tx_bytes, c.tx_errors].get(pick).copied().unwrap_or(0);
+            let v = [c.rx, c.rx_bytes, c.tx, c.tx_bytes, c.tx_errors, c.rx_super_frames, c.rx_offload_errors]
+                .get(pick)
+                .copied()
+                .unwrap_or(0);
             let _ = writeln!(s, "{name}{{port=\"{}\"}} {v}", p.name);
         }
     }

@@ -43,6 +43,8 @@ pub(crate) struct Run {
     pub trace: u32,
     /// The I/O backend.
     pub io: IoMode,
+    /// Open TAPs with `IFF_VNET_HDR` and checksum/TSO offloads.
+    pub offload: bool,
 }
 
 /// Per-port traffic seen by the driver.
@@ -53,6 +55,8 @@ pub(crate) struct PortTraffic {
     pub tx: u64,
     pub tx_bytes: u64,
     pub tx_errors: u64,
+    pub rx_super_frames: u64,
+    pub rx_offload_errors: u64,
 }
 
 /// The newest modification time among the files (a change triggers a reload).
@@ -61,7 +65,7 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
 }
 
 /// Open a TAP for every tap port of the setup not driven yet; drop those gone from it.
-fn sync_taps(dp: &Dataplane, drv: &mut Driver) -> anyhow::Result<()> {
+fn sync_taps(dp: &Dataplane, drv: &mut Driver, flags: TapFlags) -> anyhow::Result<()> {
     let setup = dp.setup();
     let driven: Vec<String> = drv.devices().map(|(n, ..)| n.to_owned()).collect();
     for name in &driven {
@@ -74,14 +78,14 @@ fn sync_taps(dp: &Dataplane, drv: &mut Driver) -> anyhow::Result<()> {
         if driven.contains(&p.name) {
             drv.set_port(&p.name, p.id);
         } else {
-            open_tap(drv, &p.name, p.id).with_context(|| format!("Port/{}", p.name))?;
+            open_tap(drv, &p.name, p.id, flags).with_context(|| format!("Port/{}", p.name))?;
         }
     }
     Ok(())
 }
 
-fn open_tap(drv: &mut Driver, name: &str, port: PortId) -> anyhow::Result<()> {
-    let t = TapDevice::open(name, TapFlags::default())?;
+fn open_tap(drv: &mut Driver, name: &str, port: PortId, flags: TapFlags) -> anyhow::Result<()> {
+    let t = TapDevice::open(name, flags)?;
     eprintln!("podplane run: port {name} is TAP device {}", t.name());
     drv.add(t, port)?;
     Ok(())
@@ -114,7 +118,8 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     let mut dp = Dataplane::new(setup, r.seed);
     dp.pipeline().trace_add(r.trace);
     let mut drv = Driver::new(r.io, 8192)?;
-    sync_taps(&dp, &mut drv)?;
+    let flags = TapFlags { vnet_hdr: r.offload, ..TapFlags::default() };
+    sync_taps(&dp, &mut drv, flags)?;
     let mut files = vec![r.config.clone()];
     files.extend(crate::object_files(&r.objects)?);
     let mut seen = stamp(&files);
@@ -137,7 +142,8 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
         }
         eprintln!("podplane run: capturing every TAP port to {}", dir.display());
     }
-    eprintln!("podplane run: {} running on {}; SIGINT or SIGTERM stops it", dp.setup().name, drv.kind());
+    let offload = if r.offload { ", TAP offloads on (checksum, TSO)" } else { ", TAP offloads off" };
+    eprintln!("podplane run: {} running on {}{offload}; SIGINT or SIGTERM stops it", dp.setup().name, drv.kind());
 
     // Reused every round: the driver loop allocates nothing per batch.
     let mut tx: Vec<(PortId, podplane::PktId)> = Vec::with_capacity(4096);
@@ -177,7 +183,7 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
             let port = dp.setup().ports.iter().find(|p| p.name == name).map(|p| p.id);
             drv.remove(&name);
             if let Some(port) = port {
-                match open_tap(&mut drv, &name, port) {
+                match open_tap(&mut drv, &name, port, flags) {
                     Ok(()) => eprintln!("podplane run: TAP {name} created again for the pod's next namespace"),
                     Err(e) => eprintln!("podplane run: TAP {name}: {e:#}"),
                 }
@@ -222,7 +228,7 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                                 a.reconfigured.join(", "),
                                 if a.new_pipeline { ", new pipeline" } else { "" }
                             );
-                            if let Err(e) = sync_taps(&dp, &mut drv) {
+                            if let Err(e) = sync_taps(&dp, &mut drv, flags) {
                                 eprintln!("podplane run: reload: {e:#}");
                             }
                         }
@@ -258,8 +264,15 @@ fn traffic(drv: &Driver, unrouted: u64) -> BTreeMap<u16, PortTraffic> {
     let mut m: BTreeMap<u16, PortTraffic> = drv
         .devices()
         .map(|(_, port, s, _)| {
-            let t =
-                PortTraffic { rx: s.rx, rx_bytes: s.rx_bytes, tx: s.tx, tx_bytes: s.tx_bytes, tx_errors: s.tx_errors };
+            let t = PortTraffic {
+                rx: s.rx,
+                rx_bytes: s.rx_bytes,
+                tx: s.tx,
+                tx_bytes: s.tx_bytes,
+                tx_errors: s.tx_errors,
+                rx_super_frames: s.rx_super_frames,
+                rx_offload_errors: s.rx_offload_errors,
+            };
             (port.0, t)
         })
         .collect();

@@ -37,15 +37,20 @@ fn metric(text: &str, line_start: &str) -> u64 {
 
 #[test]
 fn podplane_run_forwards_on_io_uring() {
-    forwards_reloads_and_stops("uring", 'u');
+    forwards_reloads_and_stops("uring", "on", 'u');
 }
 
 #[test]
 fn podplane_run_forwards_on_poll() {
-    forwards_reloads_and_stops("poll", 'p');
+    forwards_reloads_and_stops("poll", "on", 'p');
 }
 
-fn forwards_reloads_and_stops(io: &str, tag: char) {
+#[test]
+fn podplane_run_forwards_on_io_uring_without_offloads() {
+    forwards_reloads_and_stops("uring", "off", 'n');
+}
+
+fn forwards_reloads_and_stops(io: &str, offload: &str, tag: char) {
     if let Err(why) = can_run(&["ip", "ping"]) {
         return skip(&format!("podplane_run_forwards_on_{io}"), &why);
     }
@@ -68,7 +73,7 @@ fn forwards_reloads_and_stops(io: &str, tag: char) {
     let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
         .args(["run", "--config"])
         .arg(&node)
-        .args(["--io", io, "--metrics", &addr, "--trace", "2", "--capture"])
+        .args(["--io", io, "--offload", offload, "--metrics", &addr, "--trace", "2", "--capture"])
         .arg(dir.join("cap"))
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
@@ -98,6 +103,15 @@ fn forwards_reloads_and_stops(io: &str, tag: char) {
     let sent = tcp_send(&ns_a, to_b, len).join().unwrap();
     assert!(sent.is_ok(), "{sent:?}\n{}", log_text());
     assert_eq!(sink.join().unwrap(), (len, len), "bytes in order and intact");
+    // With offloads, A's stack hands over TCP super-frames that podplane segments.
+    let m = stats(&addr);
+    let supers = metric(&m, &format!("podplane_port_rx_super_frames_total{{port=\"{tap_a}\"}}"));
+    if offload == "on" {
+        assert!(supers > 10, "{m}");
+    } else {
+        assert_eq!(supers, 0, "{m}");
+    }
+    assert_eq!(metric(&m, &format!("podplane_port_rx_offload_errors_total{{port=\"{tap_a}\"}}")), 0, "{m}");
 
     let m = stats(&addr);
     assert!(metric(&m, &format!("podplane_port_rx_packets_total{{port=\"{tap_a}\"}}")) >= 3, "{m}");

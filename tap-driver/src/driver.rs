@@ -8,6 +8,7 @@
 //! backends keep that bound (io_uring by keeping at most that many reads posted per
 //! device, poll by reading at most that many per round).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use podplane::buf::{Batch, BufPool, Owner, PktId, PortId};
 use crate::TapError;
 use crate::device::TapDevice;
 use crate::poll::PollIo;
-use crate::uring::UringIo;
+use crate::uring::{BigBufs, UringIo};
+use crate::vnet::{self, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 
 /// Frames one device may add to one round (and io_uring reads posted per device).
 pub const PORT_QUOTA: usize = 32;
@@ -72,6 +74,11 @@ pub struct PortStats {
     pub tx_errors: u64,
     /// Read errors (the device's descriptor failed; no frame was lost to them).
     pub rx_errors: u64,
+    /// TCP super-frames (GSO) read and cut into segments (each segment counts in `rx`).
+    pub rx_super_frames: u64,
+    /// Offloaded frames dropped: a bad `virtio_net_hdr`, an unannounced GSO type, or
+    /// no buffer for a segment.
+    pub rx_offload_errors: u64,
 }
 
 /// One device of the driver.
@@ -88,6 +95,10 @@ pub(crate) struct Dev {
     pub(crate) reads: usize,
     /// Removed, but reads were still in flight: closed once they are back.
     pub(crate) closing: bool,
+    /// Opened with `IFF_VNET_HDR` (offloads on): frames carry a `virtio_net_hdr`.
+    pub(crate) vnet: bool,
+    /// Receive buffers for super-frames (io_uring reads of vnet devices).
+    pub(crate) big: Option<BigBufs>,
 }
 
 pub(crate) enum Io {
@@ -103,9 +114,10 @@ pub struct Driver {
     /// Driver index of each pipeline port (`u16::MAX`: none).
     by_port: Vec<u16>,
     pub(crate) io: Io,
-    /// Frames that completed while the driver was busy elsewhere (a device being
-    /// removed), handed out first by the next `recv`.
-    pub(crate) ready: Vec<PktId>,
+    /// Frames read and not yet handed out, in arrival order (a super-frame's
+    /// segments can outnumber a batch). Its capacity is the pool's size, so it never
+    /// grows.
+    pub(crate) ready: VecDeque<PktId>,
 }
 
 impl core::fmt::Debug for Driver {
@@ -132,7 +144,8 @@ impl Driver {
                 Err(_) => Io::Poll(PollIo::new()),
             },
         };
-        Ok(Driver { pool, devs: Vec::new(), by_port: Vec::new(), io, ready: Vec::new() })
+        let ready = VecDeque::with_capacity(pool.capacity());
+        Ok(Driver { pool, devs: Vec::new(), by_port: Vec::new(), io, ready })
     }
 
     /// The backend in use.
@@ -166,15 +179,23 @@ impl Driver {
         let blocking = matches!(self.io, Io::Uring(_));
         tap.set_nonblocking(!blocking)
             .map_err(|source| TapError::NonBlocking { name: tap.name().to_owned(), source })?;
-        let dev =
-            Dev { tap, port, stats: PortStats::default(), gone: false, reported: false, reads: 0, closing: false };
+        let vnet = tap.flags().vnet_hdr;
+        let big = if vnet && blocking { Some(BigBufs::new()) } else { None };
+        let dev = Dev {
+            tap,
+            port,
+            stats: PortStats::default(),
+            gone: false,
+            reported: false,
+            reads: 0,
+            closing: false,
+            vnet,
+            big,
+        };
         match self.devs.iter().position(Option::is_none) {
             Some(i) => self.devs[i] = Some(dev),
             None => self.devs.push(Some(dev)),
         }
-        // Room for every posted read's frame, reserved now so that rounds never grow it.
-        let want = self.devs.len() * PORT_QUOTA;
-        self.ready.reserve(want.saturating_sub(self.ready.len()));
         self.reindex();
         Ok(())
     }
@@ -250,16 +271,19 @@ impl Driver {
     /// early with what is there).
     pub fn recv(&mut self, batch: &mut Batch, timeout: Duration) -> Result<usize, TapError> {
         let before = batch.len();
+        let wait = if self.ready.is_empty() { timeout } else { Duration::ZERO };
+        // Read only when what is waiting does not fill the batch already.
+        if self.ready.len() < batch_room(batch) {
+            match &mut self.io {
+                Io::Uring(u) => u.recv(&mut self.pool, &mut self.devs, &mut self.ready, wait),
+                Io::Poll(p) => p.recv(&mut self.pool, &mut self.devs, &mut self.ready, wait),
+            }
+            .map_err(TapError::Wait)?;
+        }
         while !batch.is_full() {
-            let Some(p) = self.ready.pop() else { break };
+            let Some(p) = self.ready.pop_front() else { break };
             let _ = batch.push(p);
         }
-        let wait = if batch.len() > before { Duration::ZERO } else { timeout };
-        match &mut self.io {
-            Io::Uring(u) => u.recv(&mut self.pool, &mut self.devs, batch, wait),
-            Io::Poll(p) => p.recv(&mut self.pool, &mut self.devs, batch, wait),
-        }
-        .map_err(TapError::Wait)?;
         for slot in &mut self.devs {
             if slot.as_ref().is_some_and(|d| d.closing && d.reads == 0) {
                 *slot = None;
@@ -282,7 +306,7 @@ impl Driver {
                 let _ = self.pool.free(pkt);
                 continue;
             };
-            if dev.gone {
+            if dev.gone || (dev.vnet && !push_vnet_hdr(&mut self.pool, pkt)) {
                 dev.stats.tx_errors += 1;
                 let _ = self.pool.free(pkt);
                 continue;
@@ -293,7 +317,7 @@ impl Driver {
             }
         }
         if let Io::Uring(u) = &mut self.io {
-            u.flush(&mut self.pool, &mut self.devs);
+            u.flush(&mut self.pool, &mut self.devs, &mut self.ready);
         }
         unrouted
     }
@@ -321,20 +345,75 @@ impl Drop for Driver {
     }
 }
 
+fn batch_room(batch: &Batch) -> usize {
+    podplane::buf::BATCH_MAX - batch.len()
+}
+
+/// Prepend an empty `virtio_net_hdr` (no offload: the frame is complete) for a vnet
+/// device. False when the packet has no headroom left.
+fn push_vnet_hdr(pool: &mut BufPool, pkt: PktId) -> bool {
+    match pool.push_front(pkt, VNET_HDR_LEN) {
+        Ok(h) => {
+            h.copy_from_slice(&VnetHdr::default().emit());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Give a read's slot to the pipeline as a frame of `len` bytes from `dev`.
-pub(crate) fn deliver(pool: &mut BufPool, dev: &mut Dev, pkt: PktId, len: usize, batch: &mut Batch) -> bool {
+pub(crate) fn deliver(pool: &mut BufPool, dev: &mut Dev, pkt: PktId, len: usize, ready: &mut VecDeque<PktId>) {
     if len == 0 || pool.set_owner(pkt, Owner::Pipeline).is_err() || pool.set_rx_len(pkt, len).is_err() {
         let _ = pool.free(pkt);
-        return false;
+        return;
     }
     pool.meta_mut(pkt).in_port = dev.port;
     dev.stats.rx += 1;
     dev.stats.rx_bytes += len as u64;
-    if batch.push(pkt).is_err() {
-        let _ = pool.free(pkt);
-        return false;
+    // Cannot be full: it holds at most every slot of the pool.
+    ready.push_back(pkt);
+}
+
+/// Take a frame read from a vnet device (`virtio_net_hdr` first): complete its
+/// checksum, or cut a super-frame into segments, into fresh slots on `ready`.
+pub(crate) fn ingest(pool: &mut BufPool, dev: &mut Dev, bytes: &[u8], ready: &mut VecDeque<PktId>) {
+    let Some((h, frame)) = bytes.split_first_chunk::<VNET_HDR_LEN>() else {
+        dev.stats.rx_offload_errors += 1;
+        return;
+    };
+    let h = VnetHdr::parse(h);
+    let port = dev.port;
+    if h.gso_type == GSO_NONE {
+        let Some(pkt) = pool.alloc(Owner::Pipeline) else {
+            dev.stats.rx_offload_errors += 1;
+            return;
+        };
+        let ok = pool.set_data(pkt, frame).is_ok()
+            && (h.flags & F_NEEDS_CSUM == 0 || vnet::complete_checksum(pool.data_mut(pkt), &h).is_ok());
+        if !ok || frame.is_empty() {
+            let _ = pool.free(pkt);
+            dev.stats.rx_offload_errors += 1;
+            return;
+        }
+        pool.meta_mut(pkt).in_port = port;
+        dev.stats.rx += 1;
+        dev.stats.rx_bytes += frame.len() as u64;
+        ready.push_back(pkt);
+        return;
     }
-    true
+    let (mut n, mut b) = (0u64, 0u64);
+    let r = vnet::segment_tcp(frame, &h, pool, Owner::Pipeline, |pool, pkt| {
+        pool.meta_mut(pkt).in_port = port;
+        n += 1;
+        b += u64::from(pool.meta(pkt).len());
+        ready.push_back(pkt);
+    });
+    dev.stats.rx += n;
+    dev.stats.rx_bytes += b;
+    match r {
+        Ok(_) => dev.stats.rx_super_frames += 1,
+        Err(_) => dev.stats.rx_offload_errors += 1,
+    }
 }
 
 /// Errors a read or write may return that mean the device is gone (deleted, or

@@ -1,32 +1,38 @@
 //! The fallback backend: `poll(2)` over the devices, then plain `read(2)` of each
-//! ready one into pool slots (non-blocking, at most [`PORT_QUOTA`] per device per
-//! round) and a `write(2)` per transmitted frame. One system call per frame, plus one
-//! `poll` per round: what io_uring saves (see the crate docs for the figures).
+//! ready one (non-blocking, at most [`PORT_QUOTA`] per device per round) and a
+//! `write(2)` per transmitted frame. One system call per frame, plus one `poll` per
+//! round: what io_uring saves. Plain devices are read straight into pool slots; vnet
+//! devices into one 64 KiB buffer (a super-frame does not fit a slot), then copied or
+//! segmented into slots.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
-use podplane::buf::{Batch, BufPool, Owner, PktId};
+use podplane::buf::{BufPool, Owner, PktId};
 
-use crate::driver::{Dev, PORT_QUOTA, deliver, fd, is_gone, last_errno};
+use crate::driver::{Dev, PORT_QUOTA, deliver, fd, ingest, is_gone, last_errno};
+use crate::uring::BIG_LEN;
 
-/// State of the poll backend: the `pollfd` array, reused every round.
-#[derive(Debug, Default)]
+/// State of the poll backend: the `pollfd` array and the super-frame buffer, both
+/// made once and reused every round.
+#[derive(Debug)]
 pub(crate) struct PollIo {
     fds: Vec<libc::pollfd>,
     which: Vec<usize>,
+    big: Vec<u8>,
 }
 
 impl PollIo {
     pub(crate) fn new() -> Self {
-        Self::default()
+        PollIo { fds: Vec::new(), which: Vec::new(), big: vec![0; BIG_LEN] }
     }
 
     pub(crate) fn recv(
         &mut self,
         pool: &mut BufPool,
         devs: &mut [Option<Dev>],
-        batch: &mut Batch,
+        ready: &mut VecDeque<PktId>,
         wait: Duration,
     ) -> io::Result<()> {
         self.fds.clear();
@@ -51,32 +57,45 @@ impl PollIo {
                 continue;
             }
             if pfd.revents & libc::POLLIN != 0 {
-                read_some(pool, dev, batch);
+                read_some(pool, dev, ready, &mut self.big);
             }
         }
         Ok(())
     }
 }
 
-/// Read up to [`PORT_QUOTA`] frames from `dev` into fresh slots.
-fn read_some(pool: &mut BufPool, dev: &mut Dev, batch: &mut Batch) {
+/// `read(2)` into `buf`: the byte count, or the errno.
+fn read_into(dev: &Dev, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: `buf` is a live, writable slice; read writes at most `buf.len()` bytes.
+    let n = unsafe { libc::read(fd(dev), buf.as_mut_ptr().cast(), buf.len()) };
+    match usize::try_from(n) {
+        Ok(0) => Err(libc::EBADFD),
+        Ok(n) => Ok(n),
+        Err(_) => Err(last_errno()),
+    }
+}
+
+/// Read up to [`PORT_QUOTA`] frames from `dev`.
+fn read_some(pool: &mut BufPool, dev: &mut Dev, ready: &mut VecDeque<PktId>, big: &mut [u8]) {
     for _ in 0..PORT_QUOTA {
-        if batch.is_full() {
-            return;
-        }
-        // Pool exhaustion leaves the frame in the kernel's queue (the kernel counts
-        // its own drops when that overflows); the pool counts the failed allocation.
-        let Some(pkt) = pool.alloc(Owner::Driver) else { return };
-        let buf = pool.rx_buffer(pkt);
-        // SAFETY: `buf` is a live, writable slice of the slot; read writes at most
-        // `buf.len()` bytes into it.
-        let n = unsafe { libc::read(fd(dev), buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            deliver(pool, dev, pkt, usize::try_from(n).unwrap_or(0), batch);
-            continue;
-        }
-        let _ = pool.free(pkt);
-        let errno = if n == 0 { libc::EBADFD } else { last_errno() };
+        let r = if dev.vnet {
+            read_into(dev, big).map(|n| ingest(pool, dev, big.get(..n).unwrap_or(&[]), ready))
+        } else {
+            // Pool exhaustion leaves the frame in the kernel's queue (the kernel counts
+            // its own drops when that overflows); the pool counts the failed allocation.
+            let Some(pkt) = pool.alloc(Owner::Driver) else { return };
+            match read_into(dev, pool.rx_buffer(pkt)) {
+                Ok(n) => {
+                    deliver(pool, dev, pkt, n, ready);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = pool.free(pkt);
+                    Err(e)
+                }
+            }
+        };
+        let Err(errno) = r else { continue };
         if errno == libc::EAGAIN || errno == libc::EINTR {
             return;
         }

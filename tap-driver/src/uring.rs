@@ -4,6 +4,10 @@
 //! that submits everything queued and waits (with a timeout) for a completion; the
 //! completions are then read from the shared ring without further system calls.
 //!
+//! Devices opened with `IFF_VNET_HDR` may hand over 64 KiB TCP super-frames, which
+//! do not fit a slot: their reads go into [`BIG_DEPTH`] 64 KiB buffers of the device
+//! instead ([`BigBufs`]), and are copied or segmented into slots on completion.
+//!
 //! The pool region is registered (`IORING_REGISTER_BUFFERS`) when the kernel allows
 //! it, and reads and writes then use `READ_FIXED` / `WRITE_FIXED`, which skip
 //! pinning the pages on every operation.
@@ -14,16 +18,75 @@
 //! (or the device is kept, closed later); and the driver does not free its pool while
 //! any operation is in flight (`shutdown`, else the pool is leaked).
 
+use std::alloc::Layout;
+use std::collections::VecDeque;
 use std::io;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, squeue, types};
-use podplane::buf::{Batch, BufPool, Owner, PktId};
+use podplane::buf::{BufPool, Owner, PktId};
 
-use crate::driver::{Dev, PORT_QUOTA, deliver, fd, is_gone};
+use crate::driver::{Dev, PORT_QUOTA, deliver, fd, ingest, is_gone};
+use crate::vnet::VNET_HDR_LEN;
 
 const WRITE: u64 = 1 << 63;
 const CANCEL: u64 = 1 << 62;
+const BIG: u64 = 1 << 61;
+/// Bytes of one super-frame buffer: a 64 KiB GSO frame, its Ethernet header and the
+/// `virtio_net_hdr`, rounded up.
+pub(crate) const BIG_LEN: usize = 65536 + 256;
+/// Super-frame reads a vnet device keeps posted (16 x 64 KiB of memory per device).
+pub(crate) const BIG_DEPTH: usize = 16;
+
+/// A vnet device's super-frame receive buffers: one raw allocation the kernel writes
+/// through io_uring. Raw, not a `Vec`, so that no Rust reference spans a buffer while
+/// the kernel writes it; a buffer is read only after its completion is reaped.
+pub(crate) struct BigBufs {
+    base: NonNull<u8>,
+    layout: Layout,
+    posted: [bool; BIG_DEPTH],
+}
+
+impl core::fmt::Debug for BigBufs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BigBufs").field("posted", &self.posted).finish()
+    }
+}
+
+impl BigBufs {
+    pub(crate) fn new() -> Self {
+        let layout = Layout::from_size_align(BIG_LEN * BIG_DEPTH, 4096).unwrap_or(Layout::new::<u8>());
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(base) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        BigBufs { base, layout, posted: [false; BIG_DEPTH] }
+    }
+
+    fn ptr(&self, i: usize) -> *mut u8 {
+        // SAFETY: `i < BIG_DEPTH` (callers iterate the posted array), so the offset is
+        // inside the allocation.
+        unsafe { self.base.as_ptr().add(i.min(BIG_DEPTH - 1) * BIG_LEN) }
+    }
+
+    /// The first `len` bytes of buffer `i`, once its read has completed.
+    fn filled(&self, i: usize, len: usize) -> &[u8] {
+        // SAFETY: buffer `i` is not posted (its completion was reaped), so the kernel no
+        // longer writes it; `len <= BIG_LEN` and the bytes were zeroed at allocation.
+        unsafe { core::slice::from_raw_parts(self.ptr(i), len.min(BIG_LEN)) }
+    }
+}
+
+impl Drop for BigBufs {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the device owning these buffers
+        // is dropped only once none of its reads is in flight (see the module docs).
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
+// SAFETY: the buffers are owned by their device alone, as a `Box<[u8]>` would be.
+unsafe impl Send for BigBufs {}
 /// Ring size: reads for 32 devices at the quota, plus a batch of writes.
 const ENTRIES: u32 = 2048;
 
@@ -37,8 +100,6 @@ pub(crate) struct UringIo {
     fixed: bool,
     /// Writes queued or in flight.
     writes: usize,
-    /// Frames reaped while not in `recv` (removal, shutdown).
-    spill: Batch,
 }
 
 impl UringIo {
@@ -56,7 +117,7 @@ impl UringIo {
         // SAFETY: the region is one live allocation of `len` bytes that outlives the
         // ring (the driver shuts the ring down before the pool is dropped).
         let fixed = unsafe { ring.submitter().register_buffers(&[iov]) }.is_ok();
-        Ok(UringIo { ring, fixed, writes: 0, spill: Batch::new() })
+        Ok(UringIo { ring, fixed, writes: 0 })
     }
 
     pub(crate) fn fixed(&self) -> bool {
@@ -82,6 +143,10 @@ impl UringIo {
         for (i, d) in devs.iter_mut().enumerate() {
             let Some(dev) = d.as_mut().filter(|d| !d.gone) else { continue };
             let di = u16::try_from(i).unwrap_or(u16::MAX);
+            if dev.vnet {
+                self.post_big(dev, di);
+                continue;
+            }
             while dev.reads < PORT_QUOTA {
                 let Some(pkt) = pool.alloc(Owner::Driver) else { return };
                 let Some((ptr, room)) = pool.io_buffer(pkt, headroom) else {
@@ -101,6 +166,25 @@ impl UringIo {
                 }
                 dev.reads += 1;
             }
+        }
+    }
+
+    /// Post a read into every free super-frame buffer of `dev`.
+    fn post_big(&mut self, dev: &mut Dev, di: u16) {
+        let target = types::Fd(fd(dev));
+        for k in 0..BIG_DEPTH {
+            let Some(big) = dev.big.as_mut() else { return };
+            if big.posted[k] {
+                continue;
+            }
+            let len = u32::try_from(BIG_LEN).unwrap_or(u32::MAX);
+            let e = opcode::Read::new(target, big.ptr(k), len).build();
+            let ud = BIG | (u64::from(di) << 32) | k as u64;
+            if !self.push(&e.user_data(ud)) {
+                return;
+            }
+            big.posted[k] = true;
+            dev.reads += 1;
         }
     }
 
@@ -131,28 +215,21 @@ impl UringIo {
     }
 
     /// Submit the queued writes (one system call for the batch).
-    pub(crate) fn flush(&mut self, pool: &mut BufPool, devs: &mut [Option<Dev>]) {
+    pub(crate) fn flush(&mut self, pool: &mut BufPool, devs: &mut [Option<Dev>], ready: &mut VecDeque<PktId>) {
         let _ = self.ring.submit();
         // Writes to a TAP complete at submission: reap them now so their slots return.
-        let mut spill = core::mem::take(&mut self.spill);
-        self.reap(pool, devs, &mut spill, true);
-        self.spill = spill;
+        self.reap(pool, devs, ready);
     }
 
     pub(crate) fn recv(
         &mut self,
         pool: &mut BufPool,
         devs: &mut [Option<Dev>],
-        batch: &mut Batch,
+        ready: &mut VecDeque<PktId>,
         wait: Duration,
     ) -> io::Result<()> {
-        // Frames reaped at the last flush come first.
-        while !batch.is_full() {
-            let Some(p) = self.spill.pop() else { break };
-            let _ = batch.push(p);
-        }
         self.post_reads(pool, devs);
-        let waited = if self.ring.completion().is_empty() && !wait.is_zero() && batch.is_empty() {
+        let waited = if self.ring.completion().is_empty() && !wait.is_zero() {
             let ts = types::Timespec::new().sec(wait.as_secs()).nsec(wait.subsec_nanos());
             let args = types::SubmitArgs::new().timespec(&ts);
             self.ring.submitter().submit_with_args(1, &args)
@@ -164,24 +241,42 @@ impl UringIo {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
             Err(e) => return Err(e),
         }
-        self.reap(pool, devs, batch, false);
+        self.reap(pool, devs, ready);
         Ok(())
     }
 
-    /// Handle completions while `batch` has room (all of them when `writes_only` is
-    /// false and the batch is large enough; frames go to `batch`).
-    fn reap(&mut self, pool: &mut BufPool, devs: &mut [Option<Dev>], batch: &mut Batch, _writes_only: bool) {
+    /// Handle every completion; frames go to `ready` in completion order.
+    fn reap(&mut self, pool: &mut BufPool, devs: &mut [Option<Dev>], ready: &mut VecDeque<PktId>) {
         let mut cq = self.ring.completion();
-        while !batch.is_full() {
-            let Some(cqe) = cq.next() else { break };
+        for cqe in &mut cq {
             let (ud, res) = (cqe.user_data(), cqe.result());
             if ud & CANCEL != 0 {
                 continue;
             }
-            let pkt_index = u32::try_from(ud & 0xffff_ffff).unwrap_or(u32::MAX);
+            let low = u32::try_from(ud & 0xffff_ffff).unwrap_or(u32::MAX);
             let di = usize::try_from((ud >> 32) & 0xffff).unwrap_or(usize::MAX);
-            let Some(pkt) = pool_pkt(pool, pkt_index) else { continue };
             let dev = devs.get_mut(di).and_then(Option::as_mut);
+            if ud & BIG != 0 {
+                let Some(dev) = dev else { continue };
+                let k = usize::try_from(low).unwrap_or(usize::MAX);
+                dev.reads = dev.reads.saturating_sub(1);
+                let Some(big) = dev.big.take() else { continue };
+                if let Some(p) = big_posted(&big, k) {
+                    let mut big = big;
+                    big.posted[p] = false;
+                    if res > 0 {
+                        let n = usize::try_from(res).unwrap_or(0);
+                        ingest(pool, dev, big.filled(p, n.max(VNET_HDR_LEN)).get(..n).unwrap_or(&[]), ready);
+                    } else {
+                        read_failed(dev, res);
+                    }
+                    dev.big = Some(big);
+                } else {
+                    dev.big = Some(big);
+                }
+                continue;
+            }
+            let Some(pkt) = pool_pkt(pool, low) else { continue };
             if ud & WRITE != 0 {
                 self.writes = self.writes.saturating_sub(1);
                 if let Some(dev) = dev {
@@ -202,19 +297,11 @@ impl UringIo {
             };
             dev.reads = dev.reads.saturating_sub(1);
             if res > 0 {
-                deliver(pool, dev, pkt, usize::try_from(res).unwrap_or(0), batch);
+                deliver(pool, dev, pkt, usize::try_from(res).unwrap_or(0), ready);
                 continue;
             }
             let _ = pool.free(pkt);
-            if res == -libc::ECANCELED || res == -libc::EAGAIN || res == -libc::EINTR {
-                continue;
-            }
-            // A TAP read returns a frame or fails; 0 or an error means the device went
-            // away (its namespace was deleted, say).
-            dev.stats.rx_errors += 1;
-            if res == 0 || is_gone(-res) {
-                dev.gone = true;
-            }
+            read_failed(dev, res);
         }
         cq.sync();
     }
@@ -226,10 +313,11 @@ impl UringIo {
         &mut self,
         pool: &mut BufPool,
         devs: &mut [Option<Dev>],
-        ready: &mut Vec<PktId>,
+        ready: &mut VecDeque<PktId>,
         i: usize,
     ) -> bool {
         let Some(target) = devs.get(i).and_then(Option::as_ref).map(fd) else { return true };
+        let _ = pool;
         if let Some(d) = devs.get_mut(i).and_then(Option::as_mut) {
             d.gone = true;
         }
@@ -246,10 +334,9 @@ impl UringIo {
         }
         let e = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL);
         self.push(&e);
-        let mut frames = Vec::new();
-        let writes = self.writes;
+        let mut frames = VecDeque::new();
         let done = self.drain(pool, devs, &mut frames, |devs| devs.iter().flatten().all(|d| d.reads == 0));
-        let done = done && (self.writes == 0 || writes == 0);
+
         for p in frames {
             let _ = pool.free(p);
         }
@@ -260,7 +347,7 @@ impl UringIo {
         &mut self,
         pool: &mut BufPool,
         devs: &mut [Option<Dev>],
-        ready: &mut Vec<PktId>,
+        ready: &mut VecDeque<PktId>,
         done: impl Fn(&[Option<Dev>]) -> bool,
     ) -> bool {
         #[allow(clippy::disallowed_methods)] // a bounded wait on the real clock (driver code)
@@ -268,13 +355,7 @@ impl UringIo {
         loop {
             let ts = types::Timespec::new().nsec(10_000_000);
             let _ = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
-            let mut spill = core::mem::take(&mut self.spill);
-            self.reap(pool, devs, &mut spill, false);
-            for k in 0..spill.len() {
-                ready.push(spill.pkt(k));
-            }
-            spill.clear();
-            self.spill = spill;
+            self.reap(pool, devs, ready);
             if done(devs) && self.writes == 0 {
                 return true;
             }
@@ -284,6 +365,24 @@ impl UringIo {
             }
         }
     }
+}
+
+/// A failed or empty read: the device went away, or a transient error.
+fn read_failed(dev: &mut Dev, res: i32) {
+    if res == -libc::ECANCELED || res == -libc::EAGAIN || res == -libc::EINTR {
+        return;
+    }
+    // A TAP read returns a frame or fails; 0 or EBADFD means the device went away (its
+    // namespace was deleted, say).
+    dev.stats.rx_errors += 1;
+    if res == 0 || is_gone(-res) {
+        dev.gone = true;
+    }
+}
+
+/// `k` if it names a posted buffer.
+fn big_posted(big: &BigBufs, k: usize) -> Option<usize> {
+    big.posted.get(k).copied().unwrap_or(false).then_some(k)
 }
 
 /// The handle of slot `index` of `pool`, if it is one of its slots lent to the kernel.
