@@ -16,6 +16,7 @@ mod metrics;
 mod pcap_in;
 mod replay;
 mod run;
+mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -120,6 +121,10 @@ enum Command {
         /// TCP super-frames, which podplane segments.
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         offload: OnOff,
+        /// Worker threads, each with its own pipeline reading one queue of every
+        /// (multiqueue) TAP.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
     /// Print a running instance's counters (read from its --metrics address).
     ///
@@ -192,14 +197,14 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
     match Cli::parse().command {
-        Command::Run { config, objects, metrics, seed, capture, trace, io, offload } => {
+        Command::Run { config, objects, metrics, seed, capture, trace, io, offload, workers } => {
             let io = match io {
                 IoArg::Auto => podplane_tap::IoMode::Auto,
                 IoArg::Uring => podplane_tap::IoMode::Uring,
                 IoArg::Poll => podplane_tap::IoMode::Poll,
             };
             let offload = matches!(offload, OnOff::On);
-            run::run(&run::Run { config, objects, metrics, seed, capture, trace, io, offload })?;
+            run::run(&run::Run { config, objects, metrics, seed, capture, trace, io, offload, workers })?;
             Ok(ok)
         }
         Command::Stats { metrics } => {

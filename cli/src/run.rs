@@ -1,34 +1,40 @@
 //! `podplane run`: the node's pipeline on TAP devices, one per `tap` port, until
 //! SIGINT or SIGTERM.
 //!
-//! One worker: a [`podplane_tap::Driver`] (io_uring, or poll + read/write with
-//! `--io poll` or where io_uring is unavailable) reads up to 32 frames per TAP per
-//! round straight into pool slots, the pipeline runs on them with the monotonic
-//! clock, and the driver writes what it transmits. Once a second the config and
-//! object files are checked for changes and reloaded: a valid change is applied
-//! between batches (only what differs is rebuilt; TAPs of new pod ports are created,
-//! those of removed ones deleted), an invalid one is reported and changes nothing. A
-//! TAP that disappears (its pod's namespace deleted) is reported and created again,
-//! ready for the pod's next namespace; the other pods are not disturbed. `--metrics
-//! ADDR` serves the counters in Prometheus text format on a loopback address.
+//! The control thread (this module) owns what is not on the packet path: the
+//! signals, the metrics listener, the configuration files and the TAP devices'
+//! lifecycle. `--workers N` threads move the packets ([`crate::worker`]): each has
+//! its own [`podplane_tap::Driver`] (io_uring, or poll + read/write with `--io poll`
+//! or where io_uring is unavailable), its own pool and its own pipeline, and reads
+//! queue `k` of every TAP (with more than one worker the TAPs are multiqueue and the
+//! kernel spreads flows over the queues by a symmetric hash).
+//!
+//! Once a second the config and object files are checked for changes and reloaded:
+//! a valid change goes to every worker, which applies it between batches (only what
+//! differs is rebuilt); TAPs of new pod ports are created and those of removed ones
+//! deleted; an invalid change is reported and changes nothing. A TAP that disappears
+//! (its pod's namespace deleted) is reported and created again, ready for the pod's
+//! next namespace; the other pods are not disturbed. `--metrics ADDR` serves the
+//! workers' counters, summed, in Prometheus text format on a loopback address.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
-use podplane::Instant;
-use podplane::buf::{Batch, PortId};
-use podplane::config::Dataplane;
+use crossbeam_channel::{Receiver, Sender};
+use podplane::buf::PortId;
 use podplane::config::file::PortKind;
-use podplane_sim::capture::Capture;
+use podplane::config::{Dataplane, NodeSetup};
+use podplane::pipeline::CounterSnapshot;
 use podplane_tap::{Driver, IoMode, TapDevice, TapFlags};
 
 use crate::metrics;
+use crate::worker::{Ctl, Gone, Report, Shared, Worker};
 
 /// What to run.
 #[derive(Debug)]
@@ -37,17 +43,20 @@ pub(crate) struct Run {
     pub objects: Vec<PathBuf>,
     pub metrics: Option<SocketAddr>,
     pub seed: u64,
-    /// Write every TAP port's frames, both directions, to DIR/PORT.pcap.
+    /// Write every TAP port's frames, both directions, to DIR/PORT.pcap (worker k > 0:
+    /// DIR/PORT.wk.pcap).
     pub capture: Option<PathBuf>,
-    /// Trace the first N packets; the trace is printed on exit.
+    /// Trace the first N packets (of worker 0); the trace is printed on exit.
     pub trace: u32,
     /// The I/O backend.
     pub io: IoMode,
     /// Open TAPs with `IFF_VNET_HDR` and checksum/TSO offloads.
     pub offload: bool,
+    /// Worker threads (TAP queues).
+    pub workers: usize,
 }
 
-/// Per-port traffic seen by the driver.
+/// Per-port traffic seen by the drivers.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PortTraffic {
     pub rx: u64,
@@ -64,31 +73,79 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
     files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
 }
 
-/// Open a TAP for every tap port of the setup not driven yet; drop those gone from it.
-fn sync_taps(dp: &Dataplane, drv: &mut Driver, flags: TapFlags) -> anyhow::Result<()> {
-    let setup = dp.setup();
-    let driven: Vec<String> = drv.devices().map(|(n, ..)| n.to_owned()).collect();
-    for name in &driven {
-        if !setup.ports.iter().any(|p| &p.name == name && p.kind == PortKind::Tap) {
-            drv.remove(name);
-            eprintln!("podplane run: port {name} removed; its TAP closed");
-        }
-    }
-    for p in setup.ports.iter().filter(|p| p.kind == PortKind::Tap) {
-        if driven.contains(&p.name) {
-            drv.set_port(&p.name, p.id);
-        } else {
-            open_tap(drv, &p.name, p.id, flags).with_context(|| format!("Port/{}", p.name))?;
-        }
-    }
-    Ok(())
+/// The control thread's view of the workers and the TAPs they drive.
+struct Control {
+    ctl: Vec<Sender<Ctl>>,
+    flags: TapFlags,
+    /// TAP name -> (pipeline port, generation).
+    taps: BTreeMap<String, (PortId, u64)>,
+    next_generation: u64,
 }
 
-fn open_tap(drv: &mut Driver, name: &str, port: PortId, flags: TapFlags) -> anyhow::Result<()> {
-    let t = TapDevice::open(name, flags)?;
-    eprintln!("podplane run: port {name} is TAP device {}", t.name());
-    drv.add(t, port)?;
-    Ok(())
+impl Control {
+    /// Create TAP `name` (one queue per worker) and hand queue k to worker k.
+    fn open(&mut self, name: &str, port: PortId) -> anyhow::Result<()> {
+        let mut queues = Vec::with_capacity(self.ctl.len());
+        for _ in 0..self.ctl.len() {
+            queues.push(TapDevice::open(name, self.flags).with_context(|| format!("Port/{name}"))?);
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        for (tx, dev) in self.ctl.iter().zip(queues) {
+            let _ = tx.send(Ctl::Add { name: name.to_owned(), port, dev, generation });
+        }
+        self.taps.insert(name.to_owned(), (port, generation));
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) {
+        for tx in &self.ctl {
+            let _ = tx.send(Ctl::Remove { name: name.to_owned() });
+        }
+        self.taps.remove(name);
+    }
+
+    /// Open a TAP for every tap port of the setup not driven yet; drop those gone from it.
+    fn sync(&mut self, setup: &NodeSetup) -> anyhow::Result<()> {
+        let driven: Vec<String> = self.taps.keys().cloned().collect();
+        for name in &driven {
+            if !setup.ports.iter().any(|p| &p.name == name && p.kind == PortKind::Tap) {
+                self.remove(name);
+                eprintln!("podplane run: port {name} removed; its TAP closed");
+            }
+        }
+        for p in setup.ports.iter().filter(|p| p.kind == PortKind::Tap) {
+            match self.taps.get_mut(&p.name) {
+                Some((port, _)) if *port != p.id => {
+                    *port = p.id;
+                    for tx in &self.ctl {
+                        let _ = tx.send(Ctl::SetPort { name: p.name.clone(), port: p.id });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.open(&p.name, p.id)?;
+                    eprintln!("podplane run: port {} is TAP device {}", p.name, p.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker saw TAP `g.name` go: if it is the TAP driven now (not an older one),
+    /// take it from every worker and create it again.
+    fn gone(&mut self, g: &Gone) {
+        let Some(&(port, generation)) = self.taps.get(&g.name) else { return };
+        if generation != g.generation {
+            return;
+        }
+        eprintln!("podplane run: TAP {} went away (its pod's namespace deleted?); the other ports go on", g.name);
+        self.remove(&g.name);
+        match self.open(&g.name, port) {
+            Ok(()) => eprintln!("podplane run: TAP {} created again for the pod's next namespace", g.name),
+            Err(e) => eprintln!("podplane run: TAP {}: {e:#}", g.name),
+        }
+    }
 }
 
 /// Run until a signal.
@@ -98,6 +155,9 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
+    if !(1..=64).contains(&r.workers) {
+        bail!("--workers {}: must be between 1 and 64", r.workers);
+    }
     if let Some(p) = setup.ports.iter().find(|p| p.kind != PortKind::Tap) {
         eprintln!("podplane run: Port/{}: kind {:?}: not opened (run drives tap ports)", p.name, p.kind);
     }
@@ -115,97 +175,76 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut dp = Dataplane::new(setup, r.seed);
-    dp.pipeline().trace_add(r.trace);
-    let mut drv = Driver::new(r.io, 8192)?;
-    let flags = TapFlags { vnet_hdr: r.offload, ..TapFlags::default() };
-    sync_taps(&dp, &mut drv, flags)?;
-    let mut files = vec![r.config.clone()];
-    files.extend(crate::object_files(&r.objects)?);
-    let mut seen = stamp(&files);
-    let mut unrouted = 0u64;
-    let mut batch = Batch::new();
+    if let Some(dir) = &r.capture {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        eprintln!("podplane run: capturing every TAP port to {}", dir.display());
+    }
     // The driver's clock: monotonic nanoseconds since start (core reads no clock).
     #[allow(clippy::disallowed_methods)]
     let t0 = std::time::Instant::now();
-    let mut next_check = 1_000_000_000u64;
     // Captures are stamped with the wall clock, as tcpdump stamps them.
     #[allow(clippy::disallowed_methods)]
     let epoch_ns = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let epoch_ns = u64::try_from(epoch_ns).unwrap_or(0);
-    let mut captures: BTreeMap<u16, Capture> = BTreeMap::new();
-    if let Some(dir) = &r.capture {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-        for p in dp.setup().ports.iter().filter(|p| p.kind == PortKind::Tap) {
-            // Written through at every frame: the capture can be read while it grows.
-            captures.insert(p.id.0, Capture::create_buffered(&dir.join(format!("{}.pcap", p.name)), 0)?);
-        }
-        eprintln!("podplane run: capturing every TAP port to {}", dir.display());
-    }
-    let offload = if r.offload { ", TAP offloads on (checksum, TSO)" } else { ", TAP offloads off" };
-    eprintln!("podplane run: {} running on {}{offload}; SIGINT or SIGTERM stops it", dp.setup().name, drv.kind());
 
-    // Reused every round: the driver loop allocates nothing per batch.
-    let mut tx: Vec<(PortId, podplane::PktId)> = Vec::with_capacity(4096);
-    let mut host: Vec<podplane::PktId> = Vec::with_capacity(4096);
-    let mut gone: Vec<String> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        batch.clear();
-        drv.recv(&mut batch, std::time::Duration::from_millis(100))?;
-        let now_ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if !batch.is_empty() {
-            if !captures.is_empty() {
-                let at = Instant::from_nanos(epoch_ns + now_ns);
-                for i in 0..batch.len() {
-                    let p = batch.pkt(i);
-                    if let Some(w) = captures.get_mut(&drv.pool().meta(p).in_port.0) {
-                        let _ = w.write(at, drv.pool().data(p));
-                    }
-                }
-            }
-            let out = dp.pipeline().process(drv.pool_mut(), Instant::from_nanos(now_ns), &mut batch);
-            tx.clear();
-            tx.extend(out.tx());
-            host.clear();
-            host.extend_from_slice(out.host());
-            for &(port, p) in &tx {
-                if let Some(w) = captures.get_mut(&port.0) {
-                    let _ = w.write(Instant::from_nanos(epoch_ns + now_ns), drv.pool().data(p));
-                }
-            }
-            unrouted += drv.send(&tx) as u64;
-            // No host port yet: what the node's own stack would receive is freed.
-            drv.free(&host);
+    let n = r.workers;
+    let (gone_tx, gone_rx): (Sender<Gone>, Receiver<Gone>) = crossbeam_channel::unbounded();
+    let shares: Vec<(Sender<Shared>, Receiver<Shared>)> = (0..n).map(|_| crossbeam_channel::bounded(1024)).collect();
+    let reports: Vec<Arc<Mutex<Report>>> = (0..n).map(|_| Arc::new(Mutex::new(Report::default()))).collect();
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let mut ctl = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    let mut kind = String::new();
+    for k in 0..n {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        ctl.push(tx);
+        let mut dp = Dataplane::new(setup.clone(), r.seed);
+        if k == 0 {
+            dp.pipeline().trace_add(r.trace);
         }
-        drv.take_gone(&mut gone);
-        for name in gone.drain(..) {
-            eprintln!("podplane run: TAP {name} went away (its pod's namespace deleted?); the other ports go on");
-            let port = dp.setup().ports.iter().find(|p| p.name == name).map(|p| p.id);
-            drv.remove(&name);
-            if let Some(port) = port {
-                match open_tap(&mut drv, &name, port, flags) {
-                    Ok(()) => eprintln!("podplane run: TAP {name} created again for the pod's next namespace"),
-                    Err(e) => eprintln!("podplane run: TAP {name}: {e:#}"),
-                }
-            }
+        let drv = Driver::new(r.io, 8192)?;
+        kind = drv.kind().to_string();
+        let w = Worker {
+            index: k,
+            dp,
+            drv,
+            ctl: rx,
+            gone: gone_tx.clone(),
+            share_in: shares[k].1.clone(),
+            share_out: shares.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, s)| s.0.clone()).collect(),
+            report: Arc::clone(&reports[k]),
+            stop: Arc::clone(&worker_stop),
+            capture: r.capture.clone(),
+            t0,
+            epoch_ns,
+        };
+        let h = std::thread::Builder::new().name(format!("podplane-w{k}")).spawn(move || w.run())?;
+        handles.push(h);
+    }
+    let flags = TapFlags { vnet_hdr: r.offload, multi_queue: n > 1 };
+    let mut control = Control { ctl, flags, taps: BTreeMap::new(), next_generation: 0 };
+    let mut current = setup;
+    let started = control.sync(&current);
+    let mut files = vec![r.config.clone()];
+    files.extend(crate::object_files(&r.objects)?);
+    let mut seen = stamp(&files);
+    if started.is_ok() {
+        let offload = if r.offload { ", TAP offloads on (checksum, TSO)" } else { ", TAP offloads off" };
+        let workers = if n == 1 { String::new() } else { format!(", {n} workers") };
+        eprintln!("podplane run: {} running on {kind}{offload}{workers}; SIGINT or SIGTERM stops it", current.name);
+    }
+    let mut next_check = 1_000_000_000u64;
+    while started.is_ok() && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        while let Ok(g) = gone_rx.try_recv() {
+            control.gone(&g);
         }
         if let Some(l) = &listener {
             while let Ok((mut conn, _)) = l.accept() {
                 let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(200)));
                 let mut req = [0u8; 1024];
                 let _ = conn.read(&mut req);
-                let snap = dp.pipeline().counters().snapshot();
-                let tables = dp.table_sizes();
-                let traffic = traffic(&drv, unrouted);
-                let driver = [
-                    (
-                        "podplane_pool_exhausted_total",
-                        "Reads not posted because the buffer pool was empty (the frames wait in the kernel's queue).",
-                        drv.pool().exhausted(),
-                    ),
-                    ("podplane_unrouted_tx_total", "Packets sent to a port without a device (freed).", unrouted),
-                ];
-                let body = metrics::render(&snap, dp.setup(), &traffic, &tables, &driver);
+                let body = render(&reports, &current);
                 let _ = write!(
                     conn,
                     "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
@@ -213,32 +252,13 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
                 );
             }
         }
+        let now_ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if now_ns >= next_check {
             next_check = now_ns + 1_000_000_000;
             let now = stamp(&files);
             if now != seen {
                 seen = now;
-                match crate::load(&r.config, &r.objects) {
-                    Ok(Ok(new)) => match dp.apply(new) {
-                        Ok(a) if a.is_empty() => eprintln!("podplane run: reload: no change"),
-                        Ok(a) => {
-                            eprintln!(
-                                "podplane run: reload applied: {} route change(s), reconfigured [{}]{}",
-                                a.route_changes,
-                                a.reconfigured.join(", "),
-                                if a.new_pipeline { ", new pipeline" } else { "" }
-                            );
-                            if let Err(e) = sync_taps(&dp, &mut drv, flags) {
-                                eprintln!("podplane run: reload: {e:#}");
-                            }
-                        }
-                        Err(e) => eprintln!("podplane run: reload refused: {e}"),
-                    },
-                    Ok(Err(errors)) => {
-                        eprintln!("podplane run: reload refused, the running configuration stays:\n{errors}")
-                    }
-                    Err(e) => eprintln!("podplane run: reload: {e:#}"),
-                }
+                reload(r, &mut current, &mut control);
                 if let Ok(f) = crate::object_files(&r.objects) {
                     files.truncate(1);
                     files.extend(f);
@@ -247,37 +267,129 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
             }
         }
     }
-    let snap = dp.pipeline().counters().snapshot();
+    worker_stop.store(true, Ordering::Relaxed);
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a worker panicked")),
+        }
+    }
+    started?;
+    let (snap, _) = merged(&reports);
     eprintln!("podplane run: stopping\n{snap}");
-    if r.trace > 0 {
-        eprintln!("trace:\n{}", dp.pipeline().trace());
+    if r.trace > 0
+        && let Some(rep) = reports.first().and_then(|m| m.lock().ok())
+    {
+        eprintln!("trace:\n{}", rep.trace);
     }
-    for (_, w) in captures {
-        w.finish()?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Per-port traffic for the metrics: the driver's counters by pipeline port, and the
-/// packets sent to ports without a TAP as errors of port `u16::MAX`.
-fn traffic(drv: &Driver, unrouted: u64) -> BTreeMap<u16, PortTraffic> {
-    let mut m: BTreeMap<u16, PortTraffic> = drv
-        .devices()
-        .map(|(_, port, s, _)| {
-            let t = PortTraffic {
-                rx: s.rx,
-                rx_bytes: s.rx_bytes,
-                tx: s.tx,
-                tx_bytes: s.tx_bytes,
-                tx_errors: s.tx_errors,
-                rx_super_frames: s.rx_super_frames,
-                rx_offload_errors: s.rx_offload_errors,
-            };
-            (port.0, t)
-        })
-        .collect();
-    if unrouted > 0 {
-        m.entry(u16::MAX).or_default().tx_errors += unrouted;
+/// Check the changed files and send a valid setup to the workers.
+fn reload(r: &Run, current: &mut NodeSetup, control: &mut Control) {
+    match crate::load(&r.config, &r.objects) {
+        Ok(Ok(new)) => {
+            // Checked against the running setup on a scratch dataplane first, so that a
+            // change every worker would refuse is refused here, once, with its reason.
+            let mut scratch = Dataplane::new(current.clone(), r.seed);
+            match scratch.apply(new.clone()) {
+                Ok(a) if a.is_empty() => eprintln!("podplane run: reload: no change"),
+                Ok(a) => {
+                    // Every worker applies it between two batches; wait (bounded) until
+                    // all have, so that "applied" is true when it is printed.
+                    let (done_tx, done_rx) = crossbeam_channel::bounded(control.ctl.len());
+                    for tx in &control.ctl {
+                        let _ = tx.send(Ctl::Apply(Box::new(new.clone()), done_tx.clone()));
+                    }
+                    let all =
+                        (0..control.ctl.len()).all(|_| done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_ok());
+                    eprintln!(
+                        "podplane run: reload applied{}: {} route change(s), reconfigured [{}]{}",
+                        if all { "" } else { " (not yet by every worker)" },
+                        a.route_changes,
+                        a.reconfigured.join(", "),
+                        if a.new_pipeline { ", new pipeline" } else { "" }
+                    );
+                    if let Err(e) = control.sync(&new) {
+                        eprintln!("podplane run: reload: {e:#}");
+                    }
+                    *current = new;
+                }
+                Err(e) => eprintln!("podplane run: reload refused: {e}"),
+            }
+        }
+        Ok(Err(errors)) => eprintln!("podplane run: reload refused, the running configuration stays:\n{errors}"),
+        Err(e) => eprintln!("podplane run: reload: {e:#}"),
     }
-    m
+}
+
+/// The workers' counters summed, and their per-port traffic by pipeline port.
+fn merged(reports: &[Arc<Mutex<Report>>]) -> (CounterSnapshot, BTreeMap<u16, PortTraffic>) {
+    let mut snap = CounterSnapshot::default();
+    let mut traffic: BTreeMap<u16, PortTraffic> = BTreeMap::new();
+    for r in reports {
+        let Ok(r) = r.lock() else { continue };
+        snap.merge(&r.counters);
+        for (_, port, s, _) in &r.devices {
+            let t = traffic.entry(port.0).or_default();
+            t.rx += s.rx;
+            t.rx_bytes += s.rx_bytes;
+            t.tx += s.tx;
+            t.tx_bytes += s.tx_bytes;
+            t.tx_errors += s.tx_errors;
+            t.rx_super_frames += s.rx_super_frames;
+            t.rx_offload_errors += s.rx_offload_errors;
+        }
+    }
+    (snap, traffic)
+}
+
+/// The metrics page.
+fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
+    let (snap, traffic) = merged(reports);
+    let (mut exhausted, mut unrouted, mut shared, mut shared_dropped) = (0, 0, 0, 0);
+    let mut tables: Vec<(&str, usize)> = Vec::new();
+    for (k, r) in reports.iter().enumerate() {
+        let Ok(r) = r.lock() else { continue };
+        exhausted += r.pool_exhausted;
+        unrouted += r.unrouted;
+        shared += r.shared_out;
+        shared_dropped += r.shared_dropped;
+        if k == 0 {
+            // Learned tables are per worker; worker 0's are shown.
+            tables.clone_from(&r.tables);
+        }
+    }
+    let driver = [
+        (
+            "podplane_pool_exhausted_total",
+            "Reads not posted because a buffer pool was empty (the frames wait in the kernel's queue).",
+            exhausted,
+        ),
+        ("podplane_unrouted_tx_total", "Packets sent to a port without a device (freed).", unrouted),
+        (
+            "podplane_workers_shared_neighbour_frames_total",
+            "ARP replies / neighbour advertisements to the node passed to the other workers.",
+            shared,
+        ),
+        (
+            "podplane_workers_shared_dropped_total",
+            "Neighbour frames not passed to another worker (its queue was full).",
+            shared_dropped,
+        ),
+    ];
+    let mut page = metrics::render(&snap, setup, &traffic, &tables, &driver);
+    page.push_str("# HELP podplane_worker_rx_packets_total Packets each worker's pipeline received.\n");
+    page.push_str("# TYPE podplane_worker_rx_packets_total counter\n");
+    for (k, r) in reports.iter().enumerate() {
+        if let Ok(r) = r.lock() {
+            page.push_str(&format!("podplane_worker_rx_packets_total{{worker=\"{k}\"}} {}\n", r.counters.totals.rx));
+        }
+    }
+    page
 }

@@ -104,8 +104,15 @@ fn forwards_reloads_and_stops(io: &str, offload: &str, tag: char) {
     assert!(sent.is_ok(), "{sent:?}\n{}", log_text());
     assert_eq!(sink.join().unwrap(), (len, len), "bytes in order and intact");
     // With offloads, A's stack hands over TCP super-frames that podplane segments.
-    let m = stats(&addr);
-    let supers = metric(&m, &format!("podplane_port_rx_super_frames_total{{port=\"{tap_a}\"}}"));
+    // (Workers publish their counters every 100 ms.)
+    let supers_line = format!("podplane_port_rx_super_frames_total{{port=\"{tap_a}\"}}");
+    let mut m = String::new();
+    let settled = wait_for(2, || {
+        m = stats(&addr);
+        metric(&m, &format!("podplane_port_rx_bytes_total{{port=\"{tap_a}\"}}")) > len as u64
+    });
+    assert!(settled, "{m}");
+    let supers = metric(&m, &supers_line);
     if offload == "on" {
         assert!(supers > 10, "{m}");
     } else {

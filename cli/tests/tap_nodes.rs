@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use common::{Guard, can_run, in_netns, ip, link_exists, ping, skip, tcp_send, tcp_sink, wait_for};
 
-/// Start `podplane run` with `config` (and `objects`), stderr to `log`.
-fn start(g: &mut Guard, config: &Path, objects: Option<&Path>, log: &Path) {
+/// Start `podplane run` with `config` (and `objects`, and `extra` arguments), stderr
+/// to `log`.
+fn start(g: &mut Guard, config: &Path, objects: Option<&Path>, log: &Path, extra: &[&str]) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_podplane"));
-    cmd.args(["run", "--config"]).arg(config);
+    cmd.args(["run", "--config"]).arg(config).args(extra);
     if let Some(o) = objects {
         cmd.arg("--objects").arg(o);
     }
@@ -63,6 +64,8 @@ fn two_podplane_nodes_over_vxlan_exchange_ping_and_tcp() {
     ip(&["-n", &ns_u, "link", "add", "br0", "type", "bridge"]);
     ip(&["-n", &ns_u, "link", "set", "br0", "up"]);
     let mut logs = Vec::new();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.1:{mport}");
     for (n, peer) in [(1u8, 2u8), (2, 1)] {
         let (up, p) = (format!("pp2u{n}{id}"), format!("pp2p{n}{id}"));
         let cfg = g.dir.join(format!("node{n}.yaml"));
@@ -84,7 +87,10 @@ fn two_podplane_nodes_over_vxlan_exchange_ping_and_tcp() {
         )
         .unwrap();
         let log = g.dir.join(format!("node{n}.log"));
-        start(&mut g, &cfg, Some(&objs), &log);
+        // Node 1 runs two workers (multiqueue TAPs): the ARP reply for node 2's
+        // underlay address may reach either, and both must learn it.
+        let extra: Vec<&str> = if n == 1 { vec!["--workers", "2", "--metrics", &metrics] } else { vec![] };
+        start(&mut g, &cfg, Some(&objs), &log, &extra);
         logs.push(log);
         assert!(wait_for(10, || link_exists(&up) && link_exists(&p)), "no TAPs for node {n}");
         ip(&["link", "set", &up, "netns", &ns_u]);
@@ -104,6 +110,35 @@ fn two_podplane_nodes_over_vxlan_exchange_ping_and_tcp() {
         let sent = tcp_send(from, dst.parse().unwrap(), LEN).join().unwrap();
         assert!(sent.is_ok(), "{sent:?}\n{}", logs_text());
         assert_eq!(sink.join().unwrap(), (LEN, LEN), "{from} -> {dst}: every byte, in order");
+    }
+    // Sixteen flows at once from node 2's pod: the kernel spreads them over node 1's
+    // two TAP queues, so both workers carry traffic.
+    let flows: Vec<_> = (0..16u16)
+        .map(|k| {
+            let dst: std::net::SocketAddr = format!("10.244.1.2:{}", 5400 + k).parse().unwrap();
+            (tcp_sink(&ns_1, dst), dst)
+        })
+        .collect();
+    let senders: Vec<_> = flows.iter().map(|(_, dst)| tcp_send(&ns_2, *dst, 256 << 10)).collect();
+    for s in senders {
+        assert!(s.join().unwrap().is_ok(), "{}", logs_text());
+    }
+    for (sink, dst) in flows {
+        assert_eq!(sink.join().unwrap(), (256 << 10, 256 << 10), "{dst}");
+    }
+    assert!(std::fs::read_to_string(&logs[0]).unwrap().contains("2 workers"), "{}", logs_text());
+    // Both of node 1's workers carried packets (counters are published every 100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", &metrics]).output().unwrap();
+    let m = String::from_utf8_lossy(&o.stdout).into_owned();
+    for k in 0..2 {
+        let rx: u64 = m
+            .lines()
+            .find(|l| l.starts_with(&format!("podplane_worker_rx_packets_total{{worker=\"{k}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(rx > 100, "worker {k} carried {rx} packets:\n{m}");
     }
 }
 
@@ -174,7 +209,7 @@ fn pods_keep_their_transfer_through_a_flood_and_a_deleted_namespace() {
     let ports: String = taps.iter().map(|t| format!("  - {{name: {t}, kind: tap, role: pod}}\n")).collect();
     std::fs::write(&cfg, format!("name: flood\npodCIDR: 10.244.1.0/24\nports:\n{ports}")).unwrap();
     let log = g.dir.join("run.log");
-    start(&mut g, &cfg, None, &log);
+    start(&mut g, &cfg, None, &log, &[]);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(wait_for(10, || taps.iter().all(|t| link_exists(t))), "no TAPs:\n{}", log_text());
     for (k, (t, ns)) in taps.iter().zip(&nss).enumerate() {

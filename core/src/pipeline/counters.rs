@@ -187,6 +187,37 @@ pub struct CounterSnapshot {
 }
 
 impl CounterSnapshot {
+    /// Add `other` (another worker's snapshot) into this one: totals summed, drop
+    /// and event counters summed by stage and reason, new ones appended in `other`'s
+    /// order. Workers run the same stages, so the order stays the stage order.
+    pub fn merge(&mut self, other: &CounterSnapshot) {
+        let (t, o) = (&mut self.totals, &other.totals);
+        t.rx += o.rx;
+        t.rx_bytes += o.rx_bytes;
+        t.generated += o.generated;
+        t.tx += o.tx;
+        t.tx_bytes += o.tx_bytes;
+        t.host += o.host;
+        t.dropped += o.dropped;
+        t.held += o.held;
+        t.released += o.released;
+        for d in &other.drops {
+            match self.drops.iter_mut().find(|m| m.stage == d.stage && m.reason == d.reason) {
+                Some(m) => {
+                    m.packets += d.packets;
+                    m.bytes += d.bytes;
+                }
+                None => self.drops.push(*d),
+            }
+        }
+        for e in &other.events {
+            match self.events.iter_mut().find(|m| m.stage == e.stage && m.event == e.event) {
+                Some(m) => m.count += e.count,
+                None => self.events.push(*e),
+            }
+        }
+    }
+
     /// True when `rx + generated + released = tx + host + dropped + held`.
     pub fn balanced(&self) -> bool {
         let t = &self.totals;
@@ -212,5 +243,38 @@ impl fmt::Display for CounterSnapshot {
             writeln!(f, "{:<28} {:>12}", format!("{}/{}", e.stage, e.event), e.count)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_of_workers_merge_by_stage_and_reason() {
+        let mut a = Counters::new(&["parse", "route"]);
+        let mut b = Counters::new(&["parse", "route"]);
+        a.totals.rx = 5;
+        a.count_drop(1, DropReason::RuntFrame, 60);
+        a.count_drop(2, DropReason::NoRoute, 100);
+        a.count_drop(2, DropReason::NoRoute, 100);
+        b.totals.rx = 7;
+        b.count_drop(2, DropReason::NoRoute, 50);
+        b.count_drop(2, DropReason::TtlExceeded, 40);
+        a.count_event(2, StageEvent::Routed);
+        b.count_event_n(2, StageEvent::Routed, 4);
+        let mut m = a.snapshot();
+        m.merge(&b.snapshot());
+        assert_eq!((m.totals.rx, m.totals.dropped), (12, 5));
+        let drops: Vec<_> = m.drops.iter().map(|d| (d.stage, d.reason, d.packets, d.bytes)).collect();
+        assert_eq!(
+            drops,
+            vec![
+                ("parse", DropReason::RuntFrame, 1, 60),
+                ("route", DropReason::NoRoute, 3, 250),
+                ("route", DropReason::TtlExceeded, 1, 40)
+            ]
+        );
+        assert_eq!(m.events, vec![EventCount { stage: "route", event: StageEvent::Routed, count: 5 }]);
     }
 }
