@@ -169,6 +169,68 @@ fn in_own_netns(mode: IoMode, test: &'static str) {
     .expect("TAP test thread");
 }
 
+/// A pool of 64 slots and 400 datagrams from the kernel, none freed at first: the
+/// driver stops posting reads when the pool is empty (counted), the frames wait in
+/// the TAP's queue (txqueuelen 1000), and once the slots come back every datagram is
+/// read, in order.
+fn pool_exhaustion(mode: IoMode, test: &'static str) {
+    if let Err(why) = can_run() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test {test} cannot run under CI: {why}");
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    std::thread::spawn(move || {
+        // SAFETY: unshare only changes this thread's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        let mut drv = Driver::new(mode, 64).expect("driver");
+        let tap = TapDevice::open("pptap1", TapFlags::default()).expect("open TAP");
+        drv.add(tap, PortId(0)).unwrap();
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["addr", "add", "192.0.2.1/24", "dev", "pptap1"]);
+        ip(&["link", "set", "pptap1", "up"]);
+        ip(&["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:02:02", "dev", "pptap1"]);
+        let sock = UdpSocket::bind("192.0.2.1:5001").unwrap();
+        for k in 0..400u32 {
+            sock.send_to(&k.to_be_bytes(), (Ipv4Addr::new(192, 0, 2, 2), 9)).unwrap();
+        }
+        let (mut held, mut seen) = (Vec::new(), Vec::new());
+        let mut batch = Batch::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.len() < 400 && Instant::now() < deadline {
+            batch.clear();
+            drv.recv(&mut batch, Duration::from_millis(20)).unwrap();
+            for i in 0..batch.len() {
+                let d = drv.pool().data(batch.pkt(i));
+                if d.len() >= 46 && d[12..14] == [0x08, 0x00] && d[23] == 17 {
+                    seen.push(u32::from_be_bytes([d[42], d[43], d[44], d[45]]));
+                }
+                held.push(batch.pkt(i));
+            }
+            // Hold everything until the pool has run dry once, then free as we go.
+            if drv.pool().exhausted() > 0 {
+                drv.free(&held);
+                held.clear();
+            }
+        }
+        assert!(drv.pool().exhausted() > 0, "the pool ran dry");
+        assert_eq!(seen, (0..400).collect::<Vec<_>>(), "every datagram, in order, none lost");
+        drv.free(&held);
+    })
+    .join()
+    .expect("TAP test thread");
+}
+
+#[test]
+fn pool_exhaustion_waits_in_the_kernel_queue_on_io_uring() {
+    pool_exhaustion(IoMode::Uring, "pool_exhaustion_waits_in_the_kernel_queue_on_io_uring");
+}
+
+#[test]
+fn pool_exhaustion_waits_in_the_kernel_queue_on_poll() {
+    pool_exhaustion(IoMode::Poll, "pool_exhaustion_waits_in_the_kernel_queue_on_poll");
+}
+
 #[test]
 fn tap_frames_both_ways_on_io_uring() {
     in_own_netns(IoMode::Uring, "tap_frames_both_ways_on_io_uring");
