@@ -10,6 +10,7 @@
 #   podplane-uring  `podplane run --io uring`, a TAP per pod (bridge), offloads on
 #   podplane-poll   `podplane run --io poll`, the same
 #   podplane-uring-nooffload  io_uring with TAP offloads off (no TSO: the gain of it)
+#   podplane-uring-unregistered-nooffload  the same without registered buffers
 # Tests: 64-byte UDP frames (iperf3 -u -l 18 -b 0; packets/s the receiver got) and
 # bulk TCP (iperf3, Gbit/s). Busy cores are measured from /proc/stat over each test
 # (every core: sender, receiver, softirq and podplane), so "per busy core" compares
@@ -131,7 +132,8 @@ print(f"{pps:.0f} {(b1-b0)/(t1-t0)*n:.2f} {gbps:.2f} {(b2-b1)/(t2-t1)*n:.2f}")
 PY
 }
 
-KINDS=(kernel-bridge podplane-uring kernel-route podplane-poll podplane-uring-nooffload)
+KINDS=(kernel-bridge podplane-uring kernel-route podplane-poll podplane-uring-nooffload
+  podplane-uring-unregistered-nooffload)
 : >"$WORK/results"
 for r in $(seq "$ROUNDS"); do
   for k in "${KINDS[@]}"; do
@@ -148,13 +150,13 @@ for line in open(sys.argv[1]):
     rows.setdefault(k, []).append([float(x) for x in v])
 med = {k: [st.median(c) for c in zip(*v)] for k, v in rows.items()}
 print(f"\npod-to-pod, {sys.argv[2]} cores, median of {len(next(iter(rows.values())))} interleaved rounds")
-print(f"{'path':26} {'UDP64 pps':>11} {'busy cores':>10} {'pps/core':>10} {'TCP Gbit/s':>11} {'busy cores':>10} {'Gbit/s/core':>11}")
+print(f"{'path':38} {'UDP64 pps':>11} {'busy cores':>10} {'pps/core':>10} {'TCP Gbit/s':>11} {'busy cores':>10} {'Gbit/s/core':>11}")
 for k, (pps, uc, g, tc) in med.items():
-    print(f"{k:26} {pps:11.0f} {uc:10.2f} {pps/max(uc,0.01):10.0f} {g:11.2f} {tc:10.2f} {g/max(tc,0.01):11.2f}")
+    print(f"{k:38} {pps:11.0f} {uc:10.2f} {pps/max(uc,0.01):10.0f} {g:11.2f} {tc:10.2f} {g/max(tc,0.01):11.2f}")
 base = med.get("kernel-bridge")
 if base:
     print("\nratio to kernel-bridge (pps, pps per busy core, Gbit/s, Gbit/s per busy core):")
     for k, (pps, uc, g, tc) in med.items():
         r = (pps / base[0], (pps/uc) / (base[0]/base[1]), g / base[2], (g/tc) / (base[2]/base[3]))
-        print(f"  {k:26} " + "  ".join(f"{x:5.2f}" for x in r))
+        print(f"  {k:38} " + "  ".join(f"{x:5.2f}" for x in r))
 PY

@@ -42,6 +42,8 @@ enum IoArg {
     Auto,
     /// io_uring (fail without it).
     Uring,
+    /// io_uring without registered buffers (to measure what registration gains).
+    UringUnregistered,
     /// poll + read/write.
     Poll,
 }
@@ -201,6 +203,7 @@ fn run_cli() -> anyhow::Result<std::process::ExitCode> {
             let io = match io {
                 IoArg::Auto => podplane_tap::IoMode::Auto,
                 IoArg::Uring => podplane_tap::IoMode::Uring,
+                IoArg::UringUnregistered => podplane_tap::IoMode::UringUnregistered,
                 IoArg::Poll => podplane_tap::IoMode::Poll,
             };
             let offload = matches!(offload, OnOff::On);

@@ -32,6 +32,9 @@ pub enum IoMode {
     Auto,
     /// io_uring, or fail.
     Uring,
+    /// io_uring without registering the pool (plain `READ`/`WRITE`), to measure what
+    /// registration gains.
+    UringUnregistered,
     /// `poll(2)` + `read(2)`/`write(2)`.
     Poll,
 }
@@ -138,8 +141,9 @@ impl Driver {
         let mut pool = BufPool::with_slots(slots).map_err(TapError::Pool)?;
         let io = match mode {
             IoMode::Poll => Io::Poll(PollIo::new()),
-            IoMode::Uring => Io::Uring(Box::new(UringIo::new(&mut pool).map_err(TapError::Uring)?)),
-            IoMode::Auto => match UringIo::new(&mut pool) {
+            IoMode::Uring => Io::Uring(Box::new(UringIo::new(&mut pool, true).map_err(TapError::Uring)?)),
+            IoMode::UringUnregistered => Io::Uring(Box::new(UringIo::new(&mut pool, false).map_err(TapError::Uring)?)),
+            IoMode::Auto => match UringIo::new(&mut pool, true) {
                 Ok(u) => Io::Uring(Box::new(u)),
                 Err(_) => Io::Poll(PollIo::new()),
             },

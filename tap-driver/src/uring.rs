@@ -104,7 +104,7 @@ pub(crate) struct UringIo {
 
 impl UringIo {
     /// Set up a ring and try to register the pool region.
-    pub(crate) fn new(pool: &mut BufPool) -> io::Result<Self> {
+    pub(crate) fn new(pool: &mut BufPool, register: bool) -> io::Result<Self> {
         let ring = IoUring::builder().setup_cqsize(ENTRIES * 2).build(ENTRIES)?;
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(
@@ -116,7 +116,7 @@ impl UringIo {
         let iov = libc::iovec { iov_base: base.cast(), iov_len: len };
         // SAFETY: the region is one live allocation of `len` bytes that outlives the
         // ring (the driver shuts the ring down before the pool is dropped).
-        let fixed = unsafe { ring.submitter().register_buffers(&[iov]) }.is_ok();
+        let fixed = register && unsafe { ring.submitter().register_buffers(&[iov]) }.is_ok();
         Ok(UringIo { ring, fixed, writes: 0 })
     }
 
