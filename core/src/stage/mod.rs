@@ -4,6 +4,7 @@
 
 pub mod arp;
 pub mod bridge;
+pub mod conntrack;
 pub mod egress;
 pub mod overlay;
 pub mod parse;
