@@ -1,0 +1,305 @@
+//! The connection table: fixed capacity, both directions of a connection indexed,
+//! expiry by an incremental sweep, early drop of unassured entries when full.
+//!
+//! Entries live in a slab allocated once (`capacity` of them) and are found through
+//! one hashbrown `HashTable<u32>` holding, per live entry, two small handles (entry
+//! index and direction): one for the original tuple, one for the reply tuple (which
+//! differs from the reversed original when NAT changed it). The keys themselves are
+//! not stored twice: a probe compares the tuple against the entry. That keeps an IPv4
+//! connection at about 120 bytes with its index (`memory_per_entry`), against about
+//! 300 for the kernel's `nf_conn`.
+//!
+//! Like netfilter: a lookup in either direction finds the entry and says which
+//! (`Dir`); inserting a connection whose original or reply tuple is already taken by
+//! a live entry fails (`Clash`), so NAT can never produce two connections with one
+//! tuple; expired entries are invisible at once and their slots are reclaimed by
+//! [`CtTable::sweep`], a bounded number of slots per call, so there is no
+//! stop-the-world scan; when the table is full, an entry that is not assured (or a
+//! TCP connection already closing) is dropped to make room, as `early_drop()` does,
+//! and otherwise the new connection is refused: established connections are never
+//! evicted by a flood of new ones.
+
+use core::hash::{BuildHasher, Hash};
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+use crate::stage::conntrack::tcp::Dir;
+use crate::time::Instant;
+
+/// A connection tuple in one direction: addresses, protocol and ports (for ICMP echo,
+/// the identifier in both port fields, as netfilter keys it), in a zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple<A> {
+    /// Source address.
+    pub src: A,
+    /// Destination address.
+    pub dst: A,
+    /// Source port (ICMP: the echo identifier).
+    pub sport: u16,
+    /// Destination port (ICMP: the echo identifier).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Conntrack zone.
+    pub zone: u16,
+}
+
+impl<A: Copy> Tuple<A> {
+    /// The same connection seen from the other end.
+    pub fn reversed(&self) -> Self {
+        Tuple { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
+    }
+}
+
+/// Status bits of an entry (`IPS_*`).
+pub mod status {
+    /// A packet in the reply direction has been seen.
+    pub const SEEN_REPLY: u8 = 1;
+    /// The connection is assured: never early-dropped.
+    pub const ASSURED: u8 = 2;
+    /// Source NAT applied.
+    pub const SRC_NAT: u8 = 4;
+    /// Destination NAT applied.
+    pub const DST_NAT: u8 = 8;
+}
+
+/// One connection. `P` is the protocol state (TCP tracking, UDP/ICMP nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtEntry<A, P> {
+    /// The tuple of the first packet.
+    pub original: Tuple<A>,
+    /// The tuple replies carry (the reversed original, translated by NAT).
+    pub reply: Tuple<A>,
+    /// When the entry expires.
+    pub expires: Instant,
+    /// [`status`] bits.
+    pub status: u8,
+    /// Protocol state.
+    pub proto: P,
+}
+
+impl<A, P> CtEntry<A, P> {
+    /// True when it has a status bit.
+    pub fn has(&self, bit: u8) -> bool {
+        self.status & bit != 0
+    }
+}
+
+/// A handle to an entry (its slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtId(pub u32);
+
+/// Why an insert failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The table is full of entries that may not be dropped.
+    Full,
+    /// A live entry already has the original or the reply tuple.
+    Clash,
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct CtTable<A, P> {
+    slots: Vec<Option<CtEntry<A, P>>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: FixedState,
+    live: usize,
+    cursor: usize,
+    /// Entries dropped early to make room.
+    pub early_drops: u64,
+}
+
+/// Handle of `(slot, dir)` in the index.
+fn handle(slot: u32, dir: Dir) -> u32 {
+    (slot << 1) | (dir as u32)
+}
+
+fn unhandle(h: u32) -> (usize, Dir) {
+    let dir = if h & 1 == 0 { Dir::Original } else { Dir::Reply };
+    ((h >> 1) as usize, dir)
+}
+
+/// How many slots an insert into a full table looks at for one to drop (the kernel
+/// looks at a few hash buckets).
+const EARLY_DROP_SCAN: usize = 64;
+
+impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
+    /// A table for `capacity` connections (at most 2^31), indexed with hash `seed`.
+    /// Allocates everything now; nothing later.
+    pub fn new(capacity: usize, seed: u64) -> Self {
+        let capacity = capacity.clamp(1, 1 << 31);
+        let free = (0..capacity).rev().map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+        CtTable {
+            slots: vec![None; capacity],
+            free,
+            index: HashTable::with_capacity(2 * capacity),
+            hasher: FixedState::with_seed(seed),
+            live: 0,
+            cursor: 0,
+            early_drops: 0,
+        }
+    }
+
+    /// Connections held (expired ones not swept yet included).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Most connections.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn hash(&self, t: &Tuple<A>) -> u64 {
+        self.hasher.hash_one(t)
+    }
+
+    fn tuple_of(slots: &[Option<CtEntry<A, P>>], h: u32) -> Option<&Tuple<A>> {
+        let (i, dir) = unhandle(h);
+        let e = slots.get(i)?.as_ref()?;
+        Some(if dir == Dir::Original { &e.original } else { &e.reply })
+    }
+
+    /// The live entry with tuple `t` in either direction, and that direction.
+    pub fn lookup(&self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir)> {
+        let slots = &self.slots;
+        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
+        let (i, dir) = unhandle(h);
+        let e = slots.get(i)?.as_ref()?;
+        (e.expires > now).then(|| (CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
+    }
+
+    /// The entry `id`.
+    pub fn get(&self, id: CtId) -> Option<&CtEntry<A, P>> {
+        self.slots.get(id.0 as usize)?.as_ref()
+    }
+
+    /// The entry `id`, writable (tuples must not be changed: they are indexed).
+    pub fn get_mut(&mut self, id: CtId) -> Option<&mut CtEntry<A, P>> {
+        self.slots.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// Add a connection. An expired entry holding either tuple is removed first; a
+    /// live one makes it a [`InsertError::Clash`]. A full table drops an entry that is
+    /// neither assured nor excepted by `keep` (TCP: `keep` = not closing), else
+    /// refuses with [`InsertError::Full`].
+    ///
+    /// # Errors
+    /// See [`InsertError`].
+    pub fn insert(
+        &mut self,
+        entry: CtEntry<A, P>,
+        now: Instant,
+        keep: impl Fn(&CtEntry<A, P>) -> bool,
+    ) -> Result<CtId, InsertError> {
+        for t in [entry.original, entry.reply] {
+            if let Some((id, _)) = self.find_any(&t) {
+                match self.get(id) {
+                    Some(e) if e.expires > now => return Err(InsertError::Clash),
+                    _ => {
+                        self.remove(id);
+                    }
+                }
+            }
+        }
+        if self.free.is_empty() && !self.early_drop(now, &keep) {
+            return Err(InsertError::Full);
+        }
+        let Some(slot) = self.free.pop() else { return Err(InsertError::Full) };
+        let (ho, hr) = (self.hash(&entry.original), self.hash(&entry.reply));
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            *s = Some(entry);
+        }
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
+        self.index.insert_unique(ho, handle(slot, Dir::Original), rehash);
+        self.index.insert_unique(hr, handle(slot, Dir::Reply), rehash);
+        self.live += 1;
+        Ok(CtId(slot))
+    }
+
+    /// The entry holding `t`, expired or not.
+    fn find_any(&self, t: &Tuple<A>) -> Option<(CtId, Dir)> {
+        let slots = &self.slots;
+        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
+        let (i, dir) = unhandle(h);
+        Some((CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
+    }
+
+    /// Remove entry `id`; returns it.
+    pub fn remove(&mut self, id: CtId) -> Option<CtEntry<A, P>> {
+        let e = self.slots.get(id.0 as usize).copied().flatten()?;
+        for (t, dir) in [(e.original, Dir::Original), (e.reply, Dir::Reply)] {
+            let want = handle(id.0, dir);
+            if let Ok(o) = self.index.find_entry(self.hash(&t), |&h| h == want) {
+                o.remove();
+            }
+        }
+        if let Some(s) = self.slots.get_mut(id.0 as usize) {
+            *s = None;
+        }
+        self.free.push(id.0);
+        self.live -= 1;
+        Some(e)
+    }
+
+    /// Find an entry to drop for room: expired, or not assured and not kept.
+    fn early_drop(&mut self, now: Instant, keep: &impl Fn(&CtEntry<A, P>) -> bool) -> bool {
+        let n = self.slots.len();
+        for k in 0..EARLY_DROP_SCAN.min(n) {
+            let i = (self.cursor + k) % n;
+            let Some(e) = self.slots.get(i).copied().flatten() else { continue };
+            if e.expires <= now || (!e.has(status::ASSURED) && !keep(&e)) {
+                self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
+                if e.expires > now {
+                    self.early_drops += 1;
+                }
+                self.cursor = (i + 1) % n;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reclaim expired entries among the next `budget` slots (round robin); returns
+    /// how many were removed. Call it once per batch with a small budget.
+    pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
+        let n = self.slots.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.cursor;
+            self.cursor = (self.cursor + 1) % n;
+            if self.slots.get(i).copied().flatten().is_some_and(|e| e.expires <= now) {
+                self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Every live entry, in slot order (for `conntrack -L`-style listings).
+    pub fn iter(&self, now: Instant) -> impl Iterator<Item = (CtId, &CtEntry<A, P>)> + '_ {
+        self.slots.iter().enumerate().filter_map(move |(i, e)| {
+            let e = e.as_ref().filter(|e| e.expires > now)?;
+            Some((CtId(u32::try_from(i).unwrap_or(u32::MAX)), e))
+        })
+    }
+
+    /// Bytes per connection slot: the entry plus its share of the index (two handles
+    /// and their control bytes, at hashbrown's 7/8 load).
+    pub fn memory_per_entry() -> usize {
+        size_of::<Option<CtEntry<A, P>>>() + size_of::<u32>() + (2 * (size_of::<u32>() + 1)) * 8 / 7
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+use super::*;
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+
+type T4 = Tuple<Ipv4Addr>;
+
+fn tuple(src: u8, dst: u8, sport: u16, dport: u16, proto: u8) -> T4 {
+    Tuple { src: Ipv4Addr::new(10, 0, 0, src), dst: Ipv4Addr::new(10, 0, 0, dst), sport, dport, proto, zone: 0 }
+}
+
+fn entry(o: T4, reply: T4, expires: u64, status: u8) -> CtEntry<Ipv4Addr, ()> {
+    CtEntry { original: o, reply, expires: Instant::from_nanos(expires), status, proto: () }
+}
+
+const T0: Instant = Instant::ZERO;
+
+#[test]
+fn both_directions_are_found_and_nat_replies_too() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(8, 1);
+    let o = tuple(2, 9, 40000, 53, 17);
+    // Masqueraded: the reply comes back to the node's address 10.0.0.100, port 61000.
+    let r = Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), dport: 61000, ..o.reversed() };
+    let id = t.insert(entry(o, r, 100, 0), T0, |_| false).unwrap();
+    assert_eq!(t.lookup(&o, T0), Some((id, Dir::Original)));
+    assert_eq!(t.lookup(&r, T0), Some((id, Dir::Reply)));
+    assert_eq!(t.lookup(&o.reversed(), T0), None, "the untranslated reply is not this connection");
+    // Another connection wanting the same translated tuple: refused, never shared.
+    let o2 = tuple(3, 9, 40000, 53, 17);
+    assert_eq!(t.insert(entry(o2, r, 100, 0), T0, |_| false), Err(InsertError::Clash));
+    // Expired: invisible at once, and its tuples free for a new connection.
+    let later = Instant::from_nanos(100);
+    assert_eq!(t.lookup(&o, later), None);
+    let id2 = t.insert(entry(o2, r, 500, 0), later, |_| false).unwrap();
+    assert_eq!(t.lookup(&r, later), Some((id2, Dir::Reply)));
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn a_full_table_drops_unassured_entries_only() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(4, 7);
+    // Four established (assured) connections fill the table.
+    for k in 0..4u8 {
+        let o = tuple(k, 50, 1000, 80, 6);
+        t.insert(entry(o, o.reversed(), 1_000, status::ASSURED), T0, |_| false).unwrap();
+    }
+    // A flood of new connections cannot evict them.
+    for k in 0..100u16 {
+        let o = tuple(60, 50, 2000 + k, 80, 6);
+        assert_eq!(t.insert(entry(o, o.reversed(), 1_000, 0), T0, |_| false), Err(InsertError::Full));
+    }
+    assert_eq!((t.len(), t.early_drops), (4, 0));
+    // Once one is no longer assured (say, closing), a new connection takes its place.
+    let closing = t.lookup(&tuple(2, 50, 1000, 80, 6), T0).unwrap().0;
+    t.get_mut(closing).unwrap().status = 0;
+    let o = tuple(61, 50, 3000, 80, 6);
+    assert!(t.insert(entry(o, o.reversed(), 1_000, 0), T0, |_| false).is_ok());
+    assert_eq!(t.early_drops, 1);
+    assert_eq!(t.lookup(&tuple(2, 50, 1000, 80, 6), T0), None);
+    // `keep` protects unassured entries too (TCP connections not closing).
+    let o2 = tuple(62, 50, 3001, 80, 6);
+    assert_eq!(t.insert(entry(o2, o2.reversed(), 1_000, 0), T0, |_| true), Err(InsertError::Full));
+}
+
+#[test]
+fn sweep_reclaims_expired_slots_a_few_at_a_time() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(100, 3);
+    for k in 0..100u16 {
+        let o = tuple(1, 2, k, 80, 6);
+        t.insert(entry(o, o.reversed(), if k % 2 == 0 { 10 } else { 1_000 }, 0), T0, |_| false).unwrap();
+    }
+    let now = Instant::from_nanos(10);
+    assert_eq!(t.sweep(now, 10), 5, "a bounded amount of work");
+    let mut total = 5;
+    for _ in 0..9 {
+        total += t.sweep(now, 10);
+    }
+    assert_eq!((total, t.len()), (50, 50));
+    assert_eq!(t.iter(now).count(), 50);
+}
+
+#[test]
+fn an_ipv4_connection_with_its_index_is_small() {
+    use crate::stage::conntrack::tcp::TcpTrack;
+    let per = CtTable::<Ipv4Addr, TcpTrack>::memory_per_entry();
+    eprintln!("{per} bytes per IPv4 TCP connection");
+    assert!(per <= 128, "{per} bytes per IPv4 TCP connection");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert { o: T4, nat: bool, ttl: u64, assured: bool },
+    Lookup(T4),
+    Remove(usize),
+    Advance(u64),
+    Sweep(usize),
+}
+
+fn small_tuple() -> impl Strategy<Value = T4> {
+    (0u8..3, 3u8..6, 0u16..3, 0u16..2, prop_oneof![Just(6u8), Just(17u8)])
+        .prop_map(|(s, d, sp, dp, p)| tuple(s, d, sp, dp, p))
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (small_tuple(), any::<bool>(), 1u64..50, any::<bool>())
+            .prop_map(|(o, nat, ttl, assured)| Op::Insert { o, nat, ttl, assured }),
+        4 => small_tuple().prop_map(Op::Lookup),
+        4 => small_tuple().prop_map(|t| Op::Lookup(t.reversed())),
+        1 => (0usize..8).prop_map(Op::Remove),
+        2 => (1u64..20).prop_map(Op::Advance),
+        1 => (1usize..40).prop_map(Op::Sweep),
+    ]
+}
+
+proptest! {
+    /// The table against a list scanned linearly: inserts (with clashes and expired
+    /// holders), lookups in both directions, removals, expiry and sweeps.
+    #[test]
+    fn table_matches_a_linear_model(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(1024, 9);
+        // (original, reply, expires, id)
+        let mut model: Vec<(T4, T4, u64, CtId)> = Vec::new();
+        let mut now = 0u64;
+        for op in ops {
+            let at = Instant::from_nanos(now);
+            match op {
+                Op::Insert { o, nat, ttl, assured } => {
+                    let r = if nat { Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), ..o.reversed() } } else { o.reversed() };
+                    let holders: Vec<usize> = model.iter().enumerate()
+                        .filter(|(_, m)| [o, r].iter().any(|x| *x == m.0 || *x == m.1))
+                        .map(|(i, _)| i).collect();
+                    let live_clash = holders.iter().any(|&i| model[i].2 > now);
+                    let status = if assured { status::ASSURED } else { 0 };
+                    let got = t.insert(entry(o, r, now + ttl, status), at, |_| false);
+                    if live_clash {
+                        prop_assert_eq!(got, Err(InsertError::Clash));
+                    } else {
+                        let id = got.unwrap();
+                        model.retain(|m| ![o, r].iter().any(|x| *x == m.0 || *x == m.1));
+                        model.push((o, r, now + ttl, id));
+                    }
+                }
+                Op::Lookup(x) => {
+                    let want = model.iter().find(|m| m.2 > now && (m.0 == x || m.1 == x))
+                        .map(|m| (m.3, if m.0 == x { Dir::Original } else { Dir::Reply }));
+                    prop_assert_eq!(t.lookup(&x, at), want);
+                }
+                Op::Remove(k) => {
+                    // A live one (an expired one may have been swept already).
+                    let live: Vec<usize> = (0..model.len()).filter(|&i| model[i].2 > now).collect();
+                    if !live.is_empty() {
+                        let m = model.remove(live[k % live.len()]);
+                        prop_assert_eq!(t.remove(m.3).map(|e| e.original), Some(m.0));
+                    }
+                }
+                Op::Advance(d) => now += d,
+                Op::Sweep(b) => {
+                    t.sweep(at, b);
+                }
+            }
+            let live_model = model.iter().filter(|m| m.2 > now).count();
+            prop_assert_eq!(t.iter(Instant::from_nanos(now)).count(), live_model);
+            prop_assert!(t.len() <= model.len(), "swept entries are gone from the table only");
+        }
+    }
+}
