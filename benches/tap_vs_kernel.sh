@@ -33,16 +33,12 @@ cargo build --release -q -p podplane-cli
 BIN=${CARGO_TARGET_DIR:-target}/release/podplane
 WORK=$(mktemp -d /tmp/podplane-bench.XXXXXX)
 PID=""
+# shellcheck source=scripts/netns-lib.sh
+. scripts/netns-lib.sh
 cleanup() {
   [ -n "$PID" ] && { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
   PID=""
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$P" || true); do
-    ip link del "$l" 2>/dev/null || true
-  done
+  remove_prefixed "$P"
 }
 trap 'cleanup; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM

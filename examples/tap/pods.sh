@@ -21,17 +21,13 @@ PIDS=()
 [ "$(id -u)" = 0 ] || { echo "pods.sh: run as root (TAP devices and network namespaces)" >&2; exit 1; }
 [ -e /dev/net/tun ] || { echo "pods.sh: no /dev/net/tun" >&2; exit 1; }
 
+# shellcheck source=scripts/netns-lib.sh
+. scripts/netns-lib.sh
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
-  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$P" || true); do
-    ip link del "$l" 2>/dev/null || true
-  done
+  remove_prefixed "$P"
 }
 trap 'cleanup; rm -rf "$WORK"' EXIT
 trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM

@@ -91,7 +91,9 @@ fn read_until(drv: &mut Driver, pl: &mut Pipeline, want: impl Fn(&[u8], L3Kind) 
     None
 }
 
-fn in_own_netns(mode: IoMode, test: &'static str) {
+/// Run `body` on a thread in a network namespace of its own (gone with the thread),
+/// or say why not: a failure under `CI=true`, SKIPPED otherwise.
+fn in_fresh_netns(test: &'static str, body: impl FnOnce() + Send + 'static) {
     if let Err(why) = can_run() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test {test} cannot run under CI: {why}");
         eprintln!("SKIPPED {test}: {why}");
@@ -101,6 +103,14 @@ fn in_own_netns(mode: IoMode, test: &'static str) {
         // SAFETY: unshare only changes this thread's network namespace.
         let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        body();
+    })
+    .join()
+    .expect("TAP test thread");
+}
+
+fn in_own_netns(mode: IoMode, test: &'static str) {
+    in_fresh_netns(test, move || {
         let mut drv = Driver::new(mode, 256).expect("driver");
         match mode {
             IoMode::Uring => assert!(matches!(drv.kind(), IoKind::Uring { .. }), "{}", drv.kind()),
@@ -164,9 +174,7 @@ fn in_own_netns(mode: IoMode, test: &'static str) {
         assert_eq!(drv.devices().count(), 0);
         // Every slot is back once the device is removed.
         assert_eq!(drv.pool().available(), 256);
-    })
-    .join()
-    .expect("TAP test thread");
+    });
 }
 
 /// A pool of 64 slots and 400 datagrams from the kernel, none freed at first: the
@@ -174,15 +182,7 @@ fn in_own_netns(mode: IoMode, test: &'static str) {
 /// the TAP's queue (txqueuelen 1000), and once the slots come back every datagram is
 /// read, in order.
 fn pool_exhaustion(mode: IoMode, test: &'static str) {
-    if let Err(why) = can_run() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "root TAP test {test} cannot run under CI: {why}");
-        eprintln!("SKIPPED {test}: {why}");
-        return;
-    }
-    std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    in_fresh_netns(test, move || {
         let mut drv = Driver::new(mode, 64).expect("driver");
         let tap = TapDevice::open("pptap1", TapFlags::default()).expect("open TAP");
         drv.add(tap, PortId(0)).unwrap();
@@ -216,9 +216,7 @@ fn pool_exhaustion(mode: IoMode, test: &'static str) {
         assert!(drv.pool().exhausted() > 0, "the pool ran dry");
         assert_eq!(seen, (0..400).collect::<Vec<_>>(), "every datagram, in order, none lost");
         drv.free(&held);
-    })
-    .join()
-    .expect("TAP test thread");
+    });
 }
 
 #[test]
