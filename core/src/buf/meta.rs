@@ -123,6 +123,11 @@ pub struct PktMeta {
     pub next_hop: std::net::Ipv4Addr,
     /// The IPv6 next hop the route stage chose, for the neighbour stage (IPv6 packets).
     pub next_hop6: std::net::Ipv6Addr,
+    /// Conntrack: the packet's connection (`stage::conntrack::CtRef` packed), 0 for none.
+    pub ct: u32,
+    /// Conntrack: the packet's direction and state in its connection
+    /// (`stage::conntrack::info` bits).
+    pub ct_info: u8,
 }
 
 impl PktMeta {
@@ -148,6 +153,8 @@ impl PktMeta {
             trace_id: 0,
             next_hop: std::net::Ipv4Addr::UNSPECIFIED,
             next_hop6: std::net::Ipv6Addr::UNSPECIFIED,
+            ct: 0,
+            ct_info: 0,
         }
     }
 

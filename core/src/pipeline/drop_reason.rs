@@ -190,6 +190,16 @@ drop_reasons! {
     54 => OverlayNotForUs, "overlay_not_for_us", Info;
     /// No room in front of the packet for the outer headers.
     55 => EncapNoHeadroom, "encap_no_headroom", Error;
+    /// Conntrack: INVALID (an impossible TCP transition, out of window, a flag
+    /// combination Linux rejects, a TCP segment that cannot start a connection).
+    /// kube-proxy drops `ctstate INVALID` so that such packets never leave
+    /// untranslated (kubernetes#74839).
+    56 => CtInvalid, "ct_invalid", Warn;
+    /// Conntrack: a new connection with the table full of connections that may not be
+    /// dropped early (established ones are never evicted).
+    57 => CtTableFull, "ct_table_full", Warn;
+    /// Conntrack: a new connection whose tuple a live connection already has.
+    58 => CtClash, "ct_clash", Warn;
 }
 
 impl DropReason {

@@ -62,6 +62,12 @@ stage_events! {
     16 => Encapsulated, "encapsulated";
     /// A packet unwrapped from a peer node.
     17 => Decapsulated, "decapsulated";
+    /// A new connection committed to the conntrack table.
+    18 => CtNew, "ct_new";
+    /// A connection entry expired and was swept.
+    19 => CtExpired, "ct_expired";
+    /// An unassured connection dropped early to make room (as the kernel's `early_drop`).
+    20 => CtEarlyDrop, "ct_early_drop";
 }
 
 impl StageEvent {

@@ -2,8 +2,21 @@
 //!
 //! Built in parts: [`tcp`] is the TCP state machine with window tracking, [`proto`]
 //! the UDP, ICMP and generic tracking and the per-entry protocol state, and
-//! [`crate::table::conntrack`] the connection table. The lookup and commit stages
-//! (with entries pending within a batch) and NAT come next.
+//! [`crate::table::conntrack`] the connection table, [`state`] a worker's tables with
+//! the connections pending in a batch, and the two stages: [`ConntrackStage`]
+//! (`conntrack`, lookup and tracking, after the bridge) and [`CommitStage`]
+//! (`ct_commit`, before egress). NAT, RELATED ICMP errors and the node wiring come
+//! next.
 
+mod commit;
+mod lookup;
 pub mod proto;
+pub mod state;
 pub mod tcp;
+
+pub use commit::CommitStage;
+pub use lookup::ConntrackStage;
+pub use state::{Conntrack, CtConfig, CtRef, SharedConntrack};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The `ct_commit` stage, last before egress: connections created in this batch go
+//! into the table if a packet of theirs survived every verdict, and are forgotten
+//! otherwise (netfilter confirms entries at the end of POSTROUTING). Packets are
+//! pointed at the committed entries. A full table (nothing that may be dropped
+//! early) or a tuple a live connection holds drops the packets of that connection
+//! (`ct_table_full`, `ct_clash`). Then a bounded sweep reclaims expired entries.
+
+use super::lookup::track_packet;
+use super::state::{CtRef, SharedConntrack, info, pack, unpack};
+use crate::buf::Batch;
+use crate::pipeline::Disposition;
+use crate::pipeline::{Context, DropReason, Stage, StageEvent};
+use crate::table::conntrack::InsertError;
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct CommitStage {
+    ct: SharedConntrack,
+    /// Per pending index: where it went (reused every batch).
+    outcome: Vec<Option<Result<Option<CtRef>, InsertError>>>,
+}
+
+impl CommitStage {
+    /// The commit stage over the worker's shared state (the same as its
+    /// [`ConntrackStage`](super::ConntrackStage)'s).
+    pub fn new(ct: SharedConntrack) -> Self {
+        CommitStage { ct, outcome: Vec::with_capacity(super::state::PENDING_MAX) }
+    }
+}
+
+/// Dropped, or held by a stage (its holder decides; it is not committed now).
+fn dropped(batch: &Batch, i: usize) -> bool {
+    matches!(batch.disposition(i), Disposition::Drop(_) | Disposition::Held)
+}
+
+impl Stage for CommitStage {
+    fn name(&self) -> &'static str {
+        "ct_commit"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let now = cx.now;
+        let Ok(mut ct) = self.ct.lock() else { return };
+        let early = ct.early_drops();
+        // A pending connection whose first packet was dropped after the lookup never
+        // existed for the packets after it (per packet, as the kernel sees them, the
+        // first one's unconfirmed entry died with it): track its surviving packets
+        // again, in batch order, from nothing. Output then does not depend on how
+        // packets were batched.
+        let n = ct.pending.len();
+        for k in 0..n {
+            let Some(p) = ct.pending.get(k).copied() else { continue };
+            if p.dead || !dropped(batch, usize::from(p.first)) {
+                continue;
+            }
+            if let Some(p) = ct.pending.get_mut(k) {
+                p.dead = true;
+            }
+            let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
+            for i in 0..batch.len() {
+                if !dropped(batch, i) && cx.pool.meta(batch.pkt(i)).ct == tag {
+                    track_packet(&mut ct, cx, batch, i);
+                }
+            }
+        }
+        self.outcome.clear();
+        self.outcome.resize(ct.pending.len(), None);
+        // Every packet not dropped counts: one delivered to the node (the kernel
+        // confirms at the end of INPUT too) or already decided, as well as one still
+        // going on.
+        for i in 0..batch.len() {
+            if dropped(batch, i) {
+                continue;
+            }
+            let pkt = batch.pkt(i);
+            let m = cx.pool.meta(pkt);
+            let Some(CtRef::Pending(k)) = unpack(m.ct) else { continue };
+            let k = usize::from(k);
+            let outcome = match self.outcome.get(k).copied().flatten() {
+                Some(o) => o,
+                None => {
+                    let o = ct.commit(k, now);
+                    if matches!(o, Ok(Some(_))) {
+                        cx.count(StageEvent::CtNew);
+                    }
+                    if let Some(slot) = self.outcome.get_mut(k) {
+                        *slot = Some(o);
+                    }
+                    o
+                }
+            };
+            match outcome {
+                Ok(r) => {
+                    let meta = cx.pool.meta_mut(pkt);
+                    meta.ct = r.map_or(0, pack);
+                    meta.ct_info &= !info::PENDING;
+                }
+                Err(InsertError::Full) => cx.drop(batch, i, DropReason::CtTableFull),
+                Err(InsertError::Clash) => cx.drop(batch, i, DropReason::CtClash),
+            }
+        }
+        for _ in early..ct.early_drops() {
+            cx.count(StageEvent::CtEarlyDrop);
+        }
+        ct.pending.clear();
+        for _ in 0..ct.sweep(now) {
+            cx.count(StageEvent::CtExpired);
+        }
+    }
+}

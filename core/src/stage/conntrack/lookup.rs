@@ -1,0 +1,201 @@
+//! The `conntrack` stage: find each packet's connection (or start a pending one),
+//! track it (TCP state and window, UDP/ICMP/generic timeouts), and record the
+//! connection and the packet's direction and state in its metadata for NAT and
+//! policy. INVALID packets are dropped (`ct_invalid`), as kube-proxy's `ctstate
+//! INVALID` rule does, so they never leave untranslated.
+//!
+//! Runs after the bridge and before destination NAT, as netfilter's PREROUTING
+//! conntrack hook does; IP frames bridged between pods pass it too
+//! (`bridge-nf-call-iptables=1`).
+
+use super::proto::ProtoState;
+use super::state::{Conntrack, CtRef, PENDING_MAX, Pending, SharedConntrack, info, pack, seen_bits};
+use super::tcp::{Dir, Segment, Verdict};
+use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
+use crate::pipeline::{Context, DropReason, Stage};
+use crate::table::conntrack::status;
+use crate::time::Instant;
+use crate::wire::flow::FlowKey;
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct ConntrackStage {
+    ct: SharedConntrack,
+}
+
+impl ConntrackStage {
+    /// A lookup stage over the worker's shared state (give the same to its
+    /// [`CommitStage`](super::CommitStage)).
+    pub fn new(ct: SharedConntrack) -> Self {
+        ConntrackStage { ct }
+    }
+}
+
+/// The TCP segment at `l4` of an IP packet starting at `l3` (its length from the IP
+/// header), or `None` when the header is not all there.
+fn segment(slot: &[u8], l3: usize, l4: usize, v6: bool) -> Option<Segment<'_>> {
+    let ip_len = if v6 {
+        40 + usize::from(u16::from_be_bytes([*slot.get(l3 + 4)?, *slot.get(l3 + 5)?]))
+    } else {
+        usize::from(u16::from_be_bytes([*slot.get(l3 + 2)?, *slot.get(l3 + 3)?]))
+    };
+    let h: &[u8; 20] = slot.get(l4..)?.first_chunk::<20>()?;
+    let doff = usize::from(h[12] >> 4) * 4;
+    let options = slot.get(l4 + 20..l4 + doff.max(20))?;
+    let len = ip_len.saturating_sub(l4 - l3).saturating_sub(doff);
+    Some(Segment {
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+        win: u16::from_be_bytes([h[14], h[15]]),
+        flags: h[13],
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        options,
+    })
+}
+
+/// What conntrack sees of a packet.
+pub(crate) enum View<'a> {
+    /// Not tracked: not IP, no flow key, or made by the node.
+    Skip,
+    /// TCP without a whole header: invalid.
+    BadTcp,
+    /// Its flow key, and its TCP segment for TCP.
+    Track(FlowKey, Option<Segment<'a>>),
+}
+
+/// The view of `pkt`.
+pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
+    let m = pool.meta(pkt);
+    let v6 = match m.l3_kind {
+        L3Kind::Ipv4 => false,
+        L3Kind::Ipv6 => true,
+        _ => return View::Skip,
+    };
+    // Generated packets (ICMP errors) and later fragments are not tracked yet.
+    if !m.flags.contains(PktFlags::HAS_FLOW) || m.flags.contains(PktFlags::GENERATED) {
+        return View::Skip;
+    }
+    let key = m.flow;
+    if key.proto != 6 {
+        return View::Track(key, None);
+    }
+    if !m.flags.contains(PktFlags::HAS_L4) {
+        return View::BadTcp;
+    }
+    match segment(pool.slot(pkt), usize::from(m.l3), usize::from(m.l4), v6) {
+        Some(s) => View::Track(key, Some(s)),
+        None => View::BadTcp,
+    }
+}
+
+/// Track one packet, at batch index `i`: find its connection (committed or pending)
+/// and track the packet on it, or start a pending connection. Returns the connection
+/// (none when the packet ended it: a RST that was the only answer) and the packet's
+/// `ct_info` bits, or why it is dropped.
+pub(crate) fn track(
+    ct: &mut Conntrack,
+    key: &FlowKey,
+    seg: Option<&Segment<'_>>,
+    i: usize,
+    now: Instant,
+) -> Result<(Option<CtRef>, u8), DropReason> {
+    let (tcp, other) = (ct.cfg.tcp, ct.cfg.other);
+    let mut found = ct.find(key, now);
+    let mut killed = false;
+    if let Some((r, dir)) = found {
+        let Some((proto, st, expires)) = ct.parts(r) else { return Err(DropReason::CtInvalid) };
+        let before = *st;
+        match seg.and_then(|s| proto.tcp_packet(dir, s, &tcp, before)) {
+            Some(Verdict::Accept { timeout, assured, .. }) => {
+                *expires = now + timeout;
+                *st |= seen_bits(dir) | if assured { status::ASSURED } else { 0 };
+            }
+            Some(Verdict::Ignore) => *st |= seen_bits(dir),
+            Some(Verdict::Invalid(_)) => return Err(DropReason::CtInvalid),
+            Some(Verdict::Kill) => {
+                // The only answer was a RST: no connection; the packet goes on.
+                ct.remove(r);
+                killed = true;
+            }
+            Some(Verdict::Reopen) => {
+                ct.remove(r);
+                found = None;
+            }
+            None => {
+                let rf = proto.refresh(dir, before, &other, now);
+                *expires = now + rf.timeout;
+                *st |= seen_bits(dir) | if rf.assured { status::ASSURED } else { 0 };
+            }
+        }
+    }
+    let (r, dir, st) = match found {
+        Some((r, dir)) => (r, dir, ct.parts(r).map_or(0, |(_, st, _)| *st)),
+        None => {
+            // A new connection: pending until every verdict is in.
+            let mut proto = ProtoState::new(key.proto, seg, &tcp, now).map_err(|_| DropReason::CtInvalid)?;
+            let timeout = match seg {
+                Some(s) => match proto.tcp_packet(Dir::Original, s, &tcp, 0) {
+                    Some(Verdict::Accept { timeout, .. }) => timeout,
+                    _ => return Err(DropReason::CtInvalid),
+                },
+                None => proto.refresh(Dir::Original, 0, &other, now).timeout,
+            };
+            if ct.pending.len() >= PENDING_MAX {
+                return Err(DropReason::CtTableFull);
+            }
+            let idx = u16::try_from(ct.pending.len()).unwrap_or(u16::MAX);
+            let first = u16::try_from(i).unwrap_or(u16::MAX);
+            ct.pending.push(Pending { key: *key, proto, expires: now + timeout, status: 0, dead: false, first });
+            (CtRef::Pending(idx), Dir::Original, 0)
+        }
+    };
+    let reply = dir == Dir::Reply;
+    let mut bits = if reply { info::REPLY } else { 0 };
+    bits |= if reply || st & status::SEEN_REPLY != 0 { info::ESTABLISHED } else { info::NEW };
+    if killed {
+        return Ok((None, bits));
+    }
+    if matches!(r, CtRef::Pending(_)) {
+        bits |= info::PENDING;
+    }
+    Ok((Some(r), bits))
+}
+
+/// Track every live packet of the batch (the stage's work, and the commit stage's
+/// replay).
+pub(crate) fn track_packet(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
+    // A packet a stage holds belongs to that stage: never re-decided here.
+    if batch.disposition(i) == crate::pipeline::Disposition::Held {
+        return;
+    }
+    let pkt = batch.pkt(i);
+    let now = cx.now;
+    let result = match view(cx.pool, pkt) {
+        View::Skip => return,
+        View::BadTcp => Err(DropReason::CtInvalid),
+        View::Track(key, seg) => track(ct, &key, seg.as_ref(), i, now),
+    };
+    match result {
+        Ok((r, bits)) => {
+            let meta = cx.pool.meta_mut(pkt);
+            meta.ct = r.map_or(0, pack);
+            meta.ct_info = bits;
+        }
+        Err(reason) => cx.drop(batch, i, reason),
+    }
+}
+
+impl Stage for ConntrackStage {
+    fn name(&self) -> &'static str {
+        "conntrack"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let Ok(mut ct) = self.ct.lock() else { return };
+        for i in 0..batch.len() {
+            if batch.is_live(i) {
+                track_packet(&mut ct, cx, batch, i);
+            }
+        }
+    }
+}

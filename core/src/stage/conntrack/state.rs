@@ -1,0 +1,268 @@
+//! A worker's connection tracking state, shared by its `conntrack` (lookup) and
+//! `ct_commit` stages: the IPv4 and IPv6 tables and the connections pending in the
+//! current batch.
+//!
+//! A new connection is not inserted when its first packet is looked up but when the
+//! packet has passed every verdict (`ct_commit`, the last stage before egress), as
+//! netfilter confirms an entry only at the end of POSTROUTING; until then it is
+//! *pending*, and later packets of the same batch find it in either direction: two
+//! packets of one new connection in one batch (a resolver's A and AAAA queries from
+//! one socket) share one entry, and a reply in the same batch finds it. This is the
+//! kernel's insert race (kubernetes#56903) made impossible: there is one worker per
+//! flow and a pending entry is visible at once. A pending entry whose packets were all
+//! dropped later is forgotten, so a dropped packet leaves no connection behind.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+use super::proto::{OtherTimeouts, ProtoState};
+use super::tcp::{Dir, TcpConfig};
+use crate::table::conntrack::{CtEntry, CtId, CtTable, InsertError, Tuple, status};
+use crate::time::Instant;
+use crate::wire::flow::FlowKey;
+
+/// `PktMeta::ct_info` bits.
+pub mod info {
+    /// The packet goes in the reply direction.
+    pub const REPLY: u8 = 1;
+    /// The first direction, no reply seen yet (`IP_CT_NEW`).
+    pub const NEW: u8 = 2;
+    /// Part of a connection that has seen both directions (`IP_CT_ESTABLISHED`).
+    pub const ESTABLISHED: u8 = 4;
+    /// `PktMeta::ct` names a pending entry of this batch, not a table entry.
+    pub const PENDING: u8 = 8;
+}
+
+/// How connections are tracked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtConfig {
+    /// Most connections per family (kube-proxy sizes the table max(32768 x cores,
+    /// 131072)).
+    pub capacity: usize,
+    /// TCP tracking and timeouts.
+    pub tcp: TcpConfig,
+    /// UDP, ICMP and generic timeouts.
+    pub other: OtherTimeouts,
+    /// Seed of the tables' hash.
+    pub seed: u64,
+    /// Slots the expiry sweep looks at per batch.
+    pub sweep_per_batch: usize,
+}
+
+impl Default for CtConfig {
+    fn default() -> Self {
+        CtConfig {
+            capacity: 131_072,
+            tcp: TcpConfig::default(),
+            other: OtherTimeouts::default(),
+            seed: 0x9e37_79b9_7f4a_7c15,
+            sweep_per_batch: 64,
+        }
+    }
+}
+
+/// A connection created in the current batch, not yet in a table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    pub(crate) key: FlowKey,
+    pub(crate) proto: ProtoState,
+    pub(crate) expires: Instant,
+    pub(crate) status: u8,
+    /// Removed again in the batch (an RST answering the first packet), or replayed.
+    pub(crate) dead: bool,
+    /// Batch index of the packet that created it.
+    pub(crate) first: u16,
+}
+
+/// Where a packet's connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtRef {
+    /// In the IPv4 table.
+    V4(CtId),
+    /// In the IPv6 table.
+    V6(CtId),
+    /// Pending in this batch (index).
+    Pending(u16),
+}
+
+/// Most connections one batch round may create.
+pub const PENDING_MAX: usize = 512;
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct Conntrack {
+    pub(crate) v4: CtTable<Ipv4Addr, ProtoState>,
+    pub(crate) v6: CtTable<Ipv6Addr, ProtoState>,
+    pub(crate) pending: Vec<Pending>,
+    pub(crate) cfg: CtConfig,
+}
+
+/// The state shared by a worker's two conntrack stages. Only that worker's stages
+/// lock it, once per batch each: nothing contends for it.
+pub type SharedConntrack = Arc<Mutex<Conntrack>>;
+
+fn v4(a: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}
+
+/// The tuple of a flow key.
+pub(crate) fn tuple4(k: &FlowKey) -> Tuple<Ipv4Addr> {
+    Tuple { src: v4(&k.src), dst: v4(&k.dst), sport: k.src_port, dport: k.dst_port, proto: k.proto, zone: 0 }
+}
+
+pub(crate) fn tuple6(k: &FlowKey) -> Tuple<Ipv6Addr> {
+    Tuple {
+        src: Ipv6Addr::from(k.src),
+        dst: Ipv6Addr::from(k.dst),
+        sport: k.src_port,
+        dport: k.dst_port,
+        proto: k.proto,
+        zone: 0,
+    }
+}
+
+impl Conntrack {
+    /// Empty tables sized by `cfg` (allocated now, nothing later).
+    pub fn new(cfg: CtConfig) -> Self {
+        Conntrack {
+            // Handles pack into 30 bits of `PktMeta::ct`.
+            v4: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed),
+            v6: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed ^ 0x6),
+            pending: Vec::with_capacity(PENDING_MAX),
+            cfg,
+        }
+    }
+
+    /// The same, ready to share between a worker's two stages.
+    pub fn shared(cfg: CtConfig) -> SharedConntrack {
+        Arc::new(Mutex::new(Conntrack::new(cfg)))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CtConfig {
+        &self.cfg
+    }
+
+    /// Connections in the tables (IPv4, IPv6).
+    pub fn len(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+
+    /// True when both tables are empty.
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// The IPv4 table (listing, tests).
+    pub fn v4(&self) -> &CtTable<Ipv4Addr, ProtoState> {
+        &self.v4
+    }
+
+    /// The IPv6 table.
+    pub fn v6(&self) -> &CtTable<Ipv6Addr, ProtoState> {
+        &self.v6
+    }
+
+    /// The connection of `key`, committed or pending, and the packet's direction.
+    pub(crate) fn find(&self, key: &FlowKey, now: Instant) -> Option<(CtRef, Dir)> {
+        let hit = if key.v6 {
+            self.v6.lookup(&tuple6(key), now).map(|(id, d)| (CtRef::V6(id), d))
+        } else {
+            self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
+        };
+        hit.or_else(|| {
+            let rev = key.reversed();
+            self.pending.iter().enumerate().filter(|(_, p)| !p.dead).find_map(|(i, p)| {
+                let i = u16::try_from(i).ok()?;
+                if p.key == *key {
+                    Some((CtRef::Pending(i), Dir::Original))
+                } else if p.key == rev {
+                    Some((CtRef::Pending(i), Dir::Reply))
+                } else {
+                    None
+                }
+            })
+        })
+    }
+
+    /// Protocol state, status and expiry of a connection, writable.
+    pub(crate) fn parts(&mut self, r: CtRef) -> Option<(&mut ProtoState, &mut u8, &mut Instant)> {
+        match r {
+            CtRef::V4(id) => self.v4.get_mut(id).map(|e| (&mut e.proto, &mut e.status, &mut e.expires)),
+            CtRef::V6(id) => self.v6.get_mut(id).map(|e| (&mut e.proto, &mut e.status, &mut e.expires)),
+            CtRef::Pending(i) => {
+                self.pending.get_mut(usize::from(i)).map(|p| (&mut p.proto, &mut p.status, &mut p.expires))
+            }
+        }
+    }
+
+    /// Forget a connection (a TCP reopen, a RST answering the first packet).
+    pub(crate) fn remove(&mut self, r: CtRef) {
+        match r {
+            CtRef::V4(id) => {
+                self.v4.remove(id);
+            }
+            CtRef::V6(id) => {
+                self.v6.remove(id);
+            }
+            CtRef::Pending(i) => {
+                if let Some(p) = self.pending.get_mut(usize::from(i)) {
+                    p.dead = true;
+                }
+            }
+        }
+    }
+
+    /// Commit pending connection `i` (one of its packets survived every verdict);
+    /// `None` when it was ended in the batch (a RST answering its first packet).
+    pub(crate) fn commit(&mut self, i: usize, now: Instant) -> Result<Option<CtRef>, InsertError> {
+        let Some(p) = self.pending.get(i).copied() else { return Ok(None) };
+        if p.dead {
+            return Ok(None);
+        }
+        if p.key.v6 {
+            let o = tuple6(&p.key);
+            let e = CtEntry { original: o, reply: o.reversed(), expires: p.expires, status: p.status, proto: p.proto };
+            self.v6.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V6(id)))
+        } else {
+            let o = tuple4(&p.key);
+            let e = CtEntry { original: o, reply: o.reversed(), expires: p.expires, status: p.status, proto: p.proto };
+            self.v4.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V4(id)))
+        }
+    }
+
+    /// Reclaim expired entries (a bounded amount per call); returns how many.
+    pub(crate) fn sweep(&mut self, now: Instant) -> usize {
+        let n = self.cfg.sweep_per_batch;
+        self.v4.sweep(now, n) + self.v6.sweep(now, n)
+    }
+
+    /// Early drops so far (both tables).
+    pub fn early_drops(&self) -> u64 {
+        self.v4.early_drops + self.v6.early_drops
+    }
+}
+
+/// Pack a [`CtRef`] into `PktMeta::ct` (0 stays "none"): tag in the top two bits.
+pub(crate) fn pack(r: CtRef) -> u32 {
+    match r {
+        CtRef::V4(id) => (1 << 30) | (id.0 & 0x3fff_ffff),
+        CtRef::V6(id) => (2 << 30) | (id.0 & 0x3fff_ffff),
+        CtRef::Pending(i) => (3 << 30) | u32::from(i),
+    }
+}
+
+/// Unpack `PktMeta::ct`.
+pub fn unpack(v: u32) -> Option<CtRef> {
+    match v >> 30 {
+        1 => Some(CtRef::V4(CtId(v & 0x3fff_ffff))),
+        2 => Some(CtRef::V6(CtId(v & 0x3fff_ffff))),
+        3 => u16::try_from(v & 0xffff).ok().map(CtRef::Pending),
+        _ => None,
+    }
+}
+
+/// `status` bits a packet in `dir` adds (a reply seen).
+pub(crate) fn seen_bits(dir: Dir) -> u8 {
+    if dir == Dir::Reply { status::SEEN_REPLY } else { 0 }
+}

@@ -1,0 +1,230 @@
+//! The conntrack stages in a pipeline: parse → conntrack → (a stage that may drop)
+//! → ct_commit → xconnect, ports 0 and 1 joined.
+
+use std::net::Ipv4Addr;
+
+use super::proto::ProtoState;
+use super::state::{info, unpack};
+use super::tcp::TcpState;
+use super::*;
+use crate::buf::{Batch, BufPool, PktId, PortId};
+use crate::pipeline::{Context, DropReason, Pipeline, PipelineConfig, Stage, StageEvent};
+use crate::stage::{ParseStage, XconnectStage};
+use crate::testutil::{tcp4, udp4};
+use crate::time::{Duration, Instant};
+use crate::wire::tcp::TcpFlags;
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+const DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// Drops the packets whose UDP payload starts with `b'X'` (a verdict after lookup).
+#[derive(Debug)]
+struct DropMarked;
+impl Stage for DropMarked {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if !batch.is_live(i) {
+                continue;
+            }
+            let d = cx.pool.data(batch.pkt(i));
+            if d.len() > 42 && d[23] == 17 && d[42] == b'X' {
+                cx.drop(batch, i, DropReason::RouteBlackhole);
+            }
+        }
+    }
+}
+
+fn pipeline(cfg: CtConfig) -> (Pipeline, SharedConntrack) {
+    let ct = Conntrack::shared(cfg);
+    let mut x = XconnectStage::new();
+    x.connect(PortId(0), PortId(1)).unwrap();
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(ParseStage::new()),
+        Box::new(ConntrackStage::new(ct.clone())),
+        Box::new(DropMarked),
+        Box::new(CommitStage::new(ct.clone())),
+        Box::new(x),
+    ];
+    (Pipeline::new(stages, PipelineConfig::default(), 1), ct)
+}
+
+/// Run `frames` (port, bytes) as one batch at `now`; the `(ct, ct_info)` of every
+/// packet sent, in input order.
+fn run(pl: &mut Pipeline, pool: &mut BufPool, now: Instant, frames: &[(u16, Vec<u8>)]) -> Vec<(u32, u8)> {
+    let mut batch = Batch::new();
+    for (port, f) in frames {
+        let p = pool.alloc(crate::buf::Owner::Pipeline).unwrap();
+        pool.set_data(p, f).unwrap();
+        pool.meta_mut(p).in_port = PortId(*port);
+        batch.push(p).unwrap();
+    }
+    let mut out: Vec<PktId> = pl.process(pool, now, &mut batch).tx().map(|(_, p)| p).collect();
+    // In input order (a fresh batch's slots are handed out in order).
+    out.sort_unstable();
+    let got = out.iter().map(|&p| (pool.meta(p).ct, pool.meta(p).ct_info)).collect();
+    for p in out {
+        pool.free(p).unwrap();
+    }
+    got
+}
+
+#[test]
+fn a_and_aaaa_and_the_reply_in_one_batch_share_one_entry() {
+    // kubernetes#56903: two queries from one socket at once must not race.
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let q_a = udp4(A, DNS, 40000, 53, b"A?");
+    let q_aaaa = udp4(A, DNS, 40000, 53, b"AAAA?");
+    let answer = udp4(DNS, A, 53, 40000, b"A!");
+    let got = run(&mut pl, &mut pool, Instant::ZERO, &[(0, q_a), (0, q_aaaa), (1, answer)]);
+    assert_eq!(got.len(), 3, "nothing dropped");
+    assert!(got.iter().all(|g| g.0 == got[0].0 && unpack(g.0).is_some()), "one connection: {got:?}");
+    assert_eq!(got[0].1 & (info::NEW | info::REPLY), info::NEW);
+    assert_eq!(got[1].1 & (info::NEW | info::REPLY), info::NEW);
+    assert_eq!(got[2].1 & (info::ESTABLISHED | info::REPLY), info::ESTABLISHED | info::REPLY);
+    assert!(got.iter().all(|g| g.1 & info::PENDING == 0), "committed by the end of the batch");
+    assert_eq!(ct.lock().unwrap().len(), (1, 0));
+    assert_eq!(pl.counters().events("ct_commit", StageEvent::CtNew), 1);
+}
+
+#[test]
+fn a_packet_dropped_after_lookup_leaves_no_entry() {
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let got = run(&mut pl, &mut pool, Instant::ZERO, &[(0, udp4(A, DNS, 40001, 53, b"X-dropped"))]);
+    assert!(got.is_empty());
+    assert_eq!(ct.lock().unwrap().len(), (0, 0));
+    // The same flow with a surviving second packet in the batch: committed once.
+    let frames = [(0, udp4(A, DNS, 40001, 53, b"X-dropped")), (0, udp4(A, DNS, 40001, 53, b"kept"))];
+    assert_eq!(run(&mut pl, &mut pool, Instant::ZERO, &frames).len(), 1);
+    assert_eq!(ct.lock().unwrap().len(), (1, 0));
+}
+
+#[test]
+fn output_does_not_depend_on_the_batch_size() {
+    let frames = [
+        (0, udp4(A, DNS, 1000, 53, b"q1")),
+        (0, udp4(A, DNS, 1001, 53, b"X")),
+        (1, udp4(DNS, A, 53, 1000, b"r1")),
+        (0, udp4(A, DNS, 1000, 53, b"q2")),
+        (1, udp4(DNS, A, 53, 1001, b"orphan reply")),
+    ];
+    let mut results = Vec::new();
+    for per_batch in [1usize, 5] {
+        let (mut pl, ct) = pipeline(CtConfig::default());
+        let mut pool = BufPool::with_slots(64).unwrap();
+        let mut infos = Vec::new();
+        for chunk in frames.chunks(per_batch) {
+            infos.extend(run(&mut pl, &mut pool, Instant::ZERO, chunk).into_iter().map(|g| g.1));
+        }
+        let n = ct.lock().unwrap().len();
+        results.push((infos, n));
+    }
+    assert_eq!(results[0], results[1]);
+    // The orphan reply (its query was dropped) starts a connection of its own.
+    assert_eq!(results[0].1, (2, 0));
+}
+
+fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags, seq: u32, ack: u32) -> Vec<u8> {
+    let mut f = tcp4(src, dst, sport, dport, flags, &[]);
+    // Sequence and acknowledgment numbers, then the TCP checksum again.
+    f[38..42].copy_from_slice(&seq.to_be_bytes());
+    f[42..46].copy_from_slice(&ack.to_be_bytes());
+    f[50..52].copy_from_slice(&[0, 0]);
+    let mut s = crate::wire::checksum::pseudo_v4(src, dst, 6, 20);
+    s.add_bytes(&f[34..54]);
+    let c = s.checksum();
+    f[50..52].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn tcp_handshake_across_batches_and_out_of_window_dropped() {
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let web = Ipv4Addr::new(10, 244, 2, 7);
+    let t0 = Instant::ZERO;
+    assert_eq!(run(&mut pl, &mut pool, t0, &[(0, tcp(A, web, 5555, 80, TcpFlags::SYN, 100, 0))]).len(), 1);
+    let synack = TcpFlags::SYN | TcpFlags::ACK;
+    assert_eq!(run(&mut pl, &mut pool, t0, &[(1, tcp(web, A, 80, 5555, synack, 900, 101))]).len(), 1);
+    assert_eq!(run(&mut pl, &mut pool, t0, &[(0, tcp(A, web, 5555, 80, TcpFlags::ACK, 101, 901))]).len(), 1);
+    {
+        let c = ct.lock().unwrap();
+        let (_, e) = c.v4().iter(t0).next().unwrap();
+        let ProtoState::Tcp(t) = e.proto else { panic!() };
+        assert_eq!(t.state, TcpState::Established);
+        assert!(e.has(crate::table::conntrack::status::ASSURED));
+    }
+    // An ACK for data the server never sent: INVALID, dropped (never leaves
+    // untranslated, kubernetes#74839).
+    let wild = tcp(A, web, 5555, 80, TcpFlags::ACK, 101, 901 + 5_000_000);
+    assert!(run(&mut pl, &mut pool, t0, &[(0, wild)]).is_empty());
+    assert_eq!(pl.counters().drops("conntrack", DropReason::CtInvalid), 1);
+    // SYN+FIN can start nothing.
+    let bad = tcp(A, web, 6000, 80, TcpFlags::SYN | TcpFlags::FIN, 1, 0);
+    assert!(run(&mut pl, &mut pool, t0, &[(0, bad)]).is_empty());
+    assert_eq!(pl.counters().drops("conntrack", DropReason::CtInvalid), 2);
+}
+
+#[test]
+fn a_full_table_refuses_new_connections_but_keeps_established_ones() {
+    let cfg = CtConfig { capacity: 4, ..CtConfig::default() };
+    let (mut pl, ct) = pipeline(cfg);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let t0 = Instant::ZERO;
+    let later = Instant::ZERO + Duration::from_secs(3);
+    // Four UDP streams, answered and alive past two seconds: assured.
+    for k in 0..4u16 {
+        run(&mut pl, &mut pool, t0, &[(0, udp4(A, DNS, 2000 + k, 53, b"q")), (1, udp4(DNS, A, 53, 2000 + k, b"r"))]);
+        run(&mut pl, &mut pool, later, &[(0, udp4(A, DNS, 2000 + k, 53, b"q"))]);
+    }
+    assert_eq!(ct.lock().unwrap().len(), (4, 0));
+    // A flood of new flows: each refused, counted; no established flow evicted.
+    for k in 0..50u16 {
+        assert!(run(&mut pl, &mut pool, later, &[(0, udp4(A, DNS, 9000 + k, 53, b"new"))]).is_empty());
+    }
+    assert_eq!(pl.counters().drops("ct_commit", DropReason::CtTableFull), 50);
+    for k in 0..4u16 {
+        assert_eq!(run(&mut pl, &mut pool, later, &[(1, udp4(DNS, A, 53, 2000 + k, b"r"))]).len(), 1);
+    }
+    assert_eq!(pl.counters().events("ct_commit", StageEvent::CtEarlyDrop), 0);
+}
+
+#[test]
+fn udp_entries_expire_and_are_swept() {
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    run(&mut pl, &mut pool, Instant::ZERO, &[(0, udp4(A, DNS, 3000, 53, b"q"))]);
+    assert_eq!(ct.lock().unwrap().len(), (1, 0));
+    // 31 s later (UDP's 30 s): gone, and the same query starts a new connection.
+    let later = Instant::ZERO + Duration::from_secs(31);
+    let got = run(&mut pl, &mut pool, later, &[(0, udp4(A, DNS, 3000, 53, b"q"))]);
+    assert_eq!(got[0].1 & info::NEW, info::NEW);
+    assert_eq!(pl.counters().events("ct_commit", StageEvent::CtNew), 2);
+    assert_eq!(ct.lock().unwrap().len(), (1, 0));
+}
+
+#[test]
+fn a_rst_as_the_only_answer_leaves_no_connection() {
+    let web = Ipv4Addr::new(10, 244, 2, 8);
+    let rst = TcpFlags::RST | TcpFlags::ACK;
+    let t0 = Instant::ZERO;
+    // In one batch and in two: both packets pass, and no entry stays.
+    for split in [false, true] {
+        let (mut pl, ct) = pipeline(CtConfig::default());
+        let mut pool = BufPool::with_slots(64).unwrap();
+        let syn = (0, tcp(A, web, 7000, 81, TcpFlags::SYN, 10, 0));
+        let reset = (1, tcp(web, A, 81, 7000, rst, 0, 11));
+        let sent = if split {
+            run(&mut pl, &mut pool, t0, &[syn]).len() + run(&mut pl, &mut pool, t0, &[reset]).len()
+        } else {
+            run(&mut pl, &mut pool, t0, &[syn, reset]).len()
+        };
+        assert_eq!(sent, 2, "split {split}");
+        assert_eq!(ct.lock().unwrap().len(), (0, 0), "split {split}");
+        assert_eq!(pl.counters().snapshot().totals.dropped, 0);
+    }
+}
