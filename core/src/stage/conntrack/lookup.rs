@@ -57,10 +57,52 @@ fn segment(slot: &[u8], l3: usize, l4: usize, v6: bool) -> Option<Segment<'_>> {
 pub(crate) enum View<'a> {
     /// Not tracked: not IP, no flow key, or made by the node.
     Skip,
-    /// TCP without a whole header: invalid.
-    BadTcp,
+    /// Invalid: TCP without a whole header, an ICMP error quoting too little.
+    Invalid,
     /// Its flow key, and its TCP segment for TCP.
     Track(FlowKey, Option<Segment<'a>>),
+    /// An ICMP error: the flow key of the packet it quotes.
+    Related(FlowKey),
+}
+
+/// ICMP error types (v4: unreachable, source quench, redirect, time exceeded,
+/// parameter problem; v6: unreachable, too big, time exceeded, parameter problem),
+/// which `nf_conntrack_icmp_error` treats as RELATED to the quoted connection.
+fn is_icmp_error(v6: bool, t: u8) -> bool {
+    if v6 { (1..=4).contains(&t) } else { matches!(t, 3 | 4 | 5 | 11 | 12) }
+}
+
+/// The flow key of the packet an ICMP error quotes (its IP header and first 8 bytes
+/// of transport, RFC 792 / RFC 4443), or `None` when the quote is cut short.
+fn quoted_key(b: &[u8], v6: bool) -> Option<FlowKey> {
+    let (proto, l4, src, dst) = if v6 {
+        let h = b.first_chunk::<40>()?;
+        let src: [u8; 16] = *h[8..].first_chunk::<16>()?;
+        let dst: [u8; 16] = *h[24..].first_chunk::<16>()?;
+        (h[6], 40, src, dst)
+    } else {
+        let h = b.first_chunk::<20>()?;
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&h[12..16]);
+        dst[..4].copy_from_slice(&h[16..20]);
+        (h[9], ihl, src, dst)
+    };
+    let t = b.get(l4..)?.first_chunk::<8>()?;
+    let (sport, dport) = match proto {
+        6 | 17 | 132 | 136 => (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]])),
+        // A quoted echo request: its identifier.
+        1 | 58 => {
+            let id = u16::from_be_bytes([t[4], t[5]]);
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    Some(FlowKey { src, dst, src_port: sport, dst_port: dport, proto, v6 })
 }
 
 /// The view of `pkt`.
@@ -76,15 +118,25 @@ pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
         return View::Skip;
     }
     let key = m.flow;
+    if (key.proto == 1 && !v6) || (key.proto == 58 && v6) {
+        let icmp = pool.slot(pkt).get(usize::from(m.l4)..).unwrap_or(&[]);
+        if icmp.first().is_some_and(|&t| is_icmp_error(v6, t)) {
+            let quote = icmp.get(8..usize::from(m.len()).saturating_sub(usize::from(m.l4 - m.head()))).unwrap_or(&[]);
+            return match quoted_key(quote, v6) {
+                Some(k) => View::Related(k),
+                None => View::Invalid,
+            };
+        }
+    }
     if key.proto != 6 {
         return View::Track(key, None);
     }
     if !m.flags.contains(PktFlags::HAS_L4) {
-        return View::BadTcp;
+        return View::Invalid;
     }
     match segment(pool.slot(pkt), usize::from(m.l3), usize::from(m.l4), v6) {
         Some(s) => View::Track(key, Some(s)),
-        None => View::BadTcp,
+        None => View::Invalid,
     }
 }
 
@@ -161,6 +213,21 @@ pub(crate) fn track(
     Ok((Some(r), bits))
 }
 
+/// An ICMP error: RELATED to the connection of the packet it quotes, travelling
+/// against that packet's direction; INVALID without one (as the kernel leaves it
+/// untracked, which kube-proxy's INVALID rule drops). It refreshes nothing.
+fn related(ct: &mut Conntrack, quoted: &FlowKey, now: Instant) -> Result<(Option<CtRef>, u8), DropReason> {
+    let (r, quoted_dir) = ct.find(quoted, now).ok_or(DropReason::CtInvalid)?;
+    let mut bits = info::RELATED;
+    if quoted_dir == Dir::Original {
+        bits |= info::REPLY;
+    }
+    if matches!(r, CtRef::Pending(_)) {
+        bits |= info::PENDING;
+    }
+    Ok((Some(r), bits))
+}
+
 /// Track every live packet of the batch (the stage's work, and the commit stage's
 /// replay).
 pub(crate) fn track_packet(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
@@ -172,8 +239,9 @@ pub(crate) fn track_packet(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut
     let now = cx.now;
     let result = match view(cx.pool, pkt) {
         View::Skip => return,
-        View::BadTcp => Err(DropReason::CtInvalid),
+        View::Invalid => Err(DropReason::CtInvalid),
         View::Track(key, seg) => track(ct, &key, seg.as_ref(), i, now),
+        View::Related(quoted) => related(ct, &quoted, now),
     };
     match result {
         Ok((r, bits)) => {

@@ -31,6 +31,9 @@ pub mod info {
     pub const ESTABLISHED: u8 = 4;
     /// `PktMeta::ct` names a pending entry of this batch, not a table entry.
     pub const PENDING: u8 = 8;
+    /// An ICMP error about the connection (`IP_CT_RELATED`); `REPLY` when it goes
+    /// back towards the connection's originator.
+    pub const RELATED: u8 = 16;
 }
 
 /// How connections are tracked.

@@ -228,3 +228,51 @@ fn a_rst_as_the_only_answer_leaves_no_connection() {
         assert_eq!(pl.counters().snapshot().totals.dropped, 0);
     }
 }
+
+/// An ICMPv4 error from `src` to `dst` quoting `quote` (an IP packet's first bytes).
+fn icmp4_error(src: Ipv4Addr, dst: Ipv4Addr, typ: u8, code: u8, quote: &[u8]) -> Vec<u8> {
+    let mut f = udp4(src, dst, 1, 1, &[]);
+    f.truncate(14);
+    let total = 20 + 8 + quote.len();
+    let mut ip = vec![0x45, 0xc0];
+    ip.extend_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = crate::wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut icmp = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quote);
+    let c = crate::wire::checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn icmp_errors_are_related_to_the_connection_they_quote() {
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let t0 = Instant::ZERO;
+    let query = udp4(A, DNS, 4000, 53, b"q");
+    let got = run(&mut pl, &mut pool, t0, &[(0, query.clone())]);
+    let conn = got[0].0;
+    // Port unreachable from the server, quoting the query: RELATED, going back.
+    let err = icmp4_error(DNS, A, 3, 3, &query[14..14 + 28]);
+    let got = run(&mut pl, &mut pool, t0, &[(1, err)]);
+    assert_eq!(got, vec![(conn, info::RELATED | info::REPLY)]);
+    // In the same batch as the query it quotes: found pending, related all the same.
+    let q2 = udp4(A, DNS, 4001, 53, b"q");
+    let err2 = icmp4_error(DNS, A, 3, 3, &q2[14..14 + 28]);
+    let got = run(&mut pl, &mut pool, t0, &[(0, q2), (1, err2)]);
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[1].0, got[1].1), (got[0].0, info::RELATED | info::REPLY));
+    // Quoting no connection, or quoting too little: INVALID, dropped.
+    let stray = udp4(A, DNS, 4999, 53, b"q");
+    assert!(run(&mut pl, &mut pool, t0, &[(1, icmp4_error(DNS, A, 3, 3, &stray[14..14 + 28]))]).is_empty());
+    assert!(run(&mut pl, &mut pool, t0, &[(1, icmp4_error(DNS, A, 11, 0, &query[14..14 + 24]))]).is_empty());
+    assert_eq!(pl.counters().drops("conntrack", DropReason::CtInvalid), 2);
+    // Errors create nothing.
+    assert_eq!(ct.lock().unwrap().len(), (2, 0));
+}
