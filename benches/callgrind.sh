@@ -28,7 +28,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -47,4 +47,5 @@ printf '%-44s %10s\n' "IPv6 parse + route + NDP, 100k routes (all)" "$(d "${per[
 printf '%-44s %10s\n' "route + neighbour, 2 routes" "$(d "${per[parse_route]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "VXLAN encap (over routing into the tunnel)" "$(d "${per[parse_route_vxlan]}" "${per[parse_route]}")"
 printf '%-44s %10s\n' "VXLAN decap + route + neighbour" "$(d "${per[parse_decap_route]}" "${per[parse_xconnect]}")"
+printf '%-44s %10s\n' "conntrack hit, 1M entries (lookup + commit)" "$(d "${per[parse_ct_1m]}" "${per[parse_xconnect]}")"
 "$BIN" lpm_memory

@@ -19,6 +19,8 @@
 //! - `parse_decap_route`: `parse → decap → route → arp → egress` on VXLAN frames from
 //!   the peer (Flannel's path in: `flannel.1` is a layer-3 device, so decapsulated
 //!   packets are routed, not bridged).
+//! - `parse_ct_1m`: `parse → conntrack → ct_commit → xconnect` with a million
+//!   connections in the table, every packet a hit on an established one.
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -42,7 +44,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
+        "parse_ct_1m" => conntrack_1m(&frames),
         "parse_route" => route_small(None),
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
@@ -140,6 +143,51 @@ fn main() -> ExitCode {
         snap.totals.rx, snap.totals.tx, snap.totals.dropped
     );
     ExitCode::SUCCESS
+}
+
+/// `parse → conntrack → ct_commit → xconnect` with 1,000,000 connections in the
+/// table: every flow of the test traffic among them (established, assured), plus
+/// random others; each packet is a conntrack hit.
+fn conntrack_1m(frames: &[Vec<u8>]) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+    let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
+    let far = podplane::Instant::from_nanos(u64::MAX / 2);
+    if let Ok(mut c) = ct.lock() {
+        let mut pool = BufPool::with_slots(1).expect("pool");
+        for f in frames {
+            let Some(p) = pool.alloc(Owner::Pipeline) else { break };
+            let _ = pool.set_data(p, f);
+            let (slot, meta) = pool.slot_and_meta_mut(p);
+            if parse_one(slot, meta, ChecksumPolicy::default()).is_ok() {
+                let key = pool.meta(p).flow;
+                c.preload(&key, far);
+            }
+            let _ = pool.free(p);
+        }
+        let mut x = 0x1234_5678_9abc_def0u64;
+        while c.len().0 < 1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            let key = podplane::wire::flow::FlowKey::v4(
+                Ipv4Addr::new(172, 16 | (b[0] & 15), b[1], b[2]),
+                Ipv4Addr::new(10, 96, b[3], b[4]),
+                17,
+                u16::from_le_bytes([b[5], b[6]]),
+                53,
+            );
+            c.preload(&key, far);
+        }
+    }
+    let mut x = XconnectStage::new();
+    let _ = x.connect(PortId(0), PortId(1));
+    vec![
+        Box::new(ParseStage::new()),
+        Box::new(ConntrackStage::new(ct.clone())),
+        Box::new(CommitStage::new(ct)),
+        Box::new(x),
+    ]
 }
 
 /// Two ports on one bridge; the test frames go from port 0 to the MAC behind port 1.

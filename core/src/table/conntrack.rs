@@ -277,8 +277,9 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         let mut removed = 0;
         for _ in 0..budget.min(n) {
             let i = self.cursor;
-            self.cursor = (self.cursor + 1) % n;
-            if self.slots.get(i).copied().flatten().is_some_and(|e| e.expires <= now) {
+            // A compare, not a division: this runs for every slot swept.
+            self.cursor = if i + 1 >= n { 0 } else { i + 1 };
+            if self.slots.get(i).and_then(Option::as_ref).is_some_and(|e| e.expires <= now) {
                 self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
                 removed += 1;
             }

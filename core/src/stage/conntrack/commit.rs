@@ -48,6 +48,7 @@ impl Stage for CommitStage {
         // again, in batch order, from nothing. Output then does not depend on how
         // packets were batched.
         let n = ct.pending.len();
+        let cfg = if n > 0 { Some(ct.cfg.clone()) } else { None };
         for k in 0..n {
             let Some(p) = ct.pending.get(k).copied() else { continue };
             if p.dead || !dropped(batch, usize::from(p.first)) {
@@ -59,7 +60,9 @@ impl Stage for CommitStage {
             let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
             for i in 0..batch.len() {
                 if !dropped(batch, i) && cx.pool.meta(batch.pkt(i)).ct == tag {
-                    track_packet(&mut ct, cx, batch, i);
+                    if let Some(cfg) = &cfg {
+                        track_packet(&mut ct, cfg, cx, batch, i);
+                    }
                 }
             }
         }

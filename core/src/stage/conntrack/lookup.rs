@@ -9,7 +9,7 @@
 //! (`bridge-nf-call-iptables=1`).
 
 use super::proto::ProtoState;
-use super::state::{Conntrack, CtRef, PENDING_MAX, Pending, SharedConntrack, info, pack, seen_bits};
+use super::state::{Conntrack, CtConfig, CtRef, PENDING_MAX, Pending, SharedConntrack, info, pack, seen_bits};
 use super::tcp::{Dir, Segment, Verdict};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, DropReason, Stage};
@@ -146,18 +146,19 @@ pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
 /// `ct_info` bits, or why it is dropped.
 pub(crate) fn track(
     ct: &mut Conntrack,
+    cfg: &CtConfig,
     key: &FlowKey,
     seg: Option<&Segment<'_>>,
     i: usize,
     now: Instant,
 ) -> Result<(Option<CtRef>, u8), DropReason> {
-    let (tcp, other) = (ct.cfg.tcp, ct.cfg.other);
+    let (tcp, other) = (&cfg.tcp, &cfg.other);
     let mut found = ct.find(key, now);
     let mut killed = false;
     if let Some((r, dir)) = found {
         let Some((proto, st, expires)) = ct.parts(r) else { return Err(DropReason::CtInvalid) };
         let before = *st;
-        match seg.and_then(|s| proto.tcp_packet(dir, s, &tcp, before)) {
+        match seg.and_then(|s| proto.tcp_packet(dir, s, tcp, before)) {
             Some(Verdict::Accept { timeout, assured, .. }) => {
                 *expires = now + timeout;
                 *st |= seen_bits(dir) | if assured { status::ASSURED } else { 0 };
@@ -174,7 +175,7 @@ pub(crate) fn track(
                 found = None;
             }
             None => {
-                let rf = proto.refresh(dir, before, &other, now);
+                let rf = proto.refresh(dir, before, other, now);
                 *expires = now + rf.timeout;
                 *st |= seen_bits(dir) | if rf.assured { status::ASSURED } else { 0 };
             }
@@ -184,13 +185,13 @@ pub(crate) fn track(
         Some((r, dir)) => (r, dir, ct.parts(r).map_or(0, |(_, st, _)| *st)),
         None => {
             // A new connection: pending until every verdict is in.
-            let mut proto = ProtoState::new(key.proto, seg, &tcp, now).map_err(|_| DropReason::CtInvalid)?;
+            let mut proto = ProtoState::new(key.proto, seg, tcp, now).map_err(|_| DropReason::CtInvalid)?;
             let timeout = match seg {
-                Some(s) => match proto.tcp_packet(Dir::Original, s, &tcp, 0) {
+                Some(s) => match proto.tcp_packet(Dir::Original, s, tcp, 0) {
                     Some(Verdict::Accept { timeout, .. }) => timeout,
                     _ => return Err(DropReason::CtInvalid),
                 },
-                None => proto.refresh(Dir::Original, 0, &other, now).timeout,
+                None => proto.refresh(Dir::Original, 0, other, now).timeout,
             };
             if ct.pending.len() >= PENDING_MAX {
                 return Err(DropReason::CtTableFull);
@@ -230,7 +231,7 @@ fn related(ct: &mut Conntrack, quoted: &FlowKey, now: Instant) -> Result<(Option
 
 /// Track every live packet of the batch (the stage's work, and the commit stage's
 /// replay).
-pub(crate) fn track_packet(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
+pub(crate) fn track_packet(ct: &mut Conntrack, cfg: &CtConfig, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
     // A packet a stage holds belongs to that stage: never re-decided here.
     if batch.disposition(i) == crate::pipeline::Disposition::Held {
         return;
@@ -240,7 +241,7 @@ pub(crate) fn track_packet(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut
     let result = match view(cx.pool, pkt) {
         View::Skip => return,
         View::Invalid => Err(DropReason::CtInvalid),
-        View::Track(key, seg) => track(ct, &key, seg.as_ref(), i, now),
+        View::Track(key, seg) => track(ct, cfg, &key, seg.as_ref(), i, now),
         View::Related(quoted) => related(ct, &quoted, now),
     };
     match result {
@@ -260,9 +261,11 @@ impl Stage for ConntrackStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
+        // Read once per batch, not copied per packet.
+        let cfg = ct.cfg.clone();
         for i in 0..batch.len() {
             if batch.is_live(i) {
-                track_packet(&mut ct, cx, batch, i);
+                track_packet(&mut ct, &cfg, cx, batch, i);
             }
         }
     }

@@ -234,6 +234,27 @@ impl Conntrack {
         }
     }
 
+    /// Insert an assured connection for `key` that lives until `expires` (tests,
+    /// benches and a restart's state reload): no pending step. False when the table
+    /// refuses it (full or a clash).
+    pub fn preload(&mut self, key: &FlowKey, expires: Instant) -> bool {
+        let proto = match key.proto {
+            17 => ProtoState::Udp { stream_at: Instant::ZERO },
+            1 | 58 => ProtoState::Icmp,
+            _ => ProtoState::Generic,
+        };
+        let st = status::ASSURED | status::SEEN_REPLY;
+        if key.v6 {
+            let o = tuple6(key);
+            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
+            self.v6.insert(e, Instant::ZERO, |_| true).is_ok()
+        } else {
+            let o = tuple4(key);
+            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
+            self.v4.insert(e, Instant::ZERO, |_| true).is_ok()
+        }
+    }
+
     /// Reclaim expired entries (a bounded amount per call); returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let n = self.cfg.sweep_per_batch;
