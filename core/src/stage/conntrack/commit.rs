@@ -59,10 +59,11 @@ impl Stage for CommitStage {
             }
             let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
             for i in 0..batch.len() {
-                if !dropped(batch, i) && cx.pool.meta(batch.pkt(i)).ct == tag {
-                    if let Some(cfg) = &cfg {
-                        track_packet(&mut ct, cfg, cx, batch, i);
-                    }
+                if !dropped(batch, i)
+                    && cx.pool.meta(batch.pkt(i)).ct == tag
+                    && let Some(cfg) = &cfg
+                {
+                    track_packet(&mut ct, cfg, cx, batch, i);
                 }
             }
         }
