@@ -5,7 +5,7 @@
 //! early) or a tuple a live connection holds drops the packets of that connection
 //! (`ct_table_full`, `ct_clash`). Then a bounded sweep reclaims expired entries.
 
-use super::lookup::track_packet;
+use super::lookup::{track_packet, track_state_only};
 use super::state::{CtRef, SharedConntrack, info, pack, unpack};
 use crate::buf::Batch;
 use crate::pipeline::Disposition;
@@ -51,19 +51,26 @@ impl Stage for CommitStage {
         let cfg = if n > 0 { Some(ct.cfg.clone()) } else { None };
         for k in 0..n {
             let Some(p) = ct.pending.get(k).copied() else { continue };
-            if p.dead || !dropped(batch, usize::from(p.first)) {
+            let first = usize::from(p.first);
+            if p.dead || !matches!(batch.disposition(first), Disposition::Drop(_)) {
                 continue;
             }
+            let Some(cfg) = &cfg else { continue };
             if let Some(p) = ct.pending.get_mut(k) {
                 p.dead = true;
             }
             let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
             for i in 0..batch.len() {
-                if !dropped(batch, i)
-                    && cx.pool.meta(batch.pkt(i)).ct == tag
-                    && let Some(cfg) = &cfg
-                {
-                    track_packet(&mut ct, cfg, cx, batch, i);
+                let pkt = batch.pkt(i);
+                if i == first || cx.pool.meta(pkt).ct != tag {
+                    continue;
+                }
+                match batch.disposition(i) {
+                    Disposition::Held => {}
+                    // Dropped after its lookup too: its effect on an existing
+                    // connection stays, it creates nothing.
+                    Disposition::Drop(_) => track_state_only(&mut ct, cfg, cx, pkt, i),
+                    _ => track_packet(&mut ct, cfg, cx, batch, i),
                 }
             }
         }

@@ -151,6 +151,7 @@ pub(crate) fn track(
     seg: Option<&Segment<'_>>,
     i: usize,
     now: Instant,
+    create: bool,
 ) -> Result<(Option<CtRef>, u8), DropReason> {
     let (tcp, other) = (&cfg.tcp, &cfg.other);
     let mut found = ct.find(key, now);
@@ -183,6 +184,7 @@ pub(crate) fn track(
     }
     let (r, dir, st) = match found {
         Some((r, dir)) => (r, dir, ct.parts(r).map_or(0, |(_, st, _)| *st)),
+        None if !create => return Err(DropReason::CtInvalid),
         None => {
             // A new connection: pending until every verdict is in.
             let mut proto = ProtoState::new(key.proto, seg, tcp, now).map_err(|_| DropReason::CtInvalid)?;
@@ -214,6 +216,16 @@ pub(crate) fn track(
     Ok((Some(r), bits))
 }
 
+/// Replay the conntrack side of packet `i`, which a later stage dropped: what its
+/// lookup did to an existing connection stays done (as in the kernel, where state
+/// changes at PREROUTING whatever happens to the packet after), but it creates
+/// nothing and nothing about the packet changes.
+pub(crate) fn track_state_only(ct: &mut Conntrack, cfg: &CtConfig, cx: &Context<'_>, pkt: PktId, i: usize) {
+    if let View::Track(key, seg) = view(cx.pool, pkt) {
+        let _ = track(ct, cfg, &key, seg.as_ref(), i, cx.now, false);
+    }
+}
+
 /// An ICMP error: RELATED to the connection of the packet it quotes, travelling
 /// against that packet's direction; INVALID without one (as the kernel leaves it
 /// untracked, which kube-proxy's INVALID rule drops). It refreshes nothing.
@@ -241,7 +253,7 @@ pub(crate) fn track_packet(ct: &mut Conntrack, cfg: &CtConfig, cx: &mut Context<
     let result = match view(cx.pool, pkt) {
         View::Skip => return,
         View::Invalid => Err(DropReason::CtInvalid),
-        View::Track(key, seg) => track(ct, cfg, &key, seg.as_ref(), i, now),
+        View::Track(key, seg) => track(ct, cfg, &key, seg.as_ref(), i, now, true),
         View::Related(quoted) => related(ct, &quoted, now),
     };
     match result {

@@ -276,3 +276,79 @@ fn icmp_errors_are_related_to_the_connection_they_quote() {
     // Errors create nothing.
     assert_eq!(ct.lock().unwrap().len(), (2, 0));
 }
+
+mod batch_independence {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One packet of a small universe: UDP or TCP between two pods and two servers,
+    /// either way, with a few sequence numbers and flag sets, some marked to be
+    /// dropped after the lookup, and ICMP errors quoting any of them.
+    fn frame() -> impl Strategy<Value = (u16, Vec<u8>)> {
+        let host = |k: u8| Ipv4Addr::new(10, 244, 1, 2 + k);
+        (0u8..2, 0u8..2, 0u16..2, any::<bool>(), 0u8..4, 0u8..5, 0u32..3, any::<bool>()).prop_map(
+            move |(a, b, port, reply, kind, flags, seq, mark)| {
+                let (c, s) = (host(a), Ipv4Addr::new(10, 96, 0, 10 + b));
+                let (src, dst, sp, dp) = if reply { (s, c, 53, 4000 + port) } else { (c, s, 4000 + port, 53) };
+                let f = match kind {
+                    0 | 1 => udp4(src, dst, sp, dp, if mark { b"X" } else { b"ok" }),
+                    2 => {
+                        let fl = [
+                            TcpFlags::SYN,
+                            TcpFlags::SYN | TcpFlags::ACK,
+                            TcpFlags::ACK,
+                            TcpFlags::FIN | TcpFlags::ACK,
+                            TcpFlags::RST,
+                        ][usize::from(flags)];
+                        tcp(src, dst, sp, dp, fl, 1000 * seq, 1000 * seq + 1)
+                    }
+                    _ => {
+                        let quoted = udp4(dst, src, dp, sp, b"q");
+                        icmp4_error(src, dst, 3, 3, &quoted[14..14 + 28])
+                    }
+                };
+                (if reply { 1 } else { 0 }, f)
+            },
+        )
+    }
+
+    proptest! {
+        /// Batch 1 (the kernel's packet at a time) and larger batches give the same
+        /// fate and `ct_info` to every packet and leave the same connections (all
+        /// batches at one instant, so only the batching differs).
+        #[test]
+        fn batching_changes_nothing(frames in proptest::collection::vec(frame(), 1..40), k in 2usize..40) {
+            prop_assert_eq!(outcome_at_once(&frames, 1), outcome_at_once(&frames, k));
+        }
+    }
+
+    /// What a run leaves: each packet's fate (sent with its `ct_info`, or not) and the
+    /// table's connections (tuples, status, protocol state), whatever their slots.
+    fn outcome_at_once(frames: &[(u16, Vec<u8>)], per_batch: usize) -> (Vec<Option<u8>>, Vec<String>) {
+        let (mut pl, ct) = pipeline(CtConfig::default());
+        let mut pool = BufPool::with_slots(256).unwrap();
+        let mut fates = Vec::new();
+        for chunk in frames.chunks(per_batch) {
+            let mut batch = Batch::new();
+            for (port, f) in chunk {
+                let p = pool.alloc(crate::buf::Owner::Pipeline).unwrap();
+                pool.set_data(p, f).unwrap();
+                pool.meta_mut(p).in_port = PortId(*port);
+                batch.push(p).unwrap();
+            }
+            let ids: Vec<PktId> = (0..batch.len()).map(|i| batch.pkt(i)).collect();
+            let sent: Vec<PktId> = pl.process(&mut pool, Instant::ZERO, &mut batch).tx().map(|(_, p)| p).collect();
+            for id in ids {
+                fates.push(sent.contains(&id).then(|| pool.meta(id).ct_info));
+            }
+            for p in sent {
+                pool.free(p).unwrap();
+            }
+        }
+        let c = ct.lock().unwrap();
+        let mut table: Vec<String> =
+            c.v4().iter(Instant::ZERO).map(|(_, e)| format!("{:?} {} {:?}", e.original, e.status, e.proto)).collect();
+        table.sort();
+        (fates, table)
+    }
+}
