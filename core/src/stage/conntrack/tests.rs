@@ -352,3 +352,19 @@ mod batch_independence {
         (fates, table)
     }
 }
+
+#[test]
+fn ipv6_connections_go_to_their_own_table() {
+    use crate::testutil::udp6;
+    use std::net::Ipv6Addr;
+    let (mut pl, ct) = pipeline(CtConfig::default());
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let (c, s) = ("fd00:10:244:1::2".parse::<Ipv6Addr>().unwrap(), "fd00:10:96::a".parse::<Ipv6Addr>().unwrap());
+    let got =
+        run(&mut pl, &mut pool, Instant::ZERO, &[(0, udp6(c, s, 5353, 53, b"q")), (1, udp6(s, c, 53, 5353, b"r"))]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, got[1].0);
+    assert!(matches!(unpack(got[0].0), Some(CtRef::V6(_))));
+    assert_eq!((got[0].1, got[1].1), (info::NEW, info::REPLY | info::ESTABLISHED));
+    assert_eq!(ct.lock().unwrap().len(), (0, 1));
+}
