@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use podplane::config::NodeSetup;
 use podplane::pipeline::CounterSnapshot;
 
-use crate::run::PortTraffic;
+use podplane_tap::PortStats;
 
 fn family(s: &mut String, name: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -22,7 +22,7 @@ fn family(s: &mut String, name: &str, help: &str) {
 pub(crate) fn render(
     snap: &CounterSnapshot,
     setup: &NodeSetup,
-    ports: &BTreeMap<u16, PortTraffic>,
+    ports: &BTreeMap<u16, PortStats>,
     tables: &[(&str, usize)],
     driver: &[(&str, &str, u64)],
 ) -> String {

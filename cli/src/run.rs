@@ -31,7 +31,7 @@ use podplane::buf::PortId;
 use podplane::config::file::PortKind;
 use podplane::config::{Dataplane, NodeSetup};
 use podplane::pipeline::CounterSnapshot;
-use podplane_tap::{Driver, IoMode, TapDevice, TapFlags};
+use podplane_tap::{Driver, IoMode, PortStats, TapDevice, TapFlags};
 
 use crate::metrics;
 use crate::worker::{Ctl, Gone, Report, Shared, Worker};
@@ -54,18 +54,6 @@ pub(crate) struct Run {
     pub offload: bool,
     /// Worker threads (TAP queues).
     pub workers: usize,
-}
-
-/// Per-port traffic seen by the drivers.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PortTraffic {
-    pub rx: u64,
-    pub rx_bytes: u64,
-    pub tx: u64,
-    pub tx_bytes: u64,
-    pub tx_errors: u64,
-    pub rx_super_frames: u64,
-    pub rx_offload_errors: u64,
 }
 
 /// The newest modification time among the files (a change triggers a reload).
@@ -329,21 +317,14 @@ fn reload(r: &Run, current: &mut NodeSetup, control: &mut Control) {
 }
 
 /// The workers' counters summed, and their per-port traffic by pipeline port.
-fn merged(reports: &[Arc<Mutex<Report>>]) -> (CounterSnapshot, BTreeMap<u16, PortTraffic>) {
+fn merged(reports: &[Arc<Mutex<Report>>]) -> (CounterSnapshot, BTreeMap<u16, PortStats>) {
     let mut snap = CounterSnapshot::default();
-    let mut traffic: BTreeMap<u16, PortTraffic> = BTreeMap::new();
+    let mut traffic: BTreeMap<u16, PortStats> = BTreeMap::new();
     for r in reports {
         let Ok(r) = r.lock() else { continue };
         snap.merge(&r.counters);
         for (_, port, s, _) in &r.devices {
-            let t = traffic.entry(port.0).or_default();
-            t.rx += s.rx;
-            t.rx_bytes += s.rx_bytes;
-            t.tx += s.tx;
-            t.tx_bytes += s.tx_bytes;
-            t.tx_errors += s.tx_errors;
-            t.rx_super_frames += s.rx_super_frames;
-            t.rx_offload_errors += s.rx_offload_errors;
+            *traffic.entry(port.0).or_default() += *s;
         }
     }
     (snap, traffic)

@@ -84,6 +84,20 @@ pub struct PortStats {
     pub rx_offload_errors: u64,
 }
 
+impl core::ops::AddAssign for PortStats {
+    /// Sum another queue's (worker's) counters of the same port.
+    fn add_assign(&mut self, o: PortStats) {
+        self.rx += o.rx;
+        self.rx_bytes += o.rx_bytes;
+        self.tx += o.tx;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.rx_super_frames += o.rx_super_frames;
+        self.rx_offload_errors += o.rx_offload_errors;
+    }
+}
+
 /// One device of the driver.
 #[derive(Debug)]
 pub(crate) struct Dev {
