@@ -39,6 +39,13 @@ pub(crate) const BIG_LEN: usize = 65536 + 256;
 /// Super-frame reads a vnet device keeps posted (16 x 64 KiB of memory per device).
 pub(crate) const BIG_DEPTH: usize = 16;
 
+/// The layout of one device's buffers, checked when compiling: no fallback size that
+/// `ptr` could overrun.
+const BIG_LAYOUT: Layout = match Layout::from_size_align(BIG_LEN * BIG_DEPTH, 4096) {
+    Ok(l) => l,
+    Err(_) => panic!("BIG_LEN * BIG_DEPTH is a valid layout"),
+};
+
 /// A vnet device's super-frame receive buffers: one raw allocation the kernel writes
 /// through io_uring. Raw, not a `Vec`, so that no Rust reference spans a buffer while
 /// the kernel writes it; a buffer is read only after its completion is reaped.
@@ -56,7 +63,7 @@ impl core::fmt::Debug for BigBufs {
 
 impl BigBufs {
     pub(crate) fn new() -> Self {
-        let layout = Layout::from_size_align(BIG_LEN * BIG_DEPTH, 4096).unwrap_or(Layout::new::<u8>());
+        let layout = BIG_LAYOUT;
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         let Some(base) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
@@ -317,7 +324,6 @@ impl UringIo {
         i: usize,
     ) -> bool {
         let Some(target) = devs.get(i).and_then(Option::as_ref).map(fd) else { return true };
-        let _ = pool;
         if let Some(d) = devs.get_mut(i).and_then(Option::as_mut) {
             d.gone = true;
         }

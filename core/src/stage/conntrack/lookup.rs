@@ -16,6 +16,7 @@ use crate::pipeline::{Context, DropReason, Stage};
 use crate::table::conntrack::status;
 use crate::time::Instant;
 use crate::wire::flow::FlowKey;
+use crate::wire::tcp::TcpPacket;
 
 /// See the [module docs](self).
 #[derive(Debug)]
@@ -39,18 +40,13 @@ fn segment(slot: &[u8], l3: usize, l4: usize, v6: bool) -> Option<Segment<'_>> {
     } else {
         usize::from(u16::from_be_bytes([*slot.get(l3 + 2)?, *slot.get(l3 + 3)?]))
     };
-    let h: &[u8; 20] = slot.get(l4..)?.first_chunk::<20>()?;
-    let doff = usize::from(h[12] >> 4) * 4;
-    let options = slot.get(l4 + 20..l4 + doff.max(20))?;
-    let len = ip_len.saturating_sub(l4 - l3).saturating_sub(doff);
-    Some(Segment {
-        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-        ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
-        win: u16::from_be_bytes([h[14], h[15]]),
-        flags: h[13],
-        len: u32::try_from(len).unwrap_or(u32::MAX),
-        options,
-    })
+    let t = TcpPacket::new_checked(slot.get(l4..)?).ok()?;
+    let hl = t.header_len();
+    let len = ip_len.saturating_sub(l4 - l3).saturating_sub(hl);
+    let (seq, ack, win, flags) = (t.seq(), t.ack(), t.window(), t.flags());
+    // The options with the slot's lifetime (`options()` borrows the view).
+    let options = t.into_inner().get(20..hl)?;
+    Some(Segment { seq, ack, win, flags, len: u32::try_from(len).unwrap_or(u32::MAX), options })
 }
 
 /// What conntrack sees of a packet.

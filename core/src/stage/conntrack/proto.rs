@@ -157,13 +157,14 @@ mod tests {
 
     #[test]
     fn tcp_entries_go_through_the_tcp_tracker() {
-        use super::super::tcp::{TcpState, flags};
+        use super::super::tcp::TcpState;
+        use crate::wire::tcp::TcpFlags;
         let cfg = TcpConfig::default();
-        let syn = Segment { seq: 1, ack: 0, win: 1000, flags: flags::SYN, len: 0, options: &[] };
+        let syn = Segment { seq: 1, ack: 0, win: 1000, flags: TcpFlags::SYN, len: 0, options: &[] };
         let mut p = ProtoState::new(6, Some(&syn), &cfg, NOW).unwrap();
         let v = p.tcp_packet(Dir::Original, &syn, &cfg, 0);
         assert!(matches!(v, Some(Verdict::Accept { state: TcpState::SynSent, .. })));
-        let rst = Segment { seq: 0, ack: 2, win: 0, flags: flags::RST | flags::ACK, len: 0, options: &[] };
+        let rst = Segment { seq: 0, ack: 2, win: 0, flags: TcpFlags::RST | TcpFlags::ACK, len: 0, options: &[] };
         assert_eq!(p.tcp_packet(Dir::Reply, &rst, &cfg, 0), Some(Verdict::Kill));
         assert!(ProtoState::Icmp.tcp_packet(Dir::Original, &syn, &cfg, 0).is_none());
     }

@@ -14,6 +14,7 @@
 //! rewrites payload lengths) and SYN proxy.
 
 use crate::time::Duration;
+use crate::wire::tcp::TcpFlags;
 
 /// The states of a tracked TCP connection (`enum tcp_conntrack`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,26 +155,6 @@ impl Default for TcpConfig {
     }
 }
 
-/// TCP header flags.
-pub mod flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-    /// ECE.
-    pub const ECE: u8 = 0x40;
-    /// CWR.
-    pub const CWR: u8 = 0x80;
-}
-
 /// What conntrack needs of one TCP segment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment<'a> {
@@ -183,8 +164,8 @@ pub struct Segment<'a> {
     pub ack: u32,
     /// Window field (unscaled).
     pub win: u16,
-    /// The flag byte.
-    pub flags: u8,
+    /// The control flags.
+    pub flags: TcpFlags,
     /// Payload bytes.
     pub len: u32,
     /// The option bytes (after the 20-byte header).
@@ -192,26 +173,26 @@ pub struct Segment<'a> {
 }
 
 impl Segment<'_> {
-    fn has(&self, f: u8) -> bool {
-        self.flags & f != 0
+    fn has(&self, f: TcpFlags) -> bool {
+        self.flags.intersects(f)
     }
 
     /// `seq + len` counting SYN and FIN (`segment_seq_plus_len`).
     fn end(&self) -> u32 {
         self.seq
             .wrapping_add(self.len)
-            .wrapping_add(u32::from(self.has(flags::SYN)))
-            .wrapping_add(u32::from(self.has(flags::FIN)))
+            .wrapping_add(u32::from(self.has(TcpFlags::SYN)))
+            .wrapping_add(u32::from(self.has(TcpFlags::FIN)))
     }
 
     fn index(&self) -> Index {
-        if self.has(flags::RST) {
+        if self.has(TcpFlags::RST) {
             Index::Rst
-        } else if self.has(flags::SYN) {
-            if self.has(flags::ACK) { Index::SynAck } else { Index::Syn }
-        } else if self.has(flags::FIN) {
+        } else if self.has(TcpFlags::SYN) {
+            if self.has(TcpFlags::ACK) { Index::SynAck } else { Index::Syn }
+        } else if self.has(TcpFlags::FIN) {
             Index::Fin
-        } else if self.has(flags::ACK) {
+        } else if self.has(TcpFlags::ACK) {
             Index::Ack
         } else {
             Index::None
@@ -222,9 +203,14 @@ impl Segment<'_> {
 /// The flag combinations Linux accepts (`tcp_valid_flags`; PSH, ECE and CWR are
 /// ignored): SYN, SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK, ACK+URG.
 /// Anything else (SYN+FIN, a bare FIN, no flags at all...) is invalid.
-pub fn valid_flags(f: u8) -> bool {
-    use flags::{ACK, FIN, RST, SYN, URG};
-    let f = f & !(flags::ECE | flags::CWR | flags::PSH);
+pub fn valid_flags(f: TcpFlags) -> bool {
+    const ACK: TcpFlags = TcpFlags::ACK;
+    const FIN: TcpFlags = TcpFlags::FIN;
+    const RST: TcpFlags = TcpFlags::RST;
+    const SYN: TcpFlags = TcpFlags::SYN;
+    const URG: TcpFlags = TcpFlags::URG;
+    // The flag byte only: NS is in the byte before (`tcp_flag_byte`).
+    let f = f - (TcpFlags::ECE | TcpFlags::CWR | TcpFlags::PSH | TcpFlags::NS);
     [SYN, SYN | URG, SYN | ACK, RST, RST | ACK, FIN | ACK, FIN | ACK | URG, ACK, ACK | URG].contains(&f)
 }
 
@@ -350,61 +336,52 @@ pub struct Side {
     pub flags: u8,
 }
 
+/// The TCP options as (kind, body), as the kernel walks them: NOPs skipped, stopping
+/// at EOL or at the first malformed option (length under 2 or past the end).
+fn tcp_options(opts: &[u8]) -> impl Iterator<Item = (u8, &[u8])> + '_ {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        loop {
+            match *opts.get(i)? {
+                0 => return None,
+                1 => i += 1,
+                kind => {
+                    let size = usize::from(*opts.get(i + 1)?);
+                    let body = opts.get(i + 2..i + size.max(2)).filter(|_| size >= 2)?;
+                    i += size;
+                    return Some((kind, body));
+                }
+            }
+        }
+    })
+}
+
 /// Parse the options Linux's `tcp_options` looks at: window scale and SACK permitted.
 fn options(opts: &[u8], side: &mut Side) {
     side.scale = 0;
     side.flags &= !(F_WINDOW_SCALE | F_SACK_PERM);
-    let mut i = 0;
-    while let Some(&kind) = opts.get(i) {
-        match kind {
-            0 => return,
-            1 => i += 1,
-            _ => {
-                let Some(&size) = opts.get(i + 1) else { return };
-                let size = usize::from(size);
-                if size < 2 || i + size > opts.len() {
-                    return;
-                }
-                if kind == 4 && size == 2 {
-                    side.flags |= F_SACK_PERM;
-                } else if kind == 3 && size == 3 {
-                    side.scale = opts.get(i + 2).copied().unwrap_or(0).min(MAX_WSCALE);
-                    side.flags |= F_WINDOW_SCALE;
-                }
-                i += size;
+    for (kind, body) in tcp_options(opts) {
+        match (kind, body) {
+            (4, []) => side.flags |= F_SACK_PERM,
+            (3, [scale]) => {
+                side.scale = (*scale).min(MAX_WSCALE);
+                side.flags |= F_WINDOW_SCALE;
             }
+            _ => {}
         }
     }
 }
 
-/// The highest right edge of the SACK blocks, if above `ack` (`tcp_sack`).
+/// The highest right edge of the first SACK option's blocks, if above `ack`
+/// (`tcp_sack`).
 fn sack_edge(opts: &[u8], ack: u32) -> u32 {
     let mut sack = ack;
-    let mut i = 0;
-    while let Some(&kind) = opts.get(i) {
-        match kind {
-            0 => break,
-            1 => i += 1,
-            _ => {
-                let Some(&size) = opts.get(i + 1) else { break };
-                let size = usize::from(size);
-                if size < 2 || i + size > opts.len() {
-                    break;
-                }
-                if kind == 5 && size >= 10 && (size - 2) % 8 == 0 {
-                    let mut b = i + 2;
-                    while b + 8 <= i + size {
-                        if let Some(r) = opts.get(b + 4..b + 8).and_then(|r| r.first_chunk::<4>()) {
-                            let right = u32::from_be_bytes(*r);
-                            if after(right, sack) {
-                                sack = right;
-                            }
-                        }
-                        b += 8;
-                    }
-                    break;
-                }
-                i += size;
+    let blocks = tcp_options(opts).find(|(kind, body)| *kind == 5 && !body.is_empty() && body.len() % 8 == 0);
+    for block in blocks.map_or(&[][..], |(_, b)| b).chunks_exact(8) {
+        if let Some(r) = block.get(4..).and_then(|r| r.first_chunk::<4>()) {
+            let right = u32::from_be_bytes(*r);
+            if after(right, sack) {
+                sack = right;
             }
         }
     }
@@ -635,7 +612,7 @@ impl TcpTrack {
         if !seen_reply {
             // (The entry's SEEN_REPLY bit is set after this, by the caller.) The only
             // answer to the first packet is a RST: no connection to keep.
-            if seg.has(flags::RST) {
+            if seg.has(TcpFlags::RST) {
                 return Verdict::Kill;
             }
             // Picked up mid-stream and not answered yet: no long ESTABLISHED timeout.
@@ -700,7 +677,7 @@ impl TcpTrack {
         let mut end = seg.end();
         let mut sack = if receiver.flags & F_SACK_PERM != 0 { sack_edge(seg.options, ack) } else { ack };
         if sender.maxwin == 0 {
-            if seg.has(flags::SYN) {
+            if seg.has(TcpFlags::SYN) {
                 // SYN-ACK answering a SYN, or a SYN from the reply side.
                 sender.end = end;
                 sender.maxend = end;
@@ -711,7 +688,7 @@ impl TcpTrack {
                     sender.scale = 0;
                     receiver.scale = 0;
                 }
-                if !seg.has(flags::ACK) {
+                if !seg.has(TcpFlags::ACK) {
                     self.put(dir, sender, receiver);
                     return Ok(());
                 }
@@ -739,15 +716,15 @@ impl TcpTrack {
             sender.maxwin = win.max(1);
             options(seg.options, &mut sender);
         }
-        if !seg.has(flags::ACK) {
+        if !seg.has(TcpFlags::ACK) {
             ack = receiver.end;
             sack = receiver.end;
-        } else if seg.flags & (flags::ACK | flags::RST) == (flags::ACK | flags::RST) && ack == 0 {
+        } else if seg.flags.contains(TcpFlags::ACK | TcpFlags::RST) && ack == 0 {
             // Broken stacks set ACK with a zero ack value on RSTs.
             ack = receiver.end;
             sack = receiver.end;
         }
-        if seg.has(flags::RST) && seq == 0 && self.state == TcpState::SynSent {
+        if seg.has(TcpFlags::RST) && seq == 0 && self.state == TcpState::SynSent {
             // RST answering a SYN.
             seq = sender.end;
             end = sender.end;
@@ -758,7 +735,7 @@ impl TcpTrack {
         let ack_ok = before(sack, receiver.end.wrapping_add(1));
         let ack_low_ok = after(sack, receiver.end.wrapping_sub(max_ack_win).wrapping_sub(1));
         if seq_ok && in_recv_win && ack_ok && ack_low_ok {
-            if !seg.has(flags::SYN) {
+            if !seg.has(TcpFlags::SYN) {
                 win <<= sender.scale;
             }
             let swin = win.wrapping_add(sack.wrapping_sub(ack));
@@ -769,7 +746,7 @@ impl TcpTrack {
                 sender.end = end;
                 sender.flags |= F_DATA_UNACK;
             }
-            if seg.has(flags::ACK) {
+            if seg.has(TcpFlags::ACK) {
                 if sender.flags & F_MAXACK_SET == 0 {
                     sender.maxack = ack;
                     sender.flags |= F_MAXACK_SET;

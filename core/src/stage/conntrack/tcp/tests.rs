@@ -1,5 +1,14 @@
 use super::*;
 
+const FIN: TcpFlags = TcpFlags::FIN;
+const SYN: TcpFlags = TcpFlags::SYN;
+const RST: TcpFlags = TcpFlags::RST;
+const PSH: TcpFlags = TcpFlags::PSH;
+const ACK: TcpFlags = TcpFlags::ACK;
+const URG: TcpFlags = TcpFlags::URG;
+const ECE: TcpFlags = TcpFlags::ECE;
+const CWR: TcpFlags = TcpFlags::CWR;
+
 /// (Callers pass the entry's SEEN_REPLY and ASSURED bits as they were before the
 /// segment, as the kernel sets SEEN_REPLY after `tcp_packet`.)
 ///
@@ -67,20 +76,24 @@ fn state_table_is_linuxs() {
 
 #[test]
 fn flag_combinations_as_tcp_error_judges_them() {
-    use flags::*;
     for ok in
         [SYN, SYN | ACK, SYN | URG, RST, RST | ACK, FIN | ACK, FIN | ACK | URG, ACK, ACK | URG, ACK | PSH | ECE | CWR]
     {
-        assert!(valid_flags(ok), "{ok:#x}");
+        assert!(valid_flags(ok), "{ok:?}");
     }
-    for bad in [0, FIN, SYN | FIN, SYN | FIN | ACK, SYN | RST, RST | FIN, URG, PSH, FIN | PSH | URG, 0x3f] {
-        assert!(!valid_flags(bad), "{bad:#x}");
+    let all_six = TcpFlags::from_bits_truncate(0x3f);
+    for bad in
+        [TcpFlags::empty(), FIN, SYN | FIN, SYN | FIN | ACK, SYN | RST, RST | FIN, URG, PSH, FIN | PSH | URG, all_six]
+    {
+        assert!(!valid_flags(bad), "{bad:?}");
     }
+    // NS is not in the flag byte Linux checks.
+    assert!(valid_flags(ACK | TcpFlags::NS));
 }
 
 const CFG: TcpConfig = TcpConfig { liberal: false, loose: true, max_retrans: 3, timeouts: TcpTimeouts::KUBERNETES };
 
-fn seg(seq: u32, ack: u32, f: u8, len: u32) -> Segment<'static> {
+fn seg(seq: u32, ack: u32, f: TcpFlags, len: u32) -> Segment<'static> {
     Segment { seq, ack, win: 64240, flags: f, len, options: &[] }
 }
 
@@ -96,7 +109,6 @@ fn accept(v: Verdict) -> (TcpState, u64, bool) {
 
 /// Client ISN 1000, server ISN 5000, both with window scale 7.
 fn established() -> TcpTrack {
-    use flags::*;
     let syn = Segment { options: SYN_OPTS, ..seg(1000, 0, SYN, 0) };
     let mut t = TcpTrack::new(&syn, &CFG).unwrap();
     assert_eq!(accept(t.packet(Dir::Original, &syn, &CFG, false, false)), (TcpState::SynSent, 120, false));
@@ -113,7 +125,6 @@ fn established() -> TcpTrack {
 
 #[test]
 fn handshake_data_and_close_follow_linux() {
-    use flags::*;
     let mut t = established();
     // Data not yet acknowledged: the 300 s "unacknowledged" timeout.
     assert_eq!(accept(t.packet(Dir::Original, &seg(1001, 5001, ACK | PSH, 100), &CFG, true, true)).1, 300);
@@ -135,7 +146,6 @@ fn handshake_data_and_close_follow_linux() {
 
 #[test]
 fn rst_closes_with_the_10_second_timeout_and_an_early_rst_is_checked() {
-    use flags::*;
     let mut t = established();
     // A RST before what the other side acknowledged: invalid (blind reset).
     assert_eq!(t.packet(Dir::Reply, &seg(4000, 0, RST, 0), &CFG, true, true), Verdict::Invalid(Invalid::Rst));
@@ -150,7 +160,6 @@ fn rst_closes_with_the_10_second_timeout_and_an_early_rst_is_checked() {
 
 #[test]
 fn out_of_window_segments_are_invalid_unless_liberal() {
-    use flags::*;
     let mut t = established();
     // Far beyond what the server's window allows (64240 << 7 from 5001).
     let wild = seg(1001 + 100_000_000, 5001, ACK, 100);
@@ -168,7 +177,6 @@ fn out_of_window_segments_are_invalid_unless_liberal() {
 
 #[test]
 fn mid_stream_pickup_when_loose() {
-    use flags::*;
     let mid = seg(777_000, 888_000, ACK, 100);
     let mut t = TcpTrack::new(&mid, &CFG).unwrap();
     // Not answered yet: established but with the short timeout.
@@ -192,7 +200,6 @@ fn mid_stream_pickup_when_loose() {
 
 #[test]
 fn simultaneous_open_reaches_established() {
-    use flags::*;
     let syn = seg(1000, 0, SYN, 0);
     let mut t = TcpTrack::new(&syn, &CFG).unwrap();
     t.packet(Dir::Original, &syn, &CFG, false, false);
@@ -203,7 +210,6 @@ fn simultaneous_open_reaches_established() {
 
 #[test]
 fn ignored_syn_resyncs_on_its_syn_ack() {
-    use flags::*;
     let mut t = established();
     // The client restarted and sends a fresh SYN: ignored (the table cannot know).
     assert_eq!(t.packet(Dir::Original, &seg(700_000, 0, SYN, 0), &CFG, true, true), Verdict::Ignore);
@@ -217,7 +223,6 @@ fn ignored_syn_resyncs_on_its_syn_ack() {
 
 #[test]
 fn retransmissions_shorten_the_timeout() {
-    use flags::*;
     let mut t = established();
     let data = seg(1001, 5001, ACK, 100);
     for _ in 0..3 {
