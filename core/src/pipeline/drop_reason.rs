@@ -200,6 +200,14 @@ drop_reasons! {
     57 => CtTableFull, "ct_table_full", Warn;
     /// Conntrack: a new connection whose tuple a live connection already has.
     58 => CtClash, "ct_clash", Warn;
+    /// NAT: no free port (or identifier) for a new connection's translated tuple
+    /// (cilium#23604's SNAT exhaustion); a live tuple is never reused.
+    59 => NatPortExhausted, "nat_port_exhausted", Warn;
+    /// NAT: masquerade with no address to translate to on the egress port.
+    60 => NatNoAddress, "nat_no_address", Warn;
+    /// NAT: the headers to rewrite are not where parsing left them (a quoted packet
+    /// cut short).
+    61 => NatMalformed, "nat_malformed", Warn;
 }
 
 impl DropReason {

@@ -68,6 +68,12 @@ stage_events! {
     19 => CtExpired, "ct_expired";
     /// An unassured connection dropped early to make room (as the kernel's `early_drop`).
     20 => CtEarlyDrop, "ct_early_drop";
+    /// A new connection given destination NAT.
+    21 => DnatNew, "dnat_new";
+    /// A new connection given source NAT (masquerade).
+    22 => SnatNew, "snat_new";
+    /// A new connection that destination NAT sent back to its source, masqueraded.
+    23 => NatHairpin, "nat_hairpin";
 }
 
 impl StageEvent {

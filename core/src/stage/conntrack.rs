@@ -5,18 +5,17 @@
 //! [`crate::table::conntrack`] the connection table, [`state`] a worker's tables with
 //! the connections pending in a batch, and the two stages: [`ConntrackStage`]
 //! (`conntrack`, lookup and tracking, after the bridge) and [`CommitStage`]
-//! (`ct_commit`, before egress). NAT, RELATED ICMP errors and the node wiring come
-//! next.
+//! (`ct_commit`, before egress). NAT is [`crate::stage::nat`].
 
 mod commit;
-mod lookup;
+pub(crate) mod lookup;
 pub mod proto;
 pub mod state;
 pub mod tcp;
 
 pub use commit::CommitStage;
 pub use lookup::ConntrackStage;
-pub use state::{Conntrack, CtConfig, CtRef, SharedConntrack};
+pub use state::{Conntrack, CtConfig, CtFixes, CtRef, SharedConntrack};
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,10 @@ pub mod status {
     pub const SRC_NAT: u8 = 4;
     /// Destination NAT applied.
     pub const DST_NAT: u8 = 8;
+    /// The source NAT decision has been made (applied or not).
+    pub const SRC_NAT_DONE: u8 = 16;
+    /// The destination NAT decision has been made.
+    pub const DST_NAT_DONE: u8 = 32;
 }
 
 /// One connection. `P` is the protocol state (TCP tracking, UDP/ICMP nothing).

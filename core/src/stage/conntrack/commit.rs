@@ -10,7 +10,10 @@ use super::state::{CtRef, SharedConntrack, info, pack, unpack};
 use crate::buf::Batch;
 use crate::pipeline::Disposition;
 use crate::pipeline::{Context, DropReason, Stage, StageEvent};
-use crate::table::conntrack::InsertError;
+use crate::table::conntrack::{InsertError, status};
+
+/// The status bits that record NAT decisions.
+const NAT_BITS: u8 = status::SRC_NAT | status::DST_NAT | status::SRC_NAT_DONE | status::DST_NAT_DONE;
 
 /// See the [module docs](self).
 #[derive(Debug)]
@@ -62,15 +65,30 @@ impl Stage for CommitStage {
             let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
             for i in 0..batch.len() {
                 let pkt = batch.pkt(i);
-                if i == first || cx.pool.meta(pkt).ct != tag {
+                let m = cx.pool.meta(pkt);
+                if i == first || m.ct != tag {
                     continue;
                 }
+                // The tuple the packet arrived with (NAT may have changed it).
+                let reply_dir = m.ct_info & info::REPLY != 0;
+                let key = if reply_dir { p.reply } else { p.key };
                 match batch.disposition(i) {
                     Disposition::Held => {}
                     // Dropped after its lookup too: its effect on an existing
                     // connection stays, it creates nothing.
-                    Disposition::Drop(_) => track_state_only(&mut ct, cfg, cx, pkt, i),
-                    _ => track_packet(&mut ct, cfg, cx, batch, i),
+                    Disposition::Drop(_) => track_state_only(&mut ct, cfg, cx, pkt, i, key),
+                    _ => {
+                        let before = ct.pending.len();
+                        track_packet(&mut ct, cfg, cx, batch, i, Some(key));
+                        // It starts a connection of its own, already translated as
+                        // the dead one was: that translation stays.
+                        if let Some(CtRef::Pending(j)) = unpack(cx.pool.meta(pkt).ct)
+                            && usize::from(j) >= before
+                            && !reply_dir
+                        {
+                            ct.set_reply(j, p.reply, p.status & NAT_BITS);
+                        }
+                    }
                 }
             }
         }

@@ -101,6 +101,21 @@ fn quoted_key(b: &[u8], v6: bool) -> Option<FlowKey> {
     Some(FlowKey { src, dst, src_port: sport, dst_port: dport, proto, v6 })
 }
 
+/// The view of an ICMP error at `l4` of `pkt`: RELATED to the packet it quotes, or
+/// INVALID when the quote is cut short; `None` for other ICMP messages.
+fn icmp_view(pool: &BufPool, pkt: PktId, v6: bool) -> Option<View<'_>> {
+    let m = pool.meta(pkt);
+    let icmp = pool.slot(pkt).get(usize::from(m.l4)..).unwrap_or(&[]);
+    if !icmp.first().is_some_and(|&t| is_icmp_error(v6, t)) {
+        return None;
+    }
+    let quote = icmp.get(8..usize::from(m.len()).saturating_sub(usize::from(m.l4 - m.head()))).unwrap_or(&[]);
+    Some(match quoted_key(quote, v6) {
+        Some(k) => View::Related(k),
+        None => View::Invalid,
+    })
+}
+
 /// The view of `pkt`.
 pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
     let m = pool.meta(pkt);
@@ -109,20 +124,16 @@ pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
         L3Kind::Ipv6 => true,
         _ => return View::Skip,
     };
-    // Generated packets (ICMP errors) and later fragments are not tracked yet.
+    // Generated packets (ICMP errors, which the NAT stage relates itself) and later
+    // fragments are not tracked here.
     if !m.flags.contains(PktFlags::HAS_FLOW) || m.flags.contains(PktFlags::GENERATED) {
         return View::Skip;
     }
     let key = m.flow;
-    if (key.proto == 1 && !v6) || (key.proto == 58 && v6) {
-        let icmp = pool.slot(pkt).get(usize::from(m.l4)..).unwrap_or(&[]);
-        if icmp.first().is_some_and(|&t| is_icmp_error(v6, t)) {
-            let quote = icmp.get(8..usize::from(m.len()).saturating_sub(usize::from(m.l4 - m.head()))).unwrap_or(&[]);
-            return match quoted_key(quote, v6) {
-                Some(k) => View::Related(k),
-                None => View::Invalid,
-            };
-        }
+    if ((key.proto == 1 && !v6) || (key.proto == 58 && v6))
+        && let Some(v) = icmp_view(pool, pkt, v6)
+    {
+        return v;
     }
     if key.proto != 6 {
         return View::Track(key, None);
@@ -134,6 +145,21 @@ pub(crate) fn view(pool: &BufPool, pkt: PktId) -> View<'_> {
         Some(s) => View::Track(key, Some(s)),
         None => View::Invalid,
     }
+}
+
+/// The view of an ICMP error the node made itself (no flow key; it enters after the
+/// lookup stage): RELATED to what it quotes, else `Skip`.
+pub(crate) fn view_generated(pool: &BufPool, pkt: PktId) -> View<'_> {
+    let m = pool.meta(pkt);
+    let v6 = match (m.l3_kind, m.ip_proto) {
+        (L3Kind::Ipv4, 1) => false,
+        (L3Kind::Ipv6, 58) => true,
+        _ => return View::Skip,
+    };
+    if !m.flags.contains(PktFlags::HAS_L4) {
+        return View::Skip;
+    }
+    icmp_view(pool, pkt, v6).unwrap_or(View::Skip)
 }
 
 /// Track one packet, at batch index `i`: find its connection (committed or pending)
@@ -196,7 +222,15 @@ pub(crate) fn track(
             }
             let idx = u16::try_from(ct.pending.len()).unwrap_or(u16::MAX);
             let first = u16::try_from(i).unwrap_or(u16::MAX);
-            ct.pending.push(Pending { key: *key, proto, expires: now + timeout, status: 0, dead: false, first });
+            ct.pending.push(Pending {
+                key: *key,
+                reply: key.reversed(),
+                proto,
+                expires: now + timeout,
+                status: 0,
+                dead: false,
+                first,
+            });
             (CtRef::Pending(idx), Dir::Original, 0)
         }
     };
@@ -216,19 +250,29 @@ pub(crate) fn track(
 /// lookup did to an existing connection stays done (as in the kernel, where state
 /// changes at PREROUTING whatever happens to the packet after), but it creates
 /// nothing and nothing about the packet changes.
-pub(crate) fn track_state_only(ct: &mut Conntrack, cfg: &CtConfig, cx: &Context<'_>, pkt: PktId, i: usize) {
-    if let View::Track(key, seg) = view(cx.pool, pkt) {
+/// `key` is the packet's tuple as it arrived (NAT may have changed it since).
+pub(crate) fn track_state_only(
+    ct: &mut Conntrack,
+    cfg: &CtConfig,
+    cx: &Context<'_>,
+    pkt: PktId,
+    i: usize,
+    key: FlowKey,
+) {
+    if let View::Track(_, seg) = view(cx.pool, pkt) {
         let _ = track(ct, cfg, &key, seg.as_ref(), i, cx.now, false);
     }
 }
 
-/// An ICMP error: RELATED to the connection of the packet it quotes, travelling
-/// against that packet's direction; INVALID without one (as the kernel leaves it
+/// An ICMP error: RELATED to the connection of the packet it quotes. The quote is a
+/// packet as it was sent (translated, if NAT applied), so the error's own direction
+/// is that of the quote's inverse, which is a tuple the connection holds, as
+/// `icmp_error_message()` looks it up. INVALID without one (the kernel leaves it
 /// untracked, which kube-proxy's INVALID rule drops). It refreshes nothing.
-fn related(ct: &mut Conntrack, quoted: &FlowKey, now: Instant) -> Result<(Option<CtRef>, u8), DropReason> {
-    let (r, quoted_dir) = ct.find(quoted, now).ok_or(DropReason::CtInvalid)?;
+pub(crate) fn related(ct: &Conntrack, quoted: &FlowKey, now: Instant) -> Result<(Option<CtRef>, u8), DropReason> {
+    let (r, dir) = ct.find(&quoted.reversed(), now).ok_or(DropReason::CtInvalid)?;
     let mut bits = info::RELATED;
-    if quoted_dir == Dir::Original {
+    if dir == Dir::Reply {
         bits |= info::REPLY;
     }
     if matches!(r, CtRef::Pending(_)) {
@@ -237,9 +281,16 @@ fn related(ct: &mut Conntrack, quoted: &FlowKey, now: Instant) -> Result<(Option
     Ok((Some(r), bits))
 }
 
-/// Track every live packet of the batch (the stage's work, and the commit stage's
-/// replay).
-pub(crate) fn track_packet(ct: &mut Conntrack, cfg: &CtConfig, cx: &mut Context<'_>, batch: &mut Batch, i: usize) {
+/// Track packet `i` of the batch (the stage's work, and the commit stage's replay,
+/// which gives the tuple the packet arrived with as `key`: NAT may have changed it).
+pub(crate) fn track_packet(
+    ct: &mut Conntrack,
+    cfg: &CtConfig,
+    cx: &mut Context<'_>,
+    batch: &mut Batch,
+    i: usize,
+    key: Option<FlowKey>,
+) {
     // A packet a stage holds belongs to that stage: never re-decided here.
     if batch.disposition(i) == crate::pipeline::Disposition::Held {
         return;
@@ -249,7 +300,7 @@ pub(crate) fn track_packet(ct: &mut Conntrack, cfg: &CtConfig, cx: &mut Context<
     let result = match view(cx.pool, pkt) {
         View::Skip => return,
         View::Invalid => Err(DropReason::CtInvalid),
-        View::Track(key, seg) => track(ct, cfg, &key, seg.as_ref(), i, now, true),
+        View::Track(k, seg) => track(ct, cfg, &key.unwrap_or(k), seg.as_ref(), i, now, true),
         View::Related(quoted) => related(ct, &quoted, now),
     };
     match result {
@@ -257,6 +308,12 @@ pub(crate) fn track_packet(ct: &mut Conntrack, cfg: &CtConfig, cx: &mut Context<
             let meta = cx.pool.meta_mut(pkt);
             meta.ct = r.map_or(0, pack);
             meta.ct_info = bits;
+        }
+        // kubernetes#74839 reproduced: INVALID passes untracked, untranslated.
+        Err(DropReason::CtInvalid) if !cfg.fixes.drop_invalid => {
+            let meta = cx.pool.meta_mut(pkt);
+            meta.ct = 0;
+            meta.ct_info = 0;
         }
         Err(reason) => cx.drop(batch, i, reason),
     }
@@ -273,7 +330,7 @@ impl Stage for ConntrackStage {
         let cfg = ct.cfg.clone();
         for i in 0..batch.len() {
             if batch.is_live(i) {
-                track_packet(&mut ct, &cfg, cx, batch, i);
+                track_packet(&mut ct, &cfg, cx, batch, i, None);
             }
         }
     }

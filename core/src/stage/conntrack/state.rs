@@ -50,6 +50,30 @@ pub struct CtConfig {
     pub seed: u64,
     /// Slots the expiry sweep looks at per batch.
     pub sweep_per_batch: usize,
+    /// Fix switches (tests).
+    pub fixes: CtFixes,
+}
+
+/// Test-only switches that turn one of conntrack's fixes off, so that a test can show
+/// the kernel bug it prevents. All `true` (fixed) by default; never turn them off
+/// outside a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtFixes {
+    /// Later packets of a batch see the connections its earlier packets started.
+    /// Off, each packet starts its own, and the second of two simultaneous packets of
+    /// one new connection loses at commit (`ct_clash`): the kernel's insert race
+    /// behind 5-second DNS timeouts (kubernetes#56903).
+    pub pending_visible: bool,
+    /// Drop INVALID packets, as kube-proxy's `ct state invalid drop` rule does. Off,
+    /// they pass untracked and so untranslated (kubernetes#74839: an out-of-window
+    /// segment leaves with the backend's address and the client answers with a RST).
+    pub drop_invalid: bool,
+}
+
+impl Default for CtFixes {
+    fn default() -> Self {
+        CtFixes { pending_visible: true, drop_invalid: true }
+    }
 }
 
 impl Default for CtConfig {
@@ -60,6 +84,7 @@ impl Default for CtConfig {
             other: OtherTimeouts::default(),
             seed: 0x9e37_79b9_7f4a_7c15,
             sweep_per_batch: 64,
+            fixes: CtFixes::default(),
         }
     }
 }
@@ -68,6 +93,8 @@ impl Default for CtConfig {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pending {
     pub(crate) key: FlowKey,
+    /// The tuple replies will carry: `key` reversed, then changed by NAT decisions.
+    pub(crate) reply: FlowKey,
     pub(crate) proto: ProtoState,
     pub(crate) expires: Instant,
     pub(crate) status: u8,
@@ -106,6 +133,16 @@ pub type SharedConntrack = Arc<Mutex<Conntrack>>;
 
 fn v4(a: &[u8; 16]) -> Ipv4Addr {
     Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}
+
+/// The flow key of an IPv4 tuple.
+pub(crate) fn key4(t: &Tuple<Ipv4Addr>) -> FlowKey {
+    FlowKey::v4(t.src, t.dst, t.proto, t.sport, t.dport)
+}
+
+/// The flow key of an IPv6 tuple.
+pub(crate) fn key6(t: &Tuple<Ipv6Addr>) -> FlowKey {
+    FlowKey::v6(t.src, t.dst, t.proto, t.sport, t.dport)
 }
 
 /// The tuple of a flow key.
@@ -174,12 +211,14 @@ impl Conntrack {
             self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
         };
         hit.or_else(|| {
-            let rev = key.reversed();
+            if !self.cfg.fixes.pending_visible {
+                return None;
+            }
             self.pending.iter().enumerate().filter(|(_, p)| !p.dead).find_map(|(i, p)| {
                 let i = u16::try_from(i).ok()?;
                 if p.key == *key {
                     Some((CtRef::Pending(i), Dir::Original))
-                } else if p.key == rev {
+                } else if p.reply == *key {
                     Some((CtRef::Pending(i), Dir::Reply))
                 } else {
                     None
@@ -197,6 +236,32 @@ impl Conntrack {
                 self.pending.get_mut(usize::from(i)).map(|p| (&mut p.proto, &mut p.status, &mut p.expires))
             }
         }
+    }
+
+    /// The original and reply tuples of a connection and its status bits.
+    pub fn tuples(&self, r: CtRef) -> Option<(FlowKey, FlowKey, u8)> {
+        match r {
+            CtRef::V4(id) => self.v4.get(id).map(|e| (key4(&e.original), key4(&e.reply), e.status)),
+            CtRef::V6(id) => self.v6.get(id).map(|e| (key6(&e.original), key6(&e.reply), e.status)),
+            CtRef::Pending(i) => self.pending.get(usize::from(i)).map(|p| (p.key, p.reply, p.status)),
+        }
+    }
+
+    /// Record a NAT decision on a pending connection: the tuple its replies will
+    /// carry, and status bits to add (`SRC_NAT`, `DST_NAT`, the `*_DONE` bits). NAT
+    /// decides on a connection's first packet only, before it is committed.
+    pub(crate) fn set_reply(&mut self, i: u16, reply: FlowKey, bits: u8) {
+        if let Some(p) = self.pending.get_mut(usize::from(i)) {
+            p.reply = reply;
+            p.status |= bits;
+        }
+    }
+
+    /// True when a live connection, committed or pending, has `key` as its original
+    /// or reply tuple: a NAT choice giving a new connection that reply tuple would
+    /// clash (`nf_nat_used_tuple`).
+    pub fn taken(&self, key: &FlowKey, now: Instant) -> bool {
+        self.find(key, now).is_some()
     }
 
     /// Forget a connection (a TCP reopen, a RST answering the first packet).
@@ -224,12 +289,12 @@ impl Conntrack {
             return Ok(None);
         }
         if p.key.v6 {
-            let o = tuple6(&p.key);
-            let e = CtEntry { original: o, reply: o.reversed(), expires: p.expires, status: p.status, proto: p.proto };
+            let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
+            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
             self.v6.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V6(id)))
         } else {
-            let o = tuple4(&p.key);
-            let e = CtEntry { original: o, reply: o.reversed(), expires: p.expires, status: p.status, proto: p.proto };
+            let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
+            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
             self.v4.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V4(id)))
         }
     }

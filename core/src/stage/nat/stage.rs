@@ -1,0 +1,259 @@
+//! The two NAT stages: `dnat` before routing (netfilter's PREROUTING: destination NAT
+//! of new connections, and the reverse of source NAT on replies) and `snat` after it
+//! (POSTROUTING: source NAT and masquerade of new connections, and the reverse of
+//! destination NAT on replies).
+//!
+//! Both work as `nf_nat_packet` does: a connection's NAT is decided once, on its
+//! first packet, by changing the tuple its replies will carry; afterwards every packet
+//! of either direction is made to look like the inverse of the other direction's
+//! tuple, each stage changing its own side. ICMP errors RELATED to a translated
+//! connection have their outer address and the packet they quote translated
+//! (`nf_nat_icmp_reply_translation`); errors the node makes itself (the route stage's
+//! fragmentation-needed or time-exceeded about a translated packet) enter after
+//! conntrack, so `snat` finds their connection from the quote.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::ports::PortAlloc;
+use super::rewrite::{Endpoint, Manip, rewrite, rewrite_icmp_error, set_side, side};
+use super::rules::NatConfig;
+use crate::buf::{Batch, L3Kind, PktFlags};
+use crate::pipeline::{Context, Disposition, DropReason, Stage, StageEvent};
+use crate::stage::conntrack::lookup::{View, related, view_generated};
+use crate::stage::conntrack::state::{Conntrack, CtRef, SharedConntrack, info, pack, unpack};
+use crate::table::conntrack::status;
+use crate::wire::flow::FlowKey;
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct NatStage {
+    ct: SharedConntrack,
+    manip: Manip,
+    cfg: NatConfig,
+    ports: PortAlloc,
+}
+
+fn v4(a: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(a[0], a[1], a[2], a[3])
+}
+
+fn ip(k: &FlowKey, a: &[u8; 16]) -> IpAddr {
+    if k.v6 { IpAddr::V6((*a).into()) } else { IpAddr::V4(v4(a)) }
+}
+
+fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
+/// Why a new connection's NAT could not be set up.
+enum Refused {
+    NoPort,
+    NoAddress,
+}
+
+impl NatStage {
+    /// The `dnat` stage (before routing) over the worker's conntrack state.
+    pub fn dnat(ct: SharedConntrack, cfg: NatConfig) -> Self {
+        Self::new(ct, Manip::Dst, cfg)
+    }
+
+    /// The `snat` stage (after routing) over the worker's conntrack state.
+    pub fn snat(ct: SharedConntrack, cfg: NatConfig) -> Self {
+        Self::new(ct, Manip::Src, cfg)
+    }
+
+    fn new(ct: SharedConntrack, manip: Manip, cfg: NatConfig) -> Self {
+        let ports = PortAlloc::new(cfg.ports.clone(), cfg.mode, cfg.worker.0, cfg.worker.1);
+        NatStage { ct, manip, cfg, ports }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    /// Take a new configuration: later new connections follow it; connections already
+    /// translated keep their translation.
+    pub fn reconfigure(&mut self, cfg: NatConfig) {
+        self.ports = PortAlloc::new(cfg.ports.clone(), cfg.mode, cfg.worker.0, cfg.worker.1);
+        self.cfg = cfg;
+    }
+
+    /// Destination NAT decision for a new connection `orig`: its reply tuple.
+    fn decide_dnat(&self, orig: &FlowKey, reply: &FlowKey) -> Option<FlowKey> {
+        let rule = self.cfg.dnat_for(orig.proto, ip(orig, &orig.dst), orig.dst_port)?;
+        let mut r = *reply;
+        set_side(&mut r, Manip::Src, Endpoint { addr: addr16(rule.to), port: rule.to_port });
+        Some(r)
+    }
+
+    /// Source NAT decision for a new connection whose packet now goes `cur` (after
+    /// destination NAT) out of `out_port`: its reply tuple, none when not translated.
+    fn decide_snat(
+        &self,
+        ct: &Conntrack,
+        cx: &mut Context<'_>,
+        cur: &FlowKey,
+        reply: &FlowKey,
+        st: u8,
+        out_port: crate::buf::PortId,
+    ) -> Result<Option<FlowKey>, Refused> {
+        if cur.v6 {
+            return Ok(None);
+        }
+        let (src, dst) = (v4(&cur.src), v4(&cur.dst));
+        let hairpin = self.cfg.hairpin && st & status::DST_NAT != 0 && src == dst;
+        if !hairpin && !self.cfg.masquerades(src, dst) {
+            return Ok(None);
+        }
+        let addr = self.cfg.address_of(out_port).ok_or(Refused::NoAddress)?;
+        let mut to = Endpoint { addr: addr16(IpAddr::V4(addr)), port: 0 };
+        let candidate = |p: u16| {
+            let mut r = *reply;
+            set_side(&mut r, Manip::Dst, Endpoint { port: p, ..to });
+            r
+        };
+        let now = cx.now;
+        let has_ports = matches!(cur.proto, 6 | 17 | 132 | 136 | 1 | 58);
+        if has_ports {
+            let taken = |p: u16| ct.taken(&candidate(p), now);
+            to.port = self.ports.choose(cur.proto, cur.src_port, cx.rng, taken).ok_or(Refused::NoPort)?;
+        } else if ct.taken(&candidate(0), now) {
+            return Err(Refused::NoPort);
+        }
+        Ok(Some(candidate(to.port)))
+    }
+
+    /// Translate an ICMP error RELATED to connection `orig`/`reply` (status `st`),
+    /// going in the reply direction when `reply_dir`.
+    fn icmp_error(
+        &self,
+        cx: &mut Context<'_>,
+        pkt: crate::buf::PktId,
+        (orig, reply, st): (FlowKey, FlowKey, u8),
+        reply_dir: bool,
+    ) -> Option<()> {
+        // The NAT this hook undoes or applies for a packet of this direction.
+        let (mine, theirs) = (status::SRC_NAT, status::DST_NAT);
+        let (mine, theirs) = if self.manip == Manip::Src { (mine, theirs) } else { (theirs, mine) };
+        let need = if reply_dir { theirs } else { mine };
+        if st & need == 0 {
+            return Some(());
+        }
+        // The other direction's tuple: the quote becomes a packet of it, and the outer
+        // header a packet answering it.
+        let other = if reply_dir { orig } else { reply };
+        let inner = side(&other, self.manip.other());
+        let outer = side(&other.reversed(), self.manip).addr;
+        let (b, m) = cx.pool.slot_and_meta_mut(pkt);
+        if self.cfg.fixes.icmp_inner {
+            rewrite_icmp_error(b, m, self.manip, outer, inner)
+        } else {
+            rewrite(b, m, self.manip, Endpoint { addr: outer, port: side(&m.flow, self.manip).port })
+        }
+    }
+}
+
+/// The connection of an ICMP error the node made (it entered after conntrack).
+fn generated_related(ct: &Conntrack, cx: &mut Context<'_>, pkt: crate::buf::PktId) -> Option<(CtRef, u8)> {
+    let m = *cx.pool.meta(pkt);
+    if !m.flags.contains(PktFlags::GENERATED) || m.ct != 0 || !matches!(m.l3_kind, L3Kind::Ipv4 | L3Kind::Ipv6) {
+        return None;
+    }
+    let View::Related(quoted) = view_generated(cx.pool, pkt) else { return None };
+    let (r, bits) = related(ct, &quoted, cx.now).ok()?;
+    let r = r?;
+    let meta = cx.pool.meta_mut(pkt);
+    meta.ct = pack(r);
+    meta.ct_info = bits;
+    Some((r, bits))
+}
+
+impl Stage for NatStage {
+    fn name(&self) -> &'static str {
+        match self.manip {
+            Manip::Dst => "dnat",
+            Manip::Src => "snat",
+        }
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let Ok(mut ct) = self.ct.lock() else { return };
+        for i in 0..batch.len() {
+            if !batch.is_live(i) || batch.disposition(i) == Disposition::Held {
+                continue;
+            }
+            let pkt = batch.pkt(i);
+            let m = *cx.pool.meta(pkt);
+            let (r, bits) = match unpack(m.ct) {
+                Some(r) => (r, m.ct_info),
+                None if self.manip == Manip::Src => match generated_related(&ct, cx, pkt) {
+                    Some(x) => x,
+                    None => continue,
+                },
+                None => continue,
+            };
+            let Some((orig, mut reply, mut st)) = ct.tuples(r) else { continue };
+            let reply_dir = bits & info::REPLY != 0;
+            if bits & info::RELATED != 0 {
+                if self.icmp_error(cx, pkt, (orig, reply, st), reply_dir).is_none() {
+                    cx.drop(batch, i, DropReason::NatMalformed);
+                }
+                continue;
+            }
+            // A new connection's first packet through this hook decides.
+            let done = if self.manip == Manip::Dst { status::DST_NAT_DONE } else { status::SRC_NAT_DONE };
+            if let CtRef::Pending(k) = r
+                && !reply_dir
+                && st & done == 0
+            {
+                let decided = match self.manip {
+                    Manip::Dst => Ok(self.decide_dnat(&orig, &reply).map(|r| (r, status::DST_NAT))),
+                    Manip::Src => {
+                        let cur = reply.reversed();
+                        self.decide_snat(&ct, cx, &cur, &reply, st, m.out_port).map(|o| o.map(|r| (r, status::SRC_NAT)))
+                    }
+                };
+                match decided {
+                    Ok(Some((new_reply, bit))) => {
+                        ct.set_reply(k, new_reply, bit | done);
+                        reply = new_reply;
+                        st |= bit | done;
+                        let hairpin = bit == status::SRC_NAT && st & status::DST_NAT != 0 && orig.src == reply.src;
+                        cx.count(match (self.manip, hairpin) {
+                            (Manip::Dst, _) => StageEvent::DnatNew,
+                            (Manip::Src, false) => StageEvent::SnatNew,
+                            (Manip::Src, true) => StageEvent::NatHairpin,
+                        });
+                    }
+                    Ok(None) => ct.set_reply(k, reply, done),
+                    Err(e) => {
+                        let reason = match e {
+                            Refused::NoPort => DropReason::NatPortExhausted,
+                            Refused::NoAddress => DropReason::NatNoAddress,
+                        };
+                        cx.drop(batch, i, reason);
+                        continue;
+                    }
+                }
+            }
+            let _ = st;
+            // Make this side of the packet that of the inverse of the other direction.
+            let target = if reply_dir { orig.reversed() } else { reply.reversed() };
+            let want = side(&target, self.manip);
+            if side(&m.flow, self.manip) != want {
+                let (b, meta) = cx.pool.slot_and_meta_mut(pkt);
+                if rewrite(b, meta, self.manip, want).is_none() {
+                    cx.drop(batch, i, DropReason::NatMalformed);
+                }
+            }
+        }
+    }
+}
