@@ -186,7 +186,7 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     for k in 0..n {
         let (tx, rx) = crossbeam_channel::unbounded();
         ctl.push(tx);
-        let mut dp = Dataplane::new(setup.clone(), r.seed);
+        let mut dp = Dataplane::for_worker(setup.clone(), r.seed, k, n);
         if k == 0 {
             dp.pipeline().trace_add(r.trace);
         }

@@ -25,7 +25,14 @@ fn the_example_checks_and_a_broken_one_is_explained() {
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replay");
     let (ok, out, _) = check(&ex.join("node.yaml"), &ex.join("nodes.yaml"));
     assert!(ok, "{out}");
-    assert!(out.contains("pipeline: parse -> bridge -> route -> arp -> egress"), "{out}");
+    assert!(
+        out.contains("pipeline: parse -> bridge -> conntrack -> dnat -> route -> snat -> ct_commit -> arp -> egress"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nat: masquerade 10.244.0.0/16 except [10.244.0.0/16], fully-random ports 1024-65535, hairpin on, 0 dnat rules; conntrack max 131072"),
+        "{out}"
+    );
     assert!(out.contains("peer worker-2: pods 10.244.2.0/24 via 192.168.0.12"), "{out}");
     assert!(out.contains("10.244.2.0/24 via 192.168.0.12 dev eth0  (Node/worker-2)"), "{out}");
     assert!(out.trim_end().ends_with("ok"), "{out}");

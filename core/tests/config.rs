@@ -6,8 +6,10 @@ use std::net::Ipv4Addr;
 
 use podplane::buf::{BufPool, PortId};
 use podplane::config::{ConfigError, Dataplane, NodeSetup, Source, load};
+use podplane::stage::nat::PortMode;
 use podplane::stage::route::NextHop;
 use podplane::testutil::{Run, arp_request, run, udp4};
+use podplane::wire::cidr::Cidr;
 
 const NODE: &str = "\
 name: worker-1
@@ -84,7 +86,7 @@ fn a_node_from_its_file_and_node_objects() {
     );
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "bridge", "route", "arp", "egress"],
+        ["parse", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"],
         "the node path in netfilter's order"
     );
 }
@@ -101,7 +103,10 @@ ports:
 ";
     let s = ok(node, &[]);
     assert!(s.bridge.is_none());
-    assert_eq!(s.pipeline(1).stage_names(), ["parse", "route", "arp", "egress"]);
+    assert_eq!(
+        s.pipeline(1).stage_names(),
+        ["parse", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"]
+    );
     assert_eq!(s.routes[0].spec.next_hop, NextHop::Connected(PortId(1)));
     assert_eq!((s.routes[0].spec.dst, s.routes[0].spec.len), (Ipv4Addr::new(10, 244, 1, 7), 32));
     assert_eq!(s.arp.proxy[0].mac.to_string(), "ee:ee:ee:ee:ee:ee");
@@ -439,7 +444,10 @@ fn vxlan_peers_from_flannel_annotations() {
         r#"flannel.alpha.coreos.com/backend-data: '{"VNI":1,"VtepMAC":"aa:bb:cc:00:00:02"}', flannel.alpha.coreos.com/public-ip: 192.168.0.12"#,
     ) + &node_obj("worker-3", "10.1.0.13", "10.244.3.0/24", "");
     let s = ok(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ""), &[&objects]);
-    assert_eq!(s.pipeline(1).stage_names(), ["parse", "decap", "bridge", "route", "encap", "arp", "egress"]);
+    assert_eq!(
+        s.pipeline(1).stage_names(),
+        ["parse", "decap", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "encap", "arp", "egress"]
+    );
     let o = s.overlay.as_ref().unwrap();
     assert_eq!(o.local_ip, Ipv4Addr::new(192, 168, 0, 11));
     assert_eq!(o.vtep_mac.to_string(), "0e:00:c0:a8:00:0b");
@@ -679,6 +687,55 @@ fn peers_written_in_the_node_file() {
         [
             r#"node.yaml: peers[0]: podCIDR "10.244.2.0/33": prefix length over 32"#,
             r#"node.yaml: peers[1]: address "nowhere": invalid IP address"#,
+        ]
+    );
+}
+
+#[test]
+fn nat_section_defaults_to_the_kubernetes_profile() {
+    let s = ok("name: w\npodCIDR: 10.244.1.0/24\naddresses: [192.168.0.11]\n", &[]);
+    let m = s.nat.masquerade.as_ref().unwrap();
+    assert_eq!(m.sources, [Cidr::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap()]);
+    assert_eq!(m.except, m.sources, "the cluster CIDR is never masqueraded");
+    assert_eq!(s.nat.mode, PortMode::FullyRandom);
+    assert_eq!(s.nat.ports, 1024..=65535);
+    assert!(s.nat.hairpin);
+    assert_eq!(s.nat.fallback, Some(Ipv4Addr::new(192, 168, 0, 11)));
+    assert_eq!(s.conntrack.capacity, 131_072);
+    assert_eq!(s.conntrack.tcp.timeouts.established, podplane::Duration::from_secs(86_400));
+}
+
+#[test]
+fn nat_section_is_read_and_checked_field_by_field() {
+    let s = ok(
+        "name: w\npodCIDR: 10.244.1.0/24\nnat:\n  fullyRandom: false\n  portRange: 20000-20999\n  \
+         nonMasqueradeCIDRs: [10.0.0.0/8]\n  dnat:\n    - {protocol: udp, destination: \"10.96.0.10:53\", to: \"10.244.2.3:5353\"}\n\
+         conntrack:\n  max: 4096\n  liberal: true\n  udp: 10\n",
+        &[],
+    );
+    assert_eq!(s.nat.mode, PortMode::KeepPort);
+    assert_eq!(s.nat.ports, 20000..=20999);
+    assert_eq!(s.nat.masquerade.as_ref().unwrap().except, [Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap()]);
+    assert_eq!(s.nat.dnat.len(), 1);
+    assert_eq!((s.nat.dnat[0].proto, s.nat.dnat[0].to_port), (17, 5353));
+    assert_eq!(s.conntrack.capacity, 4096);
+    assert!(s.conntrack.tcp.liberal);
+    assert_eq!(s.conntrack.other.udp, podplane::Duration::from_secs(10));
+    let e = errors(
+        "name: w\npodCIDR: 10.244.1.0/24\nnat:\n  portRange: 9-1\n  nonMasqueradeCIDRs: [10.0.0.0/33]\n  dnat:\n    \
+         - {protocol: sctp, destination: \"10.96.0.10:53\", to: \"10.244.2.3:53\"}\n    \
+         - {protocol: tcp, destination: \"10.96.0.10\", to: \"[fd00::1]:80\"}\n    \
+         - {protocol: tcp, destination: \"10.96.0.10:80\", to: \"[fd00::1]:80\"}\n",
+        &[],
+    );
+    assert_eq!(
+        e,
+        [
+            r#"node.yaml: NodeConfig/w: nat.nonMasqueradeCIDRs[0] "10.0.0.0/33": prefix length over 32"#,
+            r#"node.yaml: NodeConfig/w: nat.portRange "9-1": expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535"#,
+            r#"node.yaml: NodeConfig/w: nat.dnat[0].protocol "sctp": expected tcp or udp"#,
+            r#"node.yaml: NodeConfig/w: nat.dnat[1].destination "10.96.0.10": expected ADDRESS:PORT"#,
+            r#"node.yaml: NodeConfig/w: nat.dnat[2].to "[fd00::1]:80": not the destination's address family"#,
         ]
     );
 }

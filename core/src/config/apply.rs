@@ -12,17 +12,22 @@
 //! - overlay peers: [`EncapStage::set_peer`] / [`DecapStage::add_peer`] and their
 //!   removals, O(1) each (their routes change with the routes);
 //! - the pod network mode or the overlay's own settings (a stage appears or goes, the
-//!   encapsulation changes): a new pipeline, into which the neighbour stage moves with
-//!   its learned state; counters start again.
+//!   encapsulation changes): a new pipeline, into which the neighbour, conntrack and
+//!   NAT stages move with their learned state; counters start again;
+//! - NAT rules: [`NatStage::reconfigure`] (connections already translated keep their
+//!   translation, as in the kernel); conntrack timeouts: [`Conntrack::set_config`]
+//!   (the table's capacity stays until a restart).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::{ConfigErrors, NodeSetup, Source};
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
+use crate::stage::conntrack::{ConntrackStage, SharedConntrack};
+use crate::stage::nat::NatConfig;
 use crate::stage::overlay::OverlayPeer;
 use crate::stage::route::{NextHop, RouteChange, RouteError, RouteSpec};
-use crate::stage::{ArpStage, BridgeStage, DecapStage, EncapStage, RouteStage};
+use crate::stage::{ArpStage, BridgeStage, DecapStage, EncapStage, NatStage, RouteStage};
 
 /// What [`Dataplane::apply`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,13 +55,26 @@ pub struct Dataplane {
     setup: NodeSetup,
     pipeline: Pipeline,
     seed: u64,
+    /// This pipeline's worker index and the number of workers.
+    worker: (usize, usize),
 }
 
 impl Dataplane {
     /// A node running `setup`, its RNG seeded with `seed`.
     pub fn new(setup: NodeSetup, seed: u64) -> Self {
-        let pipeline = setup.pipeline(seed);
-        Dataplane { setup, pipeline, seed }
+        Self::for_worker(setup, seed, 0, 1)
+    }
+
+    /// The pipeline of worker `worker` of `workers` (its share of the conntrack table
+    /// and its slice of the NAT ports).
+    pub fn for_worker(setup: NodeSetup, seed: u64, worker: usize, workers: usize) -> Self {
+        let pipeline = Pipeline::new(setup.worker_stages(worker, workers), PipelineConfig::default(), seed);
+        Dataplane { setup, pipeline, seed, worker: (worker, workers) }
+    }
+
+    /// The worker's connection tracking state (for listing and flushing).
+    pub fn conntrack(&mut self) -> Option<SharedConntrack> {
+        self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
     }
 
     /// The configuration in force.
@@ -120,12 +138,24 @@ impl Dataplane {
             let old_pipeline =
                 core::mem::replace(&mut self.pipeline, Pipeline::new(Vec::new(), PipelineConfig::default(), seed));
             let mut arp: Option<Box<dyn Stage>> = None;
+            let mut kept: Vec<Box<dyn Stage>> = Vec::new();
             for s in old_pipeline.into_stages() {
-                if s.name() == "arp" {
-                    arp = Some(s);
+                match s.name() {
+                    "arp" => arp = Some(s),
+                    // Connections and their translations are learned state.
+                    "conntrack" | "dnat" | "snat" | "ct_commit" => kept.push(s),
+                    _ => {}
                 }
             }
-            let mut stages = new.stages();
+            let mut stages = new.worker_stages(self.worker.0, self.worker.1);
+            for mut k in kept {
+                if let Some(n) = (k.as_mut() as &mut dyn core::any::Any).downcast_mut::<NatStage>() {
+                    n.reconfigure(NatConfig { worker: self.worker, ..new.nat.clone() });
+                }
+                if let Some(slot) = stages.iter_mut().find(|s| s.name() == k.name()) {
+                    *slot = k;
+                }
+            }
             if let Some(mut a) = arp {
                 if let Some(st) = (a.as_mut() as &mut dyn core::any::Any).downcast_mut::<ArpStage>() {
                     st.reconfigure(new.arp.clone());
@@ -168,6 +198,18 @@ impl Dataplane {
         {
             a.reconfigure(new.arp.clone());
             applied.reconfigured.push("arp");
+        }
+        if old.nat != new.nat {
+            let cfg = NatConfig { worker: self.worker, ..new.nat.clone() };
+            self.pipeline.each_stage_mut::<NatStage>(|n| n.reconfigure(cfg.clone()));
+            applied.reconfigured.push("nat");
+        }
+        if old.conntrack != new.conntrack
+            && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+            && let Ok(mut ct) = ct.lock()
+        {
+            ct.set_config(&new.conntrack);
+            applied.reconfigured.push("conntrack");
         }
         // Overlay peers: one O(1) change per peer in each overlay stage.
         if let (Some(o), Some(n)) = (&old.overlay, &new.overlay)

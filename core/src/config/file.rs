@@ -60,6 +60,84 @@ pub struct NodeFile {
     /// an API server to ask, a test).
     #[serde(default)]
     pub peers: Vec<PeerFile>,
+    /// Masquerade and destination NAT.
+    #[serde(default)]
+    pub nat: NatFile,
+    /// Connection tracking.
+    #[serde(default)]
+    pub conntrack: ConntrackFile,
+}
+
+/// NAT as a Kubernetes node does it.
+///
+/// ```yaml
+/// nat:
+///   masquerade: true                 # pod traffic leaving the cluster (Flannel's ip-masq)
+///   nonMasqueradeCIDRs: [10.244.0.0/16, 192.168.0.0/16]   # default: the cluster CIDR
+///   fullyRandom: true                # --random-fully (default); false keeps free ports
+///   portRange: 1024-65535
+///   dnat:
+///     - {protocol: tcp, destination: "10.96.0.10:80", to: "10.244.2.3:8080"}
+/// ```
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NatFile {
+    /// Masquerade pod traffic leaving the cluster CIDR (default true).
+    #[serde(default)]
+    pub masquerade: Option<bool>,
+    /// Destinations never masqueraded (default: the cluster CIDR), like ip-masq-agent's.
+    #[serde(default, rename = "nonMasqueradeCIDRs")]
+    pub non_masquerade_cidrs: Option<Vec<String>>,
+    /// Random ports always (default true); false keeps a connection's port when free.
+    #[serde(default)]
+    pub fully_random: Option<bool>,
+    /// Translated source ports `FIRST-LAST` (default 1024-65535).
+    #[serde(default)]
+    pub port_range: Option<String>,
+    /// Masquerade a pod reaching itself through destination NAT (default true).
+    #[serde(default)]
+    pub hairpin: Option<bool>,
+    /// Destination NAT rules.
+    #[serde(default)]
+    pub dnat: Vec<DnatFile>,
+}
+
+/// One destination NAT rule.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DnatFile {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `ADDRESS:PORT` new connections go to.
+    pub destination: String,
+    /// `ADDRESS:PORT` they are sent to instead.
+    pub to: String,
+}
+
+/// Connection tracking limits and timeouts (seconds); unset ones are as kube-proxy
+/// sets them on a node, else Linux's defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConntrackFile {
+    /// Most connections per family (default max(32768 x cores, 131072), cores = the
+    /// node's workers).
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// `nf_conntrack_tcp_be_liberal` (default false).
+    #[serde(default)]
+    pub liberal: bool,
+    /// Established TCP timeout (default 86400, kube-proxy's).
+    #[serde(default)]
+    pub tcp_established: Option<u64>,
+    /// CLOSE_WAIT timeout (default 3600, kube-proxy's).
+    #[serde(default)]
+    pub tcp_close_wait: Option<u64>,
+    /// UDP timeout (default 30).
+    #[serde(default)]
+    pub udp: Option<u64>,
+    /// UDP stream timeout (default 120).
+    #[serde(default)]
+    pub udp_stream: Option<u64>,
 }
 
 /// Another node, as a `Node` object would describe it.

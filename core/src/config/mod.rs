@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod file;
+mod nat;
 mod node;
 pub mod objects;
 pub mod overlay;

@@ -14,9 +14,11 @@ use crate::buf::PortId;
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
 use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
 use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
+use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+use crate::stage::nat::NatConfig;
 use crate::stage::overlay::{OverlayConfig, OverlayPeer};
 use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
-use crate::stage::{ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, ParseStage, RouteStage};
+use crate::stage::{ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, NatStage, ParseStage, RouteStage};
 use crate::time::Duration;
 use crate::wire::EthernetAddress;
 use crate::wire::cidr::Cidr;
@@ -110,6 +112,10 @@ pub struct NodeSetup {
     pub arp: ArpConfig,
     /// The overlay stages' configuration (VXLAN or IPIP), if any.
     pub overlay: Option<OverlayConfig>,
+    /// Connection tracking (capacity for the whole node).
+    pub conntrack: CtConfig,
+    /// NAT: masquerade, destination NAT, hairpin.
+    pub nat: NatConfig,
     /// Things read but not applied (kinds whose stages do not exist yet, other kinds,
     /// IPv6 pod CIDRs), one line each.
     pub notes: Vec<String>,
@@ -121,9 +127,23 @@ impl NodeSetup {
         self.ports.iter().find(|p| p.name == name)
     }
 
-    /// The stages of this node, in the node path's order:
-    /// `parse → [decap] → [bridge] → route → [encap] → arp → egress`.
+    /// The stages of this node, in the node path's order (netfilter's):
+    /// `parse → [decap] → [bridge] → conntrack → dnat → route → snat → ct_commit →
+    /// [encap] → arp → egress`, for a node with one worker.
     pub fn stages(&self) -> Vec<Box<dyn Stage>> {
+        self.worker_stages(0, 1)
+    }
+
+    /// The stages of worker `worker` of `workers`: its own conntrack table, sized
+    /// its share of the node's, and its own slice of the NAT port range.
+    pub fn worker_stages(&self, worker: usize, workers: usize) -> Vec<Box<dyn Stage>> {
+        let workers = workers.max(1);
+        let ct = Conntrack::shared(CtConfig {
+            capacity: (self.conntrack.capacity / workers).max(1),
+            seed: self.conntrack.seed ^ worker as u64,
+            ..self.conntrack.clone()
+        });
+        let nat = NatConfig { worker: (worker, workers), ..self.nat.clone() };
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new())];
         if let Some(o) = &self.overlay {
             stages.push(Box::new(DecapStage::new(o.clone())));
@@ -131,13 +151,38 @@ impl NodeSetup {
         if let Some(b) = self.bridge_stage() {
             stages.push(Box::new(b));
         }
+        stages.push(Box::new(ConntrackStage::new(ct.clone())));
+        stages.push(Box::new(NatStage::dnat(ct.clone(), nat.clone())));
         stages.push(Box::new(RouteStage::new(&self.route)));
+        stages.push(Box::new(NatStage::snat(ct.clone(), nat)));
+        stages.push(Box::new(CommitStage::new(ct)));
         if let Some(o) = &self.overlay {
             stages.push(Box::new(EncapStage::new(o.clone())));
         }
         stages.push(Box::new(ArpStage::new(self.arp.clone())));
         stages.push(Box::new(EgressStage));
         stages
+    }
+
+    /// One line saying what NAT and conntrack do.
+    fn nat_summary(&self) -> String {
+        let n = &self.nat;
+        let list = |v: &[Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let masq = n.masquerade.as_ref().map_or("masquerade off".into(), |m| {
+            format!("masquerade {} except [{}]", list(&m.sources), list(&m.except))
+        });
+        let mode = match n.mode {
+            crate::stage::nat::PortMode::FullyRandom => "fully-random",
+            crate::stage::nat::PortMode::KeepPort => "keep-port",
+        };
+        format!(
+            "nat: {masq}, {mode} ports {}-{}, hairpin {}, {} dnat rules; conntrack max {}",
+            n.ports.start(),
+            n.ports.end(),
+            if n.hairpin { "on" } else { "off" },
+            n.dnat.len(),
+            self.conntrack.capacity
+        )
     }
 
     /// The bridge stage, if the node has bridges. `load` checked the configuration,
@@ -206,6 +251,7 @@ impl NodeSetup {
             let mtu = self.route.interfaces.iter().find(|i| i.port == TUNNEL_PORT).map_or(0, |i| i.mtu);
             let _ = writeln!(s, "overlay: {how}, local {}, VTEP MAC {}, tunnel MTU {mtu}", o.local_ip, o.vtep_mac);
         }
+        let _ = writeln!(s, "{}", self.nat_summary());
         for p in &self.peers {
             let cidrs: Vec<String> = p.pod_cidrs.iter().map(ToString::to_string).collect();
             let how = if p.port == TUNNEL_PORT {
@@ -344,16 +390,11 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
     let node_ports = match f.node_port_range.as_deref() {
         None => Some(30000..=32767),
         Some(r) => {
-            let parsed = r
-                .split_once('-')
-                .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
-            match parsed {
-                Some((a, b)) if a >= 1 && a <= b => Some(a..=b),
-                _ => {
-                    e.push(&me, "nodePortRange", Some(r), "expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
-                    None
-                }
+            let parsed = super::nat::range(r);
+            if parsed.is_none() {
+                e.push(&me, "nodePortRange", Some(r), "expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
             }
+            parsed
         }
     };
     if let (Some(c), Some(s)) = (cluster_cidr, service_cidr)
@@ -1076,6 +1117,11 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         routes: route_list.iter().map(|r| r.spec).collect(),
         ..RouteConfig::default()
     };
+    let nat = super::nat::nat(file_name, &me, &f.nat, cluster_cidr, &local, addresses.first().copied(), &mut e.list);
+    if !e.list.is_empty() {
+        return Err(e.list);
+    }
+    let conntrack = super::nat::conntrack(&f.conntrack);
     let arp = ArpConfig { local, proxy, interfaces };
     Ok(NodeSetup {
         name: f.name.clone(),
@@ -1092,6 +1138,8 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         route,
         arp,
         overlay,
+        conntrack,
+        nat,
         notes,
     })
 }

@@ -145,6 +145,15 @@ impl Pipeline {
         self.stages.iter_mut().find_map(|s| (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>())
     }
 
+    /// Call `f` on every stage of type `T` (the two NAT stages share one type).
+    pub fn each_stage_mut<T: Stage>(&mut self, mut f: impl FnMut(&mut T)) {
+        for s in &mut self.stages {
+            if let Some(t) = (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>() {
+                f(t);
+            }
+        }
+    }
+
     /// Put `stage` in place of the stage with the same name, keeping the counters;
     /// returns the old one (`None`, and nothing changed, when there is no such stage).
     pub fn replace_stage(&mut self, stage: Box<dyn Stage>) -> Option<Box<dyn Stage>> {

@@ -30,6 +30,11 @@ impl ConntrackStage {
     pub fn new(ct: SharedConntrack) -> Self {
         ConntrackStage { ct }
     }
+
+    /// The worker's state this stage looks up in.
+    pub fn shared(&self) -> SharedConntrack {
+        self.ct.clone()
+    }
 }
 
 /// The TCP segment at `l4` of an IP packet starting at `l3` (its length from the IP

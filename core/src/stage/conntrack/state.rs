@@ -183,6 +183,13 @@ impl Conntrack {
         &self.cfg
     }
 
+    /// Take new timeouts and tracking options; the capacity and hash seed stay as the
+    /// tables were built (a restart applies them). Existing connections keep their
+    /// expiry until their next packet.
+    pub fn set_config(&mut self, cfg: &CtConfig) {
+        self.cfg = CtConfig { capacity: self.cfg.capacity, seed: self.cfg.seed, ..cfg.clone() };
+    }
+
     /// Connections in the tables (IPv4, IPv6).
     pub fn len(&self) -> (usize, usize) {
         (self.v4.len(), self.v6.len())
