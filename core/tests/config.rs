@@ -86,7 +86,7 @@ fn a_node_from_its_file_and_node_objects() {
     );
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"],
+        ["parse", "source_check", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"],
         "the node path in netfilter's order"
     );
 }
@@ -105,7 +105,7 @@ ports:
     assert!(s.bridge.is_none());
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"]
+        ["parse", "source_check", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"]
     );
     assert_eq!(s.routes[0].spec.next_hop, NextHop::Connected(PortId(1)));
     assert_eq!((s.routes[0].spec.dst, s.routes[0].spec.len), (Ipv4Addr::new(10, 244, 1, 7), 32));
@@ -446,7 +446,20 @@ fn vxlan_peers_from_flannel_annotations() {
     let s = ok(&vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", ""), &[&objects]);
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "decap", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "encap", "arp", "egress"]
+        [
+            "parse",
+            "source_check",
+            "decap",
+            "bridge",
+            "conntrack",
+            "dnat",
+            "route",
+            "snat",
+            "ct_commit",
+            "encap",
+            "arp",
+            "egress"
+        ]
     );
     let o = s.overlay.as_ref().unwrap();
     assert_eq!(o.local_ip, Ipv4Addr::new(192, 168, 0, 11));

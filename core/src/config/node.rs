@@ -18,7 +18,9 @@ use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
 use crate::stage::nat::NatConfig;
 use crate::stage::overlay::{OverlayConfig, OverlayPeer};
 use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
-use crate::stage::{ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, NatStage, ParseStage, RouteStage};
+use crate::stage::{
+    ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, NatStage, ParseStage, RouteStage, SourceCheckStage,
+};
 use crate::time::Duration;
 use crate::wire::EthernetAddress;
 use crate::wire::cidr::Cidr;
@@ -128,7 +130,7 @@ impl NodeSetup {
     }
 
     /// The stages of this node, in the node path's order (netfilter's):
-    /// `parse → [decap] → [bridge] → conntrack → dnat → route → snat → ct_commit →
+    /// `parse → source_check → [decap] → [bridge] → conntrack → dnat → route → snat → ct_commit →
     /// [encap] → arp → egress`, for a node with one worker.
     pub fn stages(&self) -> Vec<Box<dyn Stage>> {
         self.worker_stages(0, 1)
@@ -144,7 +146,8 @@ impl NodeSetup {
             ..self.conntrack.clone()
         });
         let nat = NatConfig { worker: (worker, workers), ..self.nat.clone() };
-        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new())];
+        let pods: Vec<(PortId, Ipv4Addr)> = self.ports.iter().filter_map(|p| Some((p.id, p.pod_ip?))).collect();
+        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(ParseStage::new()), Box::new(SourceCheckStage::new(&pods))];
         if let Some(o) = &self.overlay {
             stages.push(Box::new(DecapStage::new(o.clone())));
         }

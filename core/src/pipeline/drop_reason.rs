@@ -208,6 +208,9 @@ drop_reasons! {
     /// NAT: the headers to rewrite are not where parsing left them (a quoted packet
     /// cut short).
     61 => NatMalformed, "nat_malformed", Warn;
+    /// A pod port's packet from an address that is not the pod's (an IPv4 source, an
+    /// ARP sender).
+    62 => SpoofedSource, "spoofed_source", Warn;
 }
 
 impl DropReason {

@@ -10,6 +10,7 @@ pub mod nat;
 pub mod overlay;
 pub mod parse;
 pub mod route;
+pub mod source_check;
 pub mod xconnect;
 
 pub use arp::ArpStage;
@@ -19,4 +20,5 @@ pub use nat::NatStage;
 pub use overlay::{DecapStage, EncapStage};
 pub use parse::ParseStage;
 pub use route::RouteStage;
+pub use source_check::SourceCheckStage;
 pub use xconnect::XconnectStage;
