@@ -752,3 +752,47 @@ fn nat_section_is_read_and_checked_field_by_field() {
         ]
     );
 }
+
+/// A DNS client that keeps one socket sends to a service whose only endpoint is
+/// replaced; returns where its three queries went (before, then two after) and the
+/// connections the reload flushed.
+fn dns_through_an_endpoint_change(flush: bool) -> (Vec<Ipv4Addr>, usize) {
+    let rule =
+        |to: &str| format!("nat:\n  dnat:\n    - {{protocol: udp, destination: \"10.96.0.10:53\", to: \"{to}:53\"}}\n");
+    let node = |to: &str| format!("{NODE}{}", rule(to));
+    let setup = |to: &str| {
+        let mut s = ok(&node(to), &[NODES]);
+        s.nat.fixes.flush_stale_udp = flush;
+        s
+    };
+    let mut dp = Dataplane::new(setup("10.244.2.5"), 1);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    send(&mut dp, &mut pool, &[(0, arp_reply_from(Ipv4Addr::new(192, 168, 0, 12), [2, 0, 192, 168, 0, 12]))]);
+    let query = || to_peer(Ipv4Addr::new(10, 96, 0, 10));
+    let dst = |r: &[(PortId, Vec<u8>)]| Ipv4Addr::new(r[0].1[30], r[0].1[31], r[0].1[32], r[0].1[33]);
+    let mut went = vec![dst(&send(&mut dp, &mut pool, &[(1, query())]))];
+    let applied = dp.apply(setup("10.244.2.6")).unwrap();
+    assert_eq!(applied.reconfigured, ["nat"]);
+    for _ in 0..2 {
+        went.push(dst(&send(&mut dp, &mut pool, &[(1, query())])));
+    }
+    (went, applied.flushed)
+}
+
+#[test]
+fn udp_entries_to_a_replaced_endpoint_are_flushed() {
+    let (went, flushed) = dns_through_an_endpoint_change(true);
+    let (old, new) = (Ipv4Addr::new(10, 244, 2, 5), Ipv4Addr::new(10, 244, 2, 6));
+    assert_eq!(went, [old, new, new]);
+    assert_eq!(flushed, 1);
+}
+
+#[test]
+fn without_the_flush_a_busy_udp_client_stays_on_the_dead_endpoint() {
+    // kubernetes#19029 / #126130: the entry never times out while the client keeps
+    // sending, so every query goes to the endpoint that is gone.
+    let (went, flushed) = dns_through_an_endpoint_change(false);
+    let old = Ipv4Addr::new(10, 244, 2, 5);
+    assert_eq!(went, [old, old, old]);
+    assert_eq!(flushed, 0);
+}

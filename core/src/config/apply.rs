@@ -40,12 +40,18 @@ pub struct Applied {
     pub new_pipeline: bool,
     /// Overlay peers added, changed or removed in place.
     pub peer_changes: usize,
+    /// Connections flushed (UDP to endpoints that destination NAT no longer uses).
+    pub flushed: usize,
 }
 
 impl Applied {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.reconfigured.is_empty() && self.route_changes == 0 && !self.new_pipeline && self.peer_changes == 0
+        self.reconfigured.is_empty()
+            && self.route_changes == 0
+            && !self.new_pipeline
+            && self.peer_changes == 0
+            && self.flushed == 0
     }
 }
 
@@ -203,6 +209,16 @@ impl Dataplane {
             let cfg = NatConfig { worker: self.worker, ..new.nat.clone() };
             self.pipeline.each_stage_mut::<NatStage>(|n| n.reconfigure(cfg.clone()));
             applied.reconfigured.push("nat");
+            let stale = old.nat.stale_udp(&new.nat);
+            if !stale.is_empty()
+                && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+                && let Ok(mut ct) = ct.lock()
+            {
+                let now = ct.last_seen();
+                for f in &stale {
+                    applied.flushed += ct.flush(f, now);
+                }
+            }
         }
         if old.conntrack != new.conntrack
             && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())

@@ -8,12 +8,14 @@
 //! (`ct_commit`, before egress). NAT is [`crate::stage::nat`].
 
 mod commit;
+pub mod listing;
 pub(crate) mod lookup;
 pub mod proto;
 pub mod state;
 pub mod tcp;
 
 pub use commit::CommitStage;
+pub use listing::{Filter, Listing};
 pub use lookup::ConntrackStage;
 pub use state::{Conntrack, CtConfig, CtFixes, CtRef, SharedConntrack};
 

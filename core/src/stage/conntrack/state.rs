@@ -125,6 +125,8 @@ pub struct Conntrack {
     pub(crate) v6: CtTable<Ipv6Addr, ProtoState>,
     pub(crate) pending: Vec<Pending>,
     pub(crate) cfg: CtConfig,
+    /// The clock reading of the last batch looked up.
+    pub(crate) last: Instant,
 }
 
 /// The state shared by a worker's two conntrack stages. Only that worker's stages
@@ -170,6 +172,7 @@ impl Conntrack {
             v6: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed ^ 0x6),
             pending: Vec::with_capacity(PENDING_MAX),
             cfg,
+            last: Instant::ZERO,
         }
     }
 
@@ -188,6 +191,12 @@ impl Conntrack {
     /// expiry until their next packet.
     pub fn set_config(&mut self, cfg: &CtConfig) {
         self.cfg = CtConfig { capacity: self.cfg.capacity, seed: self.cfg.seed, ..cfg.clone() };
+    }
+
+    /// The clock reading of the last batch (what listings and flushes outside the
+    /// packet path take as now).
+    pub fn last_seen(&self) -> Instant {
+        self.last
     }
 
     /// Connections in the tables (IPv4, IPv6).

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::ports::PortMode;
 use crate::buf::PortId;
+use crate::stage::conntrack::Filter;
 use crate::wire::cidr::Cidr;
 
 /// Translate new connections to `dst:port` (protocol `proto`) to `to:to_port`
@@ -44,11 +45,17 @@ pub struct NatFixes {
     /// Translate the packet quoted in an ICMP error, not only the outer header
     /// (cilium#47755, calico#8854: PMTU discovery breaks without it).
     pub icmp_inner: bool,
+    /// Flush the UDP connections a changed or removed destination NAT rule sent to
+    /// its old endpoint, as kube-proxy's conntrack cleanup does (kubernetes#19029,
+    /// #126130: without it a client that keeps sending, like a resolver, stays stuck
+    /// on the dead endpoint until the entry times out, which it never does while
+    /// the client keeps sending).
+    pub flush_stale_udp: bool,
 }
 
 impl Default for NatFixes {
     fn default() -> Self {
-        NatFixes { icmp_inner: true }
+        NatFixes { icmp_inner: true, flush_stale_udp: true }
     }
 }
 
@@ -101,6 +108,26 @@ impl NatConfig {
     /// The rule for new connections to `dst:port`.
     pub fn dnat_for(&self, proto: u8, dst: IpAddr, port: u16) -> Option<&DnatRule> {
         self.dnat.iter().find(|r| r.proto == proto && r.dst == dst && r.port == port)
+    }
+
+    /// The flushes that moving to `new` calls for: one per UDP rule of this
+    /// configuration that `new` drops or points elsewhere (TCP connections stay on
+    /// their endpoint until they end, as with kube-proxy, which clears UDP only).
+    pub fn stale_udp(&self, new: &NatConfig) -> Vec<Filter> {
+        if !new.fixes.flush_stale_udp {
+            return Vec::new();
+        }
+        self.dnat
+            .iter()
+            .filter(|r| r.proto == 17 && !new.dnat.contains(r))
+            .map(|r| Filter {
+                proto: Some(17),
+                orig_dst: Some(r.dst),
+                orig_dport: Some(r.port),
+                dst_nat: Some(r.to),
+                ..Filter::default()
+            })
+            .collect()
     }
 
     /// True when a new connection from `src` to `dst` is masqueraded.

@@ -270,7 +270,7 @@ fn icmp_errors_about_masqueraded_packets_reach_the_pod_translated() {
 
 #[test]
 fn without_the_inner_rewrite_the_pod_gets_an_error_about_a_packet_it_never_sent() {
-    let e = frag_needed_through_masquerade(NatFixes { icmp_inner: false });
+    let e = frag_needed_through_masquerade(NatFixes { icmp_inner: false, ..NatFixes::default() });
     assert_eq!(dst(&e).0, POD);
     let inner = &e[42..];
     // The symptom users reported: the quote still names the node's address and port,
@@ -411,4 +411,29 @@ fn a_new_connection_dropped_after_nat_leaves_nothing_behind() {
     assert!(n.one(T0, 0, udp4(POD, WORLD, 40000, 53, b"q")).is_none());
     assert_eq!(n.drops("snat", DropReason::NatNoAddress), 1);
     assert!(n.ct.lock().unwrap().is_empty());
+}
+
+#[test]
+fn connections_are_listed_as_conntrack_l_prints_them_and_flushed_by_filter() {
+    let cfg = NatConfig { mode: PortMode::KeepPort, ..masq_config() };
+    let mut n = Node::new(cfg, CtConfig::default());
+    let client = (POD, 41000);
+    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::SYN, 1000, 0)).unwrap();
+    n.one(T0, 1, tcp((POD_B, 8080), client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001)).unwrap();
+    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::ACK, 1001, 5001)).unwrap();
+    n.one(T0, 0, udp4(POD, WORLD, 40000, 53, b"q")).unwrap();
+    let later = T0 + Duration::from_secs(1);
+    let lines: Vec<String> = n.ct.lock().unwrap().list(later).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "tcp      6 86399 ESTABLISHED src=10.244.1.2 dst=10.96.0.10 sport=41000 dport=80 \
+             src=10.244.2.3 dst=10.244.1.2 sport=8080 dport=41000 [ASSURED] mark=0 use=1",
+            "udp      17 29 src=10.244.1.2 dst=1.1.1.1 sport=40000 dport=53 [UNREPLIED] \
+             src=1.1.1.1 dst=192.168.1.10 sport=53 dport=40000 mark=0 use=1",
+        ]
+    );
+    let udp_only = crate::stage::conntrack::Filter { proto: Some(17), ..Default::default() };
+    assert_eq!(n.ct.lock().unwrap().flush(&udp_only, later), 1);
+    assert_eq!(n.ct.lock().unwrap().len(), (1, 0));
 }
