@@ -12,6 +12,7 @@
 //! Kubernetes objects are read with k8s-openapi's `v1_37` types.
 //! `conntrack` arrives with the conntrack stage.
 
+mod conntrack;
 mod metrics;
 mod pcap_in;
 mod replay;
@@ -55,6 +56,28 @@ enum OnOff {
     On,
     /// Off.
     Off,
+}
+
+/// `podplane conntrack` actions.
+#[derive(Subcommand, Debug)]
+enum ConntrackAction {
+    /// One line per connection, as `conntrack -L` (or a JSON array with --json).
+    List {
+        /// The address `podplane run --metrics` serves on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: std::net::SocketAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the connections every given filter matches (all without filters).
+    Flush {
+        /// The address `podplane run --metrics` serves on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: std::net::SocketAddr,
+        #[command(flatten)]
+        filter: conntrack::FilterArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +159,15 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: std::net::SocketAddr,
     },
+    /// List or flush a running instance's connections (over its --metrics address),
+    /// as `conntrack -L` / `conntrack -D` do.
+    ///
+    /// Example: podplane conntrack list --metrics 127.0.0.1:9464
+    /// Example: podplane conntrack flush --metrics 127.0.0.1:9464 -p udp --orig-dst 10.96.0.10
+    Conntrack {
+        #[command(subcommand)]
+        action: ConntrackAction,
+    },
     /// Check a node file and Kubernetes objects; print what would be installed.
     ///
     /// Exits 1 and prints every error (file, object, field) when anything is wrong.
@@ -208,6 +240,14 @@ fn run_cli() -> anyhow::Result<std::process::ExitCode> {
             };
             let offload = matches!(offload, OnOff::On);
             run::run(&run::Run { config, objects, metrics, seed, capture, trace, io, offload, workers })?;
+            Ok(ok)
+        }
+        Command::Conntrack { action: ConntrackAction::List { metrics, json } } => {
+            print!("{}", conntrack::list(metrics, json)?);
+            Ok(ok)
+        }
+        Command::Conntrack { action: ConntrackAction::Flush { metrics, filter } } => {
+            print!("{}", conntrack::flush(metrics, &filter)?);
             Ok(ok)
         }
         Command::Stats { metrics } => {

@@ -90,15 +90,21 @@ pub(crate) fn render(
 
 /// GET /metrics from a running instance; the body.
 pub(crate) fn fetch(addr: SocketAddr) -> anyhow::Result<String> {
+    get(addr, "/metrics")
+}
+
+/// GET `path` from a running instance's `--metrics` address; the body, or the error
+/// it answered with.
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("{addr}: no podplane run serving metrics there"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut resp = String::new();
-    conn.read_to_string(&mut resp).context("reading the metrics")?;
+    conn.read_to_string(&mut resp).with_context(|| format!("reading {path}"))?;
     let Some((head, body)) = resp.split_once("\r\n\r\n") else { bail!("{addr}: not an HTTP answer") };
     if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr}: {}", head.lines().next().unwrap_or(""));
+        bail!("{addr}{path}: {} {}", head.lines().next().unwrap_or(""), body.trim());
     }
     Ok(body.to_string())
 }

@@ -6,7 +6,9 @@
 //! kernel sees them), each batch at the time of its first frame. Every port of the
 //! node gets `DIR/PORT.pcap` (Ethernet, nanosecond timestamps) and what the node's own
 //! stack receives goes to `DIR/host.pcap`; an output frame carries the timestamp of the
-//! batch that caused it. Same inputs, same outputs, byte for byte.
+//! batch that caused it. The connections left at the end are listed in
+//! `DIR/conntrack.txt` as `conntrack -L` prints them. Same inputs, same outputs, byte
+//! for byte.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -145,6 +147,13 @@ pub(crate) fn run(dp: &mut Dataplane, r: &Replay) -> anyhow::Result<Report> {
         w.finish()?;
     }
     host.finish()?;
+    if let Some(ct) = dp.conntrack()
+        && let Ok(ct) = ct.lock()
+    {
+        let listing = crate::conntrack::render(&ct.list(ct.last_seen()), false);
+        let path = r.out_dir.join("conntrack.txt");
+        std::fs::write(&path, listing).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     let mut per_port: Vec<(String, PortCount)> =
         ports.iter().map(|(n, id)| (n.clone(), counts.get(&id.0).copied().unwrap_or_default())).collect();
     per_port.push((HOST_OUTPUT.to_string(), host_count));

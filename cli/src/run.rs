@@ -183,10 +183,13 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     let mut ctl = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     let mut kind = String::new();
+    // Each worker's connection table, for `podplane conntrack`.
+    let mut tables = Vec::with_capacity(n);
     for k in 0..n {
         let (tx, rx) = crossbeam_channel::unbounded();
         ctl.push(tx);
         let mut dp = Dataplane::for_worker(setup.clone(), r.seed, k, n);
+        tables.extend(dp.conntrack());
         if k == 0 {
             dp.pipeline().trace_add(r.trace);
         }
@@ -231,11 +234,18 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
             while let Ok((mut conn, _)) = l.accept() {
                 let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(200)));
                 let mut req = [0u8; 1024];
-                let _ = conn.read(&mut req);
-                let body = render(&reports, &current);
+                let n = conn.read(&mut req).unwrap_or(0);
+                let req = String::from_utf8_lossy(req.get(..n).unwrap_or(&[]));
+                // "GET /path HTTP/1.0"
+                let path = req.split_whitespace().nth(1).unwrap_or("/metrics");
+                let (status, kind, body) = match crate::conntrack::serve(path, &tables) {
+                    Some(Ok(b)) => ("200 OK", "text/plain", b),
+                    Some(Err(e)) => ("400 Bad Request", "text/plain", format!("{e}\n")),
+                    None => ("200 OK", "text/plain; version=0.0.4", render(&reports, &current)),
+                };
                 let _ = write!(
                     conn,
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
             }
