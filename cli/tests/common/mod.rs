@@ -22,7 +22,10 @@ pub fn can_run(tools: &[&str]) -> Result<(), String> {
         return Err("no /dev/net/tun".into());
     }
     for tool in tools {
-        if Command::new(tool).arg("-V").output().is_err() && Command::new(tool).arg("-h").output().is_err() {
+        // `--version` first: some tools read `-V` as an option that starts work
+        // (`tshark -V` captures), and every tool here answers one of the two.
+        let answers = |flag: &str| Command::new(tool).arg(flag).stdin(std::process::Stdio::null()).output().is_ok();
+        if !answers("--version") && !answers("-V") {
             return Err(format!("no `{tool}` command"));
         }
     }

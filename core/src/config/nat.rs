@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::ConfigError;
 use super::file::{ConntrackFile, NatFile};
-use crate::stage::arp::LocalAddr;
+use crate::buf::PortId;
 use crate::stage::conntrack::CtConfig;
 use crate::stage::nat::{DnatRule, Masquerade, NatConfig, PortMode};
 use crate::time::Duration;
@@ -22,15 +22,15 @@ pub(super) fn range(s: &str) -> Option<RangeInclusive<u16>> {
     (a >= 1 && a <= b).then_some(a..=b)
 }
 
-/// The NAT configuration of a node whose pods are in `cluster`, whose addresses on
-/// its ports are `local` and whose primary address is `primary`. Errors name the
-/// field.
+/// The NAT configuration of a node whose pods are in `cluster`, whose interface
+/// addresses are `local` (by port) and whose primary address is `primary`. Errors
+/// name the field.
 pub(super) fn nat(
     file: &str,
     me: &str,
     f: &NatFile,
     cluster: Cidr,
-    local: &[LocalAddr],
+    local: &[(PortId, Ipv4Addr)],
     primary: Option<Ipv4Addr>,
     errors: &mut Vec<ConfigError>,
 ) -> NatConfig {
@@ -87,7 +87,7 @@ pub(super) fn nat(
         dnat,
         masquerade: f.masquerade.unwrap_or(true).then(|| Masquerade { sources: vec![cluster], except }),
         hairpin: f.hairpin.unwrap_or(true),
-        addresses: local.iter().flat_map(|l| l.ports.iter().map(move |p| (*p, l.ip))).collect(),
+        addresses: local.to_vec(),
         fallback: primary,
         ports,
         mode: if f.fully_random.unwrap_or(true) { PortMode::FullyRandom } else { PortMode::KeepPort },

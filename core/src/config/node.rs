@@ -1120,7 +1120,11 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         routes: route_list.iter().map(|r| r.spec).collect(),
         ..RouteConfig::default()
     };
-    let nat = super::nat::nat(file_name, &me, &f.nat, cluster_cidr, &local, addresses.first().copied(), &mut e.list);
+    // Masquerade takes the egress interface's address; a link-local one (Calico's
+    // 169.254.1.1 gateway) is not one the kernel would pick.
+    let if_addrs: Vec<(PortId, Ipv4Addr)> =
+        interfaces.iter().filter(|i| !i.ip.is_link_local()).map(|i| (i.port, i.ip)).collect();
+    let nat = super::nat::nat(file_name, &me, &f.nat, cluster_cidr, &if_addrs, addresses.first().copied(), &mut e.list);
     if !e.list.is_empty() {
         return Err(e.list);
     }

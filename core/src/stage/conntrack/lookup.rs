@@ -335,7 +335,10 @@ impl Stage for ConntrackStage {
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
         for i in 0..batch.len() {
-            if batch.is_live(i) {
+            // A packet tracked already is passing again: routed to a bridge's own
+            // interface, it re-enters the bridge (the kernel's skb keeps its nf_conn
+            // through br_netfilter's hooks in the same way).
+            if batch.is_live(i) && cx.pool.meta(batch.pkt(i)).ct_info == 0 {
                 track_packet(&mut ct, &cfg, cx, batch, i, None);
             }
         }

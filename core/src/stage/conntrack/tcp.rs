@@ -435,6 +435,16 @@ pub enum Invalid {
     NotNew,
 }
 
+/// What the window check made of an acceptable segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Window {
+    /// In the window: state and records go on.
+    Accept,
+    /// Under it (a retransmission of acknowledged data, an overly delayed ACK):
+    /// part of the connection, but nothing changes (`NFCT_TCP_IGNORE`).
+    Ignore,
+}
+
 /// The TCP part of a conntrack entry (`struct ip_ct_tcp`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpTrack {
@@ -584,8 +594,14 @@ impl TcpTrack {
             }
             _ => {}
         }
-        if !skip_window && let Err(why) = self.in_window(dir, index, seg, cfg) {
-            return Verdict::Invalid(why);
+        if !skip_window {
+            match self.in_window(dir, index, seg, cfg) {
+                Err(why) => return Verdict::Invalid(why),
+                // Neither state nor timeout change (nf_conntrack_tcp_packet returns
+                // before both).
+                Ok(Window::Ignore) => return Verdict::Ignore,
+                Ok(Window::Accept) => {}
+            }
         }
         let new = new.unwrap_or(old);
         self.last_index = index as u8;
@@ -668,7 +684,7 @@ impl TcpTrack {
 
     /// `tcp_in_window`: is the segment inside what each side has announced? Updates
     /// both sides' records when it is.
-    fn in_window(&mut self, dir: Dir, index: Index, seg: &Segment<'_>, cfg: &TcpConfig) -> Result<(), Invalid> {
+    fn in_window(&mut self, dir: Dir, index: Index, seg: &Segment<'_>, cfg: &TcpConfig) -> Result<Window, Invalid> {
         let (mut sender, mut receiver) = (*self.side(dir), *self.side(dir.other()));
         let mut seq = seg.seq;
         let mut ack = seg.ack;
@@ -690,7 +706,7 @@ impl TcpTrack {
                 }
                 if !seg.has(TcpFlags::ACK) {
                     self.put(dir, sender, receiver);
-                    return Ok(());
+                    return Ok(Window::Accept);
                 }
             } else {
                 // Mid-connection: its history is lost; use what the segment says.
@@ -734,7 +750,36 @@ impl TcpTrack {
         let seq_ok = before(seq, sender.maxend.wrapping_add(1));
         let ack_ok = before(sack, receiver.end.wrapping_add(1));
         let ack_low_ok = after(sack, receiver.end.wrapping_sub(max_ack_win).wrapping_sub(1));
-        if seq_ok && in_recv_win && ack_ok && ack_low_ok {
+        let liberal = sender.flags & F_BE_LIBERAL != 0 || cfg.liberal;
+        // The checks in the order of Linux 6.x's tcp_in_window (since 6.0: "ignore
+        // overly delayed tcp packets"): over the window is INVALID, under it is only
+        // ignored: the packet belongs to the connection (so NAT applies to it) but
+        // changes nothing. What was initialised above stays, as the kernel writes it
+        // in place.
+        if !seq_ok {
+            let overshot = end.wrapping_sub(sender.maxend).wrapping_add(1);
+            let strictly_in_recv_win =
+                receiver.maxwin != 0 && after(end, sender.end.wrapping_sub(receiver.maxwin).wrapping_sub(1));
+            if strictly_in_recv_win && ack_low_ok && overshot <= receiver.maxwin && ack_ok {
+                // A sender that overshot the receive window by less than a window:
+                // accepted, the records not updated.
+                self.put(dir, sender, receiver);
+                return Ok(Window::Accept);
+            }
+            if !liberal {
+                self.put(dir, sender, receiver);
+                return Err(Invalid::SeqOverWindow);
+            }
+        }
+        if !ack_ok && !liberal {
+            self.put(dir, sender, receiver);
+            return Err(Invalid::AckOverWindow);
+        }
+        if !in_recv_win || !ack_low_ok {
+            self.put(dir, sender, receiver);
+            return Ok(Window::Ignore);
+        }
+        {
             if !seg.has(TcpFlags::SYN) {
                 win <<= sender.scale;
             }
@@ -784,23 +829,8 @@ impl TcpTrack {
                 }
             }
             self.put(dir, sender, receiver);
-            return Ok(());
+            Ok(Window::Accept)
         }
-        // Out of window. What was initialised above stays (as in the kernel, which
-        // writes it in place); the update block did not run.
-        self.put(dir, sender, receiver);
-        if sender.flags & F_BE_LIBERAL != 0 || cfg.liberal {
-            return Ok(());
-        }
-        Err(if !seq_ok {
-            Invalid::SeqOverWindow
-        } else if !in_recv_win {
-            Invalid::SeqUnderWindow
-        } else if !ack_ok {
-            Invalid::AckOverWindow
-        } else {
-            Invalid::AckUnderWindow
-        })
     }
 }
 

@@ -159,7 +159,7 @@ fn rst_closes_with_the_10_second_timeout_and_an_early_rst_is_checked() {
 }
 
 #[test]
-fn out_of_window_segments_are_invalid_unless_liberal() {
+fn over_the_window_is_invalid_under_it_ignored_as_linux_6_does() {
     let mut t = established();
     // Far beyond what the server's window allows (64240 << 7 from 5001).
     let wild = seg(1001 + 100_000_000, 5001, ACK, 100);
@@ -167,10 +167,16 @@ fn out_of_window_segments_are_invalid_unless_liberal() {
     // An ACK for data the server never sent.
     let ahead = seg(1001, 5001 + 1_000_000, ACK, 0);
     assert_eq!(t.packet(Dir::Original, &ahead, &CFG, true, true), Verdict::Invalid(Invalid::AckOverWindow));
-    // Data acknowledged long ago, retransmitted far too late (kubernetes#74839's
-    // out-of-window packets).
+    // Data acknowledged long ago, retransmitted far too late: since Linux 6.0 part of
+    // the connection (so still translated) but changing nothing; before, INVALID
+    // (kubernetes#74839's out-of-window packets, which kube-proxy's rule drops).
     let old = seg(1001u32.wrapping_sub(100_000_000), 5001, ACK, 10);
-    assert!(matches!(t.packet(Dir::Original, &old, &CFG, true, true), Verdict::Invalid(_)));
+    let before = t;
+    assert_eq!(t.packet(Dir::Original, &old, &CFG, true, true), Verdict::Ignore);
+    assert_eq!(t, before, "an ignored segment changes nothing");
+    // An ACK far under what the server has sent: ignored too.
+    let stale_ack = seg(1001, 5001u32.wrapping_sub(20_000_000), ACK, 0);
+    assert_eq!(t.packet(Dir::Original, &stale_ack, &CFG, true, true), Verdict::Ignore);
     let liberal = TcpConfig { liberal: true, ..CFG };
     assert_eq!(accept(t.packet(Dir::Original, &wild, &liberal, true, true)).0, TcpState::Established);
 }
