@@ -28,7 +28,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m parse_ct_snat_new; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -48,4 +48,20 @@ printf '%-44s %10s\n' "route + neighbour, 2 routes" "$(d "${per[parse_route]}" "
 printf '%-44s %10s\n' "VXLAN encap (over routing into the tunnel)" "$(d "${per[parse_route_vxlan]}" "${per[parse_route]}")"
 printf '%-44s %10s\n' "VXLAN decap + route + neighbour" "$(d "${per[parse_decap_route]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "conntrack hit, 1M entries (lookup + commit)" "$(d "${per[parse_ct_1m]}" "${per[parse_xconnect]}")"
+printf '%-44s %10s\n' "new connection + masquerade, 1M entries" "$(d "${per[parse_ct_snat_new]}" "${per[parse_xconnect]}")"
+
+# Last-level cache misses per packet (--cache-sim=yes: ILmr + DLmr + DLmw), which
+# decide the cost of the large tables. The simulated LL is fixed at 32 MiB, 16-way
+# (a server socket's L3): valgrind would otherwise take this VM's 480 MiB host L3,
+# which holds the whole table.
+llm() { # mode batches -> LL misses
+  valgrind --tool=callgrind --cache-sim=yes --LL=33554432,16,64 --callgrind-out-file="$tmp/llc.$1.$2" "$BIN" "$1" "$2" --batch "$BATCH" \
+    --mix "$MIX" 2>"$tmp/llcerr.$1.$2" >/dev/null
+  grep -E 'Collected :' "$tmp/llcerr.$1.$2" | awk '{print $(NF-2) + $(NF-1) + $NF}'
+}
+printf '\nlast-level cache misses per packet (callgrind --cache-sim=yes)\n'
+for mode in parse_xconnect parse_ct_1m parse_ct_snat_new; do
+  a=$(llm "$mode" $N1); b=$(llm "$mode" $N2)
+  printf '%-44s %10s\n' "$mode" "$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.2f", (b - a) / n }')"
+done
 "$BIN" lpm_memory

@@ -44,7 +44,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -88,7 +88,8 @@ fn main() -> ExitCode {
         "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
-        "parse_ct_1m" => conntrack_1m(&frames),
+        "parse_ct_1m" => conntrack_1m(&frames, false),
+        "parse_ct_snat_new" => conntrack_1m(&frames, true),
         "parse_route" => route_small(None),
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
@@ -117,7 +118,11 @@ fn main() -> ExitCode {
         }
         out_pkts.clear();
         if use_pipeline {
-            let out = pipeline.process(&mut pool, podplane::Instant::from_nanos(b as u64), &mut batch);
+            // New connections: each round of the 64 batches comes 31 s after the last,
+            // so every flow's previous entry has expired (UDP: 30 s) and each packet
+            // starts a connection again.
+            let t = if mode == "parse_ct_snat_new" { b as u64 / 64 * 31_000_000_000 } else { b as u64 };
+            let out = pipeline.process(&mut pool, podplane::Instant::from_nanos(t), &mut batch);
             out_pkts.extend(out.tx().map(|(_, p)| p));
             out_pkts.extend_from_slice(out.host());
         } else {
@@ -147,14 +152,16 @@ fn main() -> ExitCode {
 
 /// `parse → conntrack → ct_commit → xconnect` with 1,000,000 connections in the
 /// table: every flow of the test traffic among them (established, assured), plus
-/// random others; each packet is a conntrack hit.
-fn conntrack_1m(frames: &[Vec<u8>]) -> Vec<Box<dyn Stage>> {
+/// random others; each packet is a conntrack hit. With `snat_new`, `dnat` and `snat`
+/// (masquerade of everything) join the pipeline, the test flows are not preloaded,
+/// and each packet starts a new connection that is masqueraded.
+fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool) -> Vec<Box<dyn Stage>> {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
     let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
     let far = podplane::Instant::from_nanos(u64::MAX / 2);
     if let Ok(mut c) = ct.lock() {
         let mut pool = BufPool::with_slots(1).expect("pool");
-        for f in frames {
+        for f in frames.iter().filter(|_| !snat_new) {
             let Some(p) = pool.alloc(Owner::Pipeline) else { break };
             let _ = pool.set_data(p, f);
             let (slot, meta) = pool.slot_and_meta_mut(p);
@@ -182,6 +189,24 @@ fn conntrack_1m(frames: &[Vec<u8>]) -> Vec<Box<dyn Stage>> {
     }
     let mut x = XconnectStage::new();
     let _ = x.connect(PortId(0), PortId(1));
+    if snat_new {
+        use podplane::stage::NatStage;
+        use podplane::stage::nat::{Masquerade, NatConfig};
+        let everything = podplane::wire::cidr::Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 };
+        let nat = NatConfig {
+            masquerade: Some(Masquerade { sources: vec![everything], except: vec![] }),
+            fallback: Some(Ipv4Addr::new(192, 168, 0, 10)),
+            ..NatConfig::default()
+        };
+        return vec![
+            Box::new(ParseStage::new()),
+            Box::new(ConntrackStage::new(ct.clone())),
+            Box::new(NatStage::dnat(ct.clone(), nat.clone())),
+            Box::new(NatStage::snat(ct.clone(), nat)),
+            Box::new(CommitStage::new(ct)),
+            Box::new(x),
+        ];
+    }
     vec![
         Box::new(ParseStage::new()),
         Box::new(ConntrackStage::new(ct.clone())),

@@ -92,6 +92,13 @@ impl Stage for CommitStage {
                 }
             }
         }
+        if ct.pending.is_empty() {
+            // Nothing was created in this batch: no packet to point anywhere new.
+            for _ in 0..ct.sweep(now) {
+                cx.count(StageEvent::CtExpired);
+            }
+            return;
+        }
         self.outcome.clear();
         self.outcome.resize(ct.pending.len(), None);
         // Every packet not dropped counts: one delivered to the node (the kernel
@@ -131,7 +138,7 @@ impl Stage for CommitStage {
         for _ in early..ct.early_drops() {
             cx.count(StageEvent::CtEarlyDrop);
         }
-        ct.pending.clear();
+        ct.clear_pending();
         for _ in 0..ct.sweep(now) {
             cx.count(StageEvent::CtExpired);
         }

@@ -9,7 +9,7 @@
 //! (`bridge-nf-call-iptables=1`).
 
 use super::proto::ProtoState;
-use super::state::{Conntrack, CtConfig, CtRef, PENDING_MAX, Pending, SharedConntrack, info, pack, seen_bits};
+use super::state::{Conntrack, CtConfig, CtRef, Pending, SharedConntrack, info, pack, seen_bits};
 use super::tcp::{Dir, Segment, Verdict};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, DropReason, Stage};
@@ -183,6 +183,8 @@ pub(crate) fn track(
     let (tcp, other) = (&cfg.tcp, &cfg.other);
     let mut found = ct.find(key, now);
     let mut killed = false;
+    // The status after this packet (read once here, not looked up again).
+    let mut status_now = 0;
     if let Some((r, dir)) = found {
         let Some((proto, st, expires)) = ct.parts(r) else { return Err(DropReason::CtInvalid) };
         let before = *st;
@@ -190,11 +192,16 @@ pub(crate) fn track(
             Some(Verdict::Accept { timeout, assured, .. }) => {
                 *expires = now + timeout;
                 *st |= seen_bits(dir) | if assured { status::ASSURED } else { 0 };
+                status_now = *st;
             }
-            Some(Verdict::Ignore) => *st |= seen_bits(dir),
+            Some(Verdict::Ignore) => {
+                *st |= seen_bits(dir);
+                status_now = *st;
+            }
             Some(Verdict::Invalid(_)) => return Err(DropReason::CtInvalid),
             Some(Verdict::Kill) => {
                 // The only answer was a RST: no connection; the packet goes on.
+                status_now = *st;
                 ct.remove(r);
                 killed = true;
             }
@@ -206,11 +213,12 @@ pub(crate) fn track(
                 let rf = proto.refresh(dir, before, other, now);
                 *expires = now + rf.timeout;
                 *st |= seen_bits(dir) | if rf.assured { status::ASSURED } else { 0 };
+                status_now = *st;
             }
         }
     }
     let (r, dir, st) = match found {
-        Some((r, dir)) => (r, dir, ct.parts(r).map_or(0, |(_, st, _)| *st)),
+        Some((r, dir)) => (r, dir, status_now),
         None if !create => return Err(DropReason::CtInvalid),
         None => {
             // A new connection: pending until every verdict is in.
@@ -222,12 +230,8 @@ pub(crate) fn track(
                 },
                 None => proto.refresh(Dir::Original, 0, other, now).timeout,
             };
-            if ct.pending.len() >= PENDING_MAX {
-                return Err(DropReason::CtTableFull);
-            }
-            let idx = u16::try_from(ct.pending.len()).unwrap_or(u16::MAX);
             let first = u16::try_from(i).unwrap_or(u16::MAX);
-            ct.pending.push(Pending {
+            let pending = Pending {
                 key: *key,
                 reply: key.reversed(),
                 proto,
@@ -235,7 +239,10 @@ pub(crate) fn track(
                 status: 0,
                 dead: false,
                 first,
-            });
+                key_hash: 0,
+                reply_hash: 0,
+            };
+            let Some(idx) = ct.push_pending(pending) else { return Err(DropReason::CtTableFull) };
             (CtRef::Pending(idx), Dir::Original, 0)
         }
     };

@@ -83,7 +83,10 @@ impl Default for CtConfig {
             tcp: TcpConfig::default(),
             other: OtherTimeouts::default(),
             seed: 0x9e37_79b9_7f4a_7c15,
-            sweep_per_batch: 64,
+            // 32 slots a batch sweeps a 131,072-entry table about every 4,000
+            // batches (a fraction of a second at load); expired entries are
+            // invisible at once anyway and an insert reclaims what it meets.
+            sweep_per_batch: 32,
             fixes: CtFixes::default(),
         }
     }
@@ -102,6 +105,14 @@ pub(crate) struct Pending {
     pub(crate) dead: bool,
     /// Batch index of the packet that created it.
     pub(crate) first: u16,
+    /// [`key_hash`] of `key` and of `reply` (set by `push_pending`).
+    pub(crate) key_hash: u32,
+    pub(crate) reply_hash: u32,
+}
+
+/// A cheap 32-bit hash of a tuple, to skip most comparisons in the pending scan.
+fn key_hash(k: &FlowKey) -> u32 {
+    (k.spread_hash() >> 32) as u32
 }
 
 /// Where a packet's connection is.
@@ -118,12 +129,21 @@ pub enum CtRef {
 /// Most connections one batch round may create.
 pub const PENDING_MAX: usize = 512;
 
+/// Chains of the pending index.
+const PENDING_BUCKETS: usize = 256;
+const NO_LINK: u16 = u16::MAX;
+
 /// See the [module docs](self).
 #[derive(Debug)]
 pub struct Conntrack {
     pub(crate) v4: CtTable<Ipv4Addr, ProtoState>,
     pub(crate) v6: CtTable<Ipv6Addr, ProtoState>,
     pub(crate) pending: Vec<Pending>,
+    /// The pending connections by tuple: [`PENDING_BUCKETS`] chain heads into `links`
+    /// (`(index << 1) | reply`, next link), so that a lookup does not scan the batch's
+    /// new connections (a scan costs O(batch) per packet, O(batch²) per batch).
+    heads: [u16; PENDING_BUCKETS],
+    links: Vec<(u32, u16)>,
     pub(crate) cfg: CtConfig,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
@@ -171,6 +191,8 @@ impl Conntrack {
             v4: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed),
             v6: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed ^ 0x6),
             pending: Vec::with_capacity(PENDING_MAX),
+            heads: [NO_LINK; PENDING_BUCKETS],
+            links: Vec::with_capacity(4 * PENDING_MAX),
             cfg,
             last: Instant::ZERO,
         }
@@ -227,20 +249,54 @@ impl Conntrack {
             self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
         };
         hit.or_else(|| {
-            if !self.cfg.fixes.pending_visible {
+            if !self.cfg.fixes.pending_visible || self.pending.is_empty() {
                 return None;
             }
-            self.pending.iter().enumerate().filter(|(_, p)| !p.dead).find_map(|(i, p)| {
-                let i = u16::try_from(i).ok()?;
-                if p.key == *key {
-                    Some((CtRef::Pending(i), Dir::Original))
-                } else if p.reply == *key {
-                    Some((CtRef::Pending(i), Dir::Reply))
-                } else {
-                    None
+            let h = key_hash(key);
+            let mut at = self.heads.get(h as usize % PENDING_BUCKETS).copied().unwrap_or(NO_LINK);
+            while let Some(&(handle, next)) = self.links.get(usize::from(at)) {
+                at = next;
+                let (i, reply) = ((handle >> 1) as usize, handle & 1 == 1);
+                let Some(p) = self.pending.get(i).filter(|p| !p.dead) else { continue };
+                let hit = if reply { p.reply_hash == h && p.reply == *key } else { p.key_hash == h && p.key == *key };
+                if hit {
+                    let i = u16::try_from(i).ok()?;
+                    return Some((CtRef::Pending(i), if reply { Dir::Reply } else { Dir::Original }));
                 }
-            })
+            }
+            None
         })
+    }
+
+    /// Link `handle` into the chain of hash `h`.
+    fn link(&mut self, h: u32, handle: u32) {
+        let Ok(n) = u16::try_from(self.links.len()) else { return };
+        if let Some(head) = self.heads.get_mut(h as usize % PENDING_BUCKETS) {
+            self.links.push((handle, *head));
+            *head = n;
+        }
+    }
+
+    /// Add a pending connection (at most [`PENDING_MAX`] per batch): its index.
+    pub(crate) fn push_pending(&mut self, mut p: Pending) -> Option<u16> {
+        if self.pending.len() >= PENDING_MAX {
+            return None;
+        }
+        let i = u16::try_from(self.pending.len()).ok()?;
+        p.key_hash = key_hash(&p.key);
+        p.reply_hash = key_hash(&p.reply);
+        let (hk, hr) = (p.key_hash, p.reply_hash);
+        self.pending.push(p);
+        self.link(hk, u32::from(i) << 1);
+        self.link(hr, (u32::from(i) << 1) | 1);
+        Some(i)
+    }
+
+    /// Forget the batch's pending connections.
+    pub(crate) fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.links.clear();
+        self.heads = [NO_LINK; PENDING_BUCKETS];
     }
 
     /// Protocol state, status and expiry of a connection, writable.
@@ -267,10 +323,17 @@ impl Conntrack {
     /// carry, and status bits to add (`SRC_NAT`, `DST_NAT`, the `*_DONE` bits). NAT
     /// decides on a connection's first packet only, before it is committed.
     pub(crate) fn set_reply(&mut self, i: u16, reply: FlowKey, bits: u8) {
-        if let Some(p) = self.pending.get_mut(usize::from(i)) {
-            p.reply = reply;
-            p.status |= bits;
+        let Some(p) = self.pending.get_mut(usize::from(i)) else { return };
+        p.status |= bits;
+        if p.reply == reply {
+            return;
         }
+        p.reply = reply;
+        p.reply_hash = key_hash(&reply);
+        // The old link stays in its chain and no longer matches (the hash or the
+        // tuple differ); the new one joins the new chain.
+        let h = p.reply_hash;
+        self.link(h, (u32::from(i) << 1) | 1);
     }
 
     /// True when a live connection, committed or pending, has `key` as its original
@@ -339,7 +402,9 @@ impl Conntrack {
     /// Reclaim expired entries (a bounded amount per call); returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let n = self.cfg.sweep_per_batch;
-        self.v4.sweep(now, n) + self.v6.sweep(now, n)
+        // An empty table has nothing to reclaim (the IPv6 one, on most nodes).
+        let v6 = if self.v6.is_empty() { 0 } else { self.v6.sweep(now, n) };
+        self.v4.sweep(now, n) + v6
     }
 
     /// Early drops so far (both tables).
