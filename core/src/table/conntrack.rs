@@ -15,7 +15,8 @@
 //! tuple; expired entries are invisible at once and their slots are reclaimed by
 //! [`CtTable::sweep`], a bounded number of slots per call, so there is no
 //! stop-the-world scan; when the table is full, an entry that is not assured (or a
-//! TCP connection already closing) is dropped to make room, as `early_drop()` does,
+//! TCP connection already closing) is dropped to make room, as `early_drop()` and the
+//! gc at 95 % do,
 //! and otherwise the new connection is refused: established connections are never
 //! evicted by a flood of new ones.
 
@@ -193,8 +194,9 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
 
     /// Add a connection. An expired entry holding either tuple is removed first; a
     /// live one makes it a [`InsertError::Clash`]. A full table drops an entry that is
-    /// neither assured nor excepted by `keep` (TCP: `keep` = not closing), else
-    /// refuses with [`InsertError::Full`].
+    /// not assured (`early_drop()`), or an assured one `closing` says is ending (TCP
+    /// in FIN_WAIT..CLOSE: what the kernel's gc drops once the table is 95 % full,
+    /// `tcp_can_early_drop`), else refuses with [`InsertError::Full`].
     ///
     /// # Errors
     /// See [`InsertError`].
@@ -202,7 +204,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         &mut self,
         entry: CtEntry<A, P>,
         now: Instant,
-        keep: impl Fn(&CtEntry<A, P>) -> bool,
+        closing: impl Fn(&CtEntry<A, P>) -> bool,
     ) -> Result<CtId, InsertError> {
         for t in [entry.original, entry.reply] {
             if let Some((id, _)) = self.find_any(&t) {
@@ -214,7 +216,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
                 }
             }
         }
-        if self.free.is_empty() && !self.early_drop(now, &keep) {
+        if self.free.is_empty() && !self.early_drop(now, &closing) {
             return Err(InsertError::Full);
         }
         let Some(slot) = self.free.pop() else { return Err(InsertError::Full) };
@@ -256,13 +258,13 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         Some(e)
     }
 
-    /// Find an entry to drop for room: expired, or not assured and not kept.
-    fn early_drop(&mut self, now: Instant, keep: &impl Fn(&CtEntry<A, P>) -> bool) -> bool {
+    /// Find an entry to drop for room: expired, not assured, or assured but closing.
+    fn early_drop(&mut self, now: Instant, closing: &impl Fn(&CtEntry<A, P>) -> bool) -> bool {
         let n = self.slots.len();
         for k in 0..EARLY_DROP_SCAN.min(n) {
             let i = (self.cursor + k) % n;
             let Some(e) = self.slots.get(i).copied().flatten() else { continue };
-            if e.expires <= now || (!e.has(status::ASSURED) && !keep(&e)) {
+            if e.expires <= now || !e.has(status::ASSURED) || closing(&e) {
                 self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
                 if e.expires > now {
                     self.early_drops += 1;
@@ -271,6 +273,10 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
                 return true;
             }
         }
+        // Nothing to drop here: the next attempt looks further on, so a run of
+        // assured connections does not refuse every new one while droppable entries
+        // wait elsewhere (the kernel looks at other random buckets each time).
+        self.cursor = (self.cursor + EARLY_DROP_SCAN.min(n)) % n;
         false
     }
 

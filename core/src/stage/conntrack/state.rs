@@ -370,11 +370,11 @@ impl Conntrack {
         if p.key.v6 {
             let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
-            self.v6.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V6(id)))
+            self.v6.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V6(id)))
         } else {
             let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
-            self.v4.insert(e, now, |e| !e.proto.closing()).map(|id| Some(CtRef::V4(id)))
+            self.v4.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V4(id)))
         }
     }
 
@@ -391,11 +391,11 @@ impl Conntrack {
         if key.v6 {
             let o = tuple6(key);
             let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
-            self.v6.insert(e, Instant::ZERO, |_| true).is_ok()
+            self.v6.insert(e, Instant::ZERO, |_| false).is_ok()
         } else {
             let o = tuple4(key);
             let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
-            self.v4.insert(e, Instant::ZERO, |_| true).is_ok()
+            self.v4.insert(e, Instant::ZERO, |_| false).is_ok()
         }
     }
 

@@ -56,9 +56,13 @@ fn a_full_table_drops_unassured_entries_only() {
     assert!(t.insert(entry(o, o.reversed(), 1_000, 0), T0, |_| false).is_ok());
     assert_eq!(t.early_drops, 1);
     assert_eq!(t.lookup(&tuple(2, 50, 1000, 80, 6), T0), None);
-    // `keep` protects unassured entries too (TCP connections not closing).
+    // An assured connection that is closing (TCP FIN_WAIT..CLOSE) may go too.
     let o2 = tuple(62, 50, 3001, 80, 6);
-    assert_eq!(t.insert(entry(o2, o2.reversed(), 1_000, 0), T0, |_| true), Err(InsertError::Full));
+    let closing_port =
+        |e: &CtEntry<Ipv4Addr, ()>| e.original.sport == 1000 && e.original.src == tuple(3, 50, 1000, 80, 6).src;
+    assert!(t.insert(entry(o2, o2.reversed(), 1_000, 0), T0, closing_port).is_ok());
+    assert_eq!(t.early_drops, 2);
+    assert_eq!(t.lookup(&tuple(3, 50, 1000, 80, 6), T0), None);
 }
 
 #[test]
