@@ -211,6 +211,9 @@ drop_reasons! {
     /// A pod port's packet from an address that is not the pod's (an IPv4 source, an
     /// ARP sender).
     62 => SpoofedSource, "spoofed_source", Warn;
+    /// Conntrack: a later IPv4 fragment whose first fragment was not seen (its ports,
+    /// and so its connection, are unknown).
+    63 => CtFragmentUnknown, "ct_fragment_unknown", Warn;
 }
 
 impl DropReason {

@@ -8,6 +8,7 @@
 //! (`ct_commit`, before egress). NAT is [`crate::stage::nat`].
 
 mod commit;
+pub mod frag;
 pub mod listing;
 pub(crate) mod lookup;
 pub mod proto;

@@ -309,10 +309,13 @@ fn parse_l4(
             if ulen < 8 {
                 return Err(DropReason::UdpBadLength);
             }
-            if ulen > b.len() {
+            // A first fragment holds only part of the datagram: its length and
+            // checksum cover the rest too, checked by whoever reassembles.
+            let first_fragment = meta.flags.contains(PktFlags::FRAGMENT);
+            if ulen > b.len() && !first_fragment {
                 return Err(DropReason::UdpTruncated);
             }
-            if verify && !UdpPacket::new_unchecked(b).verify_checksum(pseudo, v4) {
+            if verify && !first_fragment && !UdpPacket::new_unchecked(b).verify_checksum(pseudo, v4) {
                 return Err(DropReason::UdpBadChecksum);
             }
             set_l4(meta, l4_off, ports(&[u[0], u[1], u[2], u[3]]), verify);

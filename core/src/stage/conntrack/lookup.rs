@@ -8,6 +8,7 @@
 //! conntrack hook does; IP frames bridged between pods pass it too
 //! (`bridge-nf-call-iptables=1`).
 
+use super::frag::FragKey;
 use super::proto::ProtoState;
 use super::state::{Conntrack, CtConfig, CtRef, Pending, SharedConntrack, info, pack, seen_bits};
 use super::tcp::{Dir, Segment, Verdict};
@@ -309,10 +310,31 @@ pub(crate) fn track_packet(
     }
     let pkt = batch.pkt(i);
     let now = cx.now;
+    let m = cx.pool.meta(pkt);
+    let (frag, later) = (m.flags.contains(PktFlags::FRAGMENT), m.flags.contains(PktFlags::LATER_FRAGMENT));
+    let frag_key = if frag && m.l3_kind == L3Kind::Ipv4 {
+        FragKey::of(cx.pool.slot(pkt).get(usize::from(m.l3)..).unwrap_or(&[]))
+    } else {
+        None
+    };
     let result = match view(cx.pool, pkt) {
         View::Skip => return,
         View::Invalid => Err(DropReason::CtInvalid),
-        View::Track(k, seg) => track(ct, cfg, &key.unwrap_or(k), seg.as_ref(), i, now, true),
+        // A later fragment: a packet of its first fragment's connection.
+        View::Track(_, _) if later && frag_key.is_some() => {
+            match key.or_else(|| frag_key.and_then(|f| ct.frags.lookup(&f, now))) {
+                Some(k) => track(ct, cfg, &k, None, i, now, true),
+                None => Err(DropReason::CtFragmentUnknown),
+            }
+        }
+        View::Track(k, seg) => {
+            let k = key.unwrap_or(k);
+            let r = track(ct, cfg, &k, seg.as_ref(), i, now, true);
+            if let (Some(f), Ok(_)) = (frag_key, &r) {
+                ct.frags.record(f, k, now);
+            }
+            r
+        }
         View::Related(quoted) => related(ct, &quoted, now),
     };
     match result {

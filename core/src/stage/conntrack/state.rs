@@ -145,6 +145,8 @@ pub struct Conntrack {
     heads: [u16; PENDING_BUCKETS],
     links: Vec<(u32, u16)>,
     pub(crate) cfg: CtConfig,
+    /// First fragments' tuples, for the later fragments.
+    pub(crate) frags: super::frag::FragMap,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
 }
@@ -194,6 +196,7 @@ impl Conntrack {
             heads: [NO_LINK; PENDING_BUCKETS],
             links: Vec::with_capacity(4 * PENDING_MAX),
             cfg,
+            frags: super::frag::FragMap::default(),
             last: Instant::ZERO,
         }
     }

@@ -106,6 +106,10 @@ fn check_sums(f: &[u8]) {
     let (h, rest) = etherparse::Ipv4Header::from_slice(ip).unwrap();
     assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum of {f:02x?}");
     let payload = &rest[..usize::from(h.total_len) - h.header_len()];
+    if h.more_fragments || h.fragment_offset.value() != 0 {
+        // A fragment: its transport checksum covers the whole datagram (`reassemble`).
+        return;
+    }
     match h.protocol {
         etherparse::IpNumber::TCP => {
             let (t, data) = etherparse::TcpHeader::from_slice(payload).unwrap();
@@ -439,4 +443,71 @@ fn connections_are_listed_as_conntrack_l_prints_them_and_flushed_by_filter() {
     let udp_only = crate::stage::conntrack::Filter { proto: Some(17), ..Default::default() };
     assert_eq!(n.ct.lock().unwrap().flush(&udp_only, later), 1);
     assert_eq!(n.ct.lock().unwrap().len(), (1, 0));
+}
+
+/// A UDP datagram of `len` payload bytes from `s` to `d`, cut into IPv4 fragments of
+/// at most 1480 bytes of IP payload (identification 0x1234), as frames.
+fn fragments(s: (Ipv4Addr, u16), d: (Ipv4Addr, u16), len: usize) -> Vec<Vec<u8>> {
+    let payload: Vec<u8> = (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    let whole = udp4(s.0, d.0, s.1, d.1, &payload);
+    let l4 = &whole[34..];
+    let mut out = Vec::new();
+    for (k, chunk) in l4.chunks(1480).enumerate() {
+        let mut f = whole[..34].to_vec();
+        let total = u16::try_from(20 + chunk.len()).unwrap();
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        let more = (k + 1) * 1480 < l4.len();
+        let off = u16::try_from(k * 1480 / 8).unwrap() | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&off.to_be_bytes());
+        f[24..26].fill(0);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(chunk);
+        out.push(f);
+    }
+    out
+}
+
+/// The UDP datagram the fragments make, checked: its checksum over the addresses
+/// of the first fragment's header; returns (source, destination) of the datagram.
+fn reassemble(frags: &[Vec<u8>]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let mut frags = frags.to_vec();
+    frags.sort_by_key(|f| u16::from_be_bytes([f[20], f[21]]) & 0x1fff);
+    let mut l4 = Vec::new();
+    for f in &frags {
+        assert_eq!(&f[26..34], &frags[0][26..34], "every fragment has the same addresses");
+        assert_eq!(&f[18..20], &0x1234u16.to_be_bytes(), "identification kept");
+        l4.extend_from_slice(&f[34..]);
+    }
+    let (s, d) = (src(&frags[0]).0, dst(&frags[0]).0);
+    let mut sum = pseudo_v4(s, d, 17, u16::try_from(l4.len()).unwrap());
+    sum.add_bytes(&l4);
+    assert_eq!(sum.fold(), 0xffff, "the reassembled datagram's UDP checksum");
+    (src(&frags[0]), dst(&frags[0]))
+}
+
+#[test]
+fn fragmented_udp_goes_through_masquerade_and_dnat_whole() {
+    let mut n = Node::new(masq_config(), CtConfig::default());
+    let out = n.run(T0, &fragments((POD, 40000), (WORLD, 53), 2500).into_iter().map(|f| (0, f)).collect::<Vec<_>>());
+    assert_eq!(out.len(), 2, "{}", n.pl.counters().snapshot());
+    let (s, d) = reassemble(&out);
+    assert_eq!((s.0, d), (NODE, (WORLD, 53)));
+    // The answer, fragmented too, comes back to the pod whole.
+    let back = n.run(T0, &fragments((WORLD, 53), (NODE, s.1), 2000).into_iter().map(|f| (1, f)).collect::<Vec<_>>());
+    assert_eq!(reassemble(&back), ((WORLD, 53), (POD, 40000)));
+    // Destination NAT: every fragment goes to the endpoint.
+    let out = n.run(T0, &fragments((POD, 41000), (VIP, 53), 3000).into_iter().map(|f| (0, f)).collect::<Vec<_>>());
+    assert_eq!(out.len(), 3);
+    assert_eq!(reassemble(&out), ((POD, 41000), (POD_B, 5353)));
+    assert_eq!(n.ct.lock().unwrap().len().0, 2, "one connection per datagram flow, none for fragments");
+}
+
+#[test]
+fn a_later_fragment_without_its_first_is_dropped() {
+    let mut n = Node::new(masq_config(), CtConfig::default());
+    let frags = fragments((POD, 40000), (WORLD, 53), 2500);
+    assert!(n.one(T0, 0, frags[1].clone()).is_none());
+    assert_eq!(n.drops("conntrack", DropReason::CtFragmentUnknown), 1);
 }

@@ -10,6 +10,7 @@ use super::{Encap, OUTER_ETH_IP, OverlayConfig, OverlayPeer};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent};
 use crate::wire::checksum::{Sum, pseudo_v4};
+use crate::wire::flow::FlowKey;
 
 /// See the [module docs](self).
 #[derive(Debug)]
@@ -171,7 +172,7 @@ impl EncapStage {
         let Encap::Vxlan { ref src_ports, .. } = self.cfg.encap else { return Err(DropReason::OverlayNoPeer) };
         let (head, l3, end, hash) = {
             let m = cx.pool.meta(pkt);
-            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { m.flow.spread_hash() } else { 0 };
+            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
             (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
         };
         let new_head = start_at(cx, pkt, head, l3, 84)?;
@@ -230,7 +231,7 @@ impl EncapStage {
         let vxlan = matches!(self.cfg.encap, Encap::Vxlan { .. });
         let (head, l3, end, hash) = {
             let m = cx.pool.meta(pkt);
-            let hash = if vxlan && m.flags.contains(PktFlags::HAS_FLOW) { m.flow.spread_hash() } else { 0 };
+            let hash = if vxlan && m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
             (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
         };
         // The outer headers end where the inner IP packet starts (VXLAN: after the
@@ -353,6 +354,17 @@ impl Stage for EncapStage {
             }
         }
         cx.count_n(StageEvent::Encapsulated, done);
+    }
+}
+
+/// The spread hash of a packet's flow for the VXLAN source port: a fragment's on its
+/// addresses and protocol only, so that every fragment of a datagram takes the same
+/// outer flow (the first carries ports, the others do not).
+fn flow_spread(m: &crate::buf::PktMeta) -> u64 {
+    if m.flags.contains(PktFlags::FRAGMENT) {
+        FlowKey { src_port: 0, dst_port: 0, ..m.flow }.spread_hash()
+    } else {
+        m.flow.spread_hash()
     }
 }
 
