@@ -21,7 +21,7 @@ fi
 # The root tests (TAP devices, network namespaces) run apart, one at a time.
 cargo test --workspace --exclude podplane-tap -- --skip podplane_run_forwards --skip podplane_and_a_linux_vxlan_node \
   --skip two_podplane_nodes_over_vxlan --skip pods_keep_their_transfer --skip nat_matches_the_kernel_packet_for_packet \
-  --skip pmtu_discovery_through_masquerade_and_a_spoofing_pod_dropped
+  --skip pmtu_discovery_through_masquerade
 cargo test -p podplane-tap -- --test-threads=1
 cargo test -p podplane-cli --test run_tap --test vxlan_interop --test tap_nodes --test nat_kernel --test nat_tap \
   -- --test-threads=1

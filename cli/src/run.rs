@@ -34,7 +34,7 @@ use podplane::pipeline::CounterSnapshot;
 use podplane_tap::{Driver, IoMode, PortStats, TapDevice, TapFlags};
 
 use crate::metrics;
-use crate::worker::{Ctl, Gone, Report, Shared, Worker};
+use crate::worker::{Ctl, Gone, Handoff, Report, Shared, Worker};
 
 /// What to run.
 #[derive(Debug)]
@@ -178,6 +178,9 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
     let n = r.workers;
     let (gone_tx, gone_rx): (Sender<Gone>, Receiver<Gone>) = crossbeam_channel::unbounded();
     let shares: Vec<(Sender<Shared>, Receiver<Shared>)> = (0..n).map(|_| crossbeam_channel::bounded(1024)).collect();
+    // Masquerade replies for another worker's ports: 256 frames of 2 KiB queued each.
+    let handoffs: Vec<(Sender<Handoff>, Receiver<Handoff>)> =
+        (0..n).map(|_| crossbeam_channel::bounded(if n > 1 { 256 } else { 1 })).collect();
     let reports: Vec<Arc<Mutex<Report>>> = (0..n).map(|_| Arc::new(Mutex::new(Report::default()))).collect();
     let worker_stop = Arc::new(AtomicBool::new(false));
     let mut ctl = Vec::with_capacity(n);
@@ -203,6 +206,8 @@ pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
             gone: gone_tx.clone(),
             share_in: shares[k].1.clone(),
             share_out: shares.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, s)| s.0.clone()).collect(),
+            handoff_in: handoffs[k].1.clone(),
+            handoff_out: if n > 1 { handoffs.iter().map(|h| h.0.clone()).collect() } else { Vec::new() },
             report: Arc::clone(&reports[k]),
             stop: Arc::clone(&worker_stop),
             capture: r.capture.clone(),
@@ -344,6 +349,7 @@ fn merged(reports: &[Arc<Mutex<Report>>]) -> (CounterSnapshot, BTreeMap<u16, Por
 fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
     let (snap, traffic) = merged(reports);
     let (mut exhausted, mut unrouted, mut shared, mut shared_dropped) = (0, 0, 0, 0);
+    let (mut handoff, mut handoff_dropped) = (0, 0);
     let mut tables: Vec<(&str, usize)> = Vec::new();
     for (k, r) in reports.iter().enumerate() {
         let Ok(r) = r.lock() else { continue };
@@ -351,6 +357,8 @@ fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
         unrouted += r.unrouted;
         shared += r.shared_out;
         shared_dropped += r.shared_dropped;
+        handoff += r.handoff_out;
+        handoff_dropped += r.handoff_dropped;
         if k == 0 {
             // Learned tables are per worker; worker 0's are shown.
             tables.clone_from(&r.tables);
@@ -372,6 +380,16 @@ fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
             "podplane_workers_shared_dropped_total",
             "Neighbour frames not passed to another worker (its queue was full).",
             shared_dropped,
+        ),
+        (
+            "podplane_workers_nat_handoff_total",
+            "Replies to masquerade handed to the worker owning their port.",
+            handoff,
+        ),
+        (
+            "podplane_workers_nat_handoff_dropped_total",
+            "Replies to masquerade not handed over (the owner's queue was full).",
+            handoff_dropped,
         ),
     ];
     let mut page = metrics::render(&snap, setup, &traffic, &tables, &driver);

@@ -63,6 +63,18 @@ pub(crate) struct Shared {
 /// ARP (42-60 bytes) and neighbour advertisements with options (86-100 bytes) fit.
 const SHARED_MAX: usize = 128;
 
+/// A frame handed to the worker that owns its connection (a reply to masquerade
+/// that the kernel's queue choice brought to another worker).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Handoff {
+    port: PortId,
+    len: u16,
+    bytes: [u8; HANDOFF_MAX],
+}
+
+/// The largest frame a pool slot holds.
+const HANDOFF_MAX: usize = 2048;
+
 /// What a worker last published.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Report {
@@ -74,6 +86,10 @@ pub(crate) struct Report {
     /// Neighbour frames passed to the other workers, and those dropped (channel full).
     pub shared_out: u64,
     pub shared_dropped: u64,
+    /// Frames handed to the worker owning their NAT port, and those dropped (its
+    /// queue full).
+    pub handoff_out: u64,
+    pub handoff_dropped: u64,
     pub trace: String,
 }
 
@@ -86,6 +102,9 @@ pub(crate) struct Worker {
     pub gone: Sender<Gone>,
     pub share_in: Receiver<Shared>,
     pub share_out: Vec<Sender<Shared>>,
+    /// Frames other workers hand over, and one sender per worker (own index unused).
+    pub handoff_in: Receiver<Handoff>,
+    pub handoff_out: Vec<Sender<Handoff>>,
     pub report: Arc<Mutex<Report>>,
     pub stop: Arc<AtomicBool>,
     pub capture: Option<std::path::PathBuf>,
@@ -125,14 +144,20 @@ impl Worker {
         let mut host: Vec<podplane::PktId> = Vec::with_capacity(4096);
         let mut gone: Vec<String> = Vec::new();
         let (mut unrouted, mut shared_out, mut shared_dropped) = (0u64, 0u64, 0u64);
+        let (mut handoff_out, mut handoff_dropped) = (0u64, 0u64);
+        let mut nat = self.nat_config();
+        let (mut keep, mut handed): (Vec<podplane::PktId>, Vec<podplane::PktId>) =
+            (Vec::with_capacity(256), Vec::with_capacity(256));
         let mut next_report = 0u64;
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
-            self.control(&mut generations, &mut macs);
+            if self.control(&mut generations, &mut macs) {
+                nat = self.nat_config();
+            }
             let now_ns = u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if stopping || now_ns >= next_report {
                 next_report = now_ns + 100_000_000;
-                self.publish(unrouted, shared_out, shared_dropped, stopping);
+                self.publish(unrouted, (shared_out, shared_dropped), (handoff_out, handoff_dropped), stopping);
                 if stopping {
                     for (_, w) in captures {
                         w.finish()?;
@@ -143,7 +168,45 @@ impl Worker {
             batch.clear();
             self.drv.recv(&mut batch, Duration::from_millis(50))?;
             // A change that came in during the wait applies to what the wait brought.
-            self.control(&mut generations, &mut macs);
+            if self.control(&mut generations, &mut macs) {
+                nat = self.nat_config();
+            }
+            // Replies to another worker's masquerade go to that worker.
+            if !self.handoff_out.is_empty() && nat.worker.1 > 1 {
+                keep.clear();
+                handed.clear();
+                for i in 0..batch.len() {
+                    let p = batch.pkt(i);
+                    let d = self.drv.pool().data(p);
+                    let owner = podplane::stage::nat::steer::reply_owner(d, &nat).filter(|_| d.len() <= HANDOFF_MAX);
+                    let Some(w) = owner else {
+                        keep.push(p);
+                        continue;
+                    };
+                    let mut h = Handoff { port: self.drv.pool().meta(p).in_port, len: 0, bytes: [0; HANDOFF_MAX] };
+                    h.len = u16::try_from(d.len()).unwrap_or(0);
+                    h.bytes[..d.len()].copy_from_slice(d);
+                    match self.handoff_out.get(w).map(|tx| tx.try_send(h)) {
+                        Some(Ok(())) => handoff_out += 1,
+                        _ => handoff_dropped += 1,
+                    }
+                    handed.push(p);
+                }
+                if !handed.is_empty() {
+                    self.drv.free(&handed);
+                    batch.clear();
+                    for &p in &keep {
+                        let _ = batch.push(p);
+                    }
+                }
+            }
+            while !batch.is_full() {
+                let Ok(h) = self.handoff_in.try_recv() else { break };
+                let Some(p) = self.drv.pool_mut().alloc(Owner::Pipeline) else { break };
+                let _ = self.drv.pool_mut().set_data(p, &h.bytes[..usize::from(h.len)]);
+                self.drv.pool_mut().meta_mut(p).in_port = h.port;
+                let _ = batch.push(p);
+            }
             let now_ns = u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             // Neighbour replies for the node go to the other workers too.
             if !self.share_out.is_empty() {
@@ -204,10 +267,19 @@ impl Worker {
     }
 
     /// Handle the control thread's messages.
-    fn control(&mut self, generations: &mut BTreeMap<String, u64>, macs: &mut Vec<[u8; 6]>) {
+    /// This worker's NAT configuration (its slice of the ports), for steering.
+    fn nat_config(&self) -> podplane::stage::nat::NatConfig {
+        let workers = self.handoff_out.len().max(1);
+        podplane::stage::nat::NatConfig { worker: (self.index, workers), ..self.dp.setup().nat.clone() }
+    }
+
+    /// Handle the control thread's messages; true when the node setup changed.
+    fn control(&mut self, generations: &mut BTreeMap<String, u64>, macs: &mut Vec<[u8; 6]>) -> bool {
+        let mut applied = false;
         while let Ok(m) = self.ctl.try_recv() {
             match m {
                 Ctl::Apply(setup, done) => {
+                    applied = true;
                     if let Err(e) = self.dp.apply(*setup) {
                         eprintln!("podplane run: worker {}: reload refused: {e}", self.index);
                     }
@@ -226,6 +298,7 @@ impl Worker {
                 Ctl::SetPort { name, port } => self.drv.set_port(&name, port),
             }
         }
+        applied
     }
 
     fn open_captures(&mut self) -> anyhow::Result<BTreeMap<u16, Capture>> {
@@ -240,7 +313,7 @@ impl Worker {
         Ok(captures)
     }
 
-    fn publish(&mut self, unrouted: u64, shared_out: u64, shared_dropped: u64, last: bool) {
+    fn publish(&mut self, unrouted: u64, shared: (u64, u64), handoff: (u64, u64), last: bool) {
         let counters = self.dp.pipeline().counters().snapshot();
         let tables = self.dp.table_sizes();
         let devices = self.drv.devices().map(|(n, p, s, g)| (n.to_owned(), p, s, g)).collect();
@@ -252,8 +325,10 @@ impl Worker {
                 tables,
                 pool_exhausted: self.drv.pool().exhausted(),
                 unrouted,
-                shared_out,
-                shared_dropped,
+                shared_out: shared.0,
+                shared_dropped: shared.1,
+                handoff_out: handoff.0,
+                handoff_dropped: handoff.1,
                 trace,
             };
         }

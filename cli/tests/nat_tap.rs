@@ -43,14 +43,30 @@ fn metric(text: &str, line_start: &str) -> u64 {
 
 #[test]
 fn pmtu_discovery_through_masquerade_and_a_spoofing_pod_dropped() {
+    masquerade_over_tap(1);
+}
+
+/// The same on two workers: masquerade replies that the kernel's queue choice brings
+/// to the worker that did not translate them are handed to the one that did.
+#[test]
+fn pmtu_discovery_through_masquerade_on_two_workers() {
+    masquerade_over_tap(2);
+}
+
+fn masquerade_over_tap(workers: usize) {
     if let Err(why) = can_run(&["ip", "ping"]) {
-        return skip("pmtu_discovery_through_masquerade_and_a_spoofing_pod_dropped", &why);
+        return skip(&format!("pmtu_discovery_through_masquerade ({workers} workers)"), &why);
     }
     let id = std::process::id();
-    let (tap_up, tap_a, tap_b) = (format!("ppmu{id}"), format!("ppma{id}"), format!("ppmb{id}"));
-    let (ns_a, ns_b, ns_r, ns_s) =
-        (format!("pp-nat-{id}-a"), format!("pp-nat-{id}-b"), format!("pp-nat-{id}-r"), format!("pp-nat-{id}-s"));
-    let dir = std::env::temp_dir().join(format!("podplane-nat-tap-{id}"));
+    let w = workers;
+    let (tap_up, tap_a, tap_b) = (format!("ppm{w}u{id}"), format!("ppm{w}a{id}"), format!("ppm{w}b{id}"));
+    let (ns_a, ns_b, ns_r, ns_s) = (
+        format!("pp-nat{w}-{id}-a"),
+        format!("pp-nat{w}-{id}-b"),
+        format!("pp-nat{w}-{id}-r"),
+        format!("pp-nat{w}-{id}-s"),
+    );
+    let dir = std::env::temp_dir().join(format!("podplane-nat-tap{w}-{id}"));
     let mut g = Guard::new(dir.clone());
     for ns in [&ns_a, &ns_b, &ns_r, &ns_s] {
         g.netns(ns);
@@ -73,7 +89,7 @@ fn pmtu_discovery_through_masquerade_and_a_spoofing_pod_dropped() {
     let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
         .args(["run", "--config"])
         .arg(&node)
-        .args(["--metrics", &addr])
+        .args(["--metrics", &addr, "--workers", &workers.to_string()])
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
@@ -152,4 +168,11 @@ fn pmtu_discovery_through_masquerade_and_a_spoofing_pod_dropped() {
     let line = "podplane_drops_total{stage=\"source_check\",reason=\"spoofed_source\"}";
     let settled = wait_for(2, || metric(&podplane(&["stats", "--metrics", &addr]), line) >= 2);
     assert!(settled, "{m}");
+    let m = podplane(&["stats", "--metrics", &addr]);
+    eprintln!(
+        "{workers} worker(s): {} replies handed to their owner, {} not",
+        metric(&m, "podplane_workers_nat_handoff_total"),
+        metric(&m, "podplane_workers_nat_handoff_dropped_total")
+    );
+    assert_eq!(metric(&m, "podplane_workers_nat_handoff_dropped_total"), 0, "{m}");
 }
