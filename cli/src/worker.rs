@@ -186,9 +186,11 @@ impl Worker {
                     let mut h = Handoff { port: self.drv.pool().meta(p).in_port, len: 0, bytes: [0; HANDOFF_MAX] };
                     h.len = u16::try_from(d.len()).unwrap_or(0);
                     h.bytes[..d.len()].copy_from_slice(d);
-                    match self.handoff_out.get(w).map(|tx| tx.try_send(h)) {
-                        Some(Ok(())) => handoff_out += 1,
-                        _ => handoff_dropped += 1,
+                    let sent = self.handoff_out.get(w).is_some_and(|tx| tx.try_send(h).is_ok());
+                    if sent {
+                        handoff_out += 1;
+                    } else {
+                        handoff_dropped += 1;
                     }
                     handed.push(p);
                 }
