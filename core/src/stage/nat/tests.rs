@@ -78,7 +78,7 @@ impl Node {
         for p in out {
             self.pool.free(p).unwrap();
         }
-        for f in &got {
+        for f in got.iter().filter(|f| f[12..14] == [0x08, 0x00]) {
             check_sums(f);
         }
         got
@@ -510,4 +510,34 @@ fn a_later_fragment_without_its_first_is_dropped() {
     let frags = fragments((POD, 40000), (WORLD, 53), 2500);
     assert!(n.one(T0, 0, frags[1].clone()).is_none());
     assert_eq!(n.drops("conntrack", DropReason::CtFragmentUnknown), 1);
+}
+
+/// The UDP checksum of an Ethernet/IPv6/UDP frame, checked against its pseudo-header.
+fn check_udp6(f: &[u8]) {
+    let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+    let dst = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
+    let l4 = &f[54..];
+    let mut sum = crate::wire::checksum::pseudo_v6(src, dst, 17, u32::try_from(l4.len()).unwrap());
+    sum.add_bytes(l4);
+    assert_eq!(sum.fold(), 0xffff, "UDP over IPv6 checksum");
+}
+
+#[test]
+fn ipv6_destination_nat_both_ways() {
+    let (client, vip, ep): (std::net::Ipv6Addr, std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        ("fd00::2".parse().unwrap(), "fd00:96::10".parse().unwrap(), "fd00::20".parse().unwrap());
+    let cfg = NatConfig {
+        dnat: vec![DnatRule { proto: 17, dst: IpAddr::V6(vip), port: 53, to: IpAddr::V6(ep), to_port: 5353 }],
+        ..masq_config()
+    };
+    let mut n = Node::new(cfg, CtConfig::default());
+    let out = n.one(T0, 0, crate::testutil::udp6(client, vip, 40000, 53, b"query")).unwrap();
+    assert_eq!(&out[38..54], &ep.octets(), "to the endpoint");
+    assert_eq!(u16::from_be_bytes([out[56], out[57]]), 5353);
+    check_udp6(&out);
+    let back = n.one(T0, 1, crate::testutil::udp6(ep, client, 5353, 40000, b"answer")).unwrap();
+    assert_eq!(&back[22..38], &vip.octets(), "from the service");
+    assert_eq!(u16::from_be_bytes([back[54], back[55]]), 53);
+    check_udp6(&back);
+    assert_eq!(n.ct.lock().unwrap().len(), (0, 1));
 }
