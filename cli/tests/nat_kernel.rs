@@ -11,7 +11,10 @@
 //! needs normalising. The traffic: UDP and a TCP handshake with data through
 //! masquerade, an ICMP echo, a router's fragmentation-needed about a masqueraded
 //! datagram, DNAT there and back, an endpoint's port-unreachable about a DNATed
-//! datagram, a hairpin connection, and an out-of-window segment both must drop.
+//! datagram, the node's own fragmentation-needed about a DNATed datagram too big for
+//! the uplink (on an established flow and on a new one whose only packet it was), a
+//! hairpin connection, and an out-of-window segment both must drop. The IP
+//! identification of the errors the node makes is random on both sides and blanked.
 //! Every IPv4 frame each side sends out of each port must be equal byte for byte,
 //! and tshark must read every output. The namespace goes even on failure.
 
@@ -55,7 +58,7 @@ name: worker-1
 addresses: [192.168.0.11]
 podCIDR: 10.244.1.0/24
 ports:
-  - {name: eth0, kind: pcap, role: uplink, address: 192.168.0.11/24}
+  - {name: eth0, kind: pcap, role: uplink, address: 192.168.0.11/24, mtu: 1400}
   - {name: pod-a, kind: pcap, role: pod, ip: 10.244.1.2}
 routes:
   - {dst: 0.0.0.0/0, via: 192.168.0.1}
@@ -191,6 +194,10 @@ fn traffic() -> Vec<(usize, Vec<u8>)> {
         pod(dns),
         up(udp4(DNS_EP, POD, 5353, 42000, b"service answer"), NODE2_MAC),
         up(icmp_error(DNS_EP, POD, 3, 3, [0; 4], &dns_out), NODE2_MAC),
+        // Too big for the uplink (MTU 1400), DF set: the node answers fragmentation-
+        // needed about a DNATed packet, on the established flow and on a new one.
+        pod(udp4(POD, DNS_VIP, 42000, 53, &[0x5a; 1450])),
+        pod(udp4(POD, DNS_VIP, 42001, 53, &[0x5a; 1450])),
         pod(tcp(hp, (WEB_VIP, 80), TcpFlags::SYN, 7000, 0, b"")),
         pod(tcp((POD, 8080), (GW, 43000), TcpFlags::SYN | TcpFlags::ACK, 9000, 7001, b"")),
     ]
@@ -215,8 +222,20 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     out
 }
 
+/// The IPv4 frames, with the IP identification (and so the header checksum) of the
+/// ICMP errors the node makes itself (TTL 64) blanked: both sides pick it at random.
 fn ipv4_only(frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    frames.into_iter().filter(|f| f.len() > 14 && f[12..14] == [0x08, 0x00]).collect()
+    frames
+        .into_iter()
+        .filter(|f| f.len() > 14 && f[12..14] == [0x08, 0x00])
+        .map(|mut f| {
+            if f.len() >= 34 && f[23] == 1 && f[22] == 64 {
+                f[18..20].fill(0);
+                f[24..26].fill(0);
+            }
+            f
+        })
+        .collect()
 }
 
 /// podplane's IPv4 output per port (eth0, pod-a).
@@ -261,11 +280,13 @@ fn through_the_kernel(g: &mut Guard, ns: &str, frames: &[(usize, Vec<u8>)]) -> (
     let tag = std::process::id() % 100_000;
     let names = [format!("ppku{tag}"), format!("ppkp{tag}")];
     let taps: Vec<TapDevice> = names.iter().map(|n| TapDevice::open(n, TapFlags::default()).unwrap()).collect();
-    for (name, mac, addr) in [(&names[0], ETH0_MAC, "192.168.0.11/24"), (&names[1], GW_MAC, "10.244.1.1/24")] {
+    for (name, mac, addr, mtu) in
+        [(&names[0], ETH0_MAC, "192.168.0.11/24", "1400"), (&names[1], GW_MAC, "10.244.1.1/24", "1500")]
+    {
         ip(&["link", "set", name, "netns", ns]);
         let mac = mac.map(|b| format!("{b:02x}")).join(":");
         in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")]);
-        ip(&["-n", ns, "link", "set", name, "address", &mac, "up"]);
+        ip(&["-n", ns, "link", "set", name, "address", &mac, "mtu", mtu, "up"]);
         ip(&["-n", ns, "addr", "add", addr, "dev", name]);
     }
     for s in ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.all.send_redirects=0"] {
@@ -383,8 +404,8 @@ fn nat_matches_the_kernel_packet_for_packet() {
         }
         assert_eq!(pp[i].len(), kernel[i].len(), "{name}: number of IPv4 frames");
     }
-    // Every exchange reached the far side: 6 frames out of the uplink, 10 to the pod.
-    assert_eq!((pp[0].len(), pp[1].len()), (6, 10));
+    // Every exchange reached the far side: 6 frames out of the uplink, 12 to the pod.
+    assert_eq!((pp[0].len(), pp[1].len()), (6, 12));
     // And both ended with the same connections in the same states.
     let ours = std::fs::read_to_string(dir.join("podplane/conntrack.txt")).unwrap();
     assert_eq!(connections(&ours), connections(&kernel_ct), "podplane:\n{ours}\nkernel:\n{kernel_ct}");

@@ -796,3 +796,38 @@ fn without_the_flush_a_busy_udp_client_stays_on_the_dead_endpoint() {
     assert_eq!(went, [old, old, old]);
     assert_eq!(flushed, 0);
 }
+
+#[test]
+fn the_nodes_own_frag_needed_about_a_dnat_packet_names_the_service() {
+    // A pod sends a too-big datagram to a service whose endpoint is behind the VXLAN
+    // tunnel (MTU 1450). The route stage answers with fragmentation-needed quoting
+    // the packet as it routed it (to the endpoint); as in the kernel, whose error
+    // passes POSTROUTING as RELATED, the quote is put back to the service address
+    // and port and the error comes from the service, so the pod's stack finds its
+    // socket and learns the path MTU of the address it talks to.
+    let node = vxlan_node("worker-1", "192.168.0.11", "10.244.1.0/24", "")
+        .replace("{name: pod-a, kind: pcap, role: pod}", "{name: pod-a, kind: pcap, role: pod, mtu: 1500}")
+        + "nat:\n  dnat:\n    - {protocol: udp, destination: \"10.96.0.10:53\", to: \"10.244.2.9:5353\"}\n";
+    let objs = node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", "");
+    let mut dp = Dataplane::new(ok(&node, &[&objs]), 1);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let pod = [0x0a, 0x58, 10, 244, 1, 2];
+    let mut hello = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
+    hello[6..12].copy_from_slice(&pod);
+    hello[22..28].copy_from_slice(&pod);
+    send(&mut dp, &mut pool, &[(1, hello)]);
+    let mut big = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 96, 0, 10), 1000, 53, &[0x5a; 1500 - 28]);
+    big[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    big[6..12].copy_from_slice(&pod);
+    let out = send(&mut dp, &mut pool, &[(1, big.clone())]);
+    assert_eq!(out.len(), 1, "{}", dp.pipeline().counters().snapshot());
+    let (port, e) = &out[0];
+    assert_eq!(*port, PortId(1));
+    assert_eq!(&e[34..36], &[3, 4], "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([e[40], e[41]]), 1450);
+    assert_eq!(&e[26..30], &[10, 96, 0, 10], "from the service, as the kernel's RELATED translation makes it");
+    assert_eq!(&e[42 + 16..42 + 20], &[10, 96, 0, 10], "the quote names the service");
+    assert_eq!(&e[42 + 22..42 + 24], &53u16.to_be_bytes(), "and its port");
+    assert_eq!(podplane::wire::checksum::checksum(&e[34..]), 0, "ICMP checksum");
+    assert_eq!(podplane::wire::checksum::checksum(&e[42..62]), 0, "quoted IPv4 header checksum");
+}

@@ -138,6 +138,8 @@ impl Stage for CommitStage {
         for _ in early..ct.early_drops() {
             cx.count(StageEvent::CtEarlyDrop);
         }
+        let outcome = &self.outcome;
+        ct.keep_dropped(|k| matches!(outcome.get(k), Some(Some(Ok(Some(_))))));
         ct.clear_pending();
         for _ in 0..ct.sweep(now) {
             cx.count(StageEvent::CtExpired);

@@ -361,6 +361,7 @@ impl Stage for ConntrackStage {
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
         ct.last = cx.now;
+        ct.forget_dropped();
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
         for i in 0..batch.len() {

@@ -147,6 +147,10 @@ pub struct Conntrack {
     pub(crate) cfg: CtConfig,
     /// First fragments' tuples, for the later fragments.
     pub(crate) frags: super::frag::FragMap,
+    /// The last batch's new connections that were not committed (their packets were
+    /// dropped): (original, reply, status), for the ICMP errors the node made about
+    /// those packets, which run after the batch.
+    dropped: Vec<(FlowKey, FlowKey, u8)>,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
 }
@@ -197,6 +201,7 @@ impl Conntrack {
             links: Vec::with_capacity(4 * PENDING_MAX),
             cfg,
             frags: super::frag::FragMap::default(),
+            dropped: Vec::with_capacity(PENDING_MAX),
             last: Instant::ZERO,
         }
     }
@@ -293,6 +298,27 @@ impl Conntrack {
         self.link(hk, u32::from(i) << 1);
         self.link(hr, (u32::from(i) << 1) | 1);
         Some(i)
+    }
+
+    /// New connections of the last batch that were not committed.
+    pub(crate) fn recently_dropped(&self) -> &[(FlowKey, FlowKey, u8)] {
+        &self.dropped
+    }
+
+    /// Keep the not committed ones of this batch's pending connections
+    /// (`committed(i)` false) for [`Conntrack::recently_dropped`].
+    pub(crate) fn keep_dropped(&mut self, committed: impl Fn(usize) -> bool) {
+        self.dropped.clear();
+        for (i, p) in self.pending.iter().enumerate() {
+            if !committed(i) {
+                self.dropped.push((p.key, p.reply, p.status));
+            }
+        }
+    }
+
+    /// Forget the last batch's not committed connections (a new batch begins).
+    pub(crate) fn forget_dropped(&mut self) {
+        self.dropped.clear();
     }
 
     /// Forget the batch's pending connections.

@@ -162,18 +162,40 @@ impl NatStage {
 }
 
 /// The connection of an ICMP error the node made (it entered after conntrack).
-fn generated_related(ct: &Conntrack, cx: &mut Context<'_>, pkt: crate::buf::PktId) -> Option<(CtRef, u8)> {
+fn generated_related(ct: &Conntrack, cx: &mut Context<'_>, pkt: crate::buf::PktId) -> Option<Generated> {
     let m = *cx.pool.meta(pkt);
     if !m.flags.contains(PktFlags::GENERATED) || m.ct != 0 || !matches!(m.l3_kind, L3Kind::Ipv4 | L3Kind::Ipv6) {
         return None;
     }
     let View::Related(quoted) = view_generated(cx.pool, pkt) else { return None };
-    let (r, bits) = related(ct, &quoted, cx.now).ok()?;
-    let r = r?;
-    let meta = cx.pool.meta_mut(pkt);
-    meta.ct = pack(r);
-    meta.ct_info = bits;
-    Some((r, bits))
+    if let Ok((Some(r), bits)) = related(ct, &quoted, cx.now) {
+        let meta = cx.pool.meta_mut(pkt);
+        meta.ct = pack(r);
+        meta.ct_info = bits;
+        return Some(Generated::Tracked(r, bits));
+    }
+    // About a packet whose new connection died with it (the too-big first packet the
+    // error answers): translated by that connection all the same, as the kernel's
+    // error is by the unconfirmed entry of the packet it quotes.
+    let inverse = quoted.reversed();
+    ct.recently_dropped().iter().find_map(|&(key, reply, st)| {
+        if reply == inverse {
+            Some(Generated::Dropped(key, reply, st, true))
+        } else if key == inverse {
+            Some(Generated::Dropped(key, reply, st, false))
+        } else {
+            None
+        }
+    })
+}
+
+/// The connection an ICMP error the node made is about.
+enum Generated {
+    /// A tracked connection, and the error's `ct_info` bits.
+    Tracked(CtRef, u8),
+    /// A new connection dropped in the last batch (original, reply, status), and
+    /// whether the error goes in its reply direction.
+    Dropped(FlowKey, FlowKey, u8, bool),
 }
 
 impl Stage for NatStage {
@@ -195,7 +217,13 @@ impl Stage for NatStage {
             let (r, bits) = match unpack(m.ct) {
                 Some(r) => (r, m.ct_info),
                 None if self.manip == Manip::Src => match generated_related(&ct, cx, pkt) {
-                    Some(x) => x,
+                    Some(Generated::Tracked(r, bits)) => (r, bits),
+                    Some(Generated::Dropped(orig, reply, st, reply_dir)) => {
+                        if self.icmp_error(cx, pkt, (orig, reply, st), reply_dir).is_none() {
+                            cx.drop(batch, i, DropReason::NatMalformed);
+                        }
+                        continue;
+                    }
                     None => continue,
                 },
                 None => continue,
