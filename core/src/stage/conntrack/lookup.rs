@@ -337,6 +337,18 @@ pub(crate) fn track_packet(
         }
         View::Related(quoted) => related(ct, &quoted, now),
     };
+    settle(cfg, cx, batch, i, result);
+}
+
+/// Record packet `i`'s tracking in its metadata, or drop it.
+fn settle(
+    cfg: &CtConfig,
+    cx: &mut Context<'_>,
+    batch: &mut Batch,
+    i: usize,
+    result: Result<(Option<CtRef>, u8), DropReason>,
+) {
+    let pkt = batch.pkt(i);
     match result {
         Ok((r, bits)) => {
             let meta = cx.pool.meta_mut(pkt);
@@ -368,7 +380,21 @@ impl Stage for ConntrackStage {
             // A packet tracked already is passing again: routed to a bridge's own
             // interface, it re-enters the bridge (the kernel's skb keeps its nf_conn
             // through br_netfilter's hooks in the same way).
-            if batch.is_live(i) && cx.pool.meta(batch.pkt(i)).ct_info == 0 {
+            if !batch.is_live(i) {
+                continue;
+            }
+            let m = cx.pool.meta(batch.pkt(i));
+            if m.ct_info != 0 {
+                continue;
+            }
+            // UDP, whole, received: what `view` would say is its flow key alone, so
+            // it goes straight to tracking (about 90 instructions less per packet).
+            let plain = m.flags & (PktFlags::HAS_FLOW | PktFlags::FRAGMENT | PktFlags::GENERATED) == PktFlags::HAS_FLOW;
+            if plain && m.flow.proto == 17 && matches!(m.l3_kind, L3Kind::Ipv4 | L3Kind::Ipv6) {
+                let key = m.flow;
+                let r = track(&mut ct, &cfg, &key, None, i, cx.now, true);
+                settle(&cfg, cx, batch, i, r);
+            } else {
                 track_packet(&mut ct, &cfg, cx, batch, i, None);
             }
         }

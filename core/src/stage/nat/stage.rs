@@ -272,7 +272,6 @@ impl Stage for NatStage {
                     }
                 }
             }
-            let _ = st;
             // Make this side of the packet that of the inverse of the other direction.
             let target = if reply_dir { orig.reversed() } else { reply.reversed() };
             let want = side(&target, self.manip);
