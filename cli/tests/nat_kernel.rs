@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use common::{Guard, can_run, in_ns, ip, skip};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
-use podplane::testutil::{arp_request, icmp4_echo, tcp4, udp4};
-use podplane::wire::checksum::{checksum, pseudo_v4};
+use podplane::testutil::{arp_request, icmp4_echo, tcp4_seq, udp4};
+use podplane::wire::checksum::checksum;
 use podplane::wire::tcp::TcpFlags;
 use podplane_tap::{TapDevice, TapFlags};
 
@@ -110,19 +110,6 @@ fn arp_reply(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     f
 }
 
-/// A TCP segment with sequence and acknowledgement numbers (no options).
-fn tcp(s: (Ipv4Addr, u16), d: (Ipv4Addr, u16), flags: TcpFlags, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
-    let mut f = tcp4(s.0, d.0, s.1, d.1, flags, data);
-    f[38..42].copy_from_slice(&seq.to_be_bytes());
-    f[42..46].copy_from_slice(&ack.to_be_bytes());
-    f[50..52].fill(0);
-    let mut sum = pseudo_v4(s.0, d.0, 6, u16::try_from(20 + data.len()).unwrap());
-    sum.add_bytes(&f[34..]);
-    let c = sum.checksum();
-    f[50..52].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
 /// `f` (an IPv4 frame) as a router forwarded it: TTL one less.
 fn forwarded(mut f: Vec<u8>) -> Vec<u8> {
     f[22] -= 1;
@@ -179,16 +166,16 @@ fn traffic() -> Vec<(usize, Vec<u8>)> {
         pod(query),
         up(udp4(WORLD, NODE, 53, 40000, b"the answer"), ROUTER_MAC),
         up(icmp_error(ROUTER, NODE, 3, 4, [0, 0, 0x05, 0x78], &query_out), ROUTER_MAC),
-        pod(tcp(c, s, TcpFlags::SYN, 1000, 0, b"")),
-        up(tcp(s, cn, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b""), ROUTER_MAC),
-        pod(tcp(c, s, TcpFlags::ACK, 1001, 5001, b"")),
-        pod(tcp(c, s, TcpFlags::PSH | TcpFlags::ACK, 1001, 5001, b"GET /")),
-        up(tcp(sn, cn, TcpFlags::ACK, 5001, 1006, b""), ROUTER_MAC),
+        pod(tcp4_seq(c, s, TcpFlags::SYN, 1000, 0, b"")),
+        up(tcp4_seq(s, cn, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b""), ROUTER_MAC),
+        pod(tcp4_seq(c, s, TcpFlags::ACK, 1001, 5001, b"")),
+        pod(tcp4_seq(c, s, TcpFlags::PSH | TcpFlags::ACK, 1001, 5001, b"GET /")),
+        up(tcp4_seq(sn, cn, TcpFlags::ACK, 5001, 1006, b""), ROUTER_MAC),
         // Beyond the pod's window by more than a window: INVALID, dropped by both.
-        up(tcp(sn, cn, TcpFlags::ACK, 5001 + 200_000, 1006, b"wild"), ROUTER_MAC),
+        up(tcp4_seq(sn, cn, TcpFlags::ACK, 5001 + 200_000, 1006, b"wild"), ROUTER_MAC),
         // Under the window (data acknowledged long ago): since Linux 6.0 only ignored,
         // so still part of the connection and translated by both.
-        up(tcp(sn, cn, TcpFlags::ACK, 5001 + 3_000_000_000, 1006, b"late"), ROUTER_MAC),
+        up(tcp4_seq(sn, cn, TcpFlags::ACK, 5001 + 3_000_000_000, 1006, b"late"), ROUTER_MAC),
         pod(icmp4_echo(POD, WORLD, 77, 1)),
         up(echo_reply, ROUTER_MAC),
         pod(dns),
@@ -198,8 +185,8 @@ fn traffic() -> Vec<(usize, Vec<u8>)> {
         // needed about a DNATed packet, on the established flow and on a new one.
         pod(udp4(POD, DNS_VIP, 42000, 53, &[0x5a; 1450])),
         pod(udp4(POD, DNS_VIP, 42001, 53, &[0x5a; 1450])),
-        pod(tcp(hp, (WEB_VIP, 80), TcpFlags::SYN, 7000, 0, b"")),
-        pod(tcp((POD, 8080), (GW, 43000), TcpFlags::SYN | TcpFlags::ACK, 9000, 7001, b"")),
+        pod(tcp4_seq(hp, (WEB_VIP, 80), TcpFlags::SYN, 7000, 0, b"")),
+        pod(tcp4_seq((POD, 8080), (GW, 43000), TcpFlags::SYN | TcpFlags::ACK, 9000, 7001, b"")),
     ]
 }
 

@@ -25,20 +25,12 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Guard, can_run, in_ns, ip, link_exists, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, in_ns, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
 
 fn podplane(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(args).output().unwrap();
     assert!(o.status.success(), "podplane {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -51,16 +51,29 @@ pub fn udp4_sized(len: usize) -> Vec<u8> {
     udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 3), 40000, 53, &vec![0x5a; len.max(42) - 42])
 }
 
-/// An Ethernet/IPv4/TCP frame with correct checksums.
+/// An Ethernet/IPv4/TCP frame with correct checksums (sequence 1000, no ACK number).
 pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
+    tcp4_seq((src, sport), (dst, dport), flags, 1000, 0, payload)
+}
+
+/// An Ethernet/IPv4/TCP frame from `src` to `dst` (address, port) with sequence and
+/// acknowledgement numbers `seq` and `ack`, window 65535, correct checksums.
+pub fn tcp4_seq(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: TcpFlags,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = eth(EtherType::Ipv4);
     let tlen = 20 + payload.len();
-    let ip = Ipv4Repr::new(src, dst, IpProtocol::Tcp, u16::try_from(tlen).unwrap(), 64);
+    let ip = Ipv4Repr::new(src.0, dst.0, IpProtocol::Tcp, u16::try_from(tlen).unwrap(), 64);
     let mut ipb = vec![0u8; 20 + tlen];
     ip.emit(&mut ipb).unwrap();
     ipb[40..].copy_from_slice(payload);
-    TcpRepr::new(sport, dport, 1000, 0, flags, 65535)
-        .emit(&mut ipb[20..], pseudo_v4(src, dst, 6, u16::try_from(tlen).unwrap()))
+    TcpRepr::new(src.1, dst.1, seq, ack, flags, 65535)
+        .emit(&mut ipb[20..], pseudo_v4(src.0, dst.0, 6, u16::try_from(tlen).unwrap()))
         .unwrap();
     f.extend_from_slice(&ipb);
     f

@@ -580,6 +580,20 @@ fn vxlan_between_two_nodes_and_peer_changes_in_place() {
     assert_eq!(&out[0].1[12..14], &[0x08, 0x06], "ARP for the default gateway, no tunnel");
 }
 
+/// Pod-a (port 1) makes itself known to the node, then a 1500-byte datagram with DF
+/// to `dst:port` through its gateway: the frame (sent by the caller).
+fn pod_a_sends_too_big(dp: &mut Dataplane, pool: &mut BufPool, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+    let pod = [0x0a, 0x58, 10, 244, 1, 2];
+    let mut hello = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
+    hello[6..12].copy_from_slice(&pod);
+    hello[22..28].copy_from_slice(&pod);
+    send(dp, pool, &[(1, hello)]);
+    let mut big = udp4(Ipv4Addr::new(10, 244, 1, 2), dst, 1000, port, &[0x5a; 1500 - 28]);
+    big[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
+    big[6..12].copy_from_slice(&pod);
+    big
+}
+
 #[test]
 fn a_too_big_packet_for_the_tunnel_gets_frag_needed_with_the_inner_mtu() {
     // The pod port keeps MTU 1500 (a pod that was not told the tunnel's), the tunnel
@@ -590,13 +604,7 @@ fn a_too_big_packet_for_the_tunnel_gets_frag_needed_with_the_inner_mtu() {
     let mut dp = Dataplane::new(ok(&node, &[&objs]), 1);
     let mut pool = BufPool::with_slots(64).unwrap();
     let pod = [0x0a, 0x58, 10, 244, 1, 2];
-    let mut hello = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
-    hello[6..12].copy_from_slice(&pod);
-    hello[22..28].copy_from_slice(&pod);
-    send(&mut dp, &mut pool, &[(1, hello)]);
-    let mut big = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 9), 1000, 9, &[0x5a; 1500 - 28]);
-    big[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
-    big[6..12].copy_from_slice(&pod);
+    let big = pod_a_sends_too_big(&mut dp, &mut pool, Ipv4Addr::new(10, 244, 2, 9), 9);
     let out = send(&mut dp, &mut pool, &[(1, big.clone())]);
     assert_eq!(out.len(), 1);
     let (port, e) = &out[0];
@@ -811,14 +819,7 @@ fn the_nodes_own_frag_needed_about_a_dnat_packet_names_the_service() {
     let objs = node_obj("worker-2", "192.168.0.12", "10.244.2.0/24", "");
     let mut dp = Dataplane::new(ok(&node, &[&objs]), 1);
     let mut pool = BufPool::with_slots(64).unwrap();
-    let pod = [0x0a, 0x58, 10, 244, 1, 2];
-    let mut hello = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
-    hello[6..12].copy_from_slice(&pod);
-    hello[22..28].copy_from_slice(&pod);
-    send(&mut dp, &mut pool, &[(1, hello)]);
-    let mut big = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 96, 0, 10), 1000, 53, &[0x5a; 1500 - 28]);
-    big[..6].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 1]);
-    big[6..12].copy_from_slice(&pod);
+    let big = pod_a_sends_too_big(&mut dp, &mut pool, Ipv4Addr::new(10, 96, 0, 10), 53);
     let out = send(&mut dp, &mut pool, &[(1, big.clone())]);
     assert_eq!(out.len(), 1, "{}", dp.pipeline().counters().snapshot());
     let (port, e) = &out[0];

@@ -11,25 +11,12 @@ use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{DropReason, Pipeline, PipelineConfig, Stage, StageEvent};
 use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig, SharedConntrack};
 use podplane::stage::{ParseStage, XconnectStage};
-use podplane::testutil::tcp4;
-use podplane::wire::checksum::pseudo_v4;
+use podplane::testutil::tcp4_seq;
 use podplane::wire::tcp::TcpFlags;
 use podplane::{Duration, Instant};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 const CAPACITY: usize = 4096;
-
-fn segment(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: TcpFlags, seq: u32, ack: u32) -> Vec<u8> {
-    let mut f = tcp4(src.0, dst.0, src.1, dst.1, flags, &[]);
-    f[38..42].copy_from_slice(&seq.to_be_bytes());
-    f[42..46].copy_from_slice(&ack.to_be_bytes());
-    f[50..52].fill(0);
-    let mut sum = pseudo_v4(src.0, dst.0, 6, 20);
-    sum.add_bytes(&f[34..54]);
-    let c = sum.checksum();
-    f[50..52].copy_from_slice(&c.to_be_bytes());
-    f
-}
 
 fn node() -> (Pipeline, SharedConntrack) {
     let ct = Conntrack::shared(CtConfig { capacity: CAPACITY, ..CtConfig::default() });
@@ -79,13 +66,13 @@ fn a_million_syns_against_a_full_table_evict_no_established_connection() {
     let server = (SERVER, 80);
     let mut hs = Vec::new();
     for i in 0..est {
-        hs.push((0, segment(client(i), server, TcpFlags::SYN, 1000, 0)));
+        hs.push((0, tcp4_seq(client(i), server, TcpFlags::SYN, 1000, 0, b"")));
     }
     assert_eq!(send(&mut pl, &mut pool, t0, &hs), est);
     let synacks: Vec<_> =
-        (0..est).map(|i| (1, segment(server, client(i), TcpFlags::SYN | TcpFlags::ACK, 5000, 1001))).collect();
+        (0..est).map(|i| (1, tcp4_seq(server, client(i), TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b""))).collect();
     assert_eq!(send(&mut pl, &mut pool, t0, &synacks), est);
-    let acks: Vec<_> = (0..est).map(|i| (0, segment(client(i), server, TcpFlags::ACK, 1001, 5001))).collect();
+    let acks: Vec<_> = (0..est).map(|i| (0, tcp4_seq(client(i), server, TcpFlags::ACK, 1001, 5001, b""))).collect();
     assert_eq!(send(&mut pl, &mut pool, t0, &acks), est);
     // The flood: 1,000,000 SYNs from addresses never seen, in batches of 256.
     let mut flooded = 0usize;
@@ -95,7 +82,7 @@ fn a_million_syns_against_a_full_table_evict_no_established_connection() {
         let syns: Vec<_> = (flooded..flooded + n)
             .map(|k| {
                 let src = (Ipv4Addr::from(0xc000_0000 | u32::try_from(k).unwrap()), 40_000);
-                (0, segment(src, server, TcpFlags::SYN, 7, 0))
+                (0, tcp4_seq(src, server, TcpFlags::SYN, 7, 0, b""))
             })
             .collect();
         passed += send(&mut pl, &mut pool, t0 + Duration::from_millis(1), &syns);
@@ -119,6 +106,6 @@ fn a_million_syns_against_a_full_table_evict_no_established_connection() {
     assert_eq!(alive, est, "every established connection survived");
     drop(guard);
     // And each still carries traffic.
-    let data: Vec<_> = (0..est).map(|i| (0, segment(client(i), server, TcpFlags::ACK, 1001, 5001))).collect();
+    let data: Vec<_> = (0..est).map(|i| (0, tcp4_seq(client(i), server, TcpFlags::ACK, 1001, 5001, b""))).collect();
     assert_eq!(send(&mut pl, &mut pool, t0 + Duration::from_millis(2), &data), est);
 }

@@ -84,6 +84,16 @@ impl Drop for Guard {
     }
 }
 
+/// The value of the first Prometheus line of `text` that starts with `line_start`
+/// (0 when there is none).
+pub fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Wait (at most `secs`) until `f` holds.
 pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);

@@ -213,9 +213,13 @@ impl Stage for NatStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let m = *cx.pool.meta(pkt);
-            let (r, bits) = match unpack(m.ct) {
-                Some(r) => (r, m.ct_info),
+            // What this stage reads of the metadata (not a copy of all of it).
+            let (ct_ref, ct_info, out_port) = {
+                let m = cx.pool.meta(pkt);
+                (m.ct, m.ct_info, m.out_port)
+            };
+            let (r, bits) = match unpack(ct_ref) {
+                Some(r) => (r, ct_info),
                 None if self.manip == Manip::Src => match generated_related(&ct, cx, pkt) {
                     Some(Generated::Tracked(r, bits)) => (r, bits),
                     Some(Generated::Dropped(orig, reply, st, reply_dir)) => {
@@ -246,7 +250,7 @@ impl Stage for NatStage {
                     Manip::Dst => Ok(self.decide_dnat(&orig, &reply).map(|r| (r, status::DST_NAT))),
                     Manip::Src => {
                         let cur = reply.reversed();
-                        self.decide_snat(&ct, cx, &cur, &reply, st, m.out_port).map(|o| o.map(|r| (r, status::SRC_NAT)))
+                        self.decide_snat(&ct, cx, &cur, &reply, st, out_port).map(|o| o.map(|r| (r, status::SRC_NAT)))
                     }
                 };
                 match decided {
@@ -275,7 +279,7 @@ impl Stage for NatStage {
             // Make this side of the packet that of the inverse of the other direction.
             let target = if reply_dir { orig.reversed() } else { reply.reversed() };
             let want = side(&target, self.manip);
-            if side(&m.flow, self.manip) != want {
+            if side(&cx.pool.meta(pkt).flow, self.manip) != want {
                 let (b, meta) = cx.pool.slot_and_meta_mut(pkt);
                 if rewrite(b, meta, self.manip, want).is_none() {
                     cx.drop(batch, i, DropReason::NatMalformed);

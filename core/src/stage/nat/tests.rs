@@ -12,7 +12,7 @@ use crate::buf::{Batch, BufPool, Owner, PktId, PortId};
 use crate::pipeline::{DropReason, Pipeline, PipelineConfig, Stage, StageEvent};
 use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig, CtFixes, SharedConntrack};
 use crate::stage::{ParseStage, XconnectStage};
-use crate::testutil::{icmp4_echo, tcp4, udp4};
+use crate::testutil::{icmp4_echo, tcp4_seq, udp4};
 use crate::time::{Duration, Instant};
 use crate::wire::checksum::{checksum, pseudo_v4};
 use crate::wire::cidr::Cidr;
@@ -151,19 +151,6 @@ fn dst(f: &[u8]) -> (Ipv4Addr, u16) {
     (Ipv4Addr::new(f[30], f[31], f[32], f[33]), u16::from_be_bytes([f[36], f[37]]))
 }
 
-/// A TCP segment with sequence and acknowledgement numbers.
-fn tcp(s: (Ipv4Addr, u16), d: (Ipv4Addr, u16), flags: TcpFlags, seq: u32, ack: u32) -> Vec<u8> {
-    let mut f = tcp4(s.0, d.0, s.1, d.1, flags, &[]);
-    f[38..42].copy_from_slice(&seq.to_be_bytes());
-    f[42..46].copy_from_slice(&ack.to_be_bytes());
-    f[50..52].fill(0);
-    let mut sum = pseudo_v4(s.0, d.0, 6, 20);
-    sum.add_bytes(&f[34..54]);
-    let c = sum.checksum();
-    f[50..52].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
 const T0: Instant = Instant::ZERO;
 
 #[test]
@@ -203,13 +190,13 @@ fn zero_udp_checksum_stays_zero_and_keep_port_keeps_the_port() {
 fn dnat_translates_a_tcp_handshake_and_the_reply_back() {
     let mut n = Node::new(masq_config(), CtConfig::default());
     let client = (POD, 41000);
-    let syn = n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::SYN, 1000, 0)).unwrap();
+    let syn = n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::SYN, 1000, 0, b"")).unwrap();
     assert_eq!(dst(&syn), (POD_B, 8080));
     assert_eq!(src(&syn), client);
-    let synack = n.one(T0, 1, tcp((POD_B, 8080), client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001)).unwrap();
+    let synack = n.one(T0, 1, tcp4_seq((POD_B, 8080), client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b"")).unwrap();
     assert_eq!(src(&synack), (VIP, 80));
     assert_eq!(dst(&synack), client);
-    let ack = n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::ACK, 1001, 5001)).unwrap();
+    let ack = n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::ACK, 1001, 5001, b"")).unwrap();
     assert_eq!(dst(&ack), (POD_B, 8080));
     assert_eq!(n.events("dnat", StageEvent::DnatNew), 1);
     assert_eq!(n.events("ct_commit", StageEvent::CtNew), 1);
@@ -308,14 +295,15 @@ fn hairpin(on: bool) -> Vec<u8> {
         ..masq_config()
     };
     let mut n = Node::new(cfg, CtConfig::default());
-    let syn = n.one(T0, 0, tcp((POD, 41000), (VIP, 80), TcpFlags::SYN, 1000, 0)).unwrap();
+    let syn = n.one(T0, 0, tcp4_seq((POD, 41000), (VIP, 80), TcpFlags::SYN, 1000, 0, b"")).unwrap();
     assert_eq!(dst(&syn), (POD, 8080));
     if on {
         assert_eq!(n.events("snat", StageEvent::NatHairpin), 1);
         // The pod answers the node, and the answer goes back through both reverse
         // translations.
         let (a, p) = src(&syn);
-        let synack = n.one(T0, 1, tcp((POD, 8080), (a, p), TcpFlags::SYN | TcpFlags::ACK, 5000, 1001)).unwrap();
+        let synack =
+            n.one(T0, 1, tcp4_seq((POD, 8080), (a, p), TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b"")).unwrap();
         assert_eq!(src(&synack), (VIP, 80));
         assert_eq!(dst(&synack), (POD, 41000));
     }
@@ -383,14 +371,14 @@ fn out_of_window(fixes: CtFixes) -> (Node, Option<Vec<u8>>) {
     let mut n = Node::new(masq_config(), CtConfig { fixes, ..CtConfig::default() });
     let client = (POD, 41000);
     let backend = (POD_B, 8080);
-    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::SYN, 1000, 0)).unwrap();
-    n.one(T0, 1, tcp(backend, client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001)).unwrap();
-    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::ACK, 1001, 5001)).unwrap();
+    n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::SYN, 1000, 0, b"")).unwrap();
+    n.one(T0, 1, tcp4_seq(backend, client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b"")).unwrap();
+    n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::ACK, 1001, 5001, b"")).unwrap();
     // A segment from the backend beyond the client's window (65535 from 5001) by more
     // than a window: INVALID.
     // (One under the window, a late retransmission, is only ignored since Linux 6.0,
     // and translated; before, it was INVALID too.)
-    let late = n.one(T0, 1, tcp(backend, client, TcpFlags::ACK, 5001 + 200_000, 1001));
+    let late = n.one(T0, 1, tcp4_seq(backend, client, TcpFlags::ACK, 5001 + 200_000, 1001, b""));
     (n, late)
 }
 
@@ -425,9 +413,9 @@ fn connections_are_listed_as_conntrack_l_prints_them_and_flushed_by_filter() {
     let cfg = NatConfig { mode: PortMode::KeepPort, ..masq_config() };
     let mut n = Node::new(cfg, CtConfig::default());
     let client = (POD, 41000);
-    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::SYN, 1000, 0)).unwrap();
-    n.one(T0, 1, tcp((POD_B, 8080), client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001)).unwrap();
-    n.one(T0, 0, tcp(client, (VIP, 80), TcpFlags::ACK, 1001, 5001)).unwrap();
+    n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::SYN, 1000, 0, b"")).unwrap();
+    n.one(T0, 1, tcp4_seq((POD_B, 8080), client, TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b"")).unwrap();
+    n.one(T0, 0, tcp4_seq(client, (VIP, 80), TcpFlags::ACK, 1001, 5001, b"")).unwrap();
     n.one(T0, 0, udp4(POD, WORLD, 40000, 53, b"q")).unwrap();
     let later = T0 + Duration::from_secs(1);
     let lines: Vec<String> = n.ct.lock().unwrap().list(later).iter().map(ToString::to_string).collect();
