@@ -127,5 +127,83 @@ fn main() -> anyhow::Result<()> {
     }
     result.map_err(anyhow::Error::from)?;
     anyhow::ensure!(sim.flows().iter().all(|f| f.ok), "some flows failed (seed {})", args.seed);
+    services(args.seed)
+}
+
+/// Services: three nodes built from node files and Service/EndpointSlice objects
+/// (the whole node path, VXLAN between them), pods calling a ClusterIP, an outside
+/// client calling a NodePort, and a DNS endpoint replaced while a resolver queries it.
+fn services(seed: u64) -> anyhow::Result<()> {
+    use podplane_sim::k8s;
+    use std::net::Ipv4Addr;
+    const BODY: u64 = 0x5e41_11ce;
+    let slice = |name: &str, port: u16, proto: &str, eps: &[(&str, u8)]| {
+        let eps: String =
+            eps.iter().map(|(a, n)| format!("  - {{addresses: ['{a}'], nodeName: worker-{n}}}\n")).collect();
+        format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: p, port: {port}, protocol: {proto}}}]\nendpoints:\n{eps}"
+        )
+    };
+    let dns = |ep: &str, node: u8| slice("dns", 5353, "UDP", &[(ep, node)]);
+    let objects = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default, annotations: {{podplane.io/lb-scheduler: rr}}}}
+spec: {{type: NodePort, clusterIP: 10.96.0.80, ports: [{{name: p, port: 80, protocol: TCP, nodePort: 30080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: dns, namespace: default}}
+spec: {{clusterIP: 10.96.0.10, ports: [{{name: p, port: 53, protocol: UDP}}]}}
+{}{}",
+        slice("web", 8080, "TCP", &[("10.244.1.2", 1), ("10.244.2.2", 2), ("10.244.3.2", 3)]),
+        dns("10.244.3.3", 3)
+    );
+    let mut sim = Sim::new(seed);
+    let mut c = k8s::build(&mut sim, 3, 2, &objects, k8s::default_link())?;
+    for pods in &c.pods {
+        sim.serve_http(pods[0], 8080, 16 * 1024, BODY, 32)?;
+        sim.serve_udp(pods[1], 5353)?;
+    }
+    println!("\n--- services: 3 nodes over VXLAN, built from node files and Service/EndpointSlice objects ---");
+    println!("web: ClusterIP 10.96.0.80:80, NodePort 30080, endpoints 10.244.1.2 10.244.2.2 10.244.3.2 (rr)");
+    println!("dns: ClusterIP 10.96.0.10:53/UDP, endpoint 10.244.3.3, replaced by 10.244.2.3 while queried\n");
+    let vip = |last: u8| IpAddr::V4(Ipv4Addr::new(10, 96, 0, last));
+    for n in 0..12 {
+        sim.http_to(&format!("svc/pod->clusterip-{n}"), c.pods[0][1], vip(80), 80, BODY)?;
+    }
+    let node1 = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 11));
+    for n in 0..6 {
+        sim.http_to(&format!("svc/client->nodeport-{n}"), c.client, node1, 30080, BODY)?;
+    }
+    sim.udp_query_to("svc/dns", c.pods[0][0], vip(10), 53, 40)?;
+    sim.run_for(Duration::from_millis(6));
+    let (old, new) = (c.pods[2][1], c.pods[1][1]);
+    let before = sim.served(old, 5353);
+    let flushed = c.update(&mut sim, &dns("10.244.2.3", 2))?;
+    let result = sim.run_until_done(Duration::from_secs(60));
+    println!("{:<20} {:>24}", "web backend", "requests served");
+    for (k, pods) in c.pods.iter().enumerate() {
+        println!("{:<20} {:>24}", format!("10.244.{}.2", k + 1), sim.served(pods[0], 8080));
+    }
+    let masq: Vec<String> = c
+        .conntrack(&mut sim, 0)
+        .iter()
+        .filter(|l| l.original.dst_port == 30080)
+        .map(|l| l.reply.dst_addr().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    println!("NodePort connections from 192.168.0.200 reached the backends as [{}] (masqueraded)", masq.join(", "));
+    println!(
+        "dns: {before} queries answered by 10.244.3.3 before the change; after it {} by 10.244.3.3 (in flight), {} by 10.244.2.3; {flushed} stale UDP entry flushed",
+        sim.served(old, 5353) - before,
+        sim.served(new, 5353)
+    );
+    let svc_flows: Vec<_> = sim.flows().into_iter().filter(|f| f.name.starts_with("svc/")).collect();
+    let ok = svc_flows.iter().filter(|f| f.ok).count();
+    println!("service flows: {ok}/{} ok", svc_flows.len());
+    result.map_err(anyhow::Error::from)?;
+    anyhow::ensure!(ok == svc_flows.len(), "some service flows failed (seed {seed})");
     Ok(())
 }

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # As root, install what the tests call: ip and ping (the netns tests), nft (the
-# kernel NAT differential test) and tshark (it reads the replay outputs back). Without them those tests skip, or fail under CI=true.
+# kernel NAT and services differential tests) and tshark (it reads the replay outputs back). Without them those tests skip, or fail under CI=true.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
@@ -21,7 +21,8 @@ fi
 # The root tests (TAP devices, network namespaces) run apart, one at a time.
 cargo test --workspace --exclude podplane-tap -- --skip podplane_run_forwards --skip podplane_and_a_linux_vxlan_node \
   --skip two_podplane_nodes_over_vxlan --skip pods_keep_their_transfer --skip nat_matches_the_kernel_packet_for_packet \
-  --skip pmtu_discovery_through_masquerade
+  --skip pmtu_discovery_through_masquerade --skip services_match_kube_proxy_nftables_in_the_kernel \
+  --skip host_reaches
 cargo test -p podplane-tap -- --test-threads=1
 cargo test -p podplane-cli --test run_tap --test vxlan_interop --test tap_nodes --test nat_kernel --test nat_tap \
-  -- --test-threads=1
+  --test services_kernel --test services_tap -- --test-threads=1

@@ -29,9 +29,13 @@ fn bench(c: &mut Criterion) {
         ..NatConfig::default()
     };
     let frame = udp4(Ipv4Addr::new(1, 1, 1, 1), node, 53, 40000, &[0u8; 64 - 42]);
+    // No services: the masquerade-reply path alone.
+    let services = podplane::stage::lb::ServiceTable::default();
     let mut g = c.benchmark_group("nat_handoff");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("reply_owner_64B", |b| b.iter(|| reply_owner(black_box(&frame), black_box(&cfg))));
+    g.bench_function("reply_owner_64B", |b| {
+        b.iter(|| reply_owner(black_box(&frame), black_box(&cfg), black_box(&services)))
+    });
     let (tx, rx) = crossbeam_channel::bounded::<Message>(256);
     let mut out = vec![0u8; 2048];
     g.bench_function("hop_64B_frame", |b| {

@@ -82,3 +82,58 @@ pub fn random_routes6_100k() -> Vec<(u128, u8)> {
         })
         .collect()
 }
+
+/// `n` ClusterIP services (UDP 53, DNS-like), ClusterIPs
+/// 10.96.0.0 + k (the whole /12 holds a million), each with `per` endpoints in
+/// 10.244.0.0/16 on port 5353: the service table of the scale benches.
+pub fn service_ports(n: usize, per: usize) -> Vec<podplane::stage::lb::ServicePort> {
+    use podplane::stage::lb::{Backend, Scheduler, ServicePort};
+    use std::net::{IpAddr, Ipv4Addr};
+    (0..n)
+        .map(|k| {
+            let k32 = u32::try_from(k).unwrap_or(0);
+            let cluster = (0..per)
+                .map(|e| {
+                    let e32 = u32::try_from(e).unwrap_or(0);
+                    let a = u32::from(Ipv4Addr::new(10, 244, 0, 0)) + ((k32.wrapping_mul(7) + e32 * 131) & 0xffff);
+                    Backend { addr: IpAddr::V4(Ipv4Addr::from(a)), port: 5353, weight: 1 }
+                })
+                .collect();
+            ServicePort {
+                name: format!("bench/svc-{k}:dns"),
+                proto: 17,
+                cluster_ip: Some(IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + k32))),
+                port: 53,
+                node_port: 0,
+                external_ips: vec![],
+                cluster,
+                local: vec![],
+                has_endpoints: per > 0,
+                internal_local: false,
+                external_local: false,
+                scheduler: Scheduler::Random,
+                affinity: None,
+                lb_ips: vec![],
+                source_ranges: vec![],
+            }
+        })
+        .collect()
+}
+
+/// The service table the scale benches build: `service_ports(n, per)` in a table
+/// for a node whose service CIDR is 10.96.0.0/12 and pod range 10.244.0.0/16.
+pub fn service_table(ports: &[podplane::stage::lb::ServicePort]) -> podplane::stage::lb::ServiceTable {
+    use podplane::stage::lb::{LbSettings, Prefix, ServiceTable};
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut t = ServiceTable::new(LbSettings {
+        service_cidrs: vec![Prefix { addr: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 0)), len: 12 }],
+        node_port_addrs: vec![],
+        cluster_cidrs: vec![Prefix { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), len: 8 }],
+        node_addrs: vec![],
+        affinity_max: 65536,
+    });
+    for p in ports {
+        let _ = t.upsert(p.clone());
+    }
+    t
+}

@@ -171,14 +171,18 @@ impl Worker {
             if self.control(&mut generations, &mut macs) {
                 nat = self.nat_config();
             }
-            // Replies to another worker's masquerade go to that worker.
+            // Replies to another worker's masquerade, and service connections whose
+            // client is another worker's, go to that worker.
             if !self.handoff_out.is_empty() && nat.worker.1 > 1 {
                 keep.clear();
                 handed.clear();
+                let empty = podplane::stage::lb::ServiceTable::default();
+                let services = self.dp.services().unwrap_or(&empty);
                 for i in 0..batch.len() {
                     let p = batch.pkt(i);
                     let d = self.drv.pool().data(p);
-                    let owner = podplane::stage::nat::steer::reply_owner(d, &nat).filter(|_| d.len() <= HANDOFF_MAX);
+                    let owner =
+                        podplane::stage::nat::steer::reply_owner(d, &nat, services).filter(|_| d.len() <= HANDOFF_MAX);
                     let Some(w) = owner else {
                         keep.push(p);
                         continue;

@@ -25,13 +25,13 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use common::kernel::{
+    assert_same_frames, connections, exchange, forwarded, icmp_error, ipv4_only, mac_text, nft_load, node_sysctls,
+    replay, with_macs,
+};
 use common::{Guard, can_run, in_ns, ip, skip};
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use podplane::testutil::{arp_request, icmp4_echo, tcp4_seq, udp4};
 use podplane::wire::checksum::checksum;
 use podplane::wire::tcp::TcpFlags;
@@ -93,12 +93,6 @@ table ip filter {
 }
 ";
 
-fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
-    f[..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f
-}
-
 /// An ARP reply from `ip`/`mac` to the node's uplink.
 fn arp_reply(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     let mut f = arp_request(ip, NODE);
@@ -107,34 +101,6 @@ fn arp_reply(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     f[21] = 2;
     f[22..28].copy_from_slice(&mac);
     f[32..38].copy_from_slice(&ETH0_MAC);
-    f
-}
-
-/// `f` (an IPv4 frame) as a router forwarded it: TTL one less.
-fn forwarded(mut f: Vec<u8>) -> Vec<u8> {
-    f[22] -= 1;
-    f[24..26].fill(0);
-    let c = checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f
-}
-
-/// An ICMP error (type, code, the 4 bytes after the checksum) from `from` to `to`
-/// quoting the IP packet of frame `quoted`.
-fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
-    let mut icmp = vec![kind, code, 0, 0];
-    icmp.extend_from_slice(&rest);
-    icmp.extend_from_slice(&quoted[14..]);
-    let c = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut f = udp4(from, to, 1, 1, &[]);
-    f.truncate(34);
-    f[23] = 1;
-    f[16..18].copy_from_slice(&u16::try_from(20 + icmp.len()).unwrap().to_be_bytes());
-    f[24..26].fill(0);
-    let c = checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&icmp);
     f
 }
 
@@ -193,165 +159,48 @@ fn traffic() -> Vec<(usize, Vec<u8>)> {
 /// 2026-11-25 00:00:00 UTC in ns, 1 ms between frames.
 const T0: u64 = 1_795_564_800_000_000_000;
 
-fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
-    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-    for (t, f) in frames {
-        w.write_packet(&PcapPacket::new(Duration::from_nanos(*t), u32::try_from(f.len()).unwrap(), f)).unwrap();
-    }
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.unwrap().data.into_owned());
-    }
-    out
-}
-
-/// The IPv4 frames, with the IP identification (and so the header checksum) of the
-/// ICMP errors the node makes itself (TTL 64) blanked: both sides pick it at random.
-fn ipv4_only(frames: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    frames
-        .into_iter()
-        .filter(|f| f.len() > 14 && f[12..14] == [0x08, 0x00])
-        .map(|mut f| {
-            if f.len() >= 34 && f[23] == 1 && f[22] == 64 {
-                f[18..20].fill(0);
-                f[24..26].fill(0);
-            }
-            f
-        })
-        .collect()
-}
-
 /// podplane's IPv4 output per port (eth0, pod-a).
-fn through_podplane(dir: &Path, frames: &[(usize, Vec<u8>)]) -> [Vec<Vec<u8>>; 2] {
-    let node = dir.join("node.yaml");
-    std::fs::write(&node, NODE_FILE).unwrap();
-    let mut inputs: [Vec<(u64, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
-    for (i, (port, f)) in frames.iter().enumerate() {
-        inputs[*port].push((T0 + i as u64 * 1_000_000, f.clone()));
-    }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podplane"));
-    cmd.arg("replay").arg("--config").arg(&node);
-    for (port, name) in [(0, "eth0"), (1, "pod-a")] {
-        let f = dir.join(format!("in-{name}.pcap"));
-        write_pcap(&f, &inputs[port]);
-        cmd.arg("--in").arg(format!("{name}={}", f.display()));
-    }
-    cmd.arg("--out-dir").arg(dir.join("podplane"));
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    ["eth0", "pod-a"].map(|n| ipv4_only(read_pcap(&dir.join("podplane").join(format!("{n}.pcap")))))
-}
-
-/// Drain what the kernel sent out of `tap` (non-blocking).
-fn drain(tap: &TapDevice, into: &mut Vec<Vec<u8>>) {
-    let mut buf = [0u8; 2048];
-    loop {
-        // SAFETY: read into a buffer we own, of its length, from a descriptor we own.
-        let n = unsafe { libc::read(tap.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        let Ok(n) = usize::try_from(n) else { break };
-        if n == 0 {
-            break;
-        }
-        into.push(buf[..n].to_vec());
-    }
+fn through_podplane(dir: &Path, frames: &[(usize, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
+    replay(dir, (NODE_FILE, None), &["eth0", "pod-a"], frames, T0).into_iter().map(ipv4_only).collect()
 }
 
 /// The kernel's IPv4 output per port, the namespace set up as the node.
-fn through_the_kernel(g: &mut Guard, ns: &str, frames: &[(usize, Vec<u8>)]) -> ([Vec<Vec<u8>>; 2], String) {
+fn through_the_kernel(g: &mut Guard, ns: &str, frames: &[(usize, Vec<u8>)]) -> (Vec<Vec<Vec<u8>>>, String) {
     g.netns(ns);
     let tag = std::process::id() % 100_000;
     let names = [format!("ppku{tag}"), format!("ppkp{tag}")];
     let taps: Vec<TapDevice> = names.iter().map(|n| TapDevice::open(n, TapFlags::default()).unwrap()).collect();
+    // The uplink, and Flannel's cni0: a bridge with the gateway address, the pod's
+    // TAP on it with hairpin on (as kubelet sets it), bridge netfilter on.
+    ip(&["-n", ns, "link", "add", "cni0", "type", "bridge"]);
+    in_ns(ns, &["sysctl", "-qw", "net.ipv6.conf.cni0.disable_ipv6=1"]);
     for (name, mac, addr, mtu) in
-        [(&names[0], ETH0_MAC, "192.168.0.11/24", "1400"), (&names[1], GW_MAC, "10.244.1.1/24", "1500")]
+        [(names[0].as_str(), ETH0_MAC, "192.168.0.11/24", "1400"), ("cni0", GW_MAC, "10.244.1.1/24", "1500")]
     {
-        ip(&["link", "set", name, "netns", ns]);
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")]);
-        ip(&["-n", ns, "link", "set", name, "address", &mac, "mtu", mtu, "up"]);
+        if name != "cni0" {
+            ip(&["link", "set", name, "netns", ns]);
+            in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{name}.disable_ipv6=1")]);
+        }
+        ip(&["-n", ns, "link", "set", name, "address", &mac_text(mac), "mtu", mtu, "up"]);
         ip(&["-n", ns, "addr", "add", addr, "dev", name]);
     }
-    for s in ["net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.all.send_redirects=0"] {
-        in_ns(ns, &["sysctl", "-qw", s]);
-    }
-    for n in &names {
-        in_ns(ns, &["sysctl", "-qw", &format!("net.ipv4.conf.{n}.send_redirects=0")]);
-        in_ns(ns, &["sysctl", "-qw", &format!("net.ipv4.conf.{n}.rp_filter=0")]);
-    }
+    ip(&["link", "set", &names[1], "netns", ns]);
+    in_ns(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", names[1])]);
+    ip(&["-n", ns, "link", "set", &names[1], "master", "cni0", "up"]);
+    in_ns(ns, &["bridge", "link", "set", "dev", &names[1], "hairpin", "on"]);
+    node_sysctls(ns, &[names[0].as_str(), names[1].as_str(), "cni0"]);
     ip(&["-n", ns, "route", "add", "default", "via", "192.168.0.1"]);
     ip(&["-n", ns, "route", "add", "10.244.2.0/24", "via", "192.168.0.12"]);
-    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
     for (addr, m, dev) in [
-        ("192.168.0.1", ROUTER_MAC, &names[0]),
-        ("192.168.0.12", NODE2_MAC, &names[0]),
-        ("10.244.1.2", POD_MAC, &names[1]),
+        ("192.168.0.1", ROUTER_MAC, names[0].as_str()),
+        ("192.168.0.12", NODE2_MAC, names[0].as_str()),
+        ("10.244.1.2", POD_MAC, "cni0"),
     ] {
-        ip(&["-n", ns, "neigh", "replace", addr, "lladdr", &mac(m), "dev", dev, "nud", "permanent"]);
+        ip(&["-n", ns, "neigh", "replace", addr, "lladdr", &mac_text(m), "dev", dev, "nud", "permanent"]);
     }
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), RULESET.as_bytes()).unwrap();
-    let o = nft.wait_with_output().unwrap();
-    assert!(o.status.success(), "nft -f: {}", String::from_utf8_lossy(&o.stderr));
-    for t in &taps {
-        t.set_nonblocking(true).unwrap();
-    }
-    let mut out: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-    std::thread::sleep(Duration::from_millis(100));
-    for (t, o) in taps.iter().zip(out.iter_mut()) {
-        drain(t, o);
-        o.clear();
-    }
-    for (port, f) in frames {
-        // SAFETY: write a buffer we own, of its length, to a descriptor we own.
-        let n = unsafe { libc::write(taps[*port].as_raw_fd(), f.as_ptr().cast(), f.len()) };
-        assert_eq!(usize::try_from(n).ok(), Some(f.len()), "write to the kernel: {}", std::io::Error::last_os_error());
-        std::thread::sleep(Duration::from_millis(20));
-        for (t, o) in taps.iter().zip(out.iter_mut()) {
-            drain(t, o);
-        }
-    }
-    let ct = Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/nf_conntrack"]).output().unwrap();
-    (out.map(ipv4_only), String::from_utf8_lossy(&ct.stdout).into_owned())
-}
-
-/// The connections of a `conntrack -L` or `/proc/net/nf_conntrack` listing: protocol,
-/// TCP state and both tuples (timeouts, counters and ICMP types left out), sorted.
-fn connections(listing: &str) -> Vec<String> {
-    let mut v: Vec<String> = listing
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().skip_while(|w| *w == "ipv4" || *w == "2").collect();
-            let state = w.get(3).filter(|s| s.chars().all(|c| c.is_ascii_uppercase() || c == '_')).copied();
-            let tuples =
-                w.iter().filter(|t| ["src=", "dst=", "sport=", "dport=", "id="].iter().any(|p| t.starts_with(p)));
-            let mut s = format!("{} {}", w[0], state.unwrap_or("-"));
-            for t in tuples {
-                s.push(' ');
-                s.push_str(t);
-            }
-            s
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// tshark's one-line summaries of a pcap (it must read it).
-fn tshark(path: &Path) -> Vec<String> {
-    let o = Command::new("tshark").arg("-r").arg(path).output().unwrap();
-    assert!(o.status.success(), "tshark -r {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    nft_load(ns, RULESET);
+    let (out, ct) = exchange(&taps, ns, frames);
+    (out.into_iter().map(ipv4_only).collect(), ct)
 }
 
 #[test]
@@ -379,18 +228,7 @@ fn nat_matches_the_kernel_packet_for_packet() {
     assert_eq!(rst.len(), 1, "the kernel's own RST for the invalid segment");
     assert_eq!(&kernel[0][rst[0]][38..42], &1006u32.to_be_bytes(), "it answers the invalid segment's ACK");
     kernel[0].remove(rst[0]);
-    for (i, name) in ["eth0", "pod-a"].iter().enumerate() {
-        let pk = dir.join(format!("kernel-{name}.pcap"));
-        write_pcap(&pk, &kernel[i].iter().map(|f| (T0, f.clone())).collect::<Vec<_>>());
-        let pp_file = dir.join(format!("podplane-{name}.pcap"));
-        write_pcap(&pp_file, &pp[i].iter().map(|f| (T0, f.clone())).collect::<Vec<_>>());
-        let (ks, ps) = (tshark(&pk), tshark(&pp_file));
-        eprintln!("{name}: kernel\n  {}\n{name}: podplane\n  {}", ks.join("\n  "), ps.join("\n  "));
-        for (j, (k, p)) in kernel[i].iter().zip(&pp[i]).enumerate() {
-            assert_eq!(p, k, "{name} frame {j} differs:\n podplane {}\n kernel   {}", ps[j], ks[j]);
-        }
-        assert_eq!(pp[i].len(), kernel[i].len(), "{name}: number of IPv4 frames");
-    }
+    assert_same_frames(&dir, &["eth0", "pod-a"], &pp, &kernel, T0);
     // Every exchange reached the far side: 6 frames out of the uplink, 12 to the pod.
     assert_eq!((pp[0].len(), pp[1].len()), (6, 12));
     // And both ended with the same connections in the same states.

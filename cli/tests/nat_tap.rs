@@ -23,9 +23,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Guard, can_run, in_ns, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, in_ns, ip, metric, ping, skip, start_run, tcp_send, tcp_sink, wait_for};
 
 fn podplane(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(args).output().unwrap();
@@ -75,23 +75,8 @@ fn masquerade_over_tap(workers: usize) {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = dir.join("run.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
-        .args(["run", "--config"])
-        .arg(&node)
-        .args(["--metrics", &addr, "--workers", &workers.to_string()])
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    g.children.push(child);
+    let (addr, log) = start_run(&mut g, &node, &["--workers", &workers.to_string()], &[&tap_up, &tap_a, &tap_b]);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        wait_for(10, || [&tap_up, &tap_a, &tap_b].iter().all(|t| link_exists(t))),
-        "TAPs not created:\n{}",
-        log_text()
-    );
     for (tap, ns, ip4) in [(&tap_a, &ns_a, "10.244.1.2/24"), (&tap_b, &ns_b, "10.244.1.3/24")] {
         ip(&["link", "set", tap, "netns", ns]);
         ip(&["-n", ns, "addr", "add", ip4, "dev", tap]);

@@ -17,9 +17,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Guard, can_run, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, ip, metric, ping, skip, start_run, tcp_send, tcp_sink, wait_for};
 
 fn stats(addr: &str) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", addr]).output().unwrap();
@@ -59,20 +59,10 @@ fn forwards_reloads_and_stops(io: &str, offload: &str, tag: char) {
         "name: tapnode\npodCIDR: 10.244.1.0/24\nports:\n  - {{name: {tap_a}, kind: tap, role: pod}}\n  - {{name: {tap_b}, kind: tap, role: pod}}\n"
     );
     std::fs::write(&node, &base).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = dir.join("run.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
-        .args(["run", "--config"])
-        .arg(&node)
-        .args(["--io", io, "--offload", offload, "--metrics", &addr, "--trace", "2", "--capture"])
-        .arg(dir.join("cap"))
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    g.children.push(child);
+    let cap = dir.join("cap");
+    let args = ["--io", io, "--offload", offload, "--trace", "2", "--capture", cap.to_str().unwrap()];
+    let (addr, log) = start_run(&mut g, &node, &args, &[&tap_a, &tap_b]);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_for(10, || link_exists(&tap_a) && link_exists(&tap_b)), "TAPs not created:\n{}", log_text());
 
     // The pods: each TAP moved into its namespace (podplane's descriptor stays valid).
     for (tap, ns, ip4) in [(&tap_a, &ns_a, "10.244.1.2/24"), (&tap_b, &ns_b, "10.244.1.3/24")] {

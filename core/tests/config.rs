@@ -328,13 +328,10 @@ spec: {clusterIP: 10.96.0.10, ports: [{port: 80, protocol: TCP}]}
 ---
 ";
     let s = ok("name: w\npodCIDR: 10.244.1.0/24\n", &[objects]);
-    assert_eq!(
-        s.notes,
-        [
-            "nodes.yaml: ConfigMap/kube-proxy: kind ConfigMap is not one podplane reads; ignored",
-            "nodes.yaml: Service/default/web: read, not applied (the service stage is not built yet)",
-        ]
-    );
+    assert_eq!(s.notes, ["nodes.yaml: ConfigMap/kube-proxy: kind ConfigMap is not one podplane reads; ignored"]);
+    // The Service is applied (no endpoints yet: it rejects).
+    assert_eq!(s.services.len(), 1);
+    assert!(!s.services["default/web:80"].has_endpoints);
 }
 
 // ---- reload ----

@@ -135,6 +135,8 @@ pub struct Sim {
     events: u64,
     /// Most events one `run_*` call may process.
     pub max_events: u64,
+    /// Requests and queries each host answered as a backend (`serve_*`).
+    served: BTreeMap<(usize, u16), Rc<core::cell::Cell<u64>>>,
     /// How long a ping waits for its last reply (default 2 s). smoltcp sends at most one
     /// ARP request per second per host, so a host that pings many new neighbours at
     /// once needs longer.
@@ -174,6 +176,7 @@ impl Sim {
             events: 0,
             max_events: 200_000_000,
             ping_timeout: Duration::from_secs(2),
+            served: BTreeMap::new(),
         }
     }
 
@@ -556,10 +559,16 @@ impl Sim {
         let dst = self.host_v4(server)?;
         self.host_v4(client)?;
         let (id, flow) = self.new_flow(name, FlowKind::UdpQuery)?;
+        self.install(server, Box::new(UdpAnswer { port, handle: None, served: None }));
+        self.start_udp_query(client, IpEndpoint::new(dst, port), queries, flow);
+        Ok(id)
+    }
+
+    /// Start a UDP query client on `client` to `remote` (one socket, an ephemeral port).
+    fn start_udp_query(&mut self, client: usize, remote: IpEndpoint, queries: u16, flow: Shared) {
         let local_port = self.ephemeral_port();
-        self.install(server, Box::new(UdpAnswer { port, handle: None }));
         let q = UdpQuery {
-            remote: IpEndpoint::new(dst, port),
+            remote,
             local_port,
             queries,
             timeout: Duration::from_millis(500),
@@ -572,6 +581,107 @@ impl Sim {
             flow,
         };
         self.install(client, Box::new(q));
+    }
+
+    /// Start an HTTP-like client on `client` for `remote`, checking a body of `seed`.
+    fn start_http_client(&mut self, name: &str, client: usize, remote: IpEndpoint, seed: u64, flow: Shared) {
+        let local_port = self.ephemeral_port();
+        let c = HttpClient {
+            remote,
+            local_port,
+            path: format!("/{name}"),
+            seed,
+            handle: None,
+            sent: false,
+            response: Vec::new(),
+            flow,
+        };
+        self.install(client, Box::new(c));
+    }
+
+    /// The counter of what `host` answered as a backend.
+    fn served_cell(&mut self, host: usize, port: u16) -> Rc<core::cell::Cell<u64>> {
+        self.served.entry((host, port)).or_default().clone()
+    }
+
+    /// Requests and queries `host` answered on `port` as a backend
+    /// ([`serve_http`](Self::serve_http), [`serve_udp`](Self::serve_udp)): the
+    /// per-backend spread of a service.
+    pub fn served(&self, host: usize, port: u16) -> u64 {
+        self.served.get(&(host, port)).map_or(0, |c| c.get())
+    }
+
+    /// Make `host` a backend answering HTTP-like GETs on `port` with `body_len`
+    /// pattern bytes of `body_seed`, for up to `listeners` connections.
+    ///
+    /// # Errors
+    /// Unknown host.
+    pub fn serve_http(
+        &mut self,
+        host: usize,
+        port: u16,
+        body_len: u64,
+        body_seed: u64,
+        listeners: usize,
+    ) -> Result<(), SimError> {
+        let served = self.served_cell(host, port);
+        let h = self
+            .hosts
+            .get_mut(host)
+            .ok_or_else(|| SimError::BadHost { host: format!("#{host}"), reason: "no such host".into() })?;
+        let mut srv = HttpServer::new(&mut h.sockets, port, body_len, body_seed, listeners);
+        srv.served = Some(served);
+        self.install(host, Box::new(srv));
+        Ok(())
+    }
+
+    /// Make `host` a backend answering UDP queries on `port`.
+    ///
+    /// # Errors
+    /// Unknown host.
+    pub fn serve_udp(&mut self, host: usize, port: u16) -> Result<(), SimError> {
+        self.host_v4(host)?;
+        let served = self.served_cell(host, port);
+        self.install(host, Box::new(UdpAnswer { port, handle: None, served: Some(served) }));
+        Ok(())
+    }
+
+    /// One HTTP-like GET from `client` to `dst:port` (a service address), expecting
+    /// `body_len` bytes of `body_seed` from whichever backend answers.
+    ///
+    /// # Errors
+    /// Duplicate flow name or unknown host.
+    pub fn http_to(
+        &mut self,
+        name: &str,
+        client: usize,
+        dst: IpAddr,
+        port: u16,
+        body_seed: u64,
+    ) -> Result<FlowId, SimError> {
+        self.host_v4(client)?;
+        let (id, flow) = self.new_flow(name, FlowKind::Http)?;
+        self.start_http_client(name, client, IpEndpoint::new(dst.into(), port), body_seed, flow);
+        Ok(id)
+    }
+
+    /// `queries` UDP queries from one socket of `client` to `dst:port` (a service
+    /// address), 500 ms timeout, 3 retries each; backends answer with
+    /// [`serve_udp`](Self::serve_udp).
+    ///
+    /// # Errors
+    /// Duplicate flow name or unknown host.
+    pub fn udp_query_to(
+        &mut self,
+        name: &str,
+        client: usize,
+        dst: IpAddr,
+        port: u16,
+        queries: u16,
+    ) -> Result<FlowId, SimError> {
+        self.host_v4(client)?;
+        let (id, flow) = self.new_flow(name, FlowKind::UdpQuery)?;
+        self.start_udp_query(client, IpEndpoint::new(dst.into(), port), queries, flow);
         Ok(id)
     }
 
@@ -592,22 +702,11 @@ impl Sim {
         self.host_v4(client)?;
         let (id, flow) = self.new_flow(name, FlowKind::Http)?;
         let seed = self.rng.next_u64();
-        let local_port = self.ephemeral_port();
         if let Some(h) = self.hosts.get_mut(server) {
             let srv = HttpServer::new(&mut h.sockets, port, body_len, seed, 1);
             self.install(server, Box::new(srv));
         }
-        let c = HttpClient {
-            remote: IpEndpoint::new(dst, port),
-            local_port,
-            path: format!("/{name}"),
-            seed,
-            handle: None,
-            sent: false,
-            response: Vec::new(),
-            flow,
-        };
-        self.install(client, Box::new(c));
+        self.start_http_client(name, client, IpEndpoint::new(dst, port), seed, flow);
         Ok(id)
     }
 

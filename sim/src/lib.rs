@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod host;
+pub mod k8s;
 pub mod link;
 pub mod node;
 pub mod report;

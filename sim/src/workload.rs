@@ -4,7 +4,7 @@
 //! completion time on the virtual clock, retransmissions seen on the wire, and whether
 //! every byte arrived intact.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
@@ -420,6 +420,8 @@ impl App for Pinger {
 pub(crate) struct UdpAnswer {
     pub(crate) port: u16,
     pub(crate) handle: Option<SocketHandle>,
+    /// Answers given, for [`crate::Sim::served`].
+    pub(crate) served: Option<Rc<Cell<u64>>>,
 }
 
 fn new_udp(sockets: &mut SocketSet<'static>) -> SocketHandle {
@@ -443,6 +445,9 @@ impl App for UdpAnswer {
             let mut answer = b"answer:".to_vec();
             answer.extend_from_slice(&buf[..n]);
             let _ = s.send_slice(&answer, meta.endpoint);
+            if let Some(c) = &self.served {
+                c.set(c.get() + 1);
+            }
             progress = true;
         }
         progress
@@ -537,6 +542,8 @@ pub(crate) struct HttpServer {
     pub(crate) body_len: u64,
     pub(crate) seed: u64,
     pub(crate) conns: Vec<HttpConn>,
+    /// Requests answered, for [`crate::Sim::served`].
+    pub(crate) served: Option<Rc<Cell<u64>>>,
 }
 
 pub(crate) struct HttpConn {
@@ -568,6 +575,9 @@ impl App for HttpServer {
                     let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", self.body_len).into_bytes();
                     r.extend((0..self.body_len).map(|i| pattern_byte(self.seed, i)));
                     c.response = Some(r);
+                    if let Some(n) = &self.served {
+                        n.set(n.get() + 1);
+                    }
                     progress = true;
                 }
             }
@@ -601,7 +611,7 @@ impl HttpServer {
                 written: 0,
             })
             .collect();
-        HttpServer { port, body_len, seed, conns }
+        HttpServer { port, body_len, seed, conns, served: None }
     }
 }
 

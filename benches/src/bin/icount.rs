@@ -21,6 +21,11 @@
 //!   packets are routed, not bridged).
 //! - `parse_ct_1m`: `parse → conntrack → ct_commit → xconnect` with a million
 //!   connections in the table, every packet a hit on an established one.
+//! - `svc_est_N` / `svc_new_N` (N = 10, 1k, 100k services of 10 endpoints, so up to
+//!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
+//!   endpoints are behind a VXLAN peer, `parse → conntrack → dnat → route → snat →
+//!   ct_commit → encap → arp → egress`; `est` on established connections (2,048
+//!   flows, each new once), `new` with every packet a new connection.
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -44,9 +49,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
+        return ExitCode::SUCCESS;
+    }
+    if args.get(1).map(String::as_str) == Some("svc_memory") {
+        svc_memory();
         return ExitCode::SUCCESS;
     }
     let (Some(mode), Some(batches)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok())) else {
@@ -71,7 +80,10 @@ fn main() -> ExitCode {
 
     // 64 different batches of frames, reused round-robin: warm tables, varied flows.
     let mut traffic = Traffic::new(1, mix);
-    let frames: Vec<Vec<u8>> = if mode == "parse_decap_route" {
+    let services = service_count(mode);
+    let frames: Vec<Vec<u8>> = if let Some(n) = services {
+        (0..64 * batch_size).map(|k| service_frame(k, n)).collect()
+    } else if mode == "parse_decap_route" {
         (0..64 * batch_size).map(|_| vxlan_wrap(&traffic.next_frame())).collect()
     } else if mode == "parse_route6_100k" {
         let mut x = 7u64;
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
         "baseline" | "parse_one" => vec![],
+        _ if services.is_some() => services_path(services.unwrap_or(10)),
         _ => {
             eprintln!("{usage}");
             return ExitCode::from(2);
@@ -121,7 +134,8 @@ fn main() -> ExitCode {
             // New connections: each round of the 64 batches comes 31 s after the last,
             // so every flow's previous entry has expired (UDP: 30 s) and each packet
             // starts a connection again.
-            let t = if mode == "parse_ct_snat_new" { b as u64 / 64 * 31_000_000_000 } else { b as u64 };
+            let fresh = mode == "parse_ct_snat_new" || mode.starts_with("svc_new_");
+            let t = if fresh { b as u64 / 64 * 31_000_000_000 } else { b as u64 };
             let out = pipeline.process(&mut pool, podplane::Instant::from_nanos(t), &mut batch);
             out_pkts.extend(out.tx().map(|(_, p)| p));
             out_pkts.extend_from_slice(out.host());
@@ -413,6 +427,64 @@ fn route_small(overlay: Option<podplane::stage::overlay::OverlayConfig>) -> Vec<
     stages
 }
 
+/// The number of services of a `svc_est_N` / `svc_new_N` mode (N = 10, 1k, 100k).
+fn service_count(mode: &str) -> Option<usize> {
+    let n = mode.strip_prefix("svc_est_").or_else(|| mode.strip_prefix("svc_new_"))?;
+    match n {
+        "10" => Some(10),
+        "1k" => Some(1000),
+        "100k" => Some(100_000),
+        _ => None,
+    }
+}
+
+/// Frame `k` of the service modes: a 64-byte UDP datagram from a pod on port 0
+/// (10.0.0.2, its own source port) to the ClusterIP of service `k % n`, port 53.
+fn service_frame(k: usize, n: usize) -> Vec<u8> {
+    let svc = u32::try_from(k % n).unwrap_or(0);
+    let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + svc);
+    let sport = 10_000 + u16::try_from(k % 50_000).unwrap_or(0);
+    let mut f = podplane::testutil::udp4(Ipv4Addr::new(10, 0, 0, 2), vip, sport, 53, &[0u8; 64 - 42]);
+    f[..6].copy_from_slice(&POD_MAC.0);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f
+}
+
+/// `parse → conntrack → dnat → route → snat → ct_commit → encap → arp → egress`, the
+/// node path of a pod calling a ClusterIP whose endpoints are behind a VXLAN peer,
+/// with `n` services of 10 endpoints each in the table.
+fn services_path(n: usize) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::NatStage;
+    use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+    use podplane::stage::nat::NatConfig;
+    let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
+    let table = podplane_benches::service_table(&podplane_benches::service_ports(n, 10));
+    let mut stages = route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER)));
+    // [parse, route, encap, arp, egress] -> with conntrack and NAT around routing.
+    stages.insert(1, Box::new(ConntrackStage::new(ct.clone())));
+    stages.insert(2, Box::new(NatStage::dnat(ct.clone(), NatConfig::default()).with_services(table)));
+    stages.insert(4, Box::new(NatStage::snat(ct.clone(), NatConfig::default())));
+    stages.insert(5, Box::new(CommitStage::new(ct)));
+    stages
+}
+
+/// Memory of the service table at 10, 1k and 100k services with 10 endpoints each,
+/// split into what a service costs (measured with no endpoints) and what each
+/// endpoint adds.
+fn svc_memory() {
+    for n in [10, 1000, 100_000] {
+        let bare = podplane_benches::service_table(&podplane_benches::service_ports(n, 0)).memory();
+        let full = podplane_benches::service_table(&podplane_benches::service_ports(n, 10)).memory();
+        println!(
+            "service table: {n} services, {} endpoints: {:.1} MiB; {} B per service, {} B per endpoint",
+            n * 10,
+            full as f64 / f64::from(1u32 << 20),
+            bare / n,
+            (full - bare) / (n * 10)
+        );
+    }
+}
+
 /// A traffic frame as the peer sends it over VXLAN to [`PEER`]... the node under test
 /// (the receiving side of `parse_decap_route` is at `PEER`, its peer at `LOCAL`).
 fn vxlan_wrap(inner: &[u8]) -> Vec<u8> {
@@ -444,7 +516,7 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
             f
         }
         // An ARP reply from the peer node to the uplink.
-        "parse_route_vxlan" => {
+        m if m == "parse_route_vxlan" || m.starts_with("svc_") => {
             let mut f = podplane::testutil::arp_request(PEER, LOCAL);
             f[21] = 2;
             f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);

@@ -6,6 +6,8 @@
 #![allow(unreachable_pub)] // shared by several test crates
 #![allow(clippy::disallowed_methods)] // real processes on real time: waits are bounded by the wall clock
 
+pub mod kernel;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -135,6 +137,27 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 /// The byte at position `i` of a test transfer (a pattern that catches reordering).
 pub fn pattern(i: usize) -> u8 {
     u8::try_from((i * 7 + i / 251) % 256).unwrap_or(0)
+}
+
+/// Start `podplane run --config node ARGS --metrics 127.0.0.1:<free port>`, its
+/// stderr in `dir/run.log`, the process held by `g`, and wait (10 s at most) until
+/// the TAPs `taps` exist. Returns the metrics address and the log's path.
+pub fn start_run(g: &mut Guard, node: &Path, args: &[&str], taps: &[&str]) -> (String, PathBuf) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = g.dir.join("run.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_podplane"))
+        .args(["run", "--config"])
+        .arg(node)
+        .args(args)
+        .args(["--metrics", &addr])
+        .stderr(std::process::Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    g.children.push(child);
+    let created = wait_for(10, || taps.iter().all(|t| link_exists(t)));
+    assert!(created, "TAPs not created:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    (addr, log)
 }
 
 /// Serve one TCP connection on `addr` inside `ns`: read it to the end, return how

@@ -54,7 +54,7 @@ pub enum CsumState {
 bitflags::bitflags! {
     /// Facts about a packet that later stages test instead of re-parsing.
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct PktFlags: u16 {
+    pub struct PktFlags: u32 {
         /// The parse stage has run and the offsets are valid.
         const PARSED = 1 << 0;
         /// The frame carried an 802.1Q tag (see `vlan_tci`).
@@ -81,6 +81,21 @@ bitflags::bitflags! {
         /// The route stage forwarded it: `next_hop` and `out_port` (an interface) are
         /// set; the neighbour stage still has to write the MACs.
         const ROUTED = 1 << 11;
+        /// Masquerade this new connection after routing (kube-proxy's
+        /// `mark-for-masquerade`, mark 0x4000): set by the service stage.
+        const MASQUERADE = 1 << 12;
+        /// Reject with ICMP port unreachable where routing would forward it: a service
+        /// without endpoints (set by the service stage; the route stage answers).
+        const REJECT_NO_ENDPOINTS = 1 << 13;
+        /// As `REJECT_NO_ENDPOINTS`, for a ClusterIP on a port it does not serve.
+        const REJECT_UNKNOWN_PORT = 1 << 14;
+        /// The `dnat` stage rewrote this packet's destination on this pass (DNAT, or
+        /// un-SNAT of a reply): br_netfilter's `daddr_was_changed`.
+        const DNATED = 1 << 15;
+        /// Forwarded at L2 after destination NAT to a neighbour on the bridge it came
+        /// from, as br_netfilter's bridged DNAT does: no TTL change, the sender's
+        /// source MAC kept (the neighbour stage writes only the destination MAC).
+        const KEEP_SRC_MAC = 1 << 16;
     }
 }
 

@@ -14,6 +14,9 @@
 //! - the pod network mode or the overlay's own settings (a stage appears or goes, the
 //!   encapsulation changes): a new pipeline, into which the neighbour, conntrack and
 //!   NAT stages move with their learned state; counters start again;
+//! - services: one [`crate::stage::lb::ServiceTable`] upsert or removal per changed
+//!   service port ([`Dataplane::apply_ports`]), the UDP connections to dropped
+//!   backends flushed as kube-proxy does;
 //! - NAT rules: [`NatStage::reconfigure`] (connections already translated keep their
 //!   translation, as in the kernel); conntrack timeouts: [`Conntrack::set_config`]
 //!   (the table's capacity stays until a restart).
@@ -21,9 +24,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use super::services::{PortChange, stale_udp};
 use super::{ConfigErrors, NodeSetup, Source};
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
 use crate::stage::conntrack::{ConntrackStage, SharedConntrack};
+use crate::stage::lb::ServicePort;
 use crate::stage::nat::NatConfig;
 use crate::stage::overlay::OverlayPeer;
 use crate::stage::route::{NextHop, RouteChange, RouteError, RouteSpec};
@@ -42,6 +47,8 @@ pub struct Applied {
     pub peer_changes: usize,
     /// Connections flushed (UDP to endpoints that destination NAT no longer uses).
     pub flushed: usize,
+    /// Service ports added, changed or removed.
+    pub service_changes: usize,
 }
 
 impl Applied {
@@ -52,6 +59,7 @@ impl Applied {
             && !self.new_pipeline
             && self.peer_changes == 0
             && self.flushed == 0
+            && self.service_changes == 0
     }
 }
 
@@ -126,6 +134,31 @@ impl Dataplane {
                 &e.to_string(),
             )])
         })
+    }
+
+    /// Apply service-port changes (from a [`ServiceStore`]) to this worker's service
+    /// table, O(the changed ports), and flush the UDP connections to backends they
+    /// drop. Returns (ports changed, connections flushed). A change the table refuses
+    /// (a frontend another service has) is skipped; the store's checks prevent it.
+    pub fn apply_ports(&mut self, changes: &[PortChange]) -> (usize, usize) {
+        let (n, flushed) = apply_port_changes(&mut self.pipeline, changes, self.setup.nat.fixes.flush_stale_udp);
+        // Keep the configuration in force in step.
+        for c in changes {
+            match c {
+                PortChange::Upsert(p) => {
+                    self.setup.services.insert(p.name.clone(), p.clone());
+                }
+                PortChange::Remove(name) => {
+                    self.setup.services.remove(name);
+                }
+            }
+        }
+        (n, flushed)
+    }
+
+    /// The service table of this worker (for counters and tests).
+    pub fn services(&mut self) -> Option<&crate::stage::lb::ServiceTable> {
+        self.pipeline.stage_mut::<NatStage>().map(|d| d.services())
     }
 
     /// Move to `new`, changing only what differs (see the [module docs](self)).
@@ -220,6 +253,16 @@ impl Dataplane {
                 }
             }
         }
+        let service_changes = (old.services != new.services || old.node_view != new.node_view).then(|| {
+            if old.node_view == new.node_view {
+                (port_diff(&old.services, &new.services), false)
+            } else {
+                // The node's view changed (CIDRs, NodePort addresses): every port again.
+                let mut c: Vec<PortChange> = old.services.keys().map(|k| PortChange::Remove(k.clone())).collect();
+                c.extend(new.services.values().cloned().map(PortChange::Upsert));
+                (c, true)
+            }
+        });
         if old.conntrack != new.conntrack
             && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
             && let Ok(mut ct) = ct.lock()
@@ -252,9 +295,71 @@ impl Dataplane {
             }
             applied.peer_changes = gone.len() + set.len();
         }
+        if let Some((changes, reset)) = service_changes {
+            if reset && let Some(d) = self.pipeline.stage_mut::<NatStage>() {
+                *d.services_mut() = crate::stage::lb::ServiceTable::new(new.node_view.lb.clone());
+            }
+            let (n, flushed) = self.apply_ports(&changes);
+            applied.service_changes += n;
+            applied.flushed += flushed;
+            applied.reconfigured.push("services");
+        }
         self.setup = new;
         Ok(applied)
     }
+}
+
+/// Apply service-port changes to `pipeline`'s service table (its `dnat` stage),
+/// O(the changed ports), and, when `flush`, flush the UDP connections to backends
+/// they drop (kube-proxy's conntrack cleanup). Returns (ports changed, connections
+/// flushed). For drivers that hold a bare [`Pipeline`] (the simulator); a
+/// [`Dataplane`] does this in [`Dataplane::apply_ports`].
+pub fn apply_port_changes(pipeline: &mut Pipeline, changes: &[PortChange], flush: bool) -> (usize, usize) {
+    let mut stale = Vec::new();
+    let mut n = 0;
+    if let Some(d) = pipeline.stage_mut::<NatStage>() {
+        let addrs = d.services().settings().node_port_addrs.clone();
+        for c in changes {
+            match c {
+                PortChange::Upsert(p) => {
+                    let old = d.services().get(&p.name);
+                    if d.services_mut().upsert(p.clone()).is_ok() {
+                        n += 1;
+                        if let Some(o) = old {
+                            stale.extend(stale_udp(&o, Some(p), &addrs));
+                        }
+                    }
+                }
+                PortChange::Remove(name) => {
+                    if let Some(o) = d.services().get(name) {
+                        d.services_mut().remove(name);
+                        n += 1;
+                        stale.extend(stale_udp(&o, None, &addrs));
+                    }
+                }
+            }
+        }
+    }
+    let mut flushed = 0;
+    if flush
+        && !stale.is_empty()
+        && let Some(ct) = pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+        && let Ok(mut ct) = ct.lock()
+    {
+        let now = ct.last_seen();
+        for f in &stale {
+            flushed += ct.flush(f, now);
+        }
+    }
+    (n, flushed)
+}
+
+/// The changes that turn service port list `old` into `new` (both in name order).
+fn port_diff(old: &BTreeMap<String, ServicePort>, new: &BTreeMap<String, ServicePort>) -> Vec<PortChange> {
+    let mut c: Vec<PortChange> =
+        old.keys().filter(|k| !new.contains_key(*k)).map(|k| PortChange::Remove(k.clone())).collect();
+    c.extend(new.iter().filter(|(k, n)| old.get(*k) != Some(n)).map(|(_, n)| PortChange::Upsert(n.clone())));
+    c
 }
 
 /// The changes that turn route list `old` into `new`: removals, then additions and

@@ -41,6 +41,10 @@ pub struct NodeFile {
     /// NodePort range `FIRST-LAST` (default 30000-32767).
     #[serde(default)]
     pub node_port_range: Option<String>,
+    /// Where NodePorts answer (kube-proxy `--nodeport-addresses`): `primary` (the
+    /// default) or CIDRs choosing among `addresses` (`0.0.0.0/0` for all).
+    #[serde(default)]
+    pub node_port_addresses: Option<Vec<String>>,
     /// How pods are addressed (default `bridge`).
     #[serde(default)]
     pub pod_network: PodNetwork,

@@ -17,13 +17,16 @@
 //! This module needs the `config` feature; the final binary picks the k8s-openapi
 //! version feature (the CLI and the tests use `v1_37`).
 
+pub mod agent;
 pub mod apply;
 pub mod file;
 mod nat;
 mod node;
 pub mod objects;
 pub mod overlay;
+pub mod services;
 
+pub use agent::Agent;
 pub use apply::{Applied, Dataplane};
 pub use node::{BVI_BASE, HOST_OUTPUT, MAX_PORTS, NodeSetup, Peer, Port, RouteEntry};
 

@@ -10,11 +10,13 @@ use super::ConfigError;
 use super::file::{NodeFile, PodNetwork, PortKind, PortRole, RouteKind};
 use super::objects::{Located, Object};
 use super::overlay::{self as ov, TUNNEL_PORT};
+use super::services::NodeView;
 use crate::buf::PortId;
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
 use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
 use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
 use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+use crate::stage::lb::{LbSettings, Prefix, ServicePort, ServiceTable};
 use crate::stage::nat::NatConfig;
 use crate::stage::overlay::{OverlayConfig, OverlayPeer};
 use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
@@ -118,6 +120,11 @@ pub struct NodeSetup {
     pub conntrack: CtConfig,
     /// NAT: masquerade, destination NAT, hairpin.
     pub nat: NatConfig,
+    /// Service ports from the Service and EndpointSlice objects, by name.
+    pub services: BTreeMap<String, ServicePort>,
+    /// What compiling services needs to know about this node (for an agent's
+    /// [`super::services::ServiceStore`]).
+    pub node_view: NodeView,
     /// Things read but not applied (kinds whose stages do not exist yet, other kinds,
     /// IPv6 pod CIDRs), one line each.
     pub notes: Vec<String>,
@@ -155,7 +162,7 @@ impl NodeSetup {
             stages.push(Box::new(b));
         }
         stages.push(Box::new(ConntrackStage::new(ct.clone())));
-        stages.push(Box::new(NatStage::dnat(ct.clone(), nat.clone())));
+        stages.push(Box::new(NatStage::dnat(ct.clone(), nat.clone()).with_services(self.service_table())));
         stages.push(Box::new(RouteStage::new(&self.route)));
         stages.push(Box::new(NatStage::snat(ct.clone(), nat)));
         stages.push(Box::new(CommitStage::new(ct)));
@@ -165,6 +172,16 @@ impl NodeSetup {
         stages.push(Box::new(ArpStage::new(self.arp.clone())));
         stages.push(Box::new(EgressStage));
         stages
+    }
+
+    /// The service table of this configuration (every worker builds its own).
+    pub fn service_table(&self) -> ServiceTable {
+        let mut t = ServiceTable::new(self.node_view.lb.clone());
+        for p in self.services.values() {
+            // `load` checked that frontends are unique.
+            let _ = t.upsert(p.clone());
+        }
+        t
     }
 
     /// One line saying what NAT and conntrack do.
@@ -255,6 +272,53 @@ impl NodeSetup {
             let _ = writeln!(s, "overlay: {how}, local {}, VTEP MAC {}, tunnel MTU {mtu}", o.local_ip, o.vtep_mac);
         }
         let _ = writeln!(s, "{}", self.nat_summary());
+        if !self.services.is_empty() {
+            let eps: usize = self.services.values().map(|p| p.cluster.len()).sum();
+            let nps: Vec<String> = self.node_view.lb.node_port_addrs.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                s,
+                "services: {} ports, {eps} endpoints; NodePorts on [{}]",
+                self.services.len(),
+                nps.join(", ")
+            );
+            for p in self.services.values() {
+                let fronts: Vec<String> = p
+                    .cluster_ip
+                    .iter()
+                    .chain(&p.external_ips)
+                    .map(|a| format!("{a}:{}", p.port))
+                    .chain((p.node_port != 0).then(|| format!("nodePort {}", p.node_port)))
+                    .collect();
+                let bs: Vec<String> = p.cluster.iter().map(|b| format!("{}:{}", b.addr, b.port)).collect();
+                let proto = match p.proto {
+                    6 => "tcp",
+                    17 => "udp",
+                    _ => "sctp",
+                };
+                let local: Vec<String> = p.local.iter().map(|b| format!("{}:{}", b.addr, b.port)).collect();
+                let policy = match (p.internal_local, p.external_local) {
+                    (false, false) => String::new(),
+                    (i, e) => format!(
+                        ", {}Local, this node's [{}]",
+                        match (i, e) {
+                            (true, true) => "internal and external ",
+                            (true, false) => "internal ",
+                            _ => "external ",
+                        },
+                        local.join(", ")
+                    ),
+                };
+                let _ = writeln!(
+                    s,
+                    "  {} {proto} [{}] -> [{}] {}{}{policy}",
+                    p.name,
+                    fronts.join(", "),
+                    bs.join(", "),
+                    p.scheduler,
+                    p.affinity.map_or(String::new(), |t| format!(", affinity {t}s"))
+                );
+            }
+        }
         for p in &self.peers {
             let cidrs: Vec<String> = p.pod_cidrs.iter().map(ToString::to_string).collect();
             let how = if p.port == TUNNEL_PORT {
@@ -408,6 +472,8 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
 
     // Nodes from the objects: ours gives the pod CIDR, the others become peers.
     let mut notes = Vec::new();
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
     // Peers written in the node file: checked field by field here, then treated as the
     // Node objects they stand for.
     let file_peers: Vec<Node> = f
@@ -473,13 +539,8 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
                     ));
                 }
             }
-            Object::Service(_) | Object::EndpointSlice(_) => {
-                notes.push(format!(
-                    "{}: {}: read, not applied (the service stage is not built yet)",
-                    o.file,
-                    o.object.label()
-                ));
-            }
+            Object::Service(svc) => services.push((o.file.as_str(), svc.as_ref())),
+            Object::EndpointSlice(slice) => slices.push((o.file.as_str(), slice.as_ref())),
             Object::NetworkPolicy(_) => {
                 notes.push(format!(
                     "{}: {}: read, not applied (the policy stage is not built yet)",
@@ -1129,6 +1190,27 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         return Err(e.list);
     }
     let conntrack = super::nat::conntrack(&f.conntrack);
+    let zone = own.and_then(|(_, n)| n.metadata.labels.as_ref()?.get(super::services::ZONE_LABEL).cloned());
+    let node_port_addrs =
+        node_port_addresses(file_name, &me, f.node_port_addresses.as_deref(), &addresses, &mut e.list);
+    let lb = LbSettings {
+        service_cidrs: vec![Prefix { addr: service_cidr.addr.into(), len: service_cidr.prefix }],
+        node_port_addrs,
+        cluster_cidrs: vec![Prefix { addr: cluster_cidr.addr.into(), len: cluster_cidr.prefix }],
+        node_addrs: addresses.iter().map(|&a| a.into()).chain(interfaces.iter().map(|i| i.ip.into())).collect(),
+        affinity_max: crate::stage::lb::table::AFFINITY_MAX,
+    };
+    let view = NodeView { name: f.name.clone(), zone, node_ports: (*node_ports.start(), *node_ports.end()), lb };
+    let service_ports = match super::services::compile_all(&view, &services, &slices) {
+        Ok(p) => p,
+        Err(errs) => {
+            e.list.extend(errs);
+            Vec::new()
+        }
+    };
+    if !e.list.is_empty() {
+        return Err(e.list);
+    }
     let arp = ArpConfig { local, proxy, interfaces };
     Ok(NodeSetup {
         name: f.name.clone(),
@@ -1147,6 +1229,43 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         overlay,
         conntrack,
         nat,
+        services: service_ports.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        node_view: view,
         notes,
     })
+}
+
+/// The addresses NodePorts answer on: kube-proxy's `--nodeport-addresses`, `primary`
+/// (the default: the node's primary address) or CIDRs selecting among the node's
+/// addresses (`0.0.0.0/0` for all).
+fn node_port_addresses(
+    file: &str,
+    me: &str,
+    given: Option<&[String]>,
+    addresses: &[Ipv4Addr],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<std::net::IpAddr> {
+    let Some(given) = given else {
+        return addresses.first().map(|&a| a.into()).into_iter().collect();
+    };
+    let mut out: Vec<std::net::IpAddr> = Vec::new();
+    for (i, g) in given.iter().enumerate() {
+        if g == "primary" {
+            out.extend(addresses.first().map(|&a| std::net::IpAddr::from(a)));
+            continue;
+        }
+        match g.parse::<Cidr>() {
+            Ok(c) => out.extend(addresses.iter().filter(|a| c.contains(**a)).map(|&a| std::net::IpAddr::from(a))),
+            Err(err) => errors.push(ConfigError::field(
+                file,
+                me,
+                &format!("nodePortAddresses[{i}]"),
+                Some(g),
+                &format!("expected primary or a CIDR: {err}"),
+            )),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

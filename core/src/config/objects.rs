@@ -3,9 +3,10 @@
 //! into k8s-openapi's types.
 //!
 //! `Node` objects give the routes to other nodes' pod CIDRs (and this node's pod CIDR
-//! when the node file has none). `Service`, `EndpointSlice` and `NetworkPolicy` are
-//! read and checked against their schema, then reported as not applied until their
-//! stages exist. Any other kind is reported, never silently ignored.
+//! when the node file has none). `Service` and `EndpointSlice` give the service
+//! table ([`super::services`]). `NetworkPolicy` is read and checked against its
+//! schema, then reported as not applied until its stage exists. Any other kind is
+//! reported, never silently ignored.
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,9 +20,9 @@ use super::{ConfigError, Source};
 pub enum Object {
     /// A node.
     Node(Box<Node>),
-    /// A service (read; applied when the service stage lands).
+    /// A service.
     Service(Box<Service>),
-    /// An endpoint slice (read; applied when the service stage lands).
+    /// An endpoint slice.
     EndpointSlice(Box<EndpointSlice>),
     /// A network policy (read; applied when the policy stage lands).
     NetworkPolicy(Box<NetworkPolicy>),

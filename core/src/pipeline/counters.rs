@@ -218,6 +218,16 @@ impl CounterSnapshot {
         }
     }
 
+    /// Packets dropped for `reason`, summed over the stages.
+    pub fn drop_total(&self, reason: DropReason) -> u64 {
+        self.drops.iter().filter(|d| d.reason == reason).map(|d| d.packets).sum()
+    }
+
+    /// Occurrences of `event`, summed over the stages.
+    pub fn event_total(&self, event: StageEvent) -> u64 {
+        self.events.iter().filter(|e| e.event == event).map(|e| e.count).sum()
+    }
+
     /// True when `rx + generated + released = tx + host + dropped + held`.
     pub fn balanced(&self) -> bool {
         let t = &self.totals;

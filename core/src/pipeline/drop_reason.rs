@@ -214,6 +214,25 @@ drop_reasons! {
     /// Conntrack: a later IPv4 fragment whose first fragment was not seen (its ports,
     /// and so its connection, are unknown).
     63 => CtFragmentUnknown, "ct_fragment_unknown", Warn;
+    /// Services: a new connection to a service with no ready or serving endpoints,
+    /// rejected with ICMP port unreachable (kube-proxy's `no-endpoint-services` map and
+    /// `reject-chain`).
+    64 => SvcNoEndpoints, "svc_no_endpoints", Info;
+    /// Services: a new connection to a ClusterIP on a port or protocol it does not
+    /// serve, rejected with ICMP port unreachable (kube-proxy's `cluster-ips-check`).
+    65 => SvcPortUnknown, "svc_port_unknown", Info;
+    /// Services: a new connection to an address of the service CIDR that no service
+    /// has (kube-proxy's `cluster-ips-check` drop).
+    66 => SvcUnallocated, "svc_unallocated", Info;
+    /// Services: traffic policy `Local` and no endpoint on this node (kube-proxy
+    /// drops it; the client is expected to try another node).
+    67 => SvcNoLocalEndpoints, "svc_no_local_endpoints", Info;
+    /// A unicast frame on a routed port addressed to another host's MAC (a shared
+    /// segment's traffic): the kernel's `PACKET_OTHERHOST` drop in `ip_rcv()`.
+    68 => OtherHost, "other_host", Info;
+    /// Services: a new connection to a LoadBalancer IP from a source outside its
+    /// `loadBalancerSourceRanges` (kube-proxy's `firewall-ips` drop).
+    69 => SvcSourceRange, "svc_source_range", Info;
 }
 
 impl DropReason {

@@ -74,6 +74,13 @@ stage_events! {
     22 => SnatNew, "snat_new";
     /// A new connection that destination NAT sent back to its source, masqueraded.
     23 => NatHairpin, "nat_hairpin";
+    /// A new connection to a service given a backend by its scheduler.
+    24 => SvcNew, "svc_new";
+    /// A new connection to a service sent to its client's remembered backend
+    /// (`sessionAffinity: ClientIP`).
+    25 => SvcAffinity, "svc_affinity";
+    /// A new connection rejected with ICMP port unreachable by the service stage.
+    26 => SvcRejected, "svc_rejected";
 }
 
 impl StageEvent {

@@ -364,7 +364,9 @@ impl ArpStage {
             let l2 = usize::from(meta.l2);
             if let Some((d, s)) = slot.get_mut(l2..l2 + 12).and_then(|e| e.split_first_chunk_mut::<6>()) {
                 d.copy_from_slice(&mac.0);
-                s.copy_from_slice(&iface.mac.0);
+                if !meta.flags.contains(PktFlags::KEEP_SRC_MAC) {
+                    s.copy_from_slice(&iface.mac.0);
+                }
             }
             meta.flags.remove(PktFlags::ROUTED);
             if iface.bvi {

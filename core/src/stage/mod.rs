@@ -6,6 +6,7 @@ pub mod arp;
 pub mod bridge;
 pub mod conntrack;
 pub mod egress;
+pub mod lb;
 pub mod nat;
 pub mod overlay;
 pub mod parse;

@@ -354,10 +354,12 @@ fn parse_l4(
             Ok(())
         }
         SCTP => {
-            // SCTP common header: ports in the first four bytes (RFC 9260 3.1). Not a
-            // header this node interprets further, so no HAS_L4; shorter than four
-            // bytes, no ports (no service or policy port can match it).
-            if let Some(p) = b.first_chunk::<4>() {
+            // SCTP common header (RFC 9260 3.1): ports in the first four bytes, the
+            // CRC32c in bytes 8..12 (not verified here). A whole common header makes
+            // the ports NAT can rewrite (HAS_L4); shorter, ports only if there.
+            if let Some(h) = b.first_chunk::<12>() {
+                set_l4(meta, l4_off, ports(&[h[0], h[1], h[2], h[3]]), false);
+            } else if let Some(p) = b.first_chunk::<4>() {
                 (meta.flow.src_port, meta.flow.dst_port) = ports(p);
             }
             Ok(())

@@ -155,6 +155,9 @@ struct PortIf {
     mtu: u16,
     at_routed: bool,
     of_some: bool,
+    /// MAC of the routed interface on the port (frames to another unicast MAC are
+    /// another host's).
+    at_mac: [u8; 6],
 }
 
 impl PortIf {
@@ -171,6 +174,7 @@ impl PortIf {
                     mtu: at.map_or(1500, |f| f.mtu),
                     at_routed: at.is_some_and(|f| !f.bvi),
                     of_some: of.is_some(),
+                    at_mac: at.map_or([0; 6], |f| f.mac.0),
                 }
             })
             .collect()
@@ -404,6 +408,16 @@ impl RouteStage {
                 continue;
             }
             let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags };
+            // A unicast frame on a routed port for another MAC is another host's: the
+            // kernel drops it in ip_rcv() (PACKET_OTHERHOST), a NIC before that. On a
+            // shared segment (a hub, a TAP) forwarding it would duplicate it.
+            if !m.flags.intersects(PktFlags::L2_LOCAL | PktFlags::L2_MULTI | PktFlags::GENERATED)
+                && let Some(p) = self.ports.get(usize::from(m.in_port.0)).filter(|p| p.at_routed)
+                && cx.pool.slot(pkt).get(usize::from(mref.l2)..usize::from(mref.l2) + 6).is_some_and(|d| d != p.at_mac)
+            {
+                cx.drop(batch, i, DropReason::OtherHost);
+                continue;
+            }
             if v6 {
                 let in_if = if m.flags.contains(PktFlags::L2_LOCAL) {
                     self.iface_for_port(m.in_port)
@@ -436,7 +450,15 @@ impl RouteStage {
                 cx.drop(batch, i, DropReason::NoRoute);
                 continue;
             };
+            let rejected = m.flags.intersects(PktFlags::REJECT_NO_ENDPOINTS | PktFlags::REJECT_UNKNOWN_PORT);
             let (next_hop, port) = match hop {
+                // kube-proxy's reject for the node's own addresses (a NodePort without
+                // endpoints) runs in the input hook: no TTL change.
+                NextHop::Local if rejected => {
+                    self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::PORT, [0; 4]);
+                    reject(cx, batch, i, m.flags);
+                    continue;
+                }
                 NextHop::Local => {
                     batch.deliver_host(i);
                     continue;
@@ -469,6 +491,24 @@ impl RouteStage {
                     }
                 }
             };
+            // br_netfilter's bridged DNAT (br_nf_pre_routing_finish): a frame that came
+            // in on a bridge and whose new destination is on that same bridge is
+            // forwarded at L2, not routed: no TTL check or change, the sender's MAC
+            // kept. (Kubernetes sees this for a pod calling a service whose endpoint
+            // is a pod on the same node.) A hairpin goes back out the port it came
+            // in on, so it needs the port's hairpin mode, as in the kernel (kubelet
+            // turns it on; `cli/tests/services_kernel.rs` compares).
+            if m.flags.contains(PktFlags::L2_LOCAL | PktFlags::DNATED)
+                && self.iface_for_port(m.in_port).is_some_and(|f| f.port == port)
+            {
+                let meta = cx.pool.meta_mut(pkt);
+                meta.next_hop = next_hop;
+                meta.out_port = port;
+                meta.flags.remove(PktFlags::L2_LOCAL);
+                meta.flags |= PktFlags::ROUTED | PktFlags::KEEP_SRC_MAC;
+                routed += 1;
+                continue;
+            }
             // Packets the node made itself (ICMP errors) leave with their own TTL, as
             // from ip_output(); only forwarded packets age.
             let forwarded = !m.flags.contains(PktFlags::GENERATED);
@@ -492,10 +532,18 @@ impl RouteStage {
                 cx.drop(batch, i, DropReason::FragNeeded);
                 continue;
             }
-            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-            if let Some(b) = slot.get_mut(l3..l3 + 20).filter(|_| forwarded) {
+            if let Some(b) = cx.pool.slot_mut(pkt).get_mut(l3..l3 + 20).filter(|_| forwarded) {
                 Ipv4Packet::new_unchecked(b).decrement_ttl();
             }
+            if rejected {
+                // kube-proxy's reject for a forwarded packet runs in the forward hook,
+                // after ip_forward() has checked the TTL and the MTU and decremented
+                // the TTL: the error quotes the packet one hop older.
+                self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::PORT, [0; 4]);
+                reject(cx, batch, i, m.flags);
+                continue;
+            }
+            let meta = cx.pool.meta_mut(pkt);
             meta.next_hop = next_hop;
             meta.out_port = port;
             meta.flags.remove(PktFlags::L2_LOCAL);
@@ -596,6 +644,18 @@ fn queue_icmp_error(
     cx.count(StageEvent::IcmpErrorSent);
     let here = cx.stage_index();
     cx.inject(q, here);
+}
+
+/// Drop a packet the service stage marked for rejection (the ICMP error is queued
+/// already), with the reason its flag names.
+fn reject(cx: &mut Context<'_>, batch: &mut Batch, i: usize, flags: PktFlags) {
+    cx.count(StageEvent::SvcRejected);
+    let reason = if flags.contains(PktFlags::REJECT_NO_ENDPOINTS) {
+        DropReason::SvcNoEndpoints
+    } else {
+        DropReason::SvcPortUnknown
+    };
+    cx.drop(batch, i, reason);
 }
 
 /// The metadata fields the route stage reads per packet.

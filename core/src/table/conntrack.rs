@@ -115,7 +115,14 @@ pub struct CtTable<A, P> {
     cursor: usize,
     /// Entries dropped early to make room.
     pub early_drops: u64,
+    /// Reply tuples of removed entries that had destination NAT (their source is
+    /// the backend), for the connection-counting schedulers; at most [`ENDED_MAX`]
+    /// until drained.
+    ended: Vec<Tuple<A>>,
 }
+
+/// Most ended destination-NAT connections kept until [`CtTable::drain_ended`].
+pub const ENDED_MAX: usize = 4096;
 
 /// Handle of `(slot, dir)` in the index.
 fn handle(slot: u32, dir: Dir) -> u32 {
@@ -145,6 +152,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             live: 0,
             cursor: 0,
             early_drops: 0,
+            ended: Vec::new(),
         }
     }
 
@@ -255,6 +263,9 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         }
         self.free.push(id.0);
         self.live -= 1;
+        if e.has(status::DST_NAT) && self.ended.len() < ENDED_MAX {
+            self.ended.push(e.reply);
+        }
         Some(e)
     }
 
@@ -295,6 +306,14 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             }
         }
         removed
+    }
+
+    /// Hand over the reply tuples of destination-NAT entries removed since the last
+    /// call.
+    pub fn drain_ended(&mut self, mut f: impl FnMut(&Tuple<A>)) {
+        for t in self.ended.drain(..) {
+            f(&t);
+        }
     }
 
     /// Every live entry, in slot order (for `conntrack -L`-style listings).

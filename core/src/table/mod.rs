@@ -5,4 +5,5 @@ pub mod conntrack;
 pub mod fdb;
 pub mod interner;
 pub mod lpm;
+pub mod maglev;
 pub mod poptrie;

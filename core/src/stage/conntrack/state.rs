@@ -151,6 +151,8 @@ pub struct Conntrack {
     /// dropped): (original, reply, status), for the ICMP errors the node made about
     /// those packets, which run after the batch.
     dropped: Vec<(FlowKey, FlowKey, u8)>,
+    /// New destination-NAT connections never committed, until drained.
+    uncommitted_dnat: Vec<FlowKey>,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
 }
@@ -202,6 +204,7 @@ impl Conntrack {
             cfg,
             frags: super::frag::FragMap::default(),
             dropped: Vec::with_capacity(PENDING_MAX),
+            uncommitted_dnat: Vec::new(),
             last: Instant::ZERO,
         }
     }
@@ -312,7 +315,20 @@ impl Conntrack {
         for (i, p) in self.pending.iter().enumerate() {
             if !committed(i) {
                 self.dropped.push((p.key, p.reply, p.status));
+                if p.status & status::DST_NAT != 0 && self.uncommitted_dnat.len() < crate::table::conntrack::ENDED_MAX {
+                    self.uncommitted_dnat.push(p.reply);
+                }
             }
+        }
+    }
+
+    /// The backends of destination-NAT connections that ended since the last call
+    /// (removed from a table, or never committed), as (address, port, protocol).
+    pub fn drain_ended(&mut self, mut f: impl FnMut(std::net::IpAddr, u16, u8)) {
+        self.v4.drain_ended(|t| f(t.src.into(), t.sport, t.proto));
+        self.v6.drain_ended(|t| f(t.src.into(), t.sport, t.proto));
+        for reply in self.uncommitted_dnat.drain(..) {
+            f(reply.src_addr(), reply.src_port, reply.proto);
         }
     }
 
@@ -339,7 +355,20 @@ impl Conntrack {
         }
     }
 
-    /// The original and reply tuples of a connection and its status bits.
+    /// What NAT needs for a packet of a connection going one way: the status bits and
+    /// the *other* direction's tuple (the packet is made the inverse of it): the
+    /// original tuple for a reply, the reply tuple otherwise.
+    pub(crate) fn nat_view(&self, r: CtRef, reply_dir: bool) -> Option<(u8, FlowKey)> {
+        match r {
+            CtRef::V4(id) => self.v4.get(id).map(|e| (e.status, key4(if reply_dir { &e.original } else { &e.reply }))),
+            CtRef::V6(id) => self.v6.get(id).map(|e| (e.status, key6(if reply_dir { &e.original } else { &e.reply }))),
+            CtRef::Pending(i) => {
+                self.pending.get(usize::from(i)).map(|p| (p.status, if reply_dir { p.key } else { p.reply }))
+            }
+        }
+    }
+
+    /// Both tuples of a connection and its status bits.
     pub fn tuples(&self, r: CtRef) -> Option<(FlowKey, FlowKey, u8)> {
         match r {
             CtRef::V4(id) => self.v4.get(id).map(|e| (key4(&e.original), key4(&e.reply), e.status)),

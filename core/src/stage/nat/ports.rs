@@ -43,7 +43,7 @@ pub struct PortAlloc {
 }
 
 /// Slice `index` of `count` equal slices of `range` (the last takes the rest).
-fn slice(range: &RangeInclusive<u16>, index: usize, count: usize) -> (u16, u16) {
+pub(crate) fn slice(range: &RangeInclusive<u16>, index: usize, count: usize) -> (u16, u16) {
     let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
     let count = u32::try_from(count.max(1)).unwrap_or(1);
     let index = u32::try_from(index).unwrap_or(0).min(count - 1);

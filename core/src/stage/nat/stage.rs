@@ -21,6 +21,7 @@ use crate::buf::{Batch, L3Kind, PktFlags};
 use crate::pipeline::{Context, Disposition, DropReason, Stage, StageEvent};
 use crate::stage::conntrack::lookup::{View, related, view_generated};
 use crate::stage::conntrack::state::{Conntrack, CtRef, SharedConntrack, info, pack, unpack};
+use crate::stage::lb::{ServiceTable, Verdict};
 use crate::table::conntrack::status;
 use crate::wire::flow::FlowKey;
 
@@ -31,6 +32,8 @@ pub struct NatStage {
     manip: Manip,
     cfg: NatConfig,
     ports: PortAlloc,
+    /// Services (the `dnat` stage's; empty in `snat`).
+    services: ServiceTable,
 }
 
 fn v4(a: &[u8; 16]) -> Ipv4Addr {
@@ -52,6 +55,18 @@ fn addr16(a: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The `dnat` stage's decision for a new connection.
+enum Dnat {
+    /// Untranslated.
+    None,
+    /// To this reply tuple; masquerade after routing when true.
+    To(FlowKey, bool),
+    /// Rejected (the route stage answers with port unreachable).
+    Reject(DropReason),
+    /// Dropped.
+    Drop(DropReason),
+}
+
 /// Why a new connection's NAT could not be set up.
 enum Refused {
     NoPort,
@@ -71,7 +86,23 @@ impl NatStage {
 
     fn new(ct: SharedConntrack, manip: Manip, cfg: NatConfig) -> Self {
         let ports = PortAlloc::new(cfg.ports.clone(), cfg.mode, cfg.worker.0, cfg.worker.1);
-        NatStage { ct, manip, cfg, ports }
+        NatStage { ct, manip, cfg, ports, services: ServiceTable::default() }
+    }
+
+    /// The service table this stage balances new connections with (`dnat` only).
+    pub fn services(&self) -> &ServiceTable {
+        &self.services
+    }
+
+    /// The service table, to change (between batches).
+    pub fn services_mut(&mut self) -> &mut ServiceTable {
+        &mut self.services
+    }
+
+    /// Give this stage a service table.
+    pub fn with_services(mut self, services: ServiceTable) -> Self {
+        self.services = services;
+        self
     }
 
     /// The configuration.
@@ -86,12 +117,38 @@ impl NatStage {
         self.cfg = cfg;
     }
 
-    /// Destination NAT decision for a new connection `orig`: its reply tuple.
-    fn decide_dnat(&self, orig: &FlowKey, reply: &FlowKey) -> Option<FlowKey> {
-        let rule = self.cfg.dnat_for(orig.proto, ip(orig, &orig.dst), orig.dst_port)?;
-        let mut r = *reply;
-        set_side(&mut r, Manip::Src, Endpoint { addr: addr16(rule.to), port: rule.to_port });
-        Some(r)
+    /// Destination NAT decision for a new connection `orig`: the service table's
+    /// verdict, else a DNAT rule's (its reply tuple), else none.
+    fn decide_dnat(
+        services: &mut ServiceTable,
+        cfg: &NatConfig,
+        cx: &mut Context<'_>,
+        orig: &FlowKey,
+        reply: &FlowKey,
+    ) -> Dnat {
+        if !services.is_empty() {
+            let mut random = || rand_core::RngCore::next_u32(cx.rng);
+            match services.decide(orig, cx.now, &mut random) {
+                Verdict::Pass => {}
+                Verdict::Dnat { to, masquerade, affinity } => {
+                    cx.count(if affinity { StageEvent::SvcAffinity } else { StageEvent::SvcNew });
+                    let mut r = *reply;
+                    set_side(&mut r, Manip::Src, Endpoint { addr: addr16(to.addr), port: to.port });
+                    return Dnat::To(r, masquerade);
+                }
+                Verdict::Reject(reason) => return Dnat::Reject(reason),
+                Verdict::Drop(reason) => return Dnat::Drop(reason),
+            }
+        }
+        let rule = cfg.dnat_for(orig.proto, ip(orig, &orig.dst), orig.dst_port);
+        match rule {
+            Some(rule) => {
+                let mut r = *reply;
+                set_side(&mut r, Manip::Src, Endpoint { addr: addr16(rule.to), port: rule.to_port });
+                Dnat::To(r, false)
+            }
+            None => Dnat::None,
+        }
     }
 
     /// Source NAT decision for a new connection whose packet now goes `cur` (after
@@ -103,14 +160,14 @@ impl NatStage {
         cur: &FlowKey,
         reply: &FlowKey,
         st: u8,
-        out_port: crate::buf::PortId,
+        (out_port, marked): (crate::buf::PortId, bool),
     ) -> Result<Option<FlowKey>, Refused> {
         if cur.v6 {
             return Ok(None);
         }
         let (src, dst) = (v4(&cur.src), v4(&cur.dst));
         let hairpin = self.cfg.hairpin && st & status::DST_NAT != 0 && src == dst;
-        if !hairpin && !self.cfg.masquerades(src, dst) {
+        if !hairpin && !marked && !self.cfg.masquerades(src, dst) {
             return Ok(None);
         }
         let addr = self.cfg.address_of(out_port).ok_or(Refused::NoAddress)?;
@@ -208,15 +265,19 @@ impl Stage for NatStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
+        if self.manip == Manip::Dst && !self.services.is_empty() {
+            let services = &mut self.services;
+            ct.drain_ended(|addr, port, proto| services.connection_ended((addr, port), proto));
+        }
         for i in 0..batch.len() {
             if !batch.is_live(i) || batch.disposition(i) == Disposition::Held {
                 continue;
             }
             let pkt = batch.pkt(i);
             // What this stage reads of the metadata (not a copy of all of it).
-            let (ct_ref, ct_info, out_port) = {
+            let (ct_ref, ct_info, out_port, flags) = {
                 let m = cx.pool.meta(pkt);
-                (m.ct, m.ct_info, m.out_port)
+                (m.ct, m.ct_info, m.out_port, m.flags)
             };
             let (r, bits) = match unpack(ct_ref) {
                 Some(r) => (r, ct_info),
@@ -232,8 +293,40 @@ impl Stage for NatStage {
                 },
                 None => continue,
             };
-            let Some((orig, mut reply, mut st)) = ct.tuples(r) else { continue };
             let reply_dir = bits & info::REPLY != 0;
+            // A committed connection whose translation does not touch this hook's side
+            // in this direction has nothing to do here (the `snat` stage on a service
+            // connection's requests, both stages on untranslated ones): decided from
+            // the status alone, without copying the tuples.
+            if !matches!(r, CtRef::Pending(_)) && bits & info::RELATED == 0 {
+                let (mine, theirs) = if self.manip == Manip::Src {
+                    (status::SRC_NAT, status::DST_NAT)
+                } else {
+                    (status::DST_NAT, status::SRC_NAT)
+                };
+                let need = if reply_dir { theirs } else { mine };
+                let Some((st, other)) = ct.nat_view(r, reply_dir) else { continue };
+                if st & need == 0 {
+                    continue;
+                }
+                // This side must be that of the inverse of the other direction's
+                // tuple: read straight from the entry, no tuples copied.
+                let want = if self.manip == Manip::Src {
+                    Endpoint { addr: other.dst, port: other.dst_port }
+                } else {
+                    Endpoint { addr: other.src, port: other.src_port }
+                };
+                if side(&cx.pool.meta(pkt).flow, self.manip) != want {
+                    let (b, meta) = cx.pool.slot_and_meta_mut(pkt);
+                    if rewrite(b, meta, self.manip, want).is_none() {
+                        cx.drop(batch, i, DropReason::NatMalformed);
+                    } else if self.manip == Manip::Dst {
+                        meta.flags |= PktFlags::DNATED;
+                    }
+                }
+                continue;
+            }
+            let Some((orig, mut reply, mut st)) = ct.tuples(r) else { continue };
             if bits & info::RELATED != 0 {
                 if self.icmp_error(cx, pkt, (orig, reply, st), reply_dir).is_none() {
                     cx.drop(batch, i, DropReason::NatMalformed);
@@ -247,10 +340,33 @@ impl Stage for NatStage {
                 && st & done == 0
             {
                 let decided = match self.manip {
-                    Manip::Dst => Ok(self.decide_dnat(&orig, &reply).map(|r| (r, status::DST_NAT))),
+                    Manip::Dst => match Self::decide_dnat(&mut self.services, &self.cfg, cx, &orig, &reply) {
+                        Dnat::None => Ok(None),
+                        Dnat::To(r, masquerade) => {
+                            if masquerade {
+                                cx.pool.meta_mut(pkt).flags |= PktFlags::MASQUERADE;
+                            }
+                            Ok(Some((r, status::DST_NAT)))
+                        }
+                        Dnat::Reject(reason) => {
+                            let flag = if reason == DropReason::SvcNoEndpoints {
+                                PktFlags::REJECT_NO_ENDPOINTS
+                            } else {
+                                PktFlags::REJECT_UNKNOWN_PORT
+                            };
+                            cx.pool.meta_mut(pkt).flags |= flag;
+                            Ok(None)
+                        }
+                        Dnat::Drop(reason) => {
+                            cx.drop(batch, i, reason);
+                            continue;
+                        }
+                    },
                     Manip::Src => {
                         let cur = reply.reversed();
-                        self.decide_snat(&ct, cx, &cur, &reply, st, out_port).map(|o| o.map(|r| (r, status::SRC_NAT)))
+                        let marked = flags.contains(PktFlags::MASQUERADE);
+                        self.decide_snat(&ct, cx, &cur, &reply, st, (out_port, marked))
+                            .map(|o| o.map(|r| (r, status::SRC_NAT)))
                     }
                 };
                 match decided {
@@ -283,6 +399,10 @@ impl Stage for NatStage {
                 let (b, meta) = cx.pool.slot_and_meta_mut(pkt);
                 if rewrite(b, meta, self.manip, want).is_none() {
                     cx.drop(batch, i, DropReason::NatMalformed);
+                } else if self.manip == Manip::Dst {
+                    // The destination changed before routing, in either direction
+                    // (un-SNAT of a reply too): br_netfilter's `daddr_was_changed`.
+                    meta.flags |= PktFlags::DNATED;
                 }
             }
         }

@@ -11,11 +11,24 @@
 //! replies (identifier) and ICMP errors quoting a packet from a masquerade address
 //! (the quote's source port or identifier). Not steered: anything else, and VXLAN
 //! to the node (its outer flow is the tunnel's, not a connection's).
+//!
+//! Destination NAT (services) changes the other end instead: a backend's reply
+//! carries the client's own port, which names no worker. So every frame of a
+//! service's traffic is steered by its *client* (address and port), as VPP steers
+//! nat44-ed's in2out flows by the inside address: a frame to a frontend or to an
+//! endpoint goes to the worker of its source, a frame from an endpoint to the
+//! worker of its destination. Both directions of a service connection, and of a
+//! pod's direct connection to an endpoint, meet on one worker; a masqueraded
+//! reply then goes by its port as above, to the same worker, since the port was
+//! chosen there. (Two endpoints talking between their service ports both ways are
+//! steered by the pair instead; an ICMP error about a destination-NATed
+//! connection stays where it lands.)
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::ports::owner;
 use super::rules::NatConfig;
+use crate::stage::lb::ServiceTable;
 
 /// The VXLAN ports a node listens on (Linux's 8472 and IANA's 4789): never steered.
 const VXLAN_PORTS: [u16; 2] = [8472, 4789];
@@ -70,21 +83,96 @@ fn key(ip: &[u8], ours: &dyn Fn(Ipv4Addr) -> bool) -> Option<(u8, u16)> {
     }
 }
 
-/// The worker (index) that owns the connection Ethernet frame `frame` answers, when
-/// that is not this worker (`cfg.worker`); `None` to keep it here.
-pub fn reply_owner(frame: &[u8], cfg: &NatConfig) -> Option<usize> {
+/// The transport endpoints of an IPv4 or IPv6 packet with ports (first fragments
+/// only): (source, destination, protocol, source port, destination port).
+fn endpoints(ethertype: u16, ip: &[u8]) -> Option<(IpAddr, IpAddr, u8, u16, u16)> {
+    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            if ihl < 20 || be16(ip, 6)? & 0x1fff != 0 {
+                return None;
+            }
+            (addr(ip, 12)?.into(), addr(ip, 16)?.into(), *ip.get(9)?, ip.get(ihl..)?)
+        }
+        // IPv6 without extension headers (a fragment header or options: not steered).
+        0x86dd => {
+            let a = |at: usize| Some(IpAddr::V6(Ipv6Addr::from(*ip.get(at..)?.first_chunk::<16>()?)));
+            (a(8)?, a(24)?, *ip.get(6)?, ip.get(40..)?)
+        }
+        _ => return None,
+    };
+    if !matches!(proto, 6 | 17 | 132) {
+        return None;
+    }
+    Some((src, dst, proto, be16(l4, 0)?, be16(l4, 2)?))
+}
+
+/// The worker of a service connection's client `addr:port`: a fixed hash, the same
+/// on every worker.
+fn client_worker(addr: IpAddr, port: u16, workers: usize) -> usize {
+    let bytes: [u8; 16] = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    let h = crate::table::maglev::hash_bytes(&bytes, u64::from(port));
+    usize::try_from(h % workers.max(1) as u64).unwrap_or(0)
+}
+
+/// The worker a service frame belongs to (see the module docs), if it is one.
+/// A frame to one of the node's masquerade addresses that is not a frontend is a
+/// masqueraded reply (a NodePort's or a hairpin's): `None`, so that it goes by its
+/// port to the worker that chose the port (which is the client's worker).
+fn service_owner(
+    ethertype: u16,
+    ip: &[u8],
+    services: &ServiceTable,
+    workers: usize,
+    ours: &dyn Fn(IpAddr) -> bool,
+) -> Option<usize> {
+    let (src, dst, proto, sport, dport) = endpoints(ethertype, ip)?;
+    if services.is_frontend(dst, proto, dport) {
+        return Some(client_worker(src, sport, workers));
+    }
+    if ours(dst) {
+        return None;
+    }
+    let to_service = services.is_backend(dst, proto, dport);
+    let from_backend = services.is_backend(src, proto, sport);
+    match (to_service, from_backend) {
+        (true, true) => {
+            // Both ends endpoints: by the pair, the same both ways.
+            let (a, b) =
+                if (src, sport) <= (dst, dport) { ((src, sport), (dst, dport)) } else { ((dst, dport), (src, sport)) };
+            Some((client_worker(a.0, a.1, workers) + client_worker(b.0, b.1, workers)) % workers.max(1))
+        }
+        (true, false) => Some(client_worker(src, sport, workers)),
+        (false, true) => Some(client_worker(dst, dport, workers)),
+        (false, false) => None,
+    }
+}
+
+/// The worker (index) that owns the connection Ethernet frame `frame` belongs to,
+/// when that is not this worker (`cfg.worker`); `None` to keep it here.
+/// `services` is the worker's service table (empty: no destination NAT steering).
+pub fn reply_owner(frame: &[u8], cfg: &NatConfig, services: &ServiceTable) -> Option<usize> {
     let (me, workers) = cfg.worker;
-    if workers < 2 || (cfg.masquerade.is_none() && !cfg.hairpin) {
+    if workers < 2 {
         return None;
     }
     let (ethertype, ip) = match be16(frame, 12)? {
         0x8100 => (be16(frame, 16)?, frame.get(18..)?),
         t => (t, frame.get(14..)?),
     };
-    if ethertype != 0x0800 {
+    let ours = |a: Ipv4Addr| cfg.addresses.iter().any(|(_, x)| *x == a) || cfg.fallback == Some(a);
+    let ours_ip = |a: IpAddr| matches!(a, IpAddr::V4(a) if ours(a));
+    if !services.is_empty()
+        && let Some(w) = service_owner(ethertype, ip, services, workers, &ours_ip)
+    {
+        return (w != me).then_some(w);
+    }
+    if ethertype != 0x0800 || (cfg.masquerade.is_none() && !cfg.hairpin) {
         return None;
     }
-    let ours = |a: Ipv4Addr| cfg.addresses.iter().any(|(_, x)| *x == a) || cfg.fallback == Some(a);
     let (proto, port) = key(ip, &ours)?;
     let range = if proto == 1 { 0..=u16::MAX } else { cfg.ports.clone() };
     owner(&range, workers, port).filter(|&w| w != me)
@@ -99,6 +187,10 @@ mod tests {
     use crate::testutil::{icmp4_echo, udp4};
 
     const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
+
+    fn none() -> ServiceTable {
+        ServiceTable::default()
+    }
 
     fn cfg(worker: usize) -> NatConfig {
         NatConfig {
@@ -116,13 +208,13 @@ mod tests {
         // 1024..=33279 is worker 0's, 33280..=65535 worker 1's.
         let low = udp4(world, NODE, 53, 2000, b"a");
         let high = udp4(world, NODE, 53, 40000, b"a");
-        assert_eq!((reply_owner(&low, &cfg(0)), reply_owner(&low, &cfg(1))), (None, Some(0)));
-        assert_eq!((reply_owner(&high, &cfg(0)), reply_owner(&high, &cfg(1))), (Some(1), None));
+        assert_eq!((reply_owner(&low, &cfg(0), &none()), reply_owner(&low, &cfg(1), &none())), (None, Some(0)));
+        assert_eq!((reply_owner(&high, &cfg(0), &none()), reply_owner(&high, &cfg(1), &none())), (Some(1), None));
         // Not to a masquerade address, or VXLAN: stays.
-        assert_eq!(reply_owner(&udp4(world, Ipv4Addr::new(10, 244, 1, 2), 53, 40000, b"a"), &cfg(0)), None);
-        assert_eq!(reply_owner(&udp4(Ipv4Addr::new(192, 168, 0, 12), NODE, 4000, 8472, b"a"), &cfg(0)), None);
+        assert_eq!(reply_owner(&udp4(world, Ipv4Addr::new(10, 244, 1, 2), 53, 40000, b"a"), &cfg(0), &none()), None);
+        assert_eq!(reply_owner(&udp4(Ipv4Addr::new(192, 168, 0, 12), NODE, 4000, 8472, b"a"), &cfg(0), &none()), None);
         // One worker: nothing to steer.
-        assert_eq!(reply_owner(&high, &NatConfig { worker: (0, 1), ..cfg(0) }), None);
+        assert_eq!(reply_owner(&high, &NatConfig { worker: (0, 1), ..cfg(0) }, &none()), None);
     }
 
     #[test]
@@ -130,7 +222,7 @@ mod tests {
         let world = Ipv4Addr::new(1, 1, 1, 1);
         let mut echo_reply = icmp4_echo(world, NODE, 40000, 1);
         echo_reply[34] = 0;
-        assert_eq!(reply_owner(&echo_reply, &cfg(0)), Some(1));
+        assert_eq!(reply_owner(&echo_reply, &cfg(0), &none()), Some(1));
         // A router's frag-needed quoting NODE:40000 -> world:53.
         let quoted = udp4(NODE, world, 40000, 53, b"q");
         let mut err = udp4(Ipv4Addr::new(192, 168, 0, 1), NODE, 0, 0, b"");
@@ -138,7 +230,88 @@ mod tests {
         err[23] = 1;
         err.extend_from_slice(&[3, 4, 0, 0, 0, 0, 5, 0x78]);
         err.extend_from_slice(&quoted[14..]);
-        assert_eq!(reply_owner(&err, &cfg(0)), Some(1));
-        assert_eq!(reply_owner(&err[..40], &cfg(0)), None, "cut short: stays");
+        assert_eq!(reply_owner(&err, &cfg(0), &none()), Some(1));
+        assert_eq!(reply_owner(&err[..40], &cfg(0), &none()), None, "cut short: stays");
+    }
+
+    #[test]
+    fn both_directions_of_a_service_connection_meet_on_the_clients_worker() {
+        use crate::stage::lb::{Backend, LbSettings, Scheduler, ServicePort};
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let ep = Ipv4Addr::new(10, 244, 2, 5);
+        let mut t = ServiceTable::new(LbSettings::default());
+        t.upsert(ServicePort {
+            name: "default/dns:53".into(),
+            proto: 17,
+            cluster_ip: Some(vip.into()),
+            port: 53,
+            node_port: 0,
+            external_ips: vec![],
+            cluster: vec![Backend { addr: ep.into(), port: 5353, weight: 1 }],
+            local: vec![],
+            has_endpoints: true,
+            internal_local: false,
+            external_local: false,
+            scheduler: Scheduler::Random,
+            affinity: None,
+            lb_ips: vec![],
+            source_ranges: vec![],
+        })
+        .unwrap();
+        let workers = 4;
+        let cfg = |w: usize| NatConfig { worker: (w, workers), ..NatConfig::default() };
+        let mut seen = [0usize; 4];
+        for k in 0..64u16 {
+            let client = Ipv4Addr::new(10, 244, 1, 2 + u8::try_from(k % 8).unwrap());
+            let port = 40000 + k;
+            let query = udp4(client, vip, port, 53, b"q");
+            let reply = udp4(ep, client, 5353, port, b"a");
+            let direct = udp4(client, ep, port, 5353, b"q");
+            // The owner as seen from worker 0 (None: worker 0 itself).
+            let owner = |f: &[u8]| reply_owner(f, &cfg(0), &t).unwrap_or(0);
+            let w = owner(&query);
+            assert_eq!(owner(&reply), w, "the reply meets the query");
+            assert_eq!(owner(&direct), w, "a direct connection to the endpoint too");
+            // Every worker agrees, and the owner keeps its own frames.
+            for me in 0..workers {
+                let got = reply_owner(&query, &cfg(me), &t);
+                assert_eq!(got.unwrap_or(me), w);
+            }
+            seen[w] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 4), "clients spread over the workers: {seen:?}");
+        // A NodePort connection masqueraded to the node: its SYN goes by the client,
+        // which chose the port from its slice; the reply to the node's address goes
+        // by that port, to the same worker.
+        let node = Ipv4Addr::new(192, 168, 0, 11);
+        let masq = |w: usize| NatConfig {
+            worker: (w, workers),
+            addresses: vec![(PortId(0), node)],
+            masquerade: Some(super::super::Masquerade { sources: vec![], except: vec![] }),
+            ..NatConfig::default()
+        };
+        let mut np = t.get("default/dns:53").unwrap();
+        np.node_port = 30053;
+        let mut t2 = ServiceTable::new(LbSettings { node_port_addrs: vec![node.into()], ..LbSettings::default() });
+        t2.upsert(np).unwrap();
+        let client = Ipv4Addr::new(198, 51, 100, 7);
+        // A client port whose worker differs from the one the reply's own endpoints
+        // would hash to, so that steering the reply as a service frame would miss.
+        let (w, lo) = (40001..41000u16)
+            .find_map(|cport| {
+                let w = client_worker(client.into(), cport, workers);
+                let (lo, _) = super::super::ports::slice(&(1024..=65535), w, workers);
+                (client_worker(node.into(), lo, workers) != w).then_some((w, lo))
+            })
+            .unwrap();
+        let cport = (40001..41000u16).find(|&p| client_worker(client.into(), p, workers) == w).unwrap();
+        let syn = udp4(client, node, cport, 30053, b"q");
+        assert_eq!(reply_owner(&syn, &masq(0), &t2).unwrap_or(0), w, "the SYN goes by its client");
+        // The owner's choice: the first port of its slice.
+        let reply = udp4(ep, node, 5353, lo, b"a");
+        assert_eq!(reply_owner(&reply, &masq(0), &t2).unwrap_or(0), w, "the reply meets the NodePort connection");
+        // Not a service frame: no opinion here.
+        let other = udp4(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 3, 3), 1000, 2000, b"x");
+        assert_eq!(reply_owner(&other, &cfg(0), &t), None);
     }
 }

@@ -78,6 +78,8 @@ pub mod unreachable6 {
     pub const ADMIN_PROHIBITED: u8 = 1;
     /// Beyond scope of source address.
     pub const BEYOND_SCOPE: u8 = 2;
+    /// Port unreachable.
+    pub const PORT: u8 = 4;
 }
 
 /// The EUI-64 link-local address Linux gives an interface with `mac`
@@ -171,6 +173,12 @@ impl RouteStage {
             return;
         };
         let (next_hop, port) = match hop {
+            // A reject for the node's own address runs in the input hook.
+            NextHop6::Local if m.flags.intersects(PktFlags::REJECT_NO_ENDPOINTS | PktFlags::REJECT_UNKNOWN_PORT) => {
+                self.icmp6_error(cx, pkt, (in_ip, in_port), Icmpv6Type::DstUnreachable, unreachable6::PORT, [0; 4]);
+                super::reject(cx, batch, i, m.flags);
+                return;
+            }
             NextHop6::Local => {
                 batch.deliver_host(i);
                 return;
@@ -240,10 +248,17 @@ impl RouteStage {
             cx.drop(batch, i, DropReason::PacketTooBig);
             return;
         }
-        let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-        if forwarded && let Some(b) = slot.get_mut(l3..l3 + ipv6::HEADER_LEN) {
+        if forwarded && let Some(b) = cx.pool.slot_mut(pkt).get_mut(l3..l3 + ipv6::HEADER_LEN) {
             Ipv6Packet::new_unchecked(b).set_hop_limit(h.hop - 1);
         }
+        // kube-proxy's reject runs in the forward hook, after ip6_forward() has
+        // checked and decremented the hop limit (as for IPv4).
+        if m.flags.intersects(PktFlags::REJECT_NO_ENDPOINTS | PktFlags::REJECT_UNKNOWN_PORT) {
+            self.icmp6_error(cx, pkt, (in_ip, in_port), Icmpv6Type::DstUnreachable, unreachable6::PORT, [0; 4]);
+            super::reject(cx, batch, i, m.flags);
+            return;
+        }
+        let meta = cx.pool.meta_mut(pkt);
         meta.next_hop6 = next_hop;
         meta.out_port = port;
         meta.flags.remove(PktFlags::L2_LOCAL);
