@@ -86,7 +86,20 @@ fn a_node_from_its_file_and_node_objects() {
     );
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "source_check", "bridge", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"],
+        [
+            "parse",
+            "source_check",
+            "fastpath",
+            "bridge",
+            "conntrack",
+            "dnat",
+            "route",
+            "snat",
+            "ct_commit",
+            "arp",
+            "egress",
+            "offload"
+        ],
         "the node path in netfilter's order"
     );
 }
@@ -105,7 +118,19 @@ ports:
     assert!(s.bridge.is_none());
     assert_eq!(
         s.pipeline(1).stage_names(),
-        ["parse", "source_check", "conntrack", "dnat", "route", "snat", "ct_commit", "arp", "egress"]
+        [
+            "parse",
+            "source_check",
+            "fastpath",
+            "conntrack",
+            "dnat",
+            "route",
+            "snat",
+            "ct_commit",
+            "arp",
+            "egress",
+            "offload"
+        ]
     );
     assert_eq!(s.routes[0].spec.next_hop, NextHop::Connected(PortId(1)));
     assert_eq!((s.routes[0].spec.dst, s.routes[0].spec.len), (Ipv4Addr::new(10, 244, 1, 7), 32));
@@ -447,6 +472,7 @@ fn vxlan_peers_from_flannel_annotations() {
             "parse",
             "source_check",
             "decap",
+            "fastpath",
             "bridge",
             "conntrack",
             "dnat",
@@ -455,7 +481,8 @@ fn vxlan_peers_from_flannel_annotations() {
             "ct_commit",
             "encap",
             "arp",
-            "egress"
+            "egress",
+            "offload"
         ]
     );
     let o = s.overlay.as_ref().unwrap();

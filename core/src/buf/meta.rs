@@ -96,6 +96,10 @@ bitflags::bitflags! {
         /// from, as br_netfilter's bridged DNAT does: no TTL change, the sender's
         /// source MAC kept (the neighbour stage writes only the destination MAC).
         const KEEP_SRC_MAC = 1 << 16;
+        /// The `fastpath` stage took a snapshot of this packet: the `offload` stage may
+        /// learn its flow from it. A stage whose work the fast path must not skip for
+        /// the next second clears it.
+        const OFFLOAD = 1 << 17;
     }
 }
 
@@ -143,6 +147,10 @@ pub struct PktMeta {
     /// Conntrack: the packet's direction and state in its connection
     /// (`stage::conntrack::info` bits).
     pub ct_info: u8,
+    /// The largest IPv4 packet the route stage would have forwarded whole on the path
+    /// it chose (its egress MTU), 0 when it did not check: the fast path replays a
+    /// flow only for packets that fit.
+    pub path_mtu: u16,
 }
 
 impl PktMeta {
@@ -170,6 +178,7 @@ impl PktMeta {
             next_hop6: std::net::Ipv6Addr::UNSPECIFIED,
             ct: 0,
             ct_info: 0,
+            path_mtu: 0,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct NodeFile {
     /// Connection tracking.
     #[serde(default)]
     pub conntrack: ConntrackFile,
+    /// Carry established flows on the flow fast path (`stage::fastpath`, like Linux's
+    /// flowtable; default true). Off, every packet takes every stage.
+    #[serde(default)]
+    pub fast_path: Option<bool>,
 }
 
 /// NAT as a Kubernetes node does it.

@@ -17,11 +17,13 @@ use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyA
 use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
 use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
 use crate::stage::lb::{LbSettings, Prefix, ServicePort, ServiceTable};
+use crate::stage::fastpath::{self, FlowCache};
 use crate::stage::nat::NatConfig;
 use crate::stage::overlay::{OverlayConfig, OverlayPeer};
 use crate::stage::route::{L3If, NextHop, RouteConfig, RouteSpec};
 use crate::stage::{
-    ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, NatStage, ParseStage, RouteStage, SourceCheckStage,
+    ArpStage, BridgeStage, DecapStage, EgressStage, EncapStage, FastPathStage, NatStage, OffloadStage, ParseStage,
+    RouteStage, SourceCheckStage,
 };
 use crate::time::Duration;
 use crate::wire::EthernetAddress;
@@ -122,6 +124,8 @@ pub struct NodeSetup {
     pub nat: NatConfig,
     /// Service ports from the Service and EndpointSlice objects, by name.
     pub services: BTreeMap<String, ServicePort>,
+    /// Put the flow fast path in front (`fastPath`, default true).
+    pub fast_path: bool,
     /// What compiling services needs to know about this node (for an agent's
     /// [`super::services::ServiceStore`]).
     pub node_view: NodeView,
@@ -158,6 +162,10 @@ impl NodeSetup {
         if let Some(o) = &self.overlay {
             stages.push(Box::new(DecapStage::new(o.clone())));
         }
+        let flows = self.fast_path.then(|| FlowCache::shared(fastpath::DEFAULT_CAPACITY));
+        if let Some(f) = &flows {
+            stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone())));
+        }
         if let Some(b) = self.bridge_stage() {
             stages.push(Box::new(b));
         }
@@ -165,12 +173,16 @@ impl NodeSetup {
         stages.push(Box::new(NatStage::dnat(ct.clone(), nat.clone()).with_services(self.service_table())));
         stages.push(Box::new(RouteStage::new(&self.route)));
         stages.push(Box::new(NatStage::snat(ct.clone(), nat)));
+        let ct_for_offload = ct.clone();
         stages.push(Box::new(CommitStage::new(ct)));
         if let Some(o) = &self.overlay {
             stages.push(Box::new(EncapStage::new(o.clone())));
         }
         stages.push(Box::new(ArpStage::new(self.arp.clone())));
         stages.push(Box::new(EgressStage));
+        if let Some(f) = flows {
+            stages.push(Box::new(OffloadStage::new(f, ct_for_offload)));
+        }
         stages
     }
 
@@ -1230,6 +1242,7 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
         conntrack,
         nat,
         services: service_ports.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        fast_path: f.fast_path.unwrap_or(true),
         node_view: view,
         notes,
     })

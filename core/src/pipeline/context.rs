@@ -43,6 +43,7 @@ pub struct Context<'a> {
     pub(super) stage: usize,
     pub(super) stage_name: &'static str,
     pub(super) tracing: bool,
+    pub(super) generation: &'a mut u64,
 }
 
 impl Context<'_> {
@@ -54,6 +55,22 @@ impl Context<'_> {
         let len = usize::from(self.pool.meta(pkt).len());
         self.counters.count_drop(self.stage, reason, len);
         batch.set_dropped(i, reason);
+    }
+
+    /// The pipeline's generation: it moves whenever a stage is reconfigured or a
+    /// stage reports learned state that changes forwarding (see
+    /// [`Context::forwarding_changed`]). The flow fast path replays only what was
+    /// learned in the current generation.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        *self.generation
+    }
+
+    /// Say that learned state which decides forwarding changed (a neighbour's or an
+    /// FDB entry's MAC or port, an entry learned or aged): cached flows are relearned.
+    #[inline]
+    pub fn forwarding_changed(&mut self) {
+        *self.generation += 1;
     }
 
     /// Count an event (not a drop) under this stage.

@@ -81,6 +81,10 @@ stage_events! {
     25 => SvcAffinity, "svc_affinity";
     /// A new connection rejected with ICMP port unreachable by the service stage.
     26 => SvcRejected, "svc_rejected";
+    /// A packet of a learned flow carried by the fast path (the stages after it skipped).
+    27 => FastPathHit, "fastpath_hit";
+    /// A flow learned by the fast path from a packet the slow path transmitted.
+    28 => FastPathLearned, "fastpath_learned";
 }
 
 impl StageEvent {

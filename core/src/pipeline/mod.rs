@@ -99,6 +99,9 @@ pub struct Pipeline {
     gen_batch: Batch,
     output: Output,
     order: u32,
+    /// Moves on every reconfiguration and every change of learned forwarding state
+    /// ([`Context::generation`]).
+    generation: u64,
 }
 
 impl core::fmt::Debug for Pipeline {
@@ -127,6 +130,7 @@ impl Pipeline {
             gen_batch: Batch::new(),
             output: Output::with_capacity(out_cap),
             order: 0,
+            generation: 0,
         }
     }
 
@@ -142,11 +146,13 @@ impl Pipeline {
 
     /// The first stage of type `T`, to change its configuration between batches.
     pub fn stage_mut<T: Stage>(&mut self) -> Option<&mut T> {
+        self.generation += 1;
         self.stages.iter_mut().find_map(|s| (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>())
     }
 
     /// Call `f` on every stage of type `T` (the two NAT stages share one type).
     pub fn each_stage_mut<T: Stage>(&mut self, mut f: impl FnMut(&mut T)) {
+        self.generation += 1;
         for s in &mut self.stages {
             if let Some(t) = (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>() {
                 f(t);
@@ -157,6 +163,7 @@ impl Pipeline {
     /// Put `stage` in place of the stage with the same name, keeping the counters;
     /// returns the old one (`None`, and nothing changed, when there is no such stage).
     pub fn replace_stage(&mut self, stage: Box<dyn Stage>) -> Option<Box<dyn Stage>> {
+        self.generation += 1;
         let slot = self.stages.iter_mut().find(|s| s.name() == stage.name())?;
         Some(core::mem::replace(slot, stage))
     }
@@ -183,6 +190,7 @@ impl Pipeline {
 
     /// Replace the configuration; takes effect from the next batch.
     pub fn set_config(&mut self, config: PipelineConfig) {
+        self.generation += 1;
         self.config = config;
     }
 
@@ -280,7 +288,7 @@ impl Pipeline {
 
     #[allow(clippy::too_many_lines)]
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
-        let Pipeline { stages, counters, trace, rng, config, generated, direct, .. } = self;
+        let Pipeline { stages, counters, trace, rng, config, generated, direct, generation, .. } = self;
         for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
             let name = stage.name();
             // Which packets this stage sees, for its trace records (only when tracing).
@@ -303,6 +311,7 @@ impl Pipeline {
                 stage: s + 1,
                 stage_name: name,
                 tracing,
+                generation: &mut *generation,
             };
             stage.process(&mut cx, batch);
             if let Some(live_before) = live_before {

@@ -74,6 +74,7 @@ use rustc_hash::FxBuildHasher;
 
 use super::route::{IfIndex, L3If, link_local};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
+use crate::stage::fastpath::FAST_PATH_LIFE;
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
 use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
@@ -259,11 +260,16 @@ impl ArpStage {
         let mut waiting = match self.neigh.get_mut(&(ifport, ip)) {
             Some(n) => {
                 let q = n.queue;
+                // A confirmation of what is known changes no forwarding decision.
+                if n.mac != mac || n.state != NeighState::Reachable {
+                    cx.forwarding_changed();
+                }
                 *n = fresh;
                 q
             }
             None if room => {
                 self.neigh.insert((ifport, ip), fresh);
+                cx.forwarding_changed();
                 None
             }
             None => return,
@@ -313,14 +319,20 @@ impl ArpStage {
         let mut stale_probe = false;
         let fresh = |k: &Memo| k.key == key && now <= k.fresh_until;
         let mut slot = None;
+        // Until when the answer holds (the fast path may replay it that long).
+        let mut fresh_until = Instant::ZERO;
         let memo = match self.last.filter(fresh) {
-            Some(k) => Some(k.mac),
+            Some(k) => {
+                fresh_until = k.fresh_until;
+                Some(k.mac)
+            }
             None => {
                 let s = memo_slot(&key);
                 slot = Some(s);
                 let hit = self.memo.get(s).copied().flatten().filter(fresh);
-                if hit.is_some() {
+                if let Some(k) = hit {
                     self.last = hit;
+                    fresh_until = k.fresh_until;
                 }
                 hit.map(|k| k.mac)
             }
@@ -340,7 +352,7 @@ impl ArpStage {
                         stale_probe = true;
                     }
                 } else {
-                    let fresh_until = n.confirmed + REACHABLE_TIME;
+                    fresh_until = n.confirmed + REACHABLE_TIME;
                     let m = Memo { key, mac: n.mac, fresh_until };
                     if let Some(c) = slot.and_then(|s| self.memo.get_mut(s)) {
                         *c = Some(m);
@@ -369,6 +381,11 @@ impl ArpStage {
                 }
             }
             meta.flags.remove(PktFlags::ROUTED);
+            if iface.bvi || now + FAST_PATH_LIFE > fresh_until {
+                // Into a bridge (its decision is not replayed), or a next hop turning
+                // stale soon: not for the fast path.
+                meta.flags.remove(PktFlags::OFFLOAD);
+            }
             if iface.bvi {
                 // Into the bridge from its own interface: the bridge picks the port.
                 meta.in_port = iface.port;
@@ -588,11 +605,17 @@ impl Stage for ArpStage {
                     && cx.now <= r.fresh_until
                     && !cx.tracing()
                 {
+                    let offload_ok = cx.now + FAST_PATH_LIFE <= r.fresh_until;
                     let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
                     let l2 = usize::from(meta.l2);
                     if let Some(e) = slot.get_mut(l2..l2 + 12) {
                         e.copy_from_slice(&r.eth);
                         meta.flags.remove(PktFlags::ROUTED);
+                        if !offload_ok {
+                            // The next hop turns stale within the fast path's lifetime:
+                            // the packets after this one must see it.
+                            meta.flags.remove(PktFlags::OFFLOAD);
+                        }
                         continue;
                     }
                 }

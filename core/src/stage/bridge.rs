@@ -281,10 +281,12 @@ impl BridgeStage {
                 match self.fdb.learn(dom, src, in_port, now) {
                     Learn::Learned => {
                         memo = None;
+                        cx.forwarding_changed();
                         cx.count(StageEvent::FdbLearned);
                     }
                     Learn::Moved => {
                         memo = None;
+                        cx.forwarding_changed();
                         // The MAC left another port: that port's shortcut is stale.
                         for (k, r) in self.recent.iter_mut().enumerate() {
                             if r.0 == src && k != usize::from(in_port.0) {
@@ -344,7 +346,11 @@ impl BridgeStage {
             }
         }
         if now >= self.next_sweep {
-            for _ in 0..self.fdb.sweep(now) {
+            let aged = self.fdb.sweep(now);
+            if aged > 0 {
+                cx.forwarding_changed();
+            }
+            for _ in 0..aged {
                 cx.count(StageEvent::FdbAged);
             }
             self.next_sweep = now + Duration::from_secs(1);

@@ -548,6 +548,7 @@ impl RouteStage {
             meta.out_port = port;
             meta.flags.remove(PktFlags::L2_LOCAL);
             meta.flags |= PktFlags::ROUTED;
+            meta.path_mtu = if too_big || !forwarded { 0 } else { mtu };
             // Decremented first (ip_forward), then fragmented (ip_output).
             if too_big && fragment(cx, pkt, mtu).is_err() {
                 cx.drop(batch, i, DropReason::FragFailed);

@@ -17,10 +17,6 @@ use crate::wire::flow::FlowKey;
 pub struct EncapStage {
     cfg: OverlayConfig,
     peers: HashMap<Ipv4Addr, Prepared, FxBuildHasher>,
-    /// The next outer IP ID for DF-clear packets: a counter, as Linux's `ip_idents`
-    /// are (Linux adds a random step per destination and time; we keep it plain and
-    /// deterministic).
-    next_id: u16,
 }
 
 /// A peer with its outer headers written out once (VPP's rewrite string): per packet
@@ -138,7 +134,7 @@ impl EncapStage {
     /// A stage for `cfg`.
     pub fn new(cfg: OverlayConfig) -> Self {
         let peers = cfg.peers.iter().map(|p| (p.node_ip, prepare(&cfg, *p))).collect();
-        EncapStage { cfg, peers, next_id: 0 }
+        EncapStage { cfg, peers }
     }
 
     /// Add or replace a peer (O(1)).
@@ -223,7 +219,7 @@ impl EncapStage {
     }
 
     /// Wrap `pkt` for `p`; the drop reason otherwise.
-    fn wrap(&self, cx: &mut Context<'_>, pkt: PktId, p: &Prepared, ident: u16) -> Result<(), DropReason> {
+    fn wrap(&self, cx: &mut Context<'_>, pkt: PktId, p: &Prepared) -> Result<(), DropReason> {
         let peer = &p.peer;
         if peer.node_ip == self.cfg.local_ip {
             return Err(DropReason::OverlayLoop);
@@ -231,7 +227,7 @@ impl EncapStage {
         let vxlan = matches!(self.cfg.encap, Encap::Vxlan { .. });
         let (head, l3, end, hash) = {
             let m = cx.pool.meta(pkt);
-            let hash = if vxlan && m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
+            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
             (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
         };
         // The outer headers end where the inner IP packet starts (VXLAN: after the
@@ -243,6 +239,7 @@ impl EncapStage {
         let (hdr, inner) = frame.split_at_mut_checked(written).ok_or(DropReason::EncapNoHeadroom)?;
         let Some(ih) = inner.first_chunk::<20>() else { return Err(DropReason::Ipv4Truncated) };
         let (inner_tos, inner_ttl, inner_df) = (ih[1], ih[8], ih[6] & 0x40);
+        let inner_id = u16::from_be_bytes([ih[4], ih[5]]);
         let total = u16::try_from(end - new_head - 14).map_err(|_| DropReason::EncapNoHeadroom)?;
         let h = hdr.first_chunk_mut::<34>().ok_or(DropReason::EncapNoHeadroom)?;
         let Some(tmpl) = p.header.first_chunk::<34>() else { return Err(DropReason::EncapNoHeadroom) };
@@ -257,8 +254,12 @@ impl EncapStage {
             inner_df != 0
         };
         // Linux gives DF tunnel packets ID 0 (no socket to count with), others one
-        // from ip_select_ident.
-        let id = if df { 0 } else { ident };
+        // from ip_select_ident (a counter per destination bucket, perturbed by time).
+        // Here: the inner packet's ID plus a per-flow salt, which depends on neither
+        // batching nor the order of flows, so the fast path replays it exactly. The
+        // outer packet is never fragmented (the route stage fits the inner packet to
+        // the tunnel MTU), so the ID only has to look like Linux's.
+        let id = if df { 0 } else { inner_id.wrapping_add(id_salt(hash)) };
         let ecn = outer_ecn(inner_tos);
         let [t0, t1] = total.to_be_bytes();
         let [i0, i1] = id.to_be_bytes();
@@ -343,13 +344,10 @@ impl Stage for EncapStage {
             };
             let r = match &peer.header6 {
                 Some((t, fixed)) => self.wrap6(cx, pkt, peer, t, *fixed),
-                None => self.wrap(cx, pkt, peer, self.next_id),
+                None => self.wrap(cx, pkt, peer),
             };
             match r {
-                Ok(()) => {
-                    done += 1;
-                    self.next_id = self.next_id.wrapping_add(1);
-                }
+                Ok(()) => done += 1,
                 Err(r) => cx.drop(batch, i, r),
             }
         }
@@ -360,6 +358,11 @@ impl Stage for EncapStage {
 /// The spread hash of a packet's flow for the VXLAN source port: a fragment's on its
 /// addresses and protocol only, so that every fragment of a datagram takes the same
 /// outer flow (the first carries ports, the others do not).
+/// The per-flow part of an outer IPv4 ID.
+fn id_salt(hash: u64) -> u16 {
+    u16::try_from((hash >> 16) & 0xffff).unwrap_or(0)
+}
+
 fn flow_spread(m: &crate::buf::PktMeta) -> u64 {
     if m.flags.contains(PktFlags::FRAGMENT) {
         FlowKey { src_port: 0, dst_port: 0, ..m.flow }.spread_hash()

@@ -1,0 +1,49 @@
+//! The flow fast path: established IPv4 flows skip the stages between `fastpath` and
+//! egress, as Linux's flowtable (`nft flowtable`, net/netfilter/nf_flow_table_ip.c)
+//! lets an offloaded connection skip the netfilter hooks and the FIB.
+//!
+//! Two stages share one [`FlowCache`]:
+//! - [`OffloadStage`] (last in the node path) *learns*: for a packet the slow path
+//!   transmitted, it compares the frame as it left with the snapshot the `fastpath`
+//!   stage took when the packet came in, and when the difference is one the fast path
+//!   can replay exactly (new addresses, ports and TTL with their checksums, a new
+//!   Ethernet header or a whole IPv4 tunnel prefix) it stores that difference for the
+//!   flow. Nothing stage-specific is trusted: a difference of any other shape (a
+//!   fragmented packet, a payload change, a checksum the replay would not reproduce)
+//!   installs nothing.
+//! - [`FastPathStage`] (after parse, source check and decap) *replays*: a packet of a
+//!   cached flow that looks like the one learned (same MACs, TOS, flags and TTL, not
+//!   longer than the path MTU the route stage checked) has its connection refreshed as
+//!   conntrack would and the recorded difference applied, and is transmitted.
+//!
+//! A cache entry is exact while nothing the slow path consulted changes, so it is
+//! dropped (not used) when:
+//! - the pipeline's generation moved: any configuration change (`Pipeline::stage_mut`
+//!   and friends) and any learned change a stage reports (a neighbour or FDB entry
+//!   learned, moved or aged);
+//! - its connection is gone, expired, or changed status, or the table slot holds
+//!   another connection (both tuples and the status are compared on every hit);
+//! - it is older than [`FAST_PATH_LIFE`]: time-driven slow-path work (the bridge's
+//!   learning refresh, once a second) still happens at its own pace; the neighbour
+//!   stage does not let a flow be learned when its next hop would turn stale sooner.
+//!
+//! Only connections in a steady conntrack state are learned: UDP either unreplied or
+//! assured (each packet then sets the same timeout and no status bit), whose refresh
+//! the fast path repeats. TCP stays on the slow path (its window tracking runs per
+//! segment), as do IPv6, fragments, IP options, VLAN tags, packets with a partial
+//! (vnet_hdr) checksum, traced packets, and IPv6 underlays.
+//!
+//! # Differences from Linux's flowtable
+//! - Replayed packets are not seen by the counters of the stages they skip, as
+//!   nftables rule counters do not see offloaded packets; `fastpath_hit` counts them.
+//! - The flowtable needs a rule (`flow add @ft`) and tears a flow down after 30 s idle;
+//!   here every steady flow is learned and an entry lives one second, then is learned
+//!   again from the next slow-path packet.
+
+mod cache;
+mod learn;
+mod replay;
+
+pub use cache::{DEFAULT_CAPACITY, FAST_PATH_LIFE, FlowCache, SharedFlows};
+pub use learn::OffloadStage;
+pub use replay::FastPathStage;

@@ -1,0 +1,289 @@
+//! The flow cache: a fixed-size two-way set-associative table of replayable flows, and
+//! the per-packet snapshots the learning side compares against.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use crate::buf::{PktId, PortId};
+use crate::table::conntrack::Tuple;
+use crate::time::{Duration, Instant};
+
+/// How long a learned entry is replayed before the slow path sees the flow again.
+pub const FAST_PATH_LIFE: Duration = Duration::from_secs(1);
+
+/// Entries per worker by default (about 1.6 MiB).
+pub const DEFAULT_CAPACITY: usize = 8192;
+
+/// Snapshots kept per round (one per packet slot index modulo this).
+const SNAPS: usize = 512;
+
+/// The cache shared by a worker's `fastpath` and `offload` stages.
+pub type SharedFlows = Arc<Mutex<FlowCache>>;
+
+/// What identifies a flow: ingress port and the IPv4 5-tuple as parsed, packed in
+/// two words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub(crate) addrs: u64,
+    pub(crate) rest: u64,
+}
+
+impl Key {
+    pub(crate) fn new(in_port: PortId, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
+        let addrs = (u64::from(u32::from_be_bytes(src)) << 32) | u64::from(u32::from_be_bytes(dst));
+        let rest = (u64::from(sport) << 48) | (u64::from(dport) << 32) | (u64::from(proto) << 16) | u64::from(in_port.0);
+        Key { addrs, rest }
+    }
+
+    fn hash(self) -> u64 {
+        (self.addrs ^ self.rest.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// An IPv4 tunnel prefix's per-packet fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outer {
+    /// Sum of the outer IPv4 header's words but total length, ID and checksum.
+    pub(crate) fixed: u32,
+    /// The outer ID is 0 (DF set), else the inner ID plus `salt`.
+    pub(crate) df: bool,
+    pub(crate) salt: u16,
+    /// VXLAN (a UDP length to write) rather than IPIP.
+    pub(crate) udp: bool,
+}
+
+/// One learned flow.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub(crate) key: Key,
+    /// Destination and source MAC as received.
+    pub(crate) eth: [u8; 12],
+    /// IPv4 TOS, flags byte and TTL as received.
+    pub(crate) tos: u8,
+    pub(crate) flags: u8,
+    pub(crate) ttl: u8,
+    pub(crate) until: Instant,
+    pub(crate) generation: u64,
+    /// The connection: slot, both tuples and status as learned, the timeout each
+    /// packet sets.
+    pub(crate) ct_id: u32,
+    pub(crate) ct_original: Tuple<Ipv4Addr>,
+    pub(crate) ct_reply: Tuple<Ipv4Addr>,
+    pub(crate) ct_status: u8,
+    pub(crate) timeout: Duration,
+    pub(crate) out_port: PortId,
+    /// Longest IPv4 packet the route stage let through whole.
+    pub(crate) max_len: u16,
+    /// The inner header as it leaves: addresses, TTL, ports.
+    pub(crate) src: [u8; 4],
+    pub(crate) dst: [u8; 4],
+    pub(crate) new_ttl: u8,
+    pub(crate) ports: [u8; 4],
+    /// RFC 1624 sums of (~old + new) over the changed words: IPv4 header, transport.
+    pub(crate) ip_delta: u32,
+    pub(crate) l4_delta: u32,
+    /// What goes in front of the inner IPv4 header: Ethernet, or a whole tunnel.
+    pub(crate) prefix: [u8; 64],
+    pub(crate) prefix_len: u8,
+    pub(crate) outer: Option<Outer>,
+}
+
+/// The state of the packet as the `fastpath` stage saw it on a miss.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Snap {
+    /// Slot index + 1 of the packet (0: none).
+    pub(crate) tag: u32,
+    pub(crate) key: Key,
+    pub(crate) eth: [u8; 12],
+    pub(crate) ip: [u8; 20],
+    pub(crate) l4: [u8; 8],
+    pub(crate) l3: u16,
+}
+
+/// See the [module docs](super).
+#[derive(Debug)]
+pub struct FlowCache {
+    slots: Vec<Option<Entry>>,
+    mask: usize,
+    snaps: Vec<Snap>,
+    /// Flows learned so far.
+    pub(crate) learned: u64,
+    /// The pipeline generation when the `fastpath` stage last ran.
+    pub(crate) round_generation: u64,
+}
+
+impl FlowCache {
+    /// An empty cache of `capacity` entries (rounded up to a power of two, at least 2).
+    pub fn new(capacity: usize) -> Self {
+        let n = capacity.clamp(2, 1 << 24).next_power_of_two();
+        FlowCache { slots: vec![None; n], mask: n - 1, snaps: vec![Snap::default(); SNAPS], learned: 0, round_generation: 0 }
+    }
+
+    /// The same, ready to share between a worker's two stages.
+    pub fn shared(capacity: usize) -> SharedFlows {
+        Arc::new(Mutex::new(FlowCache::new(capacity)))
+    }
+
+    /// Entries held (live or not yet overwritten).
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// True when nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Flows learned so far.
+    pub fn learned(&self) -> u64 {
+        self.learned
+    }
+
+    /// Forget every entry (tests; a generation change does it lazily).
+    pub fn clear(&mut self) {
+        self.slots.fill(None);
+    }
+
+    /// Bytes the cache holds.
+    pub fn memory(&self) -> usize {
+        self.slots.len() * size_of::<Option<Entry>>() + SNAPS * size_of::<Snap>()
+    }
+
+    fn pair(&self, key: Key) -> (usize, usize) {
+        let i = (key.hash() >> 32) as usize & self.mask;
+        (i, i ^ 1)
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, key: Key) -> Option<&Entry> {
+        let (a, b) = self.pair(key);
+        let hit = |i: usize| self.slots.get(i).and_then(Option::as_ref).filter(|e| e.key == key);
+        hit(a).or_else(|| hit(b))
+    }
+
+    /// Insert `e`, over its own old entry, an empty or outlived slot, or the one of
+    /// the two that ends sooner.
+    pub(crate) fn insert(&mut self, e: Entry) {
+        let (a, b) = self.pair(e.key);
+        let rank = |i: usize| match self.slots.get(i) {
+            Some(Some(x)) if x.key == e.key => (0, 0),
+            Some(None) => (1, 0),
+            Some(Some(x)) => (2, x.until.as_nanos()),
+            None => (3, 0),
+        };
+        let at = if rank(a) <= rank(b) { a } else { b };
+        if let Some(s) = self.slots.get_mut(at) {
+            *s = Some(e);
+            self.learned += 1;
+        }
+    }
+
+    pub(crate) fn snap_slot(&mut self, pkt: PktId) -> Option<&mut Snap> {
+        self.snaps.get_mut(pkt.index() % SNAPS)
+    }
+
+    /// The snapshot of `pkt`, taken this round, if it survived.
+    pub(crate) fn take_snap(&mut self, pkt: PktId) -> Option<Snap> {
+        let s = self.snaps.get_mut(pkt.index() % SNAPS)?;
+        let tag = u32::try_from(pkt.index() + 1).ok()?;
+        if s.tag != tag {
+            return None;
+        }
+        s.tag = 0;
+        Some(*s)
+    }
+}
+
+/// Fold a 32-bit one's complement sum to 16 bits.
+#[inline]
+pub(crate) fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    u16::try_from(s).unwrap_or(0xffff)
+}
+
+/// RFC 1624 eqn. 3 with the sum of (~m + m') for every changed word precomputed:
+/// the same result as updating word by word (`wire::checksum::update16`).
+#[inline]
+pub(crate) fn apply_delta(csum: u16, delta: u32) -> u16 {
+    !fold(u32::from(!csum) + u32::from(fold(delta)))
+}
+
+/// The same for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is 0xffff.
+#[inline]
+pub(crate) fn apply_delta_udp(csum: u16, delta: u32) -> u16 {
+    if csum == 0 {
+        return 0;
+    }
+    match apply_delta(csum, delta) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum::{update16, update16_udp};
+
+    #[test]
+    fn a_precomputed_delta_equals_word_by_word_updates() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let c = (x >> 48) as u16;
+            let words = [(x as u16, (x >> 16) as u16), ((x >> 32) as u16, (x >> 8) as u16), ((x >> 24) as u16, 0)];
+            let (mut seq, mut seq_udp, mut delta) = (c, c, 0u32);
+            for (old, new) in words {
+                seq = update16(seq, old, new);
+                seq_udp = update16_udp(seq_udp, old, new);
+                delta += u32::from(!old) + u32::from(new);
+            }
+            assert_eq!(apply_delta(c, delta), seq, "csum {c:#06x} words {words:?}");
+            assert_eq!(apply_delta_udp(c, delta), seq_udp, "udp csum {c:#06x} words {words:?}");
+        }
+    }
+
+    #[test]
+    fn an_entry_replaces_its_own_then_the_one_ending_sooner() {
+        let mut c = FlowCache::new(2);
+        let key = |p: u16| Key::new(PortId(p), [10, 0, 0, 1], [10, 0, 0, 2], 1, 2, 17);
+        let entry = |k: Key, until: u64| Entry {
+            key: k,
+            eth: [0; 12],
+            tos: 0,
+            flags: 0,
+            ttl: 64,
+            until: Instant::from_nanos(until),
+            generation: 0,
+            ct_id: 0,
+            ct_original: Tuple { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, sport: 0, dport: 0, proto: 17, zone: 0 },
+            ct_reply: Tuple { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, sport: 0, dport: 0, proto: 17, zone: 0 },
+            ct_status: 0,
+            timeout: Duration::from_secs(30),
+            out_port: PortId(1),
+            max_len: 1500,
+            src: [0; 4],
+            dst: [0; 4],
+            new_ttl: 63,
+            ports: [0; 4],
+            ip_delta: 0,
+            l4_delta: 0,
+            prefix: [0; 64],
+            prefix_len: 14,
+            outer: None,
+        };
+        c.insert(entry(key(1), 10));
+        c.insert(entry(key(2), 20));
+        assert_eq!(c.len(), 2);
+        c.insert(entry(key(1), 30));
+        assert_eq!(c.get(key(1)).map(|e| e.until.as_nanos()), Some(30));
+        assert!(c.get(key(2)).is_some());
+        // A third flow takes the slot of the one ending sooner (key 2, at 20).
+        c.insert(entry(key(3), 40));
+        assert!(c.get(key(2)).is_none());
+        assert!(c.get(key(1)).is_some() && c.get(key(3)).is_some());
+    }
+}

@@ -1,0 +1,170 @@
+//! The `fastpath` stage: replays learned flows (see the [module docs](super)).
+
+use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_udp, fold};
+use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId};
+use crate::pipeline::{Context, Stage, StageEvent};
+use crate::stage::conntrack::SharedConntrack;
+
+/// See the [module docs](super).
+#[derive(Debug)]
+pub struct FastPathStage {
+    flows: SharedFlows,
+    ct: SharedConntrack,
+}
+
+impl FastPathStage {
+    /// The replaying stage over a worker's cache and conntrack state (the same as its
+    /// [`OffloadStage`](super::OffloadStage)'s and conntrack stages').
+    pub fn new(flows: SharedFlows, ct: SharedConntrack) -> Self {
+        FastPathStage { flows, ct }
+    }
+}
+
+/// Flags a candidate must have, among those it must not.
+const CHECKED: PktFlags = PktFlags::PARSED
+    .union(PktFlags::HAS_FLOW)
+    .union(PktFlags::HAS_L4)
+    .union(PktFlags::FRAGMENT)
+    .union(PktFlags::VLAN)
+    .union(PktFlags::GENERATED)
+    .union(PktFlags::TRACE)
+    .union(PktFlags::L2_MULTI);
+const WANTED: PktFlags = PktFlags::PARSED.union(PktFlags::HAS_FLOW).union(PktFlags::HAS_L4);
+
+/// The flow key and header offsets of a packet the fast path could carry: whole
+/// IPv4 UDP without options or tag, its checksum not partial.
+#[inline]
+fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, usize)> {
+    let m = pool.meta(pkt);
+    if m.flags & CHECKED != WANTED
+        || m.l3_kind != L3Kind::Ipv4
+        || m.flow.proto != 17
+        || m.l3 != m.l2 + 14
+        || m.l4 != m.l3 + 20
+        || matches!(m.csum, CsumState::Partial { .. })
+    {
+        return None;
+    }
+    let f = &m.flow;
+    let (s, d) = (&f.src, &f.dst);
+    let key = Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, 17);
+    Some((key, usize::from(m.l2)))
+}
+
+/// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
+/// and UDP headers, put the prefix in front. False (packet untouched) when the frame
+/// does not match what was learned.
+#[inline]
+fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
+    let l3 = l2 + 14;
+    let (total, inner_id) = {
+        let slot = pool.slot(pkt);
+        let Some(h) = slot.get(l2..l3 + 28).and_then(|h| h.first_chunk::<42>()) else { return false };
+        if h[..12] != e.eth || h[15] != e.tos || h[20] != e.flags || h[22] != e.ttl {
+            return false;
+        }
+        (u16::from_be_bytes([h[16], h[17]]), u16::from_be_bytes([h[18], h[19]]))
+    };
+    if total > e.max_len {
+        return false;
+    }
+    let p = usize::from(e.prefix_len);
+    let Some(new_head) = l3.checked_sub(p) else { return false };
+    let head = usize::from(pool.meta(pkt).head());
+    let moved = if new_head >= head { pool.pull_front(pkt, new_head - head) } else { pool.push_front(pkt, head - new_head).map(|_| ()) };
+    if moved.is_err() {
+        return false;
+    }
+    let (slot, meta) = pool.slot_and_meta_mut(pkt);
+    let Some(frame) = slot.get_mut(new_head..l3 + 28) else { return false };
+    let (pre, ip) = frame.split_at_mut(p);
+    let (Some(pre), Some(ip)) = (pre.get_mut(..p), ip.first_chunk_mut::<28>()) else { return false };
+    // Inner IPv4: TTL, addresses and the header checksum.
+    ip[8] = e.new_ttl;
+    ip[12..16].copy_from_slice(&e.src);
+    ip[16..20].copy_from_slice(&e.dst);
+    let c = apply_delta(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    // UDP: ports and the checksum (zero stays zero).
+    ip[20..24].copy_from_slice(&e.ports);
+    let c = apply_delta_udp(u16::from_be_bytes([ip[26], ip[27]]), e.l4_delta);
+    ip[26..28].copy_from_slice(&c.to_be_bytes());
+    if let Some(src) = e.prefix.get(..p) {
+        pre.copy_from_slice(src);
+    }
+    if let Some(o) = e.outer {
+        // The outer IPv4 header at 14: its length, ID and checksum, as encap writes them.
+        let outer_total = total + u16::from(e.prefix_len) - 14;
+        let id = if o.df { 0 } else { inner_id.wrapping_add(o.salt) };
+        let c = !fold(o.fixed + u32::from(outer_total) + u32::from(id));
+        if let Some(h) = pre.get_mut(14..34) {
+            h[2..4].copy_from_slice(&outer_total.to_be_bytes());
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        if o.udp
+            && let Some(u) = pre.get_mut(38..40)
+        {
+            u.copy_from_slice(&(outer_total - 20).to_be_bytes());
+        }
+        meta.ip_proto = if o.udp { 17 } else { 4 };
+    }
+    let l2_new = u16::try_from(new_head).unwrap_or(u16::MAX);
+    meta.l2 = l2_new;
+    meta.l3 = l2_new + 14;
+    meta.l4 = l2_new + 34;
+    meta.out_port = e.out_port;
+    true
+}
+
+impl Stage for FastPathStage {
+    fn name(&self) -> &'static str {
+        "fastpath"
+    }
+
+    fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let Ok(mut flows) = self.flows.lock() else { return };
+        let Ok(mut ct) = self.ct.lock() else { return };
+        let (now, generation) = (cx.now, cx.generation());
+        flows.round_generation = generation;
+        let mut hits = 0u64;
+        for i in 0..batch.len() {
+            if !batch.is_live(i) {
+                continue;
+            }
+            let pkt = batch.pkt(i);
+            let Some((key, l2)) = candidate(cx.pool, pkt) else { continue };
+            if let Some(e) = flows.get(key).filter(|e| e.generation == generation && now < e.until) {
+                // The connection must still be the one learned, alive, in the same state.
+                let live = ct.v4.get_mut(crate::table::conntrack::CtId(e.ct_id)).filter(|c| {
+                    c.expires > now && c.status == e.ct_status && c.original == e.ct_original && c.reply == e.ct_reply
+                });
+                if let Some(c) = live {
+                    let e = *e;
+                    if replay(cx.pool, pkt, l2, &e) {
+                        // What conntrack's refresh does for a steady connection.
+                        c.expires = now + e.timeout;
+                        batch.transmit(i, e.out_port);
+                        hits += 1;
+                        continue;
+                    }
+                }
+            }
+            // The slow path: remember the packet as it is, for the offload stage.
+            let tag = u32::try_from(pkt.index() + 1).unwrap_or(0);
+            let Some(h) = cx.pool.slot(pkt).get(l2..l2 + 42).and_then(|h| h.first_chunk::<42>()).copied() else {
+                continue;
+            };
+            if let Some(s) = flows.snap_slot(pkt) {
+                s.tag = tag;
+                s.key = key;
+                s.l3 = u16::try_from(l2 + 14).unwrap_or(u16::MAX);
+                s.eth.copy_from_slice(&h[..12]);
+                s.ip.copy_from_slice(&h[14..34]);
+                s.l4.copy_from_slice(&h[34..42]);
+                cx.pool.meta_mut(pkt).flags |= PktFlags::OFFLOAD;
+            }
+        }
+        cx.count_n(StageEvent::FastPathHit, hits);
+    }
+}
