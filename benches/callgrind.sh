@@ -28,7 +28,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m parse_ct_snat_new svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m parse_ct_snat_new svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k svc_slow_10; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -55,6 +55,7 @@ done
 for n in 10 1k 100k; do
   printf '%-44s %10s\n' "service, new connection: all stages, $n svcs" "$(d "${per[svc_new_$n]}" "${per[baseline]}")"
 done
+printf '%-44s %10s\n' "service, established, no fast path, 10 svcs" "$(d "${per[svc_slow_10]}" "${per[baseline]}")"
 
 # Last-level cache misses per packet (--cache-sim=yes: ILmr + DLmr + DLmw), which
 # decide the cost of the large tables. The simulated LL is fixed at 32 MiB, 16-way

@@ -25,7 +25,9 @@
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
 //!   endpoints are behind a VXLAN peer, `parse → conntrack → dnat → route → snat →
 //!   ct_commit → encap → arp → egress`; `est` on established connections (2,048
-//!   flows, each new once), `new` with every packet a new connection.
+//!   flows, each new once), `new` with every packet a new connection; both with the
+//!   flow fast path in front (`fastpath`, learned by `offload` at the end), as the
+//!   node path has it; `svc_slow_N` is `est` without it (every stage per packet).
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -106,7 +108,7 @@ fn main() -> ExitCode {
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
         "baseline" | "parse_one" => vec![],
-        _ if services.is_some() => services_path(services.unwrap_or(10)),
+        _ if services.is_some() => services_path(services.unwrap_or(10), !mode.starts_with("svc_slow_")),
         _ => {
             eprintln!("{usage}");
             return ExitCode::from(2);
@@ -429,7 +431,10 @@ fn route_small(overlay: Option<podplane::stage::overlay::OverlayConfig>) -> Vec<
 
 /// The number of services of a `svc_est_N` / `svc_new_N` mode (N = 10, 1k, 100k).
 fn service_count(mode: &str) -> Option<usize> {
-    let n = mode.strip_prefix("svc_est_").or_else(|| mode.strip_prefix("svc_new_"))?;
+    let n = mode
+        .strip_prefix("svc_est_")
+        .or_else(|| mode.strip_prefix("svc_new_"))
+        .or_else(|| mode.strip_prefix("svc_slow_"))?;
     match n {
         "10" => Some(10),
         "1k" => Some(1000),
@@ -453,18 +458,25 @@ fn service_frame(k: usize, n: usize) -> Vec<u8> {
 /// `parse → conntrack → dnat → route → snat → ct_commit → encap → arp → egress`, the
 /// node path of a pod calling a ClusterIP whose endpoints are behind a VXLAN peer,
 /// with `n` services of 10 endpoints each in the table.
-fn services_path(n: usize) -> Vec<Box<dyn Stage>> {
-    use podplane::stage::NatStage;
+fn services_path(n: usize, fast_path: bool) -> Vec<Box<dyn Stage>> {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+    use podplane::stage::fastpath::{DEFAULT_CAPACITY, FlowCache};
     use podplane::stage::nat::NatConfig;
+    use podplane::stage::{FastPathStage, NatStage, OffloadStage};
     let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
     let table = podplane_benches::service_table(&podplane_benches::service_ports(n, 10));
     let mut stages = route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER)));
-    // [parse, route, encap, arp, egress] -> with conntrack and NAT around routing.
+    // [parse, route, encap, arp, egress] -> with conntrack and NAT around routing,
+    // and the flow fast path as the node path has it.
     stages.insert(1, Box::new(ConntrackStage::new(ct.clone())));
     stages.insert(2, Box::new(NatStage::dnat(ct.clone(), NatConfig::default()).with_services(table)));
     stages.insert(4, Box::new(NatStage::snat(ct.clone(), NatConfig::default())));
-    stages.insert(5, Box::new(CommitStage::new(ct)));
+    stages.insert(5, Box::new(CommitStage::new(ct.clone())));
+    if fast_path {
+        let flows = FlowCache::shared(DEFAULT_CAPACITY);
+        stages.insert(1, Box::new(FastPathStage::new(flows.clone(), ct.clone())));
+        stages.push(Box::new(OffloadStage::new(flows, ct)));
+    }
     stages
 }
 

@@ -74,8 +74,8 @@ use rustc_hash::FxBuildHasher;
 
 use super::route::{IfIndex, L3If, link_local};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId, PortId};
-use crate::stage::fastpath::FAST_PATH_LIFE;
 use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
+use crate::stage::fastpath::FAST_PATH_LIFE;
 use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
 use crate::wire::arp::{self, ArpOperation, ArpPacket, ArpRepr};

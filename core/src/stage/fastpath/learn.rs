@@ -4,9 +4,9 @@
 use super::cache::{Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, apply_delta, apply_delta_udp, fold};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, Disposition, Stage, StageEvent};
+use crate::stage::conntrack::Conntrack;
 use crate::stage::conntrack::state::{info, unpack};
 use crate::stage::conntrack::{CtRef, SharedConntrack};
-use crate::stage::conntrack::Conntrack;
 use crate::table::conntrack::status;
 use crate::time::Instant;
 
@@ -61,8 +61,9 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     let head = usize::from(m.head());
     let l3 = usize::from(snap.l3);
     let slot = pool.slot(pkt);
-    let out = slot.get(l3..l3 + 28)?;
-    let (ip, l4) = out.split_at(20);
+    let out = slot.get(l3..l3 + 28)?.first_chunk::<28>()?;
+    let (ip, rest) = out.split_first_chunk::<20>()?;
+    let l4 = rest.first_chunk::<8>()?;
     let (o, ol4) = (&snap.ip, &snap.l4);
     // Only addresses, TTL (by at most one), ports and checksums may have changed.
     let ttl_ok = ip[8] == o[8] || ip[8].wrapping_add(1) == o[8];
@@ -89,9 +90,10 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     let outer = match p {
         14 if be16(pre, 12) == 0x0800 => None,
         34 | 64 if usize::from(m.l3) == head + 14 && m.l3_kind == L3Kind::Ipv4 && pre.get(14) == Some(&0x45) => {
-            let h = pre.get(14..34)?;
+            let h = pre.get(14..34)?.first_chunk::<20>()?;
             let udp = p == 64 && m.ip_proto == 17 && h[9] == 17 && be16(pre, 40) == 0;
-            if !udp && !(p == 34 && m.ip_proto == 4 && h[9] == 4) {
+            let ipip = p == 34 && m.ip_proto == 4 && h[9] == 4;
+            if !(udp || ipip) {
                 return None;
             }
             let total = be16(h, 2);

@@ -71,7 +71,11 @@ fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
     let p = usize::from(e.prefix_len);
     let Some(new_head) = l3.checked_sub(p) else { return false };
     let head = usize::from(pool.meta(pkt).head());
-    let moved = if new_head >= head { pool.pull_front(pkt, new_head - head) } else { pool.push_front(pkt, head - new_head).map(|_| ()) };
+    let moved = if new_head >= head {
+        pool.pull_front(pkt, new_head - head)
+    } else {
+        pool.push_front(pkt, head - new_head).map(|_| ())
+    };
     if moved.is_err() {
         return false;
     }
@@ -97,7 +101,7 @@ fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
         let outer_total = total + u16::from(e.prefix_len) - 14;
         let id = if o.df { 0 } else { inner_id.wrapping_add(o.salt) };
         let c = !fold(o.fixed + u32::from(outer_total) + u32::from(id));
-        if let Some(h) = pre.get_mut(14..34) {
+        if let Some(h) = pre.get_mut(14..34).and_then(|h| h.first_chunk_mut::<20>()) {
             h[2..4].copy_from_slice(&outer_total.to_be_bytes());
             h[4..6].copy_from_slice(&id.to_be_bytes());
             h[10..12].copy_from_slice(&c.to_be_bytes());
@@ -128,13 +132,21 @@ impl Stage for FastPathStage {
         let (now, generation) = (cx.now, cx.generation());
         flows.round_generation = generation;
         let mut hits = 0u64;
+        // Replayed packets must not overtake a slow one: the kernel handles packets one
+        // at a time, and a slow packet may change what the ones after it see (an ARP
+        // reply with a new MAC, a first reply that makes a connection assured). So once
+        // a packet of the batch takes the slow path, the rest do too.
+        let mut replaying = true;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let Some((key, l2)) = candidate(cx.pool, pkt) else { continue };
-            if let Some(e) = flows.get(key).filter(|e| e.generation == generation && now < e.until) {
+            let Some((key, l2)) = candidate(cx.pool, pkt) else {
+                replaying = false;
+                continue;
+            };
+            if let Some(e) = flows.get(key).filter(|e| replaying && e.generation == generation && now < e.until) {
                 // The connection must still be the one learned, alive, in the same state.
                 let live = ct.v4.get_mut(crate::table::conntrack::CtId(e.ct_id)).filter(|c| {
                     c.expires > now && c.status == e.ct_status && c.original == e.ct_original && c.reply == e.ct_reply
@@ -151,6 +163,7 @@ impl Stage for FastPathStage {
                 }
             }
             // The slow path: remember the packet as it is, for the offload stage.
+            replaying = false;
             let tag = u32::try_from(pkt.index() + 1).unwrap_or(0);
             let Some(h) = cx.pool.slot(pkt).get(l2..l2 + 42).and_then(|h| h.first_chunk::<42>()).copied() else {
                 continue;

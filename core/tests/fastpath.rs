@@ -1,0 +1,196 @@
+//! The flow fast path is exact: the same batches through a node with it and through
+//! the same node without it (`fastPath: false`) leave byte-identical frames on the
+//! same ports, while most packets of steady flows take it. The scripts cover what
+//! must end a replay: a next hop's MAC changing, a connection flushed by an endpoint
+//! change, TTL 1, a packet over the path MTU, another TOS, a connection expiring.
+#![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
+
+use std::net::Ipv4Addr;
+
+use podplane::buf::BufPool;
+use podplane::config::services::ServiceStore;
+use podplane::config::{Dataplane, Source, load};
+use podplane::pipeline::StageEvent;
+use podplane::testutil::{arp_request, run, udp4};
+
+const NODE_ROUTED: &str = "\
+name: worker-1
+addresses: [192.168.0.11]
+ports:
+  - {name: eth0, kind: pcap, role: uplink, mac: '02:00:c0:a8:00:0b', address: 192.168.0.11/24}
+  - {name: pod-a, kind: pcap, role: pod, ip: 10.244.1.2}
+routes:
+  - {dst: 0.0.0.0/0, via: 192.168.0.1}
+";
+
+const OBJECTS: &str = "\
+apiVersion: v1
+kind: Node
+metadata: {name: worker-1}
+spec: {podCIDR: 10.244.1.0/24}
+status: {addresses: [{type: InternalIP, address: 192.168.0.11}]}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: worker-2
+  annotations: {flannel.alpha.coreos.com/backend-data: '{\"VNI\":1,\"VtepMAC\":\"aa:bb:cc:00:00:02\"}', flannel.alpha.coreos.com/public-ip: 192.168.0.12}
+spec: {podCIDR: 10.244.2.0/24}
+status: {addresses: [{type: InternalIP, address: 192.168.0.12}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: kube-system}
+spec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}
+";
+
+fn slice(eps: &[&str]) -> String {
+    let eps: String = eps.iter().map(|a| format!("  - {{addresses: ['{a}'], nodeName: worker-2}}\n")).collect();
+    format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: dns-abc, namespace: kube-system, labels: {{kubernetes.io/service-name: dns}}}}\naddressType: IPv4\nports: [{{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n{eps}"
+    )
+}
+
+const CNI0: [u8; 6] = [0x0a, 0x58, 10, 244, 1, 1];
+
+/// A UDP frame from pod-a (port 1) to `dst:dport` from `sport`, to cni0's MAC.
+fn from_pod(dst: Ipv4Addr, sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let mut f = udp4(Ipv4Addr::new(10, 244, 1, 2), dst, sport, dport, &vec![0x5a; len]);
+    f[..6].copy_from_slice(&CNI0);
+    f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+    f
+}
+
+/// An ARP reply from `ip` with `mac` to the node's uplink (port 0).
+fn arp_reply(ip: [u8; 4], mac: [u8; 6]) -> Vec<u8> {
+    let mut f = arp_request(Ipv4Addr::from(ip), Ipv4Addr::new(192, 168, 0, 11));
+    f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+    f[6..12].copy_from_slice(&mac);
+    f[21] = 2;
+    f[22..28].copy_from_slice(&mac);
+    f
+}
+
+/// Set an IPv4 header byte of a frame and fix the header checksum.
+fn set_ip(mut f: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
+    f[14 + at] = v;
+    f[24] = 0;
+    f[25] = 0;
+    let c = podplane::wire::checksum::checksum(&f[14..34]).to_be_bytes();
+    f[24] = c[0];
+    f[25] = c[1];
+    f
+}
+
+struct Node {
+    dp: Dataplane,
+    pool: BufPool,
+}
+
+fn node(text: &str, eps: &[&str]) -> Node {
+    let objects = format!("{OBJECTS}{}", slice(eps));
+    let objs = [Source { name: "objects.yaml", text: &objects }];
+    let s = match load(Source { name: "node.yaml", text }, &objs) {
+        Ok(s) => s,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    };
+    Node { dp: Dataplane::new(s, 7), pool: BufPool::with_slots(1024).unwrap() }
+}
+
+/// What an agent sends when the DNS slice changes to `eps`.
+fn change_endpoints(n: &mut Node, text: &str, eps: &[&str]) {
+    let view = node(text, eps).dp.setup().node_view.clone();
+    let mut store = ServiceStore::new(view);
+    for o in
+        podplane::config::objects::parse(&Source { name: "api", text: &format!("{OBJECTS}{}", slice(&["10.244.2.5"])) })
+            .unwrap()
+    {
+        match o.object {
+            podplane::config::objects::Object::Service(svc) => drop(store.apply_service(*svc).unwrap()),
+            podplane::config::objects::Object::EndpointSlice(sl) => drop(store.apply_slice(*sl).unwrap()),
+            _ => {}
+        }
+    }
+    let new = podplane::config::objects::parse(&Source { name: "api", text: &slice(eps) }).unwrap();
+    for o in new {
+        if let podplane::config::objects::Object::EndpointSlice(sl) = o.object {
+            let changes = store.apply_slice(*sl).unwrap();
+            n.dp.apply_ports(&changes);
+        }
+    }
+}
+
+/// Run the script through the node with and without the fast path; every batch's
+/// frames must be equal. Returns the fast-path hits and flows learned.
+fn differential(text: &str, seed: u64) -> (u64, u64) {
+    let slow_text = format!("{text}fastPath: false\n");
+    let (mut fast, mut slow) =
+        (node(text, &["10.244.2.5", "10.244.2.6"]), node(&slow_text, &["10.244.2.5", "10.244.2.6"]));
+    assert!(fast.dp.pipeline().stage_index("fastpath").is_some());
+    assert!(slow.dp.pipeline().stage_index("fastpath").is_none());
+    let svc = Ipv4Addr::new(10, 96, 0, 10);
+    let pod_b = Ipv4Addr::new(10, 244, 2, 9);
+    let mut x = seed;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut t = 1_000_000_000u64;
+    for round in 0..400u32 {
+        let mut frames: Vec<(u16, Vec<u8>)> = Vec::new();
+        if round == 0 {
+            frames.push((0, arp_reply([192, 168, 0, 1], [2, 0, 192, 168, 0, 1])));
+            frames.push((0, arp_reply([192, 168, 0, 12], [2, 0, 192, 168, 0, 12])));
+        }
+        // The peer's MAC changes (a re-created VM) half way, and back.
+        if round == 150 || round == 250 {
+            let mac = if round == 150 { [2, 0, 0xee, 0, 0, 12] } else { [2, 0, 192, 168, 0, 12] };
+            frames.push((0, arp_reply([192, 168, 0, 12], mac)));
+        }
+        for _ in 0..(1 + rnd(24)) {
+            let sport = 40000 + u16::try_from(rnd(6)).unwrap();
+            let f = match rnd(40) {
+                0 => set_ip(from_pod(svc, sport, 53, 20), 8, 1),    // TTL 1
+                1 => from_pod(svc, sport, 53, 1500),                // over the MTU (DF)
+                2 => set_ip(from_pod(svc, sport, 53, 20), 1, 0x10), // another TOS
+                3 => set_ip(from_pod(svc, sport, 53, 1500), 6, 0),  // over the MTU, no DF
+                4..=13 => from_pod(pod_b, sport, 7, usize::try_from(rnd(100)).unwrap()), // pod to pod
+                _ => from_pod(svc, sport, 53, usize::try_from(rnd(200)).unwrap()),
+            };
+            frames.push((1, f));
+        }
+        // An endpoint removed (its UDP connections flushed), later added back.
+        if round == 100 {
+            change_endpoints(&mut fast, text, &["10.244.2.6"]);
+            change_endpoints(&mut slow, &slow_text, &["10.244.2.6"]);
+        }
+        let now = podplane::Instant::from_nanos(t);
+        let a = run(fast.dp.pipeline(), &mut fast.pool, now, &frames);
+        let b = run(slow.dp.pipeline(), &mut slow.pool, now, &frames);
+        assert_eq!(a.tx, b.tx, "seed {seed} round {round}: frames differ");
+        assert_eq!(a.host, b.host, "seed {seed} round {round}");
+        // 50 ms a round, and one 40 s pause: every UDP connection expires.
+        t += if round == 300 { 40_000_000_000 } else { 50_000_000 };
+    }
+    let c = fast.dp.pipeline().counters().snapshot();
+    (c.event_total(StageEvent::FastPathHit), c.event_total(StageEvent::FastPathLearned))
+}
+
+#[test]
+fn routed_node_gives_the_same_frames_with_and_without_the_fast_path() {
+    for seed in [1, 0x9e37_79b9, 12345] {
+        let (hits, learned) = differential(NODE_ROUTED, seed);
+        assert!(hits > 1000 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
+    }
+}
+
+#[test]
+fn vxlan_node_gives_the_same_frames_with_and_without_the_fast_path() {
+    let text = format!("{NODE_ROUTED}overlay: {{mode: vxlan}}\n");
+    for seed in [2, 0x7f4a_7c15, 777] {
+        let (hits, learned) = differential(&text, seed);
+        assert!(hits > 1000 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
+    }
+}
