@@ -1,6 +1,7 @@
 //! The flow fast path is exact: the same batches through a node with it and through
 //! the same node without it (`fastPath: false`) leave byte-identical frames on the
-//! same ports, while most packets of steady flows take it. The scripts cover what
+//! same ports and the same connection tables, while most packets of steady flows
+//! take it. The scripts cover what
 //! must end a replay: a next hop's MAC changing, a connection flushed by an endpoint
 //! change, TTL 1, a packet over the path MTU, another TOS, a connection expiring.
 #![allow(clippy::tests_outside_test_module)] // an integration-test crate is all tests
@@ -21,6 +22,7 @@ ports:
   - {name: pod-a, kind: pcap, role: pod, ip: 10.244.1.2}
 routes:
   - {dst: 0.0.0.0/0, via: 192.168.0.1}
+conntrack: {max: 4096}
 ";
 
 const OBJECTS: &str = "\
@@ -58,6 +60,28 @@ fn from_pod(dst: Ipv4Addr, sport: u16, dport: u16, len: usize) -> Vec<u8> {
     let mut f = udp4(Ipv4Addr::new(10, 244, 1, 2), dst, sport, dport, &vec![0x5a; len]);
     f[..6].copy_from_slice(&CNI0);
     f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+    f
+}
+
+/// A UDP reply from backend `from:5353` to pod-a's `dport`, as it reaches the node's
+/// uplink (port 0): routed from the peer, or inside VXLAN from its VTEP.
+fn reply(from: Ipv4Addr, dport: u16, vxlan: bool) -> Vec<u8> {
+    let mut inner = udp4(from, Ipv4Addr::new(10, 244, 1, 2), 5353, dport, b"answer");
+    if !vxlan {
+        inner[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+        inner[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
+        return inner;
+    }
+    inner[..6].copy_from_slice(&[0x0e, 0x00, 192, 168, 0, 11]);
+    inner[6..12].copy_from_slice(&[0xaa, 0xbb, 0xcc, 0, 0, 2]);
+    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    payload.extend_from_slice(&inner);
+    let mut f = udp4(Ipv4Addr::new(192, 168, 0, 12), Ipv4Addr::new(192, 168, 0, 11), 40000, 8472, &payload);
+    f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+    f[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
+    // No outer UDP checksum, as Linux sends VXLAN.
+    f[40] = 0;
+    f[41] = 0;
     f
 }
 
@@ -120,9 +144,17 @@ fn change_endpoints(n: &mut Node, text: &str, eps: &[&str]) {
     }
 }
 
+/// The node's connections as `conntrack -L` lists them.
+fn connections(n: &mut Node, now: podplane::Instant) -> Vec<String> {
+    let ct = n.dp.conntrack().unwrap();
+    let list = ct.lock().unwrap().list(now);
+    list.iter().map(ToString::to_string).collect()
+}
+
 /// Run the script through the node with and without the fast path; every batch's
 /// frames must be equal. Returns the fast-path hits and flows learned.
 fn differential(text: &str, seed: u64) -> (u64, u64) {
+    let vxlan = text.contains("vxlan");
     let slow_text = format!("{text}fastPath: false\n");
     let (mut fast, mut slow) =
         (node(text, &["10.244.2.5", "10.244.2.6"]), node(&slow_text, &["10.244.2.5", "10.244.2.6"]));
@@ -157,6 +189,14 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
                 2 => set_ip(from_pod(svc, sport, 53, 20), 1, 0x10), // another TOS
                 3 => set_ip(from_pod(svc, sport, 53, 1500), 6, 0),  // over the MTU, no DF
                 4..=13 => from_pod(pod_b, sport, 7, usize::try_from(rnd(100)).unwrap()), // pod to pod
+                // The backends answer (one of them holds the connection), from 3 s on:
+                // first replies come late, so the packet after one assures its
+                // connection, which a replay overtaking the reply would not.
+                14..=17 if round >= 60 => {
+                    let b = if rnd(2) == 0 { Ipv4Addr::new(10, 244, 2, 5) } else { Ipv4Addr::new(10, 244, 2, 6) };
+                    frames.push((0, reply(b, sport, vxlan)));
+                    continue;
+                }
                 _ => from_pod(svc, sport, 53, usize::try_from(rnd(200)).unwrap()),
             };
             frames.push((1, f));
@@ -171,6 +211,8 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
         let b = run(slow.dp.pipeline(), &mut slow.pool, now, &frames);
         assert_eq!(a.tx, b.tx, "seed {seed} round {round}: frames differ");
         assert_eq!(a.host, b.host, "seed {seed} round {round}");
+        // And the connections: tuples, state, status bits and time left.
+        assert_eq!(connections(&mut fast, now), connections(&mut slow, now), "seed {seed} round {round}: conntrack");
         // 50 ms a round, and one 40 s pause: every UDP connection expires.
         t += if round == 300 { 40_000_000_000 } else { 50_000_000 };
     }
@@ -182,7 +224,7 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
 fn routed_node_gives_the_same_frames_with_and_without_the_fast_path() {
     for seed in [1, 0x9e37_79b9, 12345] {
         let (hits, learned) = differential(NODE_ROUTED, seed);
-        assert!(hits > 1000 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
+        assert!(hits > 500 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
     }
 }
 
@@ -191,6 +233,6 @@ fn vxlan_node_gives_the_same_frames_with_and_without_the_fast_path() {
     let text = format!("{NODE_ROUTED}overlay: {{mode: vxlan}}\n");
     for seed in [2, 0x7f4a_7c15, 777] {
         let (hits, learned) = differential(&text, seed);
-        assert!(hits > 1000 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
+        assert!(hits > 500 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
     }
 }

@@ -154,8 +154,7 @@ impl K8sCluster {
     pub fn conntrack(&self, sim: &mut Sim, k: usize) -> Vec<podplane::stage::conntrack::Listing> {
         let now = sim.now();
         let Some(node) = self.nodes.get(k).and_then(|&n| sim.node_mut(n)) else { return Vec::new() };
-        let Some(ct) =
-            node.pipeline_mut().stage_mut::<podplane::stage::conntrack::ConntrackStage>().map(|s| s.shared())
+        let Some(ct) = node.pipeline_mut().stage::<podplane::stage::conntrack::ConntrackStage>().map(|s| s.shared())
         else {
             return Vec::new();
         };

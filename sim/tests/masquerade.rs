@@ -102,7 +102,7 @@ fn pods_reach_an_outside_server_through_masquerade_over_a_lossy_underlay() {
         let node = s.sim.node_mut(n).unwrap();
         let pl = node.pipeline_mut();
         assert_eq!(pl.counters().events("snat", StageEvent::SnatNew), 2, "seed {seed}: node {i}");
-        let ct = pl.stage_mut::<ConntrackStage>().unwrap().shared();
+        let ct = pl.stage::<ConntrackStage>().unwrap().shared();
         let ct = ct.lock().unwrap();
         let list = ct.list(now);
         let node_ip = Ipv4Addr::new(192, 168, 0, 11 + u8::try_from(i).unwrap());

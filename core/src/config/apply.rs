@@ -88,7 +88,7 @@ impl Dataplane {
 
     /// The worker's connection tracking state (for listing and flushing).
     pub fn conntrack(&mut self) -> Option<SharedConntrack> {
-        self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+        self.pipeline.stage::<ConntrackStage>().map(|s| s.shared())
     }
 
     /// The configuration in force.
@@ -158,7 +158,7 @@ impl Dataplane {
 
     /// The service table of this worker (for counters and tests).
     pub fn services(&mut self) -> Option<&crate::stage::lb::ServiceTable> {
-        self.pipeline.stage_mut::<NatStage>().map(|d| d.services())
+        self.pipeline.stage::<NatStage>().map(|d| d.services())
     }
 
     /// Move to `new`, changing only what differs (see the [module docs](self)).
@@ -244,7 +244,7 @@ impl Dataplane {
             applied.reconfigured.push("nat");
             let stale = old.nat.stale_udp(&new.nat);
             if !stale.is_empty()
-                && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+                && let Some(ct) = self.pipeline.stage::<ConntrackStage>().map(|s| s.shared())
                 && let Ok(mut ct) = ct.lock()
             {
                 let now = ct.last_seen();
@@ -264,7 +264,7 @@ impl Dataplane {
             }
         });
         if old.conntrack != new.conntrack
-            && let Some(ct) = self.pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+            && let Some(ct) = self.pipeline.stage::<ConntrackStage>().map(|s| s.shared())
             && let Ok(mut ct) = ct.lock()
         {
             ct.set_config(&new.conntrack);
@@ -343,7 +343,7 @@ pub fn apply_port_changes(pipeline: &mut Pipeline, changes: &[PortChange], flush
     let mut flushed = 0;
     if flush
         && !stale.is_empty()
-        && let Some(ct) = pipeline.stage_mut::<ConntrackStage>().map(|s| s.shared())
+        && let Some(ct) = pipeline.stage::<ConntrackStage>().map(|s| s.shared())
         && let Ok(mut ct) = ct.lock()
     {
         let now = ct.last_seen();

@@ -144,7 +144,14 @@ impl Pipeline {
         self.stages.iter().position(|s| s.name() == name).map(|i| i + 1)
     }
 
-    /// The first stage of type `T`, to change its configuration between batches.
+    /// The first stage of type `T`, to read (a shared handle, a table size). Unlike
+    /// [`Pipeline::stage_mut`] this does not count as a reconfiguration.
+    pub fn stage<T: Stage>(&self) -> Option<&T> {
+        self.stages.iter().find_map(|s| (s.as_ref() as &dyn core::any::Any).downcast_ref::<T>())
+    }
+
+    /// The first stage of type `T`, to change its configuration between batches. It
+    /// counts as a reconfiguration: the flow fast path relearns every flow.
     pub fn stage_mut<T: Stage>(&mut self) -> Option<&mut T> {
         self.generation += 1;
         self.stages.iter_mut().find_map(|s| (s.as_mut() as &mut dyn core::any::Any).downcast_mut::<T>())

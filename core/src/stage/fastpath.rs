@@ -27,6 +27,14 @@
 //!   learning refresh, once a second) still happens at its own pace; the neighbour
 //!   stage does not let a flow be learned when its next hop would turn stale sooner.
 //!
+//! Replayed packets must not overtake slow ones that could change what they see (the
+//! kernel handles packets one at a time): after a packet of the batch that is not IPv4
+//! UDP (an ARP reply may bring a new MAC) nothing more is replayed in the batch; after
+//! an IPv4 UDP packet that takes the slow path only assured connections are, which
+//! such a packet cannot change. `core/tests/fastpath.rs` compares frames and
+//! connection tables with a node without the fast path, batch by batch; it fails when
+//! either rule is loosened.
+//!
 //! Only connections in a steady conntrack state are learned: UDP either unreplied or
 //! assured (each packet then sets the same timeout and no status bit), whose refresh
 //! the fast path repeats. TCP stays on the slow path (its window tracking runs per

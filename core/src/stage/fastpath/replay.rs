@@ -4,6 +4,7 @@ use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_udp, fold};
 use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::stage::conntrack::SharedConntrack;
+use crate::table::conntrack::status;
 
 /// See the [module docs](super).
 #[derive(Debug)]
@@ -132,11 +133,15 @@ impl Stage for FastPathStage {
         let (now, generation) = (cx.now, cx.generation());
         flows.round_generation = generation;
         let mut hits = 0u64;
-        // Replayed packets must not overtake a slow one: the kernel handles packets one
-        // at a time, and a slow packet may change what the ones after it see (an ARP
-        // reply with a new MAC, a first reply that makes a connection assured). So once
-        // a packet of the batch takes the slow path, the rest do too.
+        // Replayed packets must not overtake a slow one that could change what they
+        // see: the kernel handles packets one at a time. After a packet that is not
+        // IPv4 UDP (an ARP reply may bring a new MAC), nothing more is replayed in this
+        // batch. After an IPv4 UDP packet that takes the slow path, only assured
+        // connections are: such a packet cannot change them (the first reply that
+        // assures a connection, or a new connection early-dropping an unassured one,
+        // can change the others), and their refresh sets the same expiry in any order.
         let mut replaying = true;
+        let mut replaying_assured = true;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
@@ -144,9 +149,14 @@ impl Stage for FastPathStage {
             let pkt = batch.pkt(i);
             let Some((key, l2)) = candidate(cx.pool, pkt) else {
                 replaying = false;
+                replaying_assured = false;
                 continue;
             };
-            if let Some(e) = flows.get(key).filter(|e| replaying && e.generation == generation && now < e.until) {
+            if let Some(e) = flows.get(key).filter(|e| {
+                (replaying || (replaying_assured && e.ct_status & status::ASSURED != 0))
+                    && e.generation == generation
+                    && now < e.until
+            }) {
                 // The connection must still be the one learned, alive, in the same state.
                 let live = ct.v4.get_mut(crate::table::conntrack::CtId(e.ct_id)).filter(|c| {
                     c.expires > now && c.status == e.ct_status && c.original == e.ct_original && c.reply == e.ct_reply
