@@ -25,7 +25,8 @@
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
 //!   endpoints are behind a VXLAN peer, `parse → conntrack → dnat → route → snat →
 //!   ct_commit → encap → arp → egress`; `est` on established connections (2,048
-//!   flows, each new once), `new` with every packet a new connection; both with the
+//!   flows, each new once, then marked answered and assured as replies would make
+//!   them), `new` with every packet a new connection; both with the
 //!   flow fast path in front (`fastpath`, learned by `offload` at the end), as the
 //!   node path has it; `svc_slow_N` is `est` without it (every stage per packet).
 //!
@@ -96,6 +97,7 @@ fn main() -> ExitCode {
     let mut pool = BufPool::with_slots(4 * 256).expect("pool");
     let mut xconnect = XconnectStage::new();
     xconnect.connect(PortId(0), PortId(1)).expect("ports");
+    let mut service_ct = None;
     let stages: Vec<Box<dyn Stage>> = match mode.as_str() {
         "xconnect" => vec![Box::new(xconnect)],
         "parse_xconnect" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
@@ -108,7 +110,11 @@ fn main() -> ExitCode {
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
         "baseline" | "parse_one" => vec![],
-        _ if services.is_some() => services_path(services.unwrap_or(10), !mode.starts_with("svc_slow_")),
+        _ if services.is_some() => {
+            let (stages, ct) = services_path(services.unwrap_or(10), !mode.starts_with("svc_slow_"));
+            service_ct = Some(ct);
+            stages
+        }
         _ => {
             eprintln!("{usage}");
             return ExitCode::from(2);
@@ -123,6 +129,14 @@ fn main() -> ExitCode {
     let mut sink = 0u64;
 
     for b in 0..batches {
+        // Established service connections: after the first round created them, they
+        // are answered and assured, as a client's would be.
+        if b == 64
+            && !mode.starts_with("svc_new_")
+            && let Some(Ok(mut c)) = service_ct.as_ref().map(|c| c.lock())
+        {
+            c.assure_all();
+        }
         batch.clear();
         let base = (b % 64) * batch_size;
         for f in &frames[base..base + batch_size] {
@@ -458,7 +472,7 @@ fn service_frame(k: usize, n: usize) -> Vec<u8> {
 /// `parse → conntrack → dnat → route → snat → ct_commit → encap → arp → egress`, the
 /// node path of a pod calling a ClusterIP whose endpoints are behind a VXLAN peer,
 /// with `n` services of 10 endpoints each in the table.
-fn services_path(n: usize, fast_path: bool) -> Vec<Box<dyn Stage>> {
+fn services_path(n: usize, fast_path: bool) -> (Vec<Box<dyn Stage>>, podplane::stage::conntrack::SharedConntrack) {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
     use podplane::stage::fastpath::{DEFAULT_CAPACITY, FlowCache};
     use podplane::stage::nat::NatConfig;
@@ -475,9 +489,9 @@ fn services_path(n: usize, fast_path: bool) -> Vec<Box<dyn Stage>> {
     if fast_path {
         let flows = FlowCache::shared(DEFAULT_CAPACITY);
         stages.insert(1, Box::new(FastPathStage::new(flows.clone(), ct.clone())));
-        stages.push(Box::new(OffloadStage::new(flows, ct)));
+        stages.push(Box::new(OffloadStage::new(flows, ct.clone())));
     }
-    stages
+    (stages, ct)
 }
 
 /// Memory of the service table at 10, 1k and 100k services with 10 endpoints each,

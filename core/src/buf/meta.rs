@@ -182,6 +182,22 @@ impl PktMeta {
         }
     }
 
+    /// Move the packet's start to `new_head`, keeping its end: prepend the bytes in
+    /// front (already written by the caller) or strip some, in one step. False, and
+    /// nothing changes, when `new_head` is past the end.
+    #[inline]
+    pub fn move_head(&mut self, new_head: u16) -> bool {
+        let end = u32::from(self.head) + u32::from(self.len);
+        match u16::try_from(end - u32::from(new_head).min(end)) {
+            Ok(len) if u32::from(new_head) <= end => {
+                self.head = new_head;
+                self.len = len;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Offset of the first packet byte in the slot.
     #[inline]
     pub const fn head(&self) -> u16 {

@@ -316,6 +316,17 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         }
     }
 
+    /// Change every entry in place (status and protocol state only: the tuples, which
+    /// the index hashes, must not change).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut CtEntry<A, P>)) {
+        self.slots.iter_mut().flatten().for_each(|e| {
+            let (o, r) = (e.original, e.reply);
+            f(e);
+            e.original = o;
+            e.reply = r;
+        });
+    }
+
     /// Every live entry, in slot order (for `conntrack -L`-style listings).
     pub fn iter(&self, now: Instant) -> impl Iterator<Item = (CtId, &CtEntry<A, P>)> + '_ {
         self.slots.iter().enumerate().filter_map(move |(i, e)| {

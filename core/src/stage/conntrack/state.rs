@@ -457,6 +457,25 @@ impl Conntrack {
         }
     }
 
+    /// Mark every committed connection answered and assured, as replies both ways
+    /// after two seconds would (benches that send one direction only, to measure the
+    /// established path).
+    pub fn assure_all(&mut self) {
+        let bits = status::SEEN_REPLY | status::ASSURED;
+        self.v4.for_each_mut(|e| {
+            e.status |= bits;
+            if let ProtoState::Udp { stream_at } = &mut e.proto {
+                *stream_at = Instant::ZERO;
+            }
+        });
+        self.v6.for_each_mut(|e| {
+            e.status |= bits;
+            if let ProtoState::Udp { stream_at } = &mut e.proto {
+                *stream_at = Instant::ZERO;
+            }
+        });
+    }
+
     /// Reclaim expired entries (a bounded amount per call); returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let n = self.cfg.sweep_per_batch;

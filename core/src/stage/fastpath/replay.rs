@@ -58,32 +58,21 @@ fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, usize)> {
 #[inline]
 fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
     let l3 = l2 + 14;
-    let (total, inner_id) = {
-        let slot = pool.slot(pkt);
-        let Some(h) = slot.get(l2..l3 + 28).and_then(|h| h.first_chunk::<42>()) else { return false };
-        if h[..12] != e.eth || h[15] != e.tos || h[20] != e.flags || h[22] != e.ttl {
-            return false;
-        }
-        (u16::from_be_bytes([h[16], h[17]]), u16::from_be_bytes([h[18], h[19]]))
-    };
-    if total > e.max_len {
-        return false;
-    }
     let p = usize::from(e.prefix_len);
-    let Some(new_head) = l3.checked_sub(p) else { return false };
-    let head = usize::from(pool.meta(pkt).head());
-    let moved = if new_head >= head {
-        pool.pull_front(pkt, new_head - head)
-    } else {
-        pool.push_front(pkt, head - new_head).map(|_| ())
-    };
-    if moved.is_err() {
-        return false;
-    }
     let (slot, meta) = pool.slot_and_meta_mut(pkt);
+    let Some(new_head) = l3.checked_sub(p) else { return false };
     let Some(frame) = slot.get_mut(new_head..l3 + 28) else { return false };
     let (pre, ip) = frame.split_at_mut(p);
-    let (Some(pre), Some(ip)) = (pre.get_mut(..p), ip.first_chunk_mut::<28>()) else { return false };
+    let Some(ip) = ip.first_chunk_mut::<28>() else { return false };
+    // The Ethernet header as received is the end of the prefix's room.
+    let Some(eth) = pre.get(p - 14..p) else { return false };
+    if eth[..12] != e.eth || ip[1] != e.tos || ip[6] != e.flags || ip[8] != e.ttl {
+        return false;
+    }
+    let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
+    if total > e.max_len || !meta.move_head(u16::try_from(new_head).unwrap_or(u16::MAX)) {
+        return false;
+    }
     // Inner IPv4: TTL, addresses and the header checksum.
     ip[8] = e.new_ttl;
     ip[12..16].copy_from_slice(&e.src);
@@ -157,13 +146,14 @@ impl Stage for FastPathStage {
                     && e.generation == generation
                     && now < e.until
             }) {
-                // The connection must still be the one learned, alive, in the same state.
+                // The connection must still be the one learned (both tuples: a slot
+                // may hold a later connection that reuses a translated tuple), alive,
+                // in the same state.
                 let live = ct.v4.get_mut(crate::table::conntrack::CtId(e.ct_id)).filter(|c| {
-                    c.expires > now && c.status == e.ct_status && c.original == e.ct_original && c.reply == e.ct_reply
+                    c.expires > now && c.status == e.ct_status && c.reply == e.ct_reply && c.original == e.ct_original
                 });
                 if let Some(c) = live {
-                    let e = *e;
-                    if replay(cx.pool, pkt, l2, &e) {
+                    if replay(cx.pool, pkt, l2, e) {
                         // What conntrack's refresh does for a steady connection.
                         c.expires = now + e.timeout;
                         batch.transmit(i, e.out_port);
