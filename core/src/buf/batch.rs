@@ -14,6 +14,9 @@ pub const BATCH_MAX: usize = 256;
 #[derive(Clone)]
 pub struct Batch {
     len: usize,
+    /// Packets still `Continue` (kept as dispositions change, so that stages can skip
+    /// a batch with nothing left to decide).
+    live: usize,
     pkts: [PktId; BATCH_MAX],
     disp: [Disposition; BATCH_MAX],
 }
@@ -33,7 +36,7 @@ impl Default for Batch {
 impl Batch {
     /// An empty batch.
     pub const fn new() -> Self {
-        Batch { len: 0, pkts: [PktId(0); BATCH_MAX], disp: [Disposition::Continue; BATCH_MAX] }
+        Batch { len: 0, live: 0, pkts: [PktId(0); BATCH_MAX], disp: [Disposition::Continue; BATCH_MAX] }
     }
 
     /// Packets in the batch.
@@ -66,6 +69,7 @@ impl Batch {
                 *p = pkt;
                 *d = Disposition::Continue;
                 self.len += 1;
+                self.live += 1;
                 Ok(())
             }
             _ => Err(pkt),
@@ -76,6 +80,9 @@ impl Batch {
     #[inline]
     pub fn pop(&mut self) -> Option<PktId> {
         let i = self.len.checked_sub(1)?;
+        if self.is_live(i) {
+            self.live -= 1;
+        }
         self.len = i;
         self.pkts.get(i).copied()
     }
@@ -84,6 +91,7 @@ impl Batch {
     #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
+        self.live = 0;
     }
 
     /// The packet at `i` (`i < len`).
@@ -107,14 +115,23 @@ impl Batch {
     }
 
     /// Count of packets still `Continue`.
+    #[inline]
     pub fn live_count(&self) -> usize {
-        self.disp.iter().take(self.len).filter(|d| **d == Disposition::Continue).count()
+        debug_assert_eq!(self.live, self.disp.iter().take(self.len).filter(|d| **d == Disposition::Continue).count());
+        self.live
     }
 
     #[inline]
     fn set(&mut self, i: usize, d: Disposition) {
         debug_assert!(i < self.len);
-        if let Some(slot) = self.disp.get_mut(i) {
+        if let Some(slot) = self.disp.get_mut(i).filter(|_| i < self.len) {
+            let was = *slot == Disposition::Continue;
+            let is = d == Disposition::Continue;
+            if was && !is {
+                self.live -= 1;
+            } else if is && !was {
+                self.live += 1;
+            }
             *slot = d;
         }
     }

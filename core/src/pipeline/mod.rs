@@ -289,7 +289,10 @@ impl Pipeline {
             self.counters.count_drop(0, DropReason::GenerateLoop, len);
             let _ = pool.free(pkt);
         }
-        self.output.tx.sort_unstable_by_key(|&(port, order, _)| (port, order));
+        // Most batches leave on one port, in order: sorted already.
+        if !self.output.tx.is_sorted_by_key(|&(port, order, _)| (port, order)) {
+            self.output.tx.sort_unstable_by_key(|&(port, order, _)| (port, order));
+        }
         &self.output
     }
 
@@ -297,6 +300,9 @@ impl Pipeline {
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
         let Pipeline { stages, counters, trace, rng, config, generated, direct, generation, .. } = self;
         for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
+            if batch.live_count() == 0 && stage.skips_final_batches() {
+                continue;
+            }
             let name = stage.name();
             // Which packets this stage sees, for its trace records (only when tracing).
             let live_before: Option<[bool; BATCH_MAX]> = tracing.then(|| {

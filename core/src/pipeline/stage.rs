@@ -16,4 +16,12 @@ pub trait Stage: Send + core::any::Any {
 
     /// Process the live packets of `batch`.
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch);
+
+    /// True when the stage does nothing for a batch whose packets are all final
+    /// (transmitted, dropped, held by the flow fast path or another stage): the
+    /// pipeline then does not call it. Stages with work per batch (expiry sweeps,
+    /// queues to drain) keep the default.
+    fn skips_final_batches(&self) -> bool {
+        false
+    }
 }

@@ -838,6 +838,10 @@ impl Stage for RouteStage {
         "route"
     }
 
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         if cx.tracing() { self.run::<true>(cx, batch) } else { self.run::<false>(cx, batch) }
     }

@@ -38,6 +38,10 @@ impl Stage for SourceCheckStage {
         "source_check"
     }
 
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         for i in 0..batch.len() {
             if !batch.is_live(i) {

@@ -119,6 +119,10 @@ pub struct CtTable<A, P> {
     /// the backend), for the connection-counting schedulers; at most [`ENDED_MAX`]
     /// until drained.
     ended: Vec<Tuple<A>>,
+    /// Per slot: which insert put the connection there (a cache that names a slot,
+    /// the flow fast path, checks it is still the same connection with one compare).
+    serials: Vec<u32>,
+    next_serial: u32,
 }
 
 /// Most ended destination-NAT connections kept until [`CtTable::drain_ended`].
@@ -153,6 +157,8 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             cursor: 0,
             early_drops: 0,
             ended: Vec::new(),
+            serials: vec![0; capacity],
+            next_serial: 1,
         }
     }
 
@@ -231,6 +237,11 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         let (ho, hr) = (self.hash(&entry.original), self.hash(&entry.reply));
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = Some(entry);
+        }
+        if let Some(n) = self.serials.get_mut(slot as usize) {
+            *n = self.next_serial;
+            // 0 is never given: a fresh table's slots hold it.
+            self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         }
         let slots = &self.slots;
         let hasher = &self.hasher;
@@ -335,10 +346,26 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         })
     }
 
-    /// Bytes per connection slot: the entry plus its share of the index (two handles
-    /// and their control bytes, at hashbrown's 7/8 load).
+    /// The live connection in slot `id` with the serial number of its insert, if it
+    /// is still there (not replaced, not removed).
+    #[inline]
+    pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<(&mut CtEntry<A, P>, u32)> {
+        let n = *self.serials.get(id.0 as usize)?;
+        if n != serial {
+            return None;
+        }
+        self.slots.get_mut(id.0 as usize)?.as_mut().map(|e| (e, n))
+    }
+
+    /// The serial number of the insert that put the connection in slot `id`.
+    pub fn serial(&self, id: CtId) -> u32 {
+        self.serials.get(id.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// Bytes per connection slot: the entry, its serial number and its share of the
+    /// index (two handles and their control bytes, at hashbrown's 7/8 load).
     pub fn memory_per_entry() -> usize {
-        size_of::<Option<CtEntry<A, P>>>() + size_of::<u32>() + (2 * (size_of::<u32>() + 1)) * 8 / 7
+        size_of::<Option<CtEntry<A, P>>>() + 2 * size_of::<u32>() + (2 * (size_of::<u32>() + 1)) * 8 / 7
     }
 }
 

@@ -374,6 +374,9 @@ impl Stage for ConntrackStage {
         let Ok(mut ct) = self.ct.lock() else { return };
         ct.last = cx.now;
         ct.forget_dropped();
+        if batch.live_count() == 0 {
+            return;
+        }
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
         for i in 0..batch.len() {

@@ -1,11 +1,9 @@
 //! The flow cache: a fixed-size two-way set-associative table of replayable flows, and
 //! the per-packet snapshots the learning side compares against.
 
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use crate::buf::{PktId, PortId};
-use crate::table::conntrack::Tuple;
 use crate::time::{Duration, Instant};
 
 /// How long a learned entry is replayed before the slow path sees the flow again.
@@ -34,6 +32,9 @@ pub(crate) struct Key {
 }
 
 impl Key {
+    /// No flow: protocol 255 and ports 0xffff, which no candidate has.
+    const EMPTY: Key = Key { addrs: 0, rest: u64::MAX };
+
     pub(crate) fn new(in_port: PortId, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
         let addrs = (u64::from(u32::from_be_bytes(src)) << 32) | u64::from(u32::from_be_bytes(dst));
         let rest =
@@ -78,11 +79,11 @@ pub(crate) struct Entry {
     pub(crate) ttl: u8,
     pub(crate) until: Instant,
     pub(crate) generation: u64,
-    /// The connection: slot, both tuples and status as learned, the timeout each
-    /// packet sets.
+    /// The connection: slot, the serial number of its insert (the same connection,
+    /// not a later one in its slot) and status as learned, the timeout each packet
+    /// sets.
     pub(crate) ct_id: u32,
-    pub(crate) ct_original: Tuple<Ipv4Addr>,
-    pub(crate) ct_reply: Tuple<Ipv4Addr>,
+    pub(crate) ct_serial: u32,
     pub(crate) ct_status: u8,
     pub(crate) timeout: Duration,
     pub(crate) out_port: PortId,
@@ -117,6 +118,8 @@ pub(crate) struct Snap {
 /// See the [module docs](super).
 #[derive(Debug)]
 pub struct FlowCache {
+    /// The keys of `slots`, apart, so that a lookup reads one cache line per set.
+    keys: Vec<Key>,
     slots: Vec<Option<Entry>>,
     mask: usize,
     snaps: Vec<Snap>,
@@ -124,6 +127,8 @@ pub struct FlowCache {
     pub(crate) learned: u64,
     /// The pipeline generation when the `fastpath` stage last ran.
     pub(crate) round_generation: u64,
+    /// Snapshots taken since then (none: the `offload` stage has nothing to learn).
+    pub(crate) snaps_taken: usize,
 }
 
 impl FlowCache {
@@ -131,11 +136,13 @@ impl FlowCache {
     pub fn new(capacity: usize) -> Self {
         let n = capacity.clamp(WAYS, 1 << 24).next_power_of_two();
         FlowCache {
+            keys: vec![Key::EMPTY; n],
             slots: vec![None; n],
             mask: n - 1,
             snaps: vec![Snap::default(); SNAPS],
             learned: 0,
             round_generation: 0,
+            snaps_taken: 0,
         }
     }
 
@@ -162,11 +169,12 @@ impl FlowCache {
     /// Forget every entry (tests; a generation change does it lazily).
     pub fn clear(&mut self) {
         self.slots.fill(None);
+        self.keys.fill(Key::EMPTY);
     }
 
     /// Bytes the cache holds.
     pub fn memory(&self) -> usize {
-        self.slots.len() * size_of::<Option<Entry>>() + SNAPS * size_of::<Snap>()
+        self.slots.len() * (size_of::<Option<Entry>>() + size_of::<Key>()) + SNAPS * size_of::<Snap>()
     }
 
     /// The first slot of `key`'s set of [`WAYS`].
@@ -177,20 +185,23 @@ impl FlowCache {
     #[inline]
     pub(crate) fn get(&self, key: Key) -> Option<&Entry> {
         let at = self.set(key);
-        self.slots.get(at..at + WAYS)?.iter().flatten().find(|e| e.key == key)
+        let w = self.keys.get(at..at + WAYS)?.iter().position(|k| *k == key)?;
+        self.slots.get(at + w)?.as_ref()
     }
 
     /// Insert `e`, over its own old entry, an empty slot, or the entry of its set that
     /// ends soonest.
     pub(crate) fn insert(&mut self, e: Entry) {
         let at = self.set(e.key);
-        let Some(set) = self.slots.get_mut(at..at + WAYS) else { return };
+        let Some(set) = self.slots.get(at..at + WAYS) else { return };
         let rank = |s: &Option<Entry>| match s {
             Some(x) if x.key == e.key => (0, 0),
             None => (1, 0),
             Some(x) => (2, x.until.as_nanos()),
         };
-        if let Some(s) = set.iter_mut().min_by_key(|s| rank(s)) {
+        let Some(w) = set.iter().enumerate().min_by_key(|(_, s)| rank(s)).map(|(w, _)| w) else { return };
+        if let (Some(s), Some(k)) = (self.slots.get_mut(at + w), self.keys.get_mut(at + w)) {
+            *k = e.key;
             *s = Some(e);
             self.learned += 1;
         }
@@ -220,11 +231,14 @@ pub(crate) fn fold(mut s: u32) -> u16 {
     u16::try_from(s).unwrap_or(0xffff)
 }
 
-/// RFC 1624 eqn. 3 with the sum of (~m + m') for every changed word precomputed:
-/// the same result as updating word by word (`wire::checksum::update16`).
+/// RFC 1624 eqn. 3 with the sum of (~m + m') for every changed word precomputed and
+/// folded to 16 bits: the same result as updating word by word
+/// (`wire::checksum::update16`).
 #[inline]
 pub(crate) fn apply_delta(csum: u16, delta: u32) -> u16 {
-    !fold(u32::from(!csum) + u32::from(fold(delta)))
+    // `delta` is folded at learning: the sum fits 17 bits and one carry step folds it.
+    let s = u32::from(!csum) + delta;
+    !u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
 }
 
 /// The same for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is 0xffff.
@@ -260,6 +274,7 @@ mod tests {
                 seq_udp = update16_udp(seq_udp, old, new);
                 delta += u32::from(!old) + u32::from(new);
             }
+            let delta = u32::from(fold(delta));
             assert_eq!(apply_delta(c, delta), seq, "csum {c:#06x} words {words:?}");
             assert_eq!(apply_delta_udp(c, delta), seq_udp, "udp csum {c:#06x} words {words:?}");
         }
@@ -278,22 +293,7 @@ mod tests {
             until: Instant::from_nanos(until),
             generation: 0,
             ct_id: 0,
-            ct_original: Tuple {
-                src: Ipv4Addr::UNSPECIFIED,
-                dst: Ipv4Addr::UNSPECIFIED,
-                sport: 0,
-                dport: 0,
-                proto: 17,
-                zone: 0,
-            },
-            ct_reply: Tuple {
-                src: Ipv4Addr::UNSPECIFIED,
-                dst: Ipv4Addr::UNSPECIFIED,
-                sport: 0,
-                dport: 0,
-                proto: 17,
-                zone: 0,
-            },
+            ct_serial: 1,
             ct_status: 0,
             timeout: Duration::from_secs(30),
             out_port: PortId(1),

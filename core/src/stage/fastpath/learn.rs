@@ -123,8 +123,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         until: now + FAST_PATH_LIFE,
         generation: 0,
         ct_id: id.0,
-        ct_original: c.original,
-        ct_reply: c.reply,
+        ct_serial: ct.v4.serial(id),
         ct_status: c.status,
         timeout,
         out_port: m.out_port,
@@ -133,8 +132,9 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         dst: <[u8; 4]>::try_from(ip.get(16..20)?).ok()?,
         new_ttl: ip[8],
         ports: <[u8; 4]>::try_from(l4.get(..4)?).ok()?,
-        ip_delta,
-        l4_delta,
+        // Folded once here, not per packet.
+        ip_delta: u32::from(fold(ip_delta)),
+        l4_delta: u32::from(fold(l4_delta)),
         prefix,
         prefix_len: u8::try_from(p).ok()?,
         outer,
@@ -148,6 +148,9 @@ impl Stage for OffloadStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut flows) = self.flows.lock() else { return };
+        if flows.snaps_taken == 0 {
+            return;
+        }
         let Ok(ct) = self.ct.lock() else { return };
         let (now, generation) = (cx.now, cx.generation());
         // Something learned or reconfigured since the fast path stage ran: what the

@@ -66,7 +66,8 @@ fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
     let Some(ip) = ip.first_chunk_mut::<28>() else { return false };
     // The Ethernet header as received is the end of the prefix's room.
     let Some(eth) = pre.get(p - 14..p) else { return false };
-    if eth[..12] != e.eth || ip[1] != e.tos || ip[6] != e.flags || ip[8] != e.ttl {
+    let Some(eth) = eth.first_chunk::<12>() else { return false };
+    if *eth != e.eth || ip[1] != e.tos || ip[6] != e.flags || ip[8] != e.ttl {
         return false;
     }
     let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
@@ -83,7 +84,12 @@ fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
     ip[20..24].copy_from_slice(&e.ports);
     let c = apply_delta_udp(u16::from_be_bytes([ip[26], ip[27]]), e.l4_delta);
     ip[26..28].copy_from_slice(&c.to_be_bytes());
-    if let Some(src) = e.prefix.get(..p) {
+    // Fixed-size copies for the two common prefixes (a call to memcpy otherwise).
+    if let Ok(d) = <&mut [u8; 64]>::try_from(&mut *pre) {
+        *d = e.prefix;
+    } else if let (Ok(d), Some(s)) = (<&mut [u8; 14]>::try_from(&mut *pre), e.prefix.first_chunk::<14>()) {
+        *d = *s;
+    } else if let Some(src) = e.prefix.get(..p) {
         pre.copy_from_slice(src);
     }
     if let Some(o) = e.outer {
@@ -121,6 +127,7 @@ impl Stage for FastPathStage {
         let Ok(mut ct) = self.ct.lock() else { return };
         let (now, generation) = (cx.now, cx.generation());
         flows.round_generation = generation;
+        flows.snaps_taken = 0;
         let mut hits = 0u64;
         // Replayed packets must not overtake a slow one that could change what they
         // see: the kernel handles packets one at a time. After a packet that is not
@@ -146,13 +153,14 @@ impl Stage for FastPathStage {
                     && e.generation == generation
                     && now < e.until
             }) {
-                // The connection must still be the one learned (both tuples: a slot
-                // may hold a later connection that reuses a translated tuple), alive,
-                // in the same state.
-                let live = ct.v4.get_mut(crate::table::conntrack::CtId(e.ct_id)).filter(|c| {
-                    c.expires > now && c.status == e.ct_status && c.reply == e.ct_reply && c.original == e.ct_original
-                });
-                if let Some(c) = live {
+                // The connection must still be the one learned (its insert's serial
+                // number: a slot may hold a later connection that reuses a translated
+                // tuple), alive, in the same state.
+                let live = ct
+                    .v4
+                    .get_mut_if(crate::table::conntrack::CtId(e.ct_id), e.ct_serial)
+                    .filter(|(c, _)| c.expires > now && c.status == e.ct_status);
+                if let Some((c, _)) = live {
                     if replay(cx.pool, pkt, l2, e) {
                         // What conntrack's refresh does for a steady connection.
                         c.expires = now + e.timeout;
@@ -176,6 +184,7 @@ impl Stage for FastPathStage {
                 s.ip.copy_from_slice(&h[14..34]);
                 s.l4.copy_from_slice(&h[34..42]);
                 cx.pool.meta_mut(pkt).flags |= PktFlags::OFFLOAD;
+                flows.snaps_taken += 1;
             }
         }
         cx.count_n(StageEvent::FastPathHit, hits);

@@ -269,6 +269,9 @@ impl Stage for NatStage {
             let services = &mut self.services;
             ct.drain_ended(|addr, port, proto| services.connection_ended((addr, port), proto));
         }
+        if batch.live_count() == 0 {
+            return;
+        }
         for i in 0..batch.len() {
             if !batch.is_live(i) || batch.disposition(i) == Disposition::Held {
                 continue;

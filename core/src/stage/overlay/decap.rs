@@ -177,6 +177,10 @@ impl Stage for DecapStage {
         "decap"
     }
 
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let mut done = 0u64;
         for i in 0..batch.len() {

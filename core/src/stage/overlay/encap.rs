@@ -318,6 +318,10 @@ impl Stage for EncapStage {
         "encap"
     }
 
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let tunnel = self.cfg.tunnel_port;
         let mut done = 0u64;
