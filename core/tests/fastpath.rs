@@ -44,6 +44,19 @@ apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: kube-system}
 spec: {clusterIP: 10.96.0.10, ports: [{name: dns, port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {clusterIP: 10.96.0.80, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - {addresses: [10.244.2.7], nodeName: worker-2}
 ";
 
 fn slice(eps: &[&str]) -> String {
@@ -83,6 +96,85 @@ fn reply(from: Ipv4Addr, dport: u16, vxlan: bool) -> Vec<u8> {
     f[40] = 0;
     f[41] = 0;
     f
+}
+
+/// Wrap a frame from the backend's side as it reaches the uplink (see [`reply`]).
+fn from_peer(mut inner: Vec<u8>, vxlan: bool) -> Vec<u8> {
+    if !vxlan {
+        inner[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+        inner[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
+        return inner;
+    }
+    inner[..6].copy_from_slice(&[0x0e, 0x00, 192, 168, 0, 11]);
+    inner[6..12].copy_from_slice(&[0xaa, 0xbb, 0xcc, 0, 0, 2]);
+    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    payload.extend_from_slice(&inner);
+    let mut f = udp4(Ipv4Addr::new(192, 168, 0, 12), Ipv4Addr::new(192, 168, 0, 11), 40000, 8472, &payload);
+    f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
+    f[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
+    f[40] = 0;
+    f[41] = 0;
+    f
+}
+
+/// A TCP connection from pod-a to the `web` ClusterIP, played segment by segment:
+/// handshake, data both ways (now and then a segment out of the window), FIN, and
+/// again from the start on a new port.
+struct TcpFlow {
+    sport: u16,
+    /// Next sequence numbers of client and server, and the step reached.
+    c: u32,
+    s: u32,
+    step: u32,
+}
+
+impl TcpFlow {
+    fn next(&mut self, vxlan: bool, pick: u64) -> (u16, Vec<u8>) {
+        use podplane::testutil::tcp4_seq;
+        use podplane::wire::tcp::TcpFlags as F;
+        let pod = (Ipv4Addr::new(10, 244, 1, 2), self.sport);
+        let svc = (Ipv4Addr::new(10, 96, 0, 80), 80);
+        let backend = (Ipv4Addr::new(10, 244, 2, 7), 8080);
+        let to_gw = |mut f: Vec<u8>| {
+            f[..6].copy_from_slice(&CNI0);
+            f[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+            (1, f)
+        };
+        self.step += 1;
+        match self.step {
+            1 => to_gw(tcp4_seq(pod, svc, F::SYN, self.c - 1, 0, b"")),
+            2 => (0, from_peer(tcp4_seq(backend, pod, F::SYN | F::ACK, self.s - 1, self.c, b""), vxlan)),
+            3 => to_gw(tcp4_seq(pod, svc, F::ACK, self.c, self.s, b"")),
+            60 => to_gw(tcp4_seq(pod, svc, F::FIN | F::ACK, self.c, self.s, b"")),
+            61 => (0, from_peer(tcp4_seq(backend, pod, F::FIN | F::ACK, self.s, self.c + 1, b""), vxlan)),
+            62 => {
+                let f = to_gw(tcp4_seq(pod, svc, F::ACK, self.c + 1, self.s + 1, b""));
+                *self = TcpFlow {
+                    sport: self.sport.wrapping_add(7),
+                    c: self.c.wrapping_add(100_000),
+                    s: self.s ^ 0x5555,
+                    step: 0,
+                };
+                f
+            }
+            _ if pick.is_multiple_of(9) => {
+                // Far outside the window: INVALID, dropped by both.
+                to_gw(tcp4_seq(pod, svc, F::ACK | F::PSH, self.c.wrapping_add(3_000_000), self.s, b"stale"))
+            }
+            _ if pick.is_multiple_of(2) => {
+                let data = vec![0x61; 10 + usize::try_from(pick % 300).unwrap()];
+                let f = to_gw(tcp4_seq(pod, svc, F::ACK | F::PSH, self.c, self.s, &data));
+                self.c = self.c.wrapping_add(u32::try_from(data.len()).unwrap());
+                f
+            }
+            _ => {
+                let data = vec![0x62; 20 + usize::try_from(pick % 500).unwrap()];
+                let f = (0, from_peer(tcp4_seq(backend, pod, F::ACK | F::PSH, self.s, self.c, &data), vxlan));
+                self.s = self.s.wrapping_add(u32::try_from(data.len()).unwrap());
+                f
+            }
+        }
+    }
 }
 
 /// An ARP reply from `ip` with `mac` to the node's uplink (port 0).
@@ -144,11 +236,21 @@ fn change_endpoints(n: &mut Node, text: &str, eps: &[&str]) {
     }
 }
 
-/// The node's connections as `conntrack -L` lists them.
+/// TCP segments the node's fast path replayed.
+fn tcp_hits(n: &mut Node) -> u64 {
+    let stage = n.dp.pipeline().stage::<podplane::stage::FastPathStage>().unwrap();
+    let flows = stage.flows();
+    flows.lock().unwrap().tcp_replayed()
+}
+
+/// The node's connections as `conntrack -L` lists them, then as stored.
 fn connections(n: &mut Node, now: podplane::Instant) -> Vec<String> {
     let ct = n.dp.conntrack().unwrap();
-    let list = ct.lock().unwrap().list(now);
-    list.iter().map(ToString::to_string).collect()
+    let ct = ct.lock().unwrap();
+    // The listing, and every entry whole (TCP window tracking included).
+    let list = ct.list(now);
+    let entries = ct.v4().iter(now).map(|(id, e)| format!("{id:?} {e:?}"));
+    list.iter().map(ToString::to_string).chain(entries).collect()
 }
 
 /// Run the script through the node with and without the fast path; every batch's
@@ -170,6 +272,8 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
         x % n
     };
     let mut t = 1_000_000_000u64;
+    let mut tcp: Vec<TcpFlow> =
+        (0..3).map(|k| TcpFlow { sport: 50000 + k * 100, c: 1000 + u32::from(k), s: 900_000, step: 0 }).collect();
     for round in 0..400u32 {
         let mut frames: Vec<(u16, Vec<u8>)> = Vec::new();
         if round == 0 {
@@ -201,6 +305,12 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
             };
             frames.push((1, f));
         }
+        // TCP segments of three connections, in order within each.
+        for _ in 0..(1 + rnd(6)) {
+            let k = usize::try_from(rnd(3)).unwrap();
+            let pick = rnd(1 << 20);
+            frames.push(tcp[k].next(vxlan, pick));
+        }
         // An endpoint removed (its UDP connections flushed), later added back.
         if round == 100 {
             change_endpoints(&mut fast, text, &["10.244.2.6"]);
@@ -217,6 +327,8 @@ fn differential(text: &str, seed: u64) -> (u64, u64) {
         t += if round == 300 { 40_000_000_000 } else { 50_000_000 };
     }
     let c = fast.dp.pipeline().counters().snapshot();
+    let tcp_hits = tcp_hits(&mut fast);
+    assert!(tcp_hits > 100, "seed {seed}: {tcp_hits} TCP segments replayed");
     (c.event_total(StageEvent::FastPathHit), c.event_total(StageEvent::FastPathLearned))
 }
 

@@ -187,14 +187,14 @@ impl PktMeta {
     /// nothing changes, when `new_head` is past the end.
     #[inline]
     pub fn move_head(&mut self, new_head: u16) -> bool {
-        let end = u32::from(self.head) + u32::from(self.len);
-        match u16::try_from(end - u32::from(new_head).min(end)) {
-            Ok(len) if u32::from(new_head) <= end => {
+        // head + len <= slot size, which fits u16.
+        match self.head.checked_add(self.len).and_then(|end| end.checked_sub(new_head)) {
+            Some(len) => {
                 self.head = new_head;
                 self.len = len;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

@@ -28,18 +28,27 @@
 //!   stage does not let a flow be learned when its next hop would turn stale sooner.
 //!
 //! Replayed packets must not overtake slow ones that could change what they see (the
-//! kernel handles packets one at a time): after a packet of the batch that is not IPv4
-//! UDP (an ARP reply may bring a new MAC) nothing more is replayed in the batch; after
-//! an IPv4 UDP packet that takes the slow path only assured connections are, which
-//! such a packet cannot change. `core/tests/fastpath.rs` compares frames and
-//! connection tables with a node without the fast path, batch by batch; it fails when
-//! either rule is loosened.
+//! kernel handles packets one at a time): after a packet of the batch that is neither
+//! IPv4 UDP nor TCP (an ARP reply may bring a new MAC) nothing more is replayed in the
+//! batch; after a UDP or TCP packet that takes the slow path only assured connections
+//! are, which such a packet cannot change, and TCP ones only when no packet of the
+//! same connection went the slow way before them (the tracker must see segments in
+//! order). `core/tests/fastpath.rs` compares frames and connection tables (TCP
+//! tracking state included) with a node without the fast path, batch by batch; it
+//! fails when the first two rules are loosened or the TCP tracking is skipped (for the
+//! third it found no counterexample: a reordered segment is mostly refused by the
+//! tracker, which sends it down the slow path; the rule stays as the safe side).
 //!
 //! Only connections in a steady conntrack state are learned: UDP either unreplied or
 //! assured (each packet then sets the same timeout and no status bit), whose refresh
-//! the fast path repeats. TCP stays on the slow path (its window tracking runs per
-//! segment), as do IPv6, fragments, IP options, VLAN tags, packets with a partial
-//! (vnet_hdr) checksum, traced packets, and IPv6 underlays.
+//! the fast path repeats; TCP established and assured, each of whose segments the
+//! fast path runs through conntrack's own tracker on a copy of the state, keeping the
+//! result only when the segment is accepted and leaves the connection established
+//! with the same status (anything else, a FIN, an out-of-window segment, goes down
+//! the slow path untouched; Linux's flowtable instead switches an offloaded TCP
+//! connection to liberal tracking). IPv6, fragments, IP options, VLAN tags, packets
+//! with a partial (vnet_hdr) checksum, traced packets, flows into a bridge's own
+//! interface and IPv6 underlays stay on the slow path.
 //!
 //! # Differences from Linux's flowtable
 //! - Replayed packets are not seen by the counters of the stages they skip, as

@@ -40,7 +40,7 @@ impl ConntrackStage {
 
 /// The TCP segment at `l4` of an IP packet starting at `l3` (its length from the IP
 /// header), or `None` when the header is not all there.
-fn segment(slot: &[u8], l3: usize, l4: usize, v6: bool) -> Option<Segment<'_>> {
+pub(crate) fn segment(slot: &[u8], l3: usize, l4: usize, v6: bool) -> Option<Segment<'_>> {
     let ip_len = if v6 {
         40 + usize::from(u16::from_be_bytes([*slot.get(l3 + 4)?, *slot.get(l3 + 5)?]))
     } else {

@@ -42,6 +42,12 @@ impl Key {
         Key { addrs, rest }
     }
 
+    /// The key without its ingress port: the connection a packet belongs to, seen
+    /// from one direction.
+    pub(crate) fn connection(self) -> Key {
+        Key { addrs: self.addrs, rest: self.rest & !0xffff }
+    }
+
     /// MurmurHash3's 64-bit finaliser over both words: a single multiply left
     /// sequential ClusterIPs with sequential source ports in a few sets (the 100k-service
     /// bench thrashed).
@@ -89,6 +95,11 @@ pub(crate) struct Entry {
     pub(crate) out_port: PortId,
     /// Longest IPv4 packet the route stage let through whole.
     pub(crate) max_len: u16,
+    /// TCP (checksum at 16 of the transport header, the tracker runs per segment)
+    /// rather than UDP; and whether the packets go in the connection's reply
+    /// direction.
+    pub(crate) tcp: bool,
+    pub(crate) reply_dir: bool,
     /// The inner header as it leaves: addresses, TTL, ports.
     pub(crate) src: [u8; 4],
     pub(crate) dst: [u8; 4],
@@ -111,7 +122,8 @@ pub(crate) struct Snap {
     pub(crate) key: Key,
     pub(crate) eth: [u8; 12],
     pub(crate) ip: [u8; 20],
-    pub(crate) l4: [u8; 8],
+    /// The transport header's first 20 bytes (UDP: 8 and what follows).
+    pub(crate) l4: [u8; 20],
     pub(crate) l3: u16,
 }
 
@@ -129,6 +141,8 @@ pub struct FlowCache {
     pub(crate) round_generation: u64,
     /// Snapshots taken since then (none: the `offload` stage has nothing to learn).
     pub(crate) snaps_taken: usize,
+    /// TCP segments replayed so far.
+    pub(crate) tcp_replayed: u64,
 }
 
 impl FlowCache {
@@ -143,6 +157,7 @@ impl FlowCache {
             learned: 0,
             round_generation: 0,
             snaps_taken: 0,
+            tcp_replayed: 0,
         }
     }
 
@@ -164,6 +179,11 @@ impl FlowCache {
     /// Flows learned so far.
     pub fn learned(&self) -> u64 {
         self.learned
+    }
+
+    /// TCP segments replayed so far (the `fastpath_hit` counter counts all).
+    pub fn tcp_replayed(&self) -> u64 {
+        self.tcp_replayed
     }
 
     /// Forget every entry (tests; a generation change does it lazily).
@@ -295,6 +315,8 @@ mod tests {
             ct_id: 0,
             ct_serial: 1,
             ct_status: 0,
+            tcp: false,
+            reply_dir: false,
             timeout: Duration::from_secs(30),
             out_port: PortId(1),
             max_len: 1500,

@@ -5,7 +5,9 @@ use super::cache::{Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, apply_delta,
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, Disposition, Stage, StageEvent};
 use crate::stage::conntrack::Conntrack;
+use crate::stage::conntrack::proto::ProtoState;
 use crate::stage::conntrack::state::{info, unpack};
+use crate::stage::conntrack::tcp::TcpState;
 use crate::stage::conntrack::{CtRef, SharedConntrack};
 use crate::table::conntrack::status;
 use crate::time::Instant;
@@ -43,9 +45,15 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     }
     let Some(CtRef::V4(id)) = unpack(m.ct) else { return None };
     let c = ct.v4.get(id)?;
-    // Steady states only: each packet sets the same timeout and no status bit.
-    let steady = c.status & status::SEEN_REPLY == 0 || c.status & status::ASSURED != 0;
-    if c.original.proto != 17 || !steady || c.expires <= now {
+    // Steady states only. UDP: each packet sets the same timeout and no status bit
+    // (unreplied, or assured). TCP: established and assured; the replay runs the
+    // tracker on each segment and leaves anything else to the slow path.
+    let tcp = match (c.original.proto, &c.proto) {
+        (17, _) if c.status & status::SEEN_REPLY == 0 || c.status & status::ASSURED != 0 => false,
+        (6, ProtoState::Tcp(t)) if t.state == TcpState::Established && c.status & status::ASSURED != 0 => true,
+        _ => return None,
+    };
+    if c.expires <= now {
         return None;
     }
     let src = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(snap.ip.get(12..16)?).ok()?);
@@ -61,13 +69,14 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     let head = usize::from(m.head());
     let l3 = usize::from(snap.l3);
     let slot = pool.slot(pkt);
-    let out = slot.get(l3..l3 + 28)?.first_chunk::<28>()?;
+    let out = slot.get(l3..)?.first_chunk::<40>()?;
     let (ip, rest) = out.split_first_chunk::<20>()?;
-    let l4 = rest.first_chunk::<8>()?;
+    let l4 = rest.first_chunk::<20>()?;
     let (o, ol4) = (&snap.ip, &snap.l4);
     // Only addresses, TTL (by at most one), ports and checksums may have changed.
     let ttl_ok = ip[8] == o[8] || ip[8].wrapping_add(1) == o[8];
-    if ip[..8] != o[..8] || ip[9] != o[9] || !ttl_ok || l4[4..6] != ol4[4..6] {
+    let l4_same = if tcp { l4[4..16] == ol4[4..16] && l4[18..] == ol4[18..] } else { l4[4..6] == ol4[4..6] };
+    if ip[..8] != o[..8] || ip[9] != o[9] || !ttl_ok || !l4_same {
         return None;
     }
     let ip_delta = delta(o, ip, &[8, 12, 14, 16, 18]);
@@ -78,7 +87,13 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     o_words[..8].copy_from_slice(&o[12..20]);
     o_words[8..].copy_from_slice(&ol4[..4]);
     let l4_delta = delta(&o_words, &l4_words, &[0, 2, 4, 6, 8, 10]);
-    if apply_delta(be16(o, 10), ip_delta) != be16(ip, 10) || apply_delta_udp(be16(ol4, 6), l4_delta) != be16(l4, 6) {
+    let (ip_delta, l4_delta) = (u32::from(fold(ip_delta)), u32::from(fold(l4_delta)));
+    let l4_ok = if tcp {
+        apply_delta(be16(ol4, 16), l4_delta) == be16(l4, 16)
+    } else {
+        apply_delta_udp(be16(ol4, 6), l4_delta) == be16(l4, 6)
+    };
+    if apply_delta(be16(o, 10), ip_delta) != be16(ip, 10) || !l4_ok {
         return None;
     }
     // What now stands in front of the inner header.
@@ -125,6 +140,8 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         ct_id: id.0,
         ct_serial: ct.v4.serial(id),
         ct_status: c.status,
+        tcp,
+        reply_dir: reply,
         timeout,
         out_port: m.out_port,
         max_len: m.path_mtu,
@@ -133,8 +150,8 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         new_ttl: ip[8],
         ports: <[u8; 4]>::try_from(l4.get(..4)?).ok()?,
         // Folded once here, not per packet.
-        ip_delta: u32::from(fold(ip_delta)),
-        l4_delta: u32::from(fold(l4_delta)),
+        ip_delta,
+        l4_delta,
         prefix,
         prefix_len: u8::try_from(p).ok()?,
         outer,

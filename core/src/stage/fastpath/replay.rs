@@ -1,23 +1,37 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
 use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_udp, fold};
-use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId};
+use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
+use std::net::Ipv4Addr;
+
 use crate::stage::conntrack::SharedConntrack;
+use crate::stage::conntrack::lookup::segment;
+use crate::stage::conntrack::proto::ProtoState;
+use crate::stage::conntrack::tcp::{Dir, TcpConfig, TcpState, Verdict};
+use crate::table::conntrack::CtEntry;
 use crate::table::conntrack::status;
+use crate::time::Duration;
 
 /// See the [module docs](super).
 #[derive(Debug)]
 pub struct FastPathStage {
     flows: SharedFlows,
     ct: SharedConntrack,
+    /// The keys (ports aside) of this batch's packets that took the slow path so far.
+    slow: Vec<Key>,
 }
 
 impl FastPathStage {
     /// The replaying stage over a worker's cache and conntrack state (the same as its
     /// [`OffloadStage`](super::OffloadStage)'s and conntrack stages').
     pub fn new(flows: SharedFlows, ct: SharedConntrack) -> Self {
-        FastPathStage { flows, ct }
+        FastPathStage { flows, ct, slow: Vec::with_capacity(crate::buf::BATCH_MAX) }
+    }
+
+    /// The cache it replays from (for inspection).
+    pub fn flows(&self) -> SharedFlows {
+        self.flows.clone()
     }
 }
 
@@ -35,11 +49,11 @@ const WANTED: PktFlags = PktFlags::PARSED.union(PktFlags::HAS_FLOW).union(PktFla
 /// The flow key and header offsets of a packet the fast path could carry: whole
 /// IPv4 UDP without options or tag, its checksum not partial.
 #[inline]
-fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, usize)> {
+fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
     let m = pool.meta(pkt);
     if m.flags & CHECKED != WANTED
         || m.l3_kind != L3Kind::Ipv4
-        || m.flow.proto != 17
+        || (m.flow.proto != 17 && m.flow.proto != 6)
         || m.l3 != m.l2 + 14
         || m.l4 != m.l3 + 20
         || matches!(m.csum, CsumState::Partial { .. })
@@ -48,30 +62,82 @@ fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, usize)> {
     }
     let f = &m.flow;
     let (s, d) = (&f.src, &f.dst);
-    let key = Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, 17);
-    Some((key, usize::from(m.l2)))
+    let key = Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, f.proto);
+    Some((key, m.l2))
+}
+
+/// True when a packet of `e`'s connection, in either direction, took the slow path
+/// earlier in this batch (`slow`: their keys, ports aside).
+fn slow_before(slow: &[Key], e: &Entry, c: &CtEntry<Ipv4Addr, ProtoState>) -> bool {
+    // Packets the other way arrive with the other direction's tuple.
+    let t = if e.reply_dir { &c.original } else { &c.reply };
+    let other = Key::new(crate::buf::PortId(0), t.src.octets(), t.dst.octets(), t.sport, t.dport, t.proto).connection();
+    let own = e.key.connection();
+    slow.iter().any(|k| *k == own || *k == other)
+}
+
+/// Track TCP segment `pkt` (IPv4 header of 20 bytes after the Ethernet header at
+/// `l2`) on a copy of connection `c`'s state: the state and timeout to keep when the
+/// tracker accepts it and the connection stays established with the same status;
+/// `None` (the slow path decides) otherwise.
+#[inline]
+fn track_tcp(
+    pool: &BufPool,
+    pkt: PktId,
+    l2: u16,
+    c: &CtEntry<Ipv4Addr, ProtoState>,
+    reply_dir: bool,
+    cfg: &TcpConfig,
+) -> Option<Option<(ProtoState, Duration)>> {
+    let l3 = usize::from(l2) + 14;
+    let seg = segment(pool.slot(pkt), l3, l3 + 20, false)?;
+    let mut proto = c.proto;
+    let dir = if reply_dir { Dir::Reply } else { Dir::Original };
+    let seen = if reply_dir { status::SEEN_REPLY } else { 0 };
+    match proto.tcp_packet(dir, &seg, cfg, c.status) {
+        Some(Verdict::Accept { state: TcpState::Established, timeout, assured })
+            if (!assured || c.status & status::ASSURED != 0) && c.status & seen == seen =>
+        {
+            Some(Some((proto, timeout)))
+        }
+        _ => None,
+    }
 }
 
 /// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
 /// and UDP headers, put the prefix in front. False (packet untouched) when the frame
 /// does not match what was learned.
 #[inline]
-fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
-    let l3 = l2 + 14;
-    let p = usize::from(e.prefix_len);
+fn replay(pool: &mut BufPool, pkt: PktId, l2: u16, e: &Entry) -> bool {
     let (slot, meta) = pool.slot_and_meta_mut(pkt);
-    let Some(new_head) = l3.checked_sub(p) else { return false };
-    let Some(frame) = slot.get_mut(new_head..l3 + 28) else { return false };
-    let (pre, ip) = frame.split_at_mut(p);
-    let Some(ip) = ip.first_chunk_mut::<28>() else { return false };
-    // The Ethernet header as received is the end of the prefix's room.
-    let Some(eth) = pre.get(p - 14..p) else { return false };
-    let Some(eth) = eth.first_chunk::<12>() else { return false };
+    // One body per prefix size (Ethernet, IPIP, VXLAN), so that every offset is a
+    // constant and the compiler drops the bounds checks.
+    match e.prefix_len {
+        14 => replay_fixed::<14, 54>(slot, meta, l2, e),
+        64 => replay_fixed::<64, 104>(slot, meta, l2, e),
+        34 => replay_fixed::<34, 74>(slot, meta, l2, e),
+        _ => false,
+    }
+}
+
+/// [`replay`] for a prefix of `P` bytes; `N` = `P` + 40 (inner IPv4 and the first 20
+/// bytes of the transport header, inside the slot whatever the packet's length).
+#[inline(always)]
+fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry) -> bool {
+    let Some(new_head) = l2.checked_add(14).and_then(|l3| l3.checked_sub(e.prefix_len.into())) else { return false };
+    let Some(frame) = slot.get_mut(usize::from(new_head)..).and_then(|s| s.first_chunk_mut::<N>()) else {
+        return false;
+    };
+    let (pre, rest) = frame.split_at_mut(P);
+    let (Ok(pre), Some(ip)) = (<&mut [u8; P]>::try_from(pre), rest.first_chunk_mut::<40>()) else { return false };
+    // The Ethernet header as received ends the prefix's room.
+    let Some(eth) = pre.last_chunk::<14>().and_then(|h| h.first_chunk::<12>()) else { return false };
     if *eth != e.eth || ip[1] != e.tos || ip[6] != e.flags || ip[8] != e.ttl {
         return false;
     }
     let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
-    if total > e.max_len || !meta.move_head(u16::try_from(new_head).unwrap_or(u16::MAX)) {
+    // The tunnel adds at most 50 bytes: the outer length cannot overflow below this.
+    if total > e.max_len || total > u16::MAX - 64 || !meta.move_head(new_head) {
         return false;
     }
     // Inner IPv4: TTL, addresses and the header checksum.
@@ -80,39 +146,38 @@ fn replay(pool: &mut BufPool, pkt: PktId, l2: usize, e: &Entry) -> bool {
     ip[16..20].copy_from_slice(&e.dst);
     let c = apply_delta(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    // UDP: ports and the checksum (zero stays zero).
+    // Ports and the transport checksum (UDP: zero stays zero).
     ip[20..24].copy_from_slice(&e.ports);
-    let c = apply_delta_udp(u16::from_be_bytes([ip[26], ip[27]]), e.l4_delta);
-    ip[26..28].copy_from_slice(&c.to_be_bytes());
-    // Fixed-size copies for the two common prefixes (a call to memcpy otherwise).
-    if let Ok(d) = <&mut [u8; 64]>::try_from(&mut *pre) {
-        *d = e.prefix;
-    } else if let (Ok(d), Some(s)) = (<&mut [u8; 14]>::try_from(&mut *pre), e.prefix.first_chunk::<14>()) {
-        *d = *s;
-    } else if let Some(src) = e.prefix.get(..p) {
-        pre.copy_from_slice(src);
+    if e.tcp {
+        let c = apply_delta(u16::from_be_bytes([ip[36], ip[37]]), e.l4_delta);
+        ip[36..38].copy_from_slice(&c.to_be_bytes());
+    } else {
+        let c = apply_delta_udp(u16::from_be_bytes([ip[26], ip[27]]), e.l4_delta);
+        ip[26..28].copy_from_slice(&c.to_be_bytes());
+    }
+    if let Some(src) = e.prefix.first_chunk::<P>() {
+        *pre = *src;
     }
     if let Some(o) = e.outer {
         // The outer IPv4 header at 14: its length, ID and checksum, as encap writes them.
         let outer_total = total + u16::from(e.prefix_len) - 14;
         let id = if o.df { 0 } else { inner_id.wrapping_add(o.salt) };
         let c = !fold(o.fixed + u32::from(outer_total) + u32::from(id));
-        if let Some(h) = pre.get_mut(14..34).and_then(|h| h.first_chunk_mut::<20>()) {
+        if let Some(h) = pre.get_mut(14..).and_then(|h| h.first_chunk_mut::<20>()) {
             h[2..4].copy_from_slice(&outer_total.to_be_bytes());
             h[4..6].copy_from_slice(&id.to_be_bytes());
             h[10..12].copy_from_slice(&c.to_be_bytes());
         }
         if o.udp
-            && let Some(u) = pre.get_mut(38..40)
+            && let Some(u) = pre.get_mut(38..).and_then(|u| u.first_chunk_mut::<2>())
         {
-            u.copy_from_slice(&(outer_total - 20).to_be_bytes());
+            *u = (outer_total - 20).to_be_bytes();
         }
         meta.ip_proto = if o.udp { 17 } else { 4 };
     }
-    let l2_new = u16::try_from(new_head).unwrap_or(u16::MAX);
-    meta.l2 = l2_new;
-    meta.l3 = l2_new + 14;
-    meta.l4 = l2_new + 34;
+    meta.l2 = new_head;
+    meta.l3 = new_head + 14;
+    meta.l4 = new_head + 34;
     meta.out_port = e.out_port;
     true
 }
@@ -123,19 +188,24 @@ impl Stage for FastPathStage {
     }
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
-        let Ok(mut flows) = self.flows.lock() else { return };
-        let Ok(mut ct) = self.ct.lock() else { return };
+        let FastPathStage { flows, ct, slow } = self;
+        let Ok(mut flows) = flows.lock() else { return };
+        let Ok(mut ct) = ct.lock() else { return };
+        slow.clear();
         let (now, generation) = (cx.now, cx.generation());
+        let tcp_cfg = ct.cfg.tcp;
         flows.round_generation = generation;
         flows.snaps_taken = 0;
-        let mut hits = 0u64;
+        let (mut hits, mut tcp_hits) = (0u64, 0u64);
         // Replayed packets must not overtake a slow one that could change what they
-        // see: the kernel handles packets one at a time. After a packet that is not
-        // IPv4 UDP (an ARP reply may bring a new MAC), nothing more is replayed in this
-        // batch. After an IPv4 UDP packet that takes the slow path, only assured
-        // connections are: such a packet cannot change them (the first reply that
-        // assures a connection, or a new connection early-dropping an unassured one,
-        // can change the others), and their refresh sets the same expiry in any order.
+        // see: the kernel handles packets one at a time. After a packet that is neither
+        // IPv4 UDP nor TCP (an ARP reply may bring a new MAC), nothing more is replayed
+        // in this batch. After a UDP or TCP packet that takes the slow path, only
+        // assured connections are (the first reply that assures a connection, or a new
+        // connection early-dropping an unassured one, can change the others): assured
+        // UDP ones always, as their refresh sets the same expiry in any order; TCP ones
+        // unless a slow packet of the same connection came before, which the tracker
+        // must see first.
         let mut replaying = true;
         let mut replaying_assured = true;
         for i in 0..batch.len() {
@@ -160,10 +230,24 @@ impl Stage for FastPathStage {
                     .v4
                     .get_mut_if(crate::table::conntrack::CtId(e.ct_id), e.ct_serial)
                     .filter(|(c, _)| c.expires > now && c.status == e.ct_status);
-                if let Some((c, _)) = live {
-                    if replay(cx.pool, pkt, l2, e) {
-                        // What conntrack's refresh does for a steady connection.
-                        c.expires = now + e.timeout;
+                if let Some((c, _)) = live.filter(|(c, _)| replaying || !e.tcp || !slow_before(slow, e, c)) {
+                    // TCP: the tracker on a copy of the connection's state; anything
+                    // but an accepted segment that leaves it established (and assured,
+                    // with the same status) goes to the slow path untouched.
+                    let tracked =
+                        if e.tcp { track_tcp(cx.pool, pkt, l2, c, e.reply_dir, &tcp_cfg) } else { Some(None) };
+                    if let Some(after) = tracked
+                        && replay(cx.pool, pkt, l2, e)
+                    {
+                        // What conntrack does for a steady connection.
+                        match after {
+                            Some((proto, timeout)) => {
+                                c.proto = proto;
+                                c.expires = now + timeout;
+                                tcp_hits += 1;
+                            }
+                            None => c.expires = now + e.timeout,
+                        }
                         batch.transmit(i, e.out_port);
                         hits += 1;
                         continue;
@@ -172,21 +256,23 @@ impl Stage for FastPathStage {
             }
             // The slow path: remember the packet as it is, for the offload stage.
             replaying = false;
+            slow.push(key.connection());
             let tag = u32::try_from(pkt.index() + 1).unwrap_or(0);
-            let Some(h) = cx.pool.slot(pkt).get(l2..l2 + 42).and_then(|h| h.first_chunk::<42>()).copied() else {
+            let Some(h) = cx.pool.slot(pkt).get(usize::from(l2)..).and_then(|h| h.first_chunk::<54>()).copied() else {
                 continue;
             };
             if let Some(s) = flows.snap_slot(pkt) {
                 s.tag = tag;
                 s.key = key;
-                s.l3 = u16::try_from(l2 + 14).unwrap_or(u16::MAX);
+                s.l3 = l2 + 14;
                 s.eth.copy_from_slice(&h[..12]);
                 s.ip.copy_from_slice(&h[14..34]);
-                s.l4.copy_from_slice(&h[34..42]);
+                s.l4.copy_from_slice(&h[34..54]);
                 cx.pool.meta_mut(pkt).flags |= PktFlags::OFFLOAD;
                 flows.snaps_taken += 1;
             }
         }
+        flows.tcp_replayed += tcp_hits;
         cx.count_n(StageEvent::FastPathHit, hits);
     }
 }
