@@ -46,8 +46,10 @@
 //! result only when the segment is accepted and leaves the connection established
 //! with the same status (anything else, a FIN, an out-of-window segment, goes down
 //! the slow path untouched; Linux's flowtable instead switches an offloaded TCP
-//! connection to liberal tracking). IPv6, fragments, IP options, VLAN tags, packets
-//! with a partial (vnet_hdr) checksum, traced packets, flows into a bridge's own
+//! connection to liberal tracking). Packets with a partial (vnet_hdr NEEDS_CSUM)
+//! transport checksum, as a TAP with offloads delivers them, have entries of their
+//! own (their field holds the pseudo-header sum, which only the addresses change).
+//! IPv6, fragments, IP options, VLAN tags, traced packets, flows into a bridge's own
 //! interface and IPv6 underlays stay on the slow path.
 //!
 //! # Differences from Linux's flowtable

@@ -35,6 +35,15 @@ impl Key {
     /// No flow: protocol 255 and ports 0xffff, which no candidate has.
     const EMPTY: Key = Key { addrs: 0, rest: u64::MAX };
 
+    /// Set in `rest` for packets whose transport checksum is partial (vnet_hdr's
+    /// NEEDS_CSUM): their field is updated differently, so they get entries of their own.
+    pub(crate) const PARTIAL: u64 = 1 << 24;
+
+    /// True for a key of partial-checksum packets.
+    pub(crate) fn partial(self) -> bool {
+        self.rest & Self::PARTIAL != 0
+    }
+
     pub(crate) fn new(in_port: PortId, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
         let addrs = (u64::from(u32::from_be_bytes(src)) << 32) | u64::from(u32::from_be_bytes(dst));
         let rest =
@@ -45,7 +54,7 @@ impl Key {
     /// The key without its ingress port: the connection a packet belongs to, seen
     /// from one direction.
     pub(crate) fn connection(self) -> Key {
-        Key { addrs: self.addrs, rest: self.rest & !0xffff }
+        Key { addrs: self.addrs, rest: self.rest & !(0xffff | Self::PARTIAL) }
     }
 
     /// MurmurHash3's 64-bit finaliser over both words: a single multiply left
@@ -259,6 +268,15 @@ pub(crate) fn apply_delta(csum: u16, delta: u32) -> u16 {
     // `delta` is folded at learning: the sum fits 17 bits and one carry step folds it.
     let s = u32::from(!csum) + delta;
     !u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
+}
+
+/// The same for a partial checksum (the field holds the pseudo-header sum, not
+/// complemented, and `delta` covers only the addresses): `nat::rewrite`'s
+/// `!csum_addr(!c, ..)` in one step.
+#[inline]
+pub(crate) fn apply_delta_partial(csum: u16, delta: u32) -> u16 {
+    let s = u32::from(csum) + delta;
+    u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
 }
 
 /// The same for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is 0xffff.

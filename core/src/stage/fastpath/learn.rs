@@ -1,7 +1,9 @@
 //! The `offload` stage: learns replayable flows from what the slow path transmitted
 //! (see the [module docs](super)).
 
-use super::cache::{Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, apply_delta, apply_delta_udp, fold};
+use super::cache::{
+    Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, apply_delta, apply_delta_partial, apply_delta_udp, fold,
+};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, Disposition, Stage, StageEvent};
 use crate::stage::conntrack::Conntrack;
@@ -86,12 +88,16 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     l4_words[8..].copy_from_slice(&l4[..4]);
     o_words[..8].copy_from_slice(&o[12..20]);
     o_words[8..].copy_from_slice(&ol4[..4]);
-    let l4_delta = delta(&o_words, &l4_words, &[0, 2, 4, 6, 8, 10]);
+    // A partial checksum holds the pseudo-header sum: the addresses only.
+    let partial = snap.key.partial();
+    let words: &[usize] = if partial { &[0, 2, 4, 6] } else { &[0, 2, 4, 6, 8, 10] };
+    let l4_delta = delta(&o_words, &l4_words, words);
     let (ip_delta, l4_delta) = (u32::from(fold(ip_delta)), u32::from(fold(l4_delta)));
-    let l4_ok = if tcp {
-        apply_delta(be16(ol4, 16), l4_delta) == be16(l4, 16)
-    } else {
-        apply_delta_udp(be16(ol4, 6), l4_delta) == be16(l4, 6)
+    let at = if tcp { 16 } else { 6 };
+    let l4_ok = match (partial, tcp) {
+        (true, _) => apply_delta_partial(be16(ol4, at), l4_delta) == be16(l4, at),
+        (false, true) => apply_delta(be16(ol4, at), l4_delta) == be16(l4, at),
+        (false, false) => apply_delta_udp(be16(ol4, at), l4_delta) == be16(l4, at),
     };
     if apply_delta(be16(o, 10), ip_delta) != be16(ip, 10) || !l4_ok {
         return None;

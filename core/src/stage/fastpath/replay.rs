@@ -1,6 +1,6 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
-use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_udp, fold};
+use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_partial, apply_delta_udp, fold};
 use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
 use std::net::Ipv4Addr;
@@ -47,7 +47,7 @@ const CHECKED: PktFlags = PktFlags::PARSED
 const WANTED: PktFlags = PktFlags::PARSED.union(PktFlags::HAS_FLOW).union(PktFlags::HAS_L4);
 
 /// The flow key and header offsets of a packet the fast path could carry: whole
-/// IPv4 UDP without options or tag, its checksum not partial.
+/// IPv4 UDP or TCP without options or tag.
 #[inline]
 fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
     let m = pool.meta(pkt);
@@ -56,13 +56,15 @@ fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
         || (m.flow.proto != 17 && m.flow.proto != 6)
         || m.l3 != m.l2 + 14
         || m.l4 != m.l3 + 20
-        || matches!(m.csum, CsumState::Partial { .. })
     {
         return None;
     }
+    let partial = if matches!(m.csum, CsumState::Partial { .. }) { Key::PARTIAL } else { 0 };
     let f = &m.flow;
     let (s, d) = (&f.src, &f.dst);
-    let key = Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, f.proto);
+    let mut key =
+        Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, f.proto);
+    key.rest |= partial;
     Some((key, m.l2))
 }
 
@@ -148,12 +150,15 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // Ports and the transport checksum (UDP: zero stays zero).
     ip[20..24].copy_from_slice(&e.ports);
-    if e.tcp {
-        let c = apply_delta(u16::from_be_bytes([ip[36], ip[37]]), e.l4_delta);
-        ip[36..38].copy_from_slice(&c.to_be_bytes());
-    } else {
-        let c = apply_delta_udp(u16::from_be_bytes([ip[26], ip[27]]), e.l4_delta);
-        ip[26..28].copy_from_slice(&c.to_be_bytes());
+    let at = if e.tcp { 36 } else { 26 };
+    if let Some(f) = ip.get_mut(at..).and_then(|f| f.first_chunk_mut::<2>()) {
+        let old = u16::from_be_bytes(*f);
+        let c = match (e.key.partial(), e.tcp) {
+            (true, _) => apply_delta_partial(old, e.l4_delta),
+            (false, true) => apply_delta(old, e.l4_delta),
+            (false, false) => apply_delta_udp(old, e.l4_delta),
+        };
+        *f = c.to_be_bytes();
     }
     if let Some(src) = e.prefix.first_chunk::<P>() {
         *pre = *src;
