@@ -131,21 +131,55 @@ pub enum BridgeConfigError {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct PortState {
     domain: Option<u16>,
     hairpin: bool,
     bvi: bool,
+    /// The domain's gateway MAC ([`mac64`]), [`NO_MAC`] if it has none: read here, the
+    /// unicast path needs no domain lookup.
+    gateway: u64,
+    /// The last source MAC learned on this port and when. A frame from the same MAC
+    /// within a second skips the FDB write, as Linux's `br_fdb_update()` only writes
+    /// when `jiffies` moved; ageing stays exact to a second.
+    recent: u64,
+    recent_at: Instant,
+}
+
+impl Default for PortState {
+    fn default() -> Self {
+        PortState {
+            domain: None,
+            hairpin: false,
+            bvi: false,
+            gateway: NO_MAC,
+            recent: NO_MAC,
+            recent_at: Instant::ZERO,
+        }
+    }
+}
+
+/// No MAC: above every 48-bit address.
+const NO_MAC: u64 = u64::MAX;
+
+/// A MAC as one word, to compare in one instruction (multicast: bit 0).
+#[inline]
+fn mac64(m: &[u8; 6]) -> u64 {
+    let [a, b, c, d, e, f] = *m;
+    u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+}
+
+/// The bytes of a [`mac64`] word.
+#[inline]
+fn mac_bytes(v: u64) -> [u8; 6] {
+    let [a, b, c, d, e, f, _, _] = v.to_le_bytes();
+    [a, b, c, d, e, f]
 }
 
 /// See the [module docs](self).
 #[derive(Debug)]
 pub struct BridgeStage {
     ports: Vec<PortState>,
-    /// Per port: the last source MAC learned there and when. A frame from the same MAC
-    /// within a second skips the FDB write, as Linux's `br_fdb_update()` only writes
-    /// when `jiffies` moved; ageing stays exact to a second.
-    recent: Vec<([u8; 6], Instant)>,
     domains: Vec<(Vec<PortId>, Option<[u8; 6]>)>,
     fdb: Fdb,
     next_sweep: Instant,
@@ -179,7 +213,7 @@ impl BridgeStage {
                     return Err(BridgeConfigError::PortTaken { bridge: dom.name.clone(), port: p.port.0, other });
                 }
                 if let Some(s) = ports.get_mut(i) {
-                    *s = PortState { domain: Some(di), hairpin: p.hairpin, bvi: false };
+                    *s = PortState { domain: Some(di), hairpin: p.hairpin, ..PortState::default() };
                 }
                 list.push(p.port);
             }
@@ -196,7 +230,7 @@ impl BridgeStage {
                     return Err(BridgeConfigError::PortTaken { bridge: dom.name.clone(), port: b.0, other });
                 }
                 if let Some(s) = ports.get_mut(i) {
-                    *s = PortState { domain: Some(di), hairpin: false, bvi: true };
+                    *s = PortState { domain: Some(di), bvi: true, ..PortState::default() };
                 }
             }
             for (mac, port) in &dom.static_fdb {
@@ -212,8 +246,12 @@ impl BridgeStage {
             }
             domains.push((list, dom.gateway_mac.map(|m| m.0)));
         }
-        let recent = vec![([0xff; 6], Instant::ZERO); ports.len()];
-        Ok(BridgeStage { ports, recent, domains, fdb, next_sweep: Instant::ZERO })
+        for st in &mut ports {
+            if let Some(g) = st.domain.and_then(|d| domains.get(usize::from(d))).and_then(|(_, g)| *g) {
+                st.gateway = mac64(&g);
+            }
+        }
+        Ok(BridgeStage { ports, domains, fdb, next_sweep: Instant::ZERO })
     }
 
     /// Take a new configuration between batches. Learned FDB entries survive when every
@@ -251,7 +289,7 @@ impl BridgeStage {
         let now = cx.now;
         // The last unicast lookup of this batch: runs of frames to one MAC (a bulk
         // flow) skip the FDB. Learning that changes an entry clears it.
-        let mut memo: Option<(u16, [u8; 6], Option<PortId>)> = None;
+        let mut memo: Option<(u16, u64, Option<PortId>)> = None;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
@@ -262,23 +300,30 @@ impl BridgeStage {
                 let m = cx.pool.meta(pkt);
                 (m.in_port, usize::from(m.l2))
             };
-            let Some(state) = self.ports.get(usize::from(in_port.0)).copied() else { continue };
+            let port = usize::from(in_port.0);
+            let Some(state) = self.ports.get(port).copied() else { continue };
             let Some(dom) = state.domain else { continue };
             let (dst, src) = {
                 let s = cx.pool.slot(pkt);
-                match s.get(l2..l2 + 12).and_then(|h| h.split_first_chunk::<6>()) {
-                    Some((d, s)) => (*d, mac6(s)),
+                match s.get(l2..).and_then(|h| h.first_chunk::<12>()) {
+                    Some(h) => {
+                        let (d, s) = h.split_at(6);
+                        match (d.first_chunk::<6>(), s.first_chunk::<6>()) {
+                            (Some(d), Some(s)) => (mac64(d), mac64(s)),
+                            _ => continue,
+                        }
+                    }
                     // parse guarantees the header; a packet without one is not ours.
                     None => continue,
                 }
             };
-            let seen = self.recent.get(usize::from(in_port.0)).copied();
-            let fresh = seen.is_some_and(|(mac, t)| mac == src && now.saturating_since(t) < LEARN_REFRESH);
+            let fresh = state.recent == src && now.saturating_since(state.recent_at) < LEARN_REFRESH;
             if !state.bvi && !fresh {
-                if let Some(r) = self.recent.get_mut(usize::from(in_port.0)) {
-                    *r = (src, now);
+                if let Some(r) = self.ports.get_mut(port) {
+                    r.recent = src;
+                    r.recent_at = now;
                 }
-                match self.fdb.learn(dom, src, in_port, now) {
+                match self.fdb.learn(dom, mac_bytes(src), in_port, now) {
                     Learn::Learned => {
                         memo = None;
                         cx.forwarding_changed();
@@ -288,9 +333,9 @@ impl BridgeStage {
                         memo = None;
                         cx.forwarding_changed();
                         // The MAC left another port: that port's shortcut is stale.
-                        for (k, r) in self.recent.iter_mut().enumerate() {
-                            if r.0 == src && k != usize::from(in_port.0) {
-                                r.0 = [0xff; 6];
+                        for (k, r) in self.ports.iter_mut().enumerate() {
+                            if r.recent == src && k != port {
+                                r.recent = NO_MAC;
                             }
                         }
                         cx.count(StageEvent::FdbMoved);
@@ -299,10 +344,10 @@ impl BridgeStage {
                     Learn::Refreshed | Learn::Static => {}
                 }
             }
-            let Some((dom_ports, gateway)) = self.domains.get(usize::from(dom)) else { continue };
-            if dst[0] & 1 != 0 {
+            if dst & 1 != 0 {
                 // Broadcast / multicast: every other port, and the node itself (unless
                 // the node sent it).
+                let Some((dom_ports, gateway)) = self.domains.get(usize::from(dom)) else { continue };
                 let to_local = gateway.is_some() && !state.bvi;
                 if !flood(cx, batch, i, dom_ports, in_port, to_local) {
                     continue;
@@ -313,7 +358,7 @@ impl BridgeStage {
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("flood (broadcast/multicast)"));
                 }
-            } else if Some(dst) == *gateway && !state.bvi {
+            } else if dst == state.gateway && !state.bvi {
                 cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));
@@ -322,7 +367,7 @@ impl BridgeStage {
                 let hit = match memo {
                     Some((d, mac, hit)) if d == dom && mac == dst => hit,
                     _ => {
-                        let hit = self.fdb.lookup(dom, dst, now);
+                        let hit = self.fdb.lookup(dom, mac_bytes(dst), now);
                         memo = Some((dom, dst, hit));
                         hit
                     }
@@ -338,6 +383,7 @@ impl BridgeStage {
                         }
                     }
                     None => {
+                        let Some((dom_ports, _)) = self.domains.get(usize::from(dom)) else { continue };
                         if flood(cx, batch, i, dom_ports, in_port, false) && TRACE {
                             cx.trace_note(pkt, TraceNote::Msg("flood (unknown unicast)"));
                         }
@@ -360,12 +406,6 @@ impl BridgeStage {
 
 /// How often a busy source refreshes its FDB entry.
 const LEARN_REFRESH: Duration = Duration::from_secs(1);
-
-fn mac6(b: &[u8]) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(b);
-    m
-}
 
 /// Send copies to every port of `ports` but `ingress`; the packet itself goes to the
 /// first of them unless it stays local. Returns false when it was dropped (nowhere to go).
