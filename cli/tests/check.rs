@@ -26,7 +26,7 @@ fn the_example_checks_and_a_broken_one_is_explained() {
     let (ok, out, _) = check(&ex.join("node.yaml"), &ex.join("nodes.yaml"));
     assert!(ok, "{out}");
     assert!(
-        out.contains("pipeline: parse -> source_check -> fastpath -> bridge -> conntrack -> dnat -> route -> snat -> ct_commit -> arp -> egress -> offload"),
+        out.contains("pipeline: fastpath -> parse -> source_check -> bridge -> conntrack -> dnat -> route -> snat -> ct_commit -> arp -> egress -> offload"),
         "{out}"
     );
     assert!(

@@ -87,9 +87,9 @@ fn a_node_from_its_file_and_node_objects() {
     assert_eq!(
         s.pipeline(1).stage_names(),
         [
+            "fastpath",
             "parse",
             "source_check",
-            "fastpath",
             "bridge",
             "conntrack",
             "dnat",
@@ -119,9 +119,9 @@ ports:
     assert_eq!(
         s.pipeline(1).stage_names(),
         [
+            "fastpath",
             "parse",
             "source_check",
-            "fastpath",
             "conntrack",
             "dnat",
             "route",

@@ -27,8 +27,9 @@
 //!   ct_commit → encap → arp → egress`; `est` on established connections (2,048
 //!   flows, each new once, then marked answered and assured as replies would make
 //!   them), `new` with every packet a new connection; both with the
-//!   flow fast path in front (`fastpath`, learned by `offload` at the end), as the
-//!   node path has it; `svc_slow_N` is `est` without it (every stage per packet).
+//!   flow fast path in front of parse (`fastpath`, learned by `offload` at the end),
+//!   as the node path without decap has it; `svc_slow_N` is `est` without it (every
+//!   stage per packet).
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -488,7 +489,7 @@ fn services_path(n: usize, fast_path: bool) -> (Vec<Box<dyn Stage>>, podplane::s
     stages.insert(5, Box::new(CommitStage::new(ct.clone())));
     if fast_path {
         let flows = FlowCache::shared(DEFAULT_CAPACITY);
-        stages.insert(1, Box::new(FastPathStage::new(flows.clone(), ct.clone())));
+        stages.insert(0, Box::new(FastPathStage::new(flows.clone(), ct.clone()).before_parse()));
         stages.push(Box::new(OffloadStage::new(flows, ct.clone())));
     }
     (stages, ct)

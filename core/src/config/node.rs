@@ -164,7 +164,12 @@ impl NodeSetup {
         }
         let flows = self.fast_path.then(|| FlowCache::shared(fastpath::DEFAULT_CAPACITY));
         if let Some(f) = &flows {
-            stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone())));
+            // First, ahead of parse, unless tunnelled frames need decap before it.
+            if self.overlay.is_some() {
+                stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone())));
+            } else {
+                stages.insert(0, Box::new(FastPathStage::new(f.clone(), ct.clone()).before_parse()));
+            }
         }
         if let Some(b) = self.bridge_stage() {
             stages.push(Box::new(b));

@@ -367,9 +367,11 @@ impl Pipeline {
                     let _ = pool.free(pkt);
                 }
                 Disposition::Tx(port) => {
+                    // One metadata access for both fields.
+                    let m = pool.meta_mut(pkt);
+                    m.out_port = port;
                     self.counters.totals.tx += 1;
-                    self.counters.totals.tx_bytes += u64::from(pool.meta(pkt).len());
-                    pool.meta_mut(pkt).out_port = port;
+                    self.counters.totals.tx_bytes += u64::from(m.len());
                     self.output.tx.push((port, self.order, pkt));
                     self.order += 1;
                 }

@@ -115,8 +115,9 @@ pub fn parse_one(slot: &[u8], meta: &mut PktMeta, policy: ChecksumPolicy) -> Res
     meta.l2 = meta.head();
     // l3 <= 18 and head + l3 <= end <= slot size, so these fit u16.
     meta.l3 = meta.head() + l3_u16(l3);
-    // Keep what the pipeline set before parsing (trace flag, generated).
-    meta.flags = flags | (meta.flags & (PktFlags::TRACE | PktFlags::GENERATED));
+    // Keep what the pipeline and the fast path set before parsing (trace flag,
+    // generated, the fast path's snapshot).
+    meta.flags = flags | (meta.flags & (PktFlags::TRACE | PktFlags::GENERATED | PktFlags::OFFLOAD));
     let l3_bytes = frame.get(l3..).unwrap_or(&[]);
     match ethertype {
         0x0800 => parse_ipv4(l3_bytes, meta, l3, policy),

@@ -3,6 +3,8 @@
 use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_partial, apply_delta_udp, fold};
 use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
+use crate::wire::ChecksumPolicy;
+use crate::wire::checksum::verify_ipv4_20;
 use std::net::Ipv4Addr;
 
 use crate::stage::conntrack::SharedConntrack;
@@ -18,6 +20,8 @@ use crate::time::Duration;
 pub struct FastPathStage {
     flows: SharedFlows,
     ct: SharedConntrack,
+    /// First in the pipeline, ahead of `parse`: it reads the frames itself.
+    before_parse: bool,
     /// The keys (ports aside) of this batch's packets that took the slow path so far.
     slow: Vec<Key>,
 }
@@ -26,7 +30,17 @@ impl FastPathStage {
     /// The replaying stage over a worker's cache and conntrack state (the same as its
     /// [`OffloadStage`](super::OffloadStage)'s and conntrack stages').
     pub fn new(flows: SharedFlows, ct: SharedConntrack) -> Self {
-        FastPathStage { flows, ct, slow: Vec::with_capacity(crate::buf::BATCH_MAX) }
+        FastPathStage { flows, ct, before_parse: false, slow: Vec::with_capacity(crate::buf::BATCH_MAX) }
+    }
+
+    /// The same, to run first, ahead of `parse` (and of `source_check`, which a hit
+    /// does not need: the entry matches the source MAC, address and port it passed).
+    /// It checks what `parse` would drop a frame for and leaves such frames to it.
+    /// Not for a node that decapsulates: tunnelled frames are only parsed after decap.
+    #[must_use]
+    pub fn before_parse(mut self) -> Self {
+        self.before_parse = true;
+        self
     }
 
     /// The cache it replays from (for inspection).
@@ -66,6 +80,47 @@ fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
         Key::new(m.in_port, [s[0], s[1], s[2], s[3]], [d[0], d[1], d[2], d[3]], f.src_port, f.dst_port, f.proto);
     key.rest |= partial;
     Some((key, m.l2))
+}
+
+/// [`candidate`] ahead of `parse`, from the frame's bytes: also `None` for anything
+/// `parse` would drop or look at more closely (a bad IPv4 header checksum, lengths
+/// that do not add up, L4 checksums to verify), which then takes the slow path.
+#[inline]
+fn candidate_raw(pool: &BufPool, pkt: PktId, policy: ChecksumPolicy) -> Option<(Key, u16)> {
+    let m = pool.meta(pkt);
+    if m.flags.intersects(PktFlags::TRACE | PktFlags::GENERATED) || policy.l4 {
+        return None;
+    }
+    let (head, len) = (m.head(), m.len());
+    let f = pool.slot(pkt).get(usize::from(head)..usize::from(head) + usize::from(len))?;
+    let h = f.first_chunk::<42>()?;
+    let ip = h.get(14..34)?.first_chunk::<20>()?;
+    let proto = ip[9];
+    // IPv4 without options, not a fragment, TCP or UDP.
+    if h[12..14] != [8, 0] || ip[0] != 0x45 || ip[6] & 0x3f != 0 || ip[7] != 0 || !matches!(proto, 6 | 17) {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if total < 28 || total > f.len() - 14 || (policy.ipv4 && !verify_ipv4_20(ip)) {
+        return None;
+    }
+    let l4 = f.get(34..14 + total)?;
+    let ok = if proto == 17 {
+        let ulen = usize::from(u16::from_be_bytes([h[38], h[39]]));
+        (8..=l4.len()).contains(&ulen)
+    } else {
+        let hl = usize::from(*l4.get(12)? >> 4) * 4;
+        hl >= 20 && hl <= l4.len()
+    };
+    if !ok {
+        return None;
+    }
+    let partial = if matches!(m.csum, CsumState::Partial { .. }) { Key::PARTIAL } else { 0 };
+    let (sport, dport) = (u16::from_be_bytes([h[34], h[35]]), u16::from_be_bytes([h[36], h[37]]));
+    let mut key =
+        Key::new(m.in_port, [ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]], sport, dport, proto);
+    key.rest |= partial;
+    Some((key, head))
 }
 
 /// True when a packet of `e`'s connection, in either direction, took the slow path
@@ -139,7 +194,12 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
     }
     let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
     // The tunnel adds at most 50 bytes: the outer length cannot overflow below this.
-    if total > e.max_len || total > u16::MAX - 64 || !meta.move_head(new_head) {
+    if total > e.max_len || total > u16::MAX - 64 || usize::from(total) + 14 > usize::from(meta.len()) {
+        return false;
+    }
+    // Ethernet padding goes, as parse trims it (a no-op after parse).
+    meta.trim(total + 14);
+    if !meta.move_head(new_head) {
         return false;
     }
     // Inner IPv4: TTL, addresses and the header checksum.
@@ -193,7 +253,8 @@ impl Stage for FastPathStage {
     }
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
-        let FastPathStage { flows, ct, slow } = self;
+        let FastPathStage { flows, ct, before_parse, slow } = self;
+        let policy = cx.config.checksum;
         let Ok(mut flows) = flows.lock() else { return };
         let Ok(mut ct) = ct.lock() else { return };
         slow.clear();
@@ -218,7 +279,8 @@ impl Stage for FastPathStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let Some((key, l2)) = candidate(cx.pool, pkt) else {
+            let found = if *before_parse { candidate_raw(cx.pool, pkt, policy) } else { candidate(cx.pool, pkt) };
+            let Some((key, l2)) = found else {
                 replaying = false;
                 replaying_assured = false;
                 continue;
