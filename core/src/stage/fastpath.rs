@@ -11,7 +11,8 @@
 //!   flow. Nothing stage-specific is trusted: a difference of any other shape (a
 //!   fragmented packet, a payload change, a checksum the replay would not reproduce)
 //!   installs nothing.
-//! - [`FastPathStage`] (after parse, source check and decap) *replays*: a packet of a
+//! - [`FastPathStage`] (first in the node path, reading frames before `parse`; on a
+//!   node that decapsulates, after `decap`) *replays*: a packet of a
 //!   cached flow that looks like the one learned (same MACs, TOS, flags and TTL, not
 //!   longer than the path MTU the route stage checked) has its connection refreshed as
 //!   conntrack would and the recorded difference applied, and is transmitted.
