@@ -24,8 +24,26 @@ fn node() -> Option<Pipeline> {
     let gw_mac = EthernetAddress([0x0a, 0x58, 10, 244, 0, 1]);
     let up_mac = EthernetAddress([0x02, 0, 192, 168, 0, 10]);
     let ifs = vec![
-        L3If { port: bvi, mac: gw_mac, ip: Ipv4Addr::new(10, 244, 0, 1), prefix: 24, mtu: 1500, bvi: true, ip6: Some(("fd00:10:244::1".parse().unwrap(), 64)), ports: pods.to_vec() },
-        L3If { port: up, mac: up_mac, ip: Ipv4Addr::new(192, 168, 0, 10), prefix: 24, mtu: 1400, bvi: false, ip6: Some(("fd00:ff::10".parse().unwrap(), 64)), ports: vec![up] },
+        L3If {
+            port: bvi,
+            mac: gw_mac,
+            ip: Ipv4Addr::new(10, 244, 0, 1),
+            prefix: 24,
+            mtu: 1500,
+            bvi: true,
+            ip6: Some(("fd00:10:244::1".parse().unwrap(), 64)),
+            ports: pods.to_vec(),
+        },
+        L3If {
+            port: up,
+            mac: up_mac,
+            ip: Ipv4Addr::new(192, 168, 0, 10),
+            prefix: 24,
+            mtu: 1400,
+            bvi: false,
+            ip6: Some(("fd00:ff::10".parse().unwrap(), 64)),
+            ports: vec![up],
+        },
     ];
     let bridge = BridgeStage::new(&BridgeConfig {
         domains: vec![BridgeDomain {
@@ -40,7 +58,11 @@ fn node() -> Option<Pipeline> {
     })
     .ok()?;
     let routes = vec![
-        RouteSpec { dst: Ipv4Addr::new(10, 244, 1, 0), len: 24, next_hop: NextHop::Via(Ipv4Addr::new(192, 168, 0, 11), up) },
+        RouteSpec {
+            dst: Ipv4Addr::new(10, 244, 1, 0),
+            len: 24,
+            next_hop: NextHop::Via(Ipv4Addr::new(192, 168, 0, 11), up),
+        },
         RouteSpec { dst: Ipv4Addr::new(10, 9, 0, 0), len: 16, next_hop: NextHop::Prohibit },
         RouteSpec { dst: Ipv4Addr::new(0, 0, 0, 0), len: 0, next_hop: NextHop::Via(Ipv4Addr::new(192, 168, 0, 1), up) },
     ];

@@ -7,10 +7,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use podplane::Instant;
 use podplane::buf::{Batch, BufPool, Owner, PortId};
 use podplane::pipeline::{Pipeline, PipelineConfig};
 use podplane::stage::{ParseStage, XconnectStage};
-use podplane::Instant;
 
 fuzz_target!(|data: &[u8]| {
     let mut x = XconnectStage::new();

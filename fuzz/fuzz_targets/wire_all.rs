@@ -40,7 +40,13 @@ fuzz_target!(|data: &[u8]| {
             let _ = (UdpRepr::parse(&p), p.payload().len(), p.verify_checksum(Sum::new(), true), p.to_string());
         }
         if let Ok(p) = TcpPacket::new_checked(b) {
-            let _ = (TcpRepr::parse(&p), p.options().len(), p.payload().len(), p.verify_checksum(Sum::new()), p.to_string());
+            let _ = (
+                TcpRepr::parse(&p),
+                p.options().len(),
+                p.payload().len(),
+                p.verify_checksum(Sum::new()),
+                p.to_string(),
+            );
         }
         if let Ok(p) = IcmpPacket::new_checked(b) {
             let _ = (Icmpv4Repr::parse(&p), p.body().len(), p.verify_checksum(Sum::new()), p.to_string());
