@@ -322,6 +322,12 @@ fn differential(text: &str, seed: u64, partial: bool) -> (u64, u64) {
         if round == 0 {
             frames.push((0, arp_reply([192, 168, 0, 1], [2, 0, 192, 168, 0, 1])));
             frames.push((0, arp_reply([192, 168, 0, 12], [2, 0, 192, 168, 0, 12])));
+            // pod-a asks for its gateway: the node learns pod-a's MAC from it, and
+            // the backends' answers reach pod-a through cni0.
+            let mut ask = arp_request(Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 1));
+            ask[6..12].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+            ask[22..28].copy_from_slice(&[0x0a, 0x58, 10, 244, 1, 2]);
+            frames.push((1, ask));
         }
         // The peer's MAC changes (a re-created VM) half way, and back.
         if round == 150 || round == 250 {

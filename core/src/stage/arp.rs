@@ -382,8 +382,11 @@ impl ArpStage {
             }
             meta.flags.remove(PktFlags::ROUTED);
             if iface.bvi || now + FAST_PATH_LIFE > fresh_until {
-                // Into a bridge (its decision is not replayed), or a next hop turning
-                // stale soon: not for the fast path.
+                // Into a bridge, or a next hop turning stale soon: not for the fast
+                // path. (The bridge's decision depends only on its FDB, whose changes
+                // move the pipeline's generation, but a packet into the bridge is held
+                // and leaves after the batch's other packets: a replayed one would leave
+                // before the held packets of its flow that came earlier.)
                 meta.flags.remove(PktFlags::OFFLOAD);
             }
             if iface.bvi {
