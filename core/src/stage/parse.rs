@@ -76,6 +76,10 @@ impl Stage for ParseStage {
         "parse"
     }
 
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         if cx.tracing() { Self::run::<true>(cx, batch) } else { Self::run::<false>(cx, batch) }
     }
