@@ -342,6 +342,18 @@ fn differential(text: &str, seed: u64, partial: bool) -> (u64, u64) {
                 2 => set_ip(from_pod(svc, sport, 53, 20), 1, 0x10), // another TOS
                 3 => set_ip(from_pod(svc, sport, 53, 1500), 6, 0),  // over the MTU, no DF
                 4..=13 => from_pod(pod_b, sport, 7, usize::try_from(rnd(100)).unwrap()), // pod to pod
+                18 => {
+                    // A bad IPv4 header checksum on a cached flow: parse drops it.
+                    let mut f = from_pod(svc, sport, 53, 20);
+                    f[24] ^= 0x40;
+                    f
+                }
+                19 => {
+                    // Ethernet padding after the IP packet: trimmed on the way.
+                    let mut f = from_pod(svc, sport, 53, 4);
+                    f.extend_from_slice(&[0xee; 12]);
+                    f
+                }
                 // The backends answer (one of them holds the connection), from 3 s on:
                 // first replies come late, so the packet after one assures its
                 // connection, which a replay overtaking the reply would not.
