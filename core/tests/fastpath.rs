@@ -378,6 +378,9 @@ fn differential(text: &str, seed: u64, partial: bool) -> (u64, u64) {
             change_endpoints(&mut slow, &slow_text, &["10.244.2.6"]);
         }
         let now = podplane::Instant::from_nanos(t);
+        // A driver reads the table sizes between batches (`podplane run` at every
+        // publish): reading must not empty the fast path.
+        assert!(fast.dp.table_sizes().iter().any(|&(name, _)| name == "neighbours"));
         let a = run_batch(&mut fast, now, &frames, partial);
         let b = run_batch(&mut slow, now, &frames, partial);
         assert_eq!(a.tx, b.tx, "seed {seed} round {round}: frames differ");

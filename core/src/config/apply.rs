@@ -103,15 +103,17 @@ impl Dataplane {
 
     /// The sizes of the node's tables: `(name, entries)` for the FDB, the neighbour
     /// table and the IPv4 and IPv6 FIBs.
-    pub fn table_sizes(&mut self) -> Vec<(&'static str, usize)> {
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        // Read-only (`Pipeline::stage`): the worker calls this at every publish, and
+        // `stage_mut` would count as a reconfiguration and empty the flow fast path.
         let mut v = Vec::new();
-        if let Some(b) = self.pipeline.stage_mut::<BridgeStage>() {
+        if let Some(b) = self.pipeline.stage::<BridgeStage>() {
             v.push(("fdb", b.fdb().len()));
         }
-        if let Some(a) = self.pipeline.stage_mut::<ArpStage>() {
+        if let Some(a) = self.pipeline.stage::<ArpStage>() {
             v.push(("neighbours", a.neighbours()));
         }
-        if let Some(r) = self.pipeline.stage_mut::<RouteStage>() {
+        if let Some(r) = self.pipeline.stage::<RouteStage>() {
             let (v4, v6) = r.fib_len();
             v.push(("fib4", v4));
             v.push(("fib6", v6));
