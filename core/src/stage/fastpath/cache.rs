@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::buf::{PktId, PortId};
 use crate::time::{Duration, Instant};
+use crate::wire::checksum::{update_delta, update_delta_partial, update_delta_udp};
 
 /// How long a learned entry is replayed before the slow path sees the flow again.
 pub const FAST_PATH_LIFE: Duration = Duration::from_secs(1);
@@ -252,71 +253,21 @@ impl FlowCache {
     }
 }
 
-/// Fold a 32-bit one's complement sum to 16 bits.
+/// The transport checksum after a replayed rewrite whose word changes sum to `delta`
+/// (folded): partial (vnet_hdr) fields take the address changes only, a zero UDP
+/// checksum stays zero. Learning and replay both use it, so they cannot disagree.
 #[inline]
-pub(crate) fn fold(mut s: u32) -> u16 {
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    u16::try_from(s).unwrap_or(0xffff)
-}
-
-/// RFC 1624 eqn. 3 with the sum of (~m + m') for every changed word precomputed and
-/// folded to 16 bits: the same result as updating word by word
-/// (`wire::checksum::update16`).
-#[inline]
-pub(crate) fn apply_delta(csum: u16, delta: u32) -> u16 {
-    // `delta` is folded at learning: the sum fits 17 bits and one carry step folds it.
-    let s = u32::from(!csum) + delta;
-    !u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
-}
-
-/// The same for a partial checksum (the field holds the pseudo-header sum, not
-/// complemented, and `delta` covers only the addresses): `nat::rewrite`'s
-/// `!csum_addr(!c, ..)` in one step.
-#[inline]
-pub(crate) fn apply_delta_partial(csum: u16, delta: u32) -> u16 {
-    let s = u32::from(csum) + delta;
-    u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
-}
-
-/// The same for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is 0xffff.
-#[inline]
-pub(crate) fn apply_delta_udp(csum: u16, delta: u32) -> u16 {
-    if csum == 0 {
-        return 0;
-    }
-    match apply_delta(csum, delta) {
-        0 => 0xffff,
-        c => c,
+pub(crate) fn transport_csum(csum: u16, delta: u32, partial: bool, tcp: bool) -> u16 {
+    match (partial, tcp) {
+        (true, _) => update_delta_partial(csum, delta),
+        (false, true) => update_delta(csum, delta),
+        (false, false) => update_delta_udp(csum, delta),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum::{update16, update16_udp};
-
-    #[test]
-    #[allow(clippy::cast_possible_truncation)] // random words cut from a random u64
-    fn a_precomputed_delta_equals_word_by_word_updates() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let c = (x >> 48) as u16;
-            let words = [(x as u16, (x >> 16) as u16), ((x >> 32) as u16, (x >> 8) as u16), ((x >> 24) as u16, 0)];
-            let (mut seq, mut seq_udp, mut delta) = (c, c, 0u32);
-            for (old, new) in words {
-                seq = update16(seq, old, new);
-                seq_udp = update16_udp(seq_udp, old, new);
-                delta += u32::from(!old) + u32::from(new);
-            }
-            let delta = u32::from(fold(delta));
-            assert_eq!(apply_delta(c, delta), seq, "csum {c:#06x} words {words:?}");
-            assert_eq!(apply_delta_udp(c, delta), seq_udp, "udp csum {c:#06x} words {words:?}");
-        }
-    }
 
     #[test]
     fn an_entry_replaces_its_own_then_the_one_ending_soonest() {

@@ -1,9 +1,7 @@
 //! The `offload` stage: learns replayable flows from what the slow path transmitted
 //! (see the [module docs](super)).
 
-use super::cache::{
-    Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, apply_delta, apply_delta_partial, apply_delta_udp, fold,
-};
+use super::cache::{Entry, FAST_PATH_LIFE, Outer, SharedFlows, Snap, transport_csum};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, Disposition, Stage, StageEvent};
 use crate::stage::conntrack::Conntrack;
@@ -13,6 +11,7 @@ use crate::stage::conntrack::tcp::TcpState;
 use crate::stage::conntrack::{CtRef, SharedConntrack};
 use crate::table::conntrack::status;
 use crate::time::Instant;
+use crate::wire::checksum::{fold32, update_delta};
 
 /// See the [module docs](super).
 #[derive(Debug)]
@@ -92,14 +91,10 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     let partial = snap.key.partial();
     let words: &[usize] = if partial { &[0, 2, 4, 6] } else { &[0, 2, 4, 6, 8, 10] };
     let l4_delta = delta(&o_words, &l4_words, words);
-    let (ip_delta, l4_delta) = (u32::from(fold(ip_delta)), u32::from(fold(l4_delta)));
+    let (ip_delta, l4_delta) = (u32::from(fold32(ip_delta)), u32::from(fold32(l4_delta)));
     let at = if tcp { 16 } else { 6 };
-    let l4_ok = match (partial, tcp) {
-        (true, _) => apply_delta_partial(be16(ol4, at), l4_delta) == be16(l4, at),
-        (false, true) => apply_delta(be16(ol4, at), l4_delta) == be16(l4, at),
-        (false, false) => apply_delta_udp(be16(ol4, at), l4_delta) == be16(l4, at),
-    };
-    if apply_delta(be16(o, 10), ip_delta) != be16(ip, 10) || !l4_ok {
+    let l4_ok = transport_csum(be16(ol4, at), l4_delta, partial, tcp) == be16(l4, at);
+    if update_delta(be16(o, 10), ip_delta) != be16(ip, 10) || !l4_ok {
         return None;
     }
     // What now stands in front of the inner header.
@@ -127,7 +122,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
                 return None;
             }
             let fixed: u32 = [0, 6, 8, 12, 14, 16, 18].iter().map(|&w| u32::from(be16(h, w))).sum();
-            if !fold(fixed + u32::from(total) + u32::from(id)) != be16(h, 10) {
+            if !fold32(fixed + u32::from(total) + u32::from(id)) != be16(h, 10) {
                 return None;
             }
             Some(Outer { fixed, df, salt: id.wrapping_sub(be16(o, 4)), udp })

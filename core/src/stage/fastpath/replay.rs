@@ -1,10 +1,11 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
-use super::cache::{Entry, Key, SharedFlows, apply_delta, apply_delta_partial, apply_delta_udp, fold};
+use super::cache::{Entry, Key, SharedFlows, transport_csum};
 use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::wire::ChecksumPolicy;
 use crate::wire::checksum::verify_ipv4_20;
+use crate::wire::checksum::{fold32, update_delta};
 use std::net::Ipv4Addr;
 
 use crate::stage::conntrack::SharedConntrack;
@@ -206,19 +207,14 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
     ip[8] = e.new_ttl;
     ip[12..16].copy_from_slice(&e.src);
     ip[16..20].copy_from_slice(&e.dst);
-    let c = apply_delta(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
+    let c = update_delta(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // Ports and the transport checksum (UDP: zero stays zero).
     ip[20..24].copy_from_slice(&e.ports);
     let at = if e.tcp { 36 } else { 26 };
     if let Some(f) = ip.get_mut(at..).and_then(|f| f.first_chunk_mut::<2>()) {
         let old = u16::from_be_bytes(*f);
-        let c = match (e.key.partial(), e.tcp) {
-            (true, _) => apply_delta_partial(old, e.l4_delta),
-            (false, true) => apply_delta(old, e.l4_delta),
-            (false, false) => apply_delta_udp(old, e.l4_delta),
-        };
-        *f = c.to_be_bytes();
+        *f = transport_csum(old, e.l4_delta, e.key.partial(), e.tcp).to_be_bytes();
     }
     if let Some(src) = e.prefix.first_chunk::<P>() {
         *pre = *src;
@@ -227,7 +223,7 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
         // The outer IPv4 header at 14: its length, ID and checksum, as encap writes them.
         let outer_total = total + u16::from(e.prefix_len) - 14;
         let id = if o.df { 0 } else { inner_id.wrapping_add(o.salt) };
-        let c = !fold(o.fixed + u32::from(outer_total) + u32::from(id));
+        let c = !fold32(o.fixed + u32::from(outer_total) + u32::from(id));
         if let Some(h) = pre.get_mut(14..).and_then(|h| h.first_chunk_mut::<20>()) {
             h[2..4].copy_from_slice(&outer_total.to_be_bytes());
             h[4..6].copy_from_slice(&id.to_be_bytes());

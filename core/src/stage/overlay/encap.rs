@@ -9,7 +9,7 @@ use rustc_hash::FxBuildHasher;
 use super::{Encap, OUTER_ETH_IP, OverlayConfig, OverlayPeer};
 use crate::buf::{Batch, L3Kind, PktFlags, PktId};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent};
-use crate::wire::checksum::{Sum, pseudo_v4};
+use crate::wire::checksum::{Sum, fold32, pseudo_v4};
 use crate::wire::flow::FlowKey;
 
 /// See the [module docs](self).
@@ -124,10 +124,7 @@ fn prepare(cfg: &OverlayConfig, peer: OverlayPeer) -> Prepared {
 /// The IPv4 header checksum from the template's sum and the words patched in.
 #[inline]
 fn ip_checksum(base: u32, words: [u16; 5]) -> u16 {
-    let mut s = base + words.iter().map(|&w| u32::from(w)).sum::<u32>();
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    !u16::try_from(s).unwrap_or(0)
+    !fold32(base + words.iter().map(|&w| u32::from(w)).sum::<u32>())
 }
 
 impl EncapStage {
