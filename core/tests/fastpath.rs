@@ -77,28 +77,13 @@ fn from_pod(dst: Ipv4Addr, sport: u16, dport: u16, len: usize) -> Vec<u8> {
 }
 
 /// A UDP reply from backend `from:5353` to pod-a's `dport`, as it reaches the node's
-/// uplink (port 0): routed from the peer, or inside VXLAN from its VTEP.
+/// uplink (see [`from_peer`]).
 fn reply(from: Ipv4Addr, dport: u16, vxlan: bool) -> Vec<u8> {
-    let mut inner = udp4(from, Ipv4Addr::new(10, 244, 1, 2), 5353, dport, b"answer");
-    if !vxlan {
-        inner[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
-        inner[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
-        return inner;
-    }
-    inner[..6].copy_from_slice(&[0x0e, 0x00, 192, 168, 0, 11]);
-    inner[6..12].copy_from_slice(&[0xaa, 0xbb, 0xcc, 0, 0, 2]);
-    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    payload.extend_from_slice(&inner);
-    let mut f = udp4(Ipv4Addr::new(192, 168, 0, 12), Ipv4Addr::new(192, 168, 0, 11), 40000, 8472, &payload);
-    f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
-    f[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
-    // No outer UDP checksum, as Linux sends VXLAN.
-    f[40] = 0;
-    f[41] = 0;
-    f
+    from_peer(udp4(from, Ipv4Addr::new(10, 244, 1, 2), 5353, dport, b"answer"), vxlan)
 }
 
-/// Wrap a frame from the backend's side as it reaches the uplink (see [`reply`]).
+/// A frame from the backends' side as it reaches the node's uplink (port 0): routed
+/// from the peer, or inside VXLAN from its VTEP.
 fn from_peer(mut inner: Vec<u8>, vxlan: bool) -> Vec<u8> {
     if !vxlan {
         inner[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
@@ -112,6 +97,7 @@ fn from_peer(mut inner: Vec<u8>, vxlan: bool) -> Vec<u8> {
     let mut f = udp4(Ipv4Addr::new(192, 168, 0, 12), Ipv4Addr::new(192, 168, 0, 11), 40000, 8472, &payload);
     f[..6].copy_from_slice(&[0x02, 0x00, 192, 168, 0, 11]);
     f[6..12].copy_from_slice(&[2, 0, 192, 168, 0, 12]);
+    // No outer UDP checksum, as Linux sends VXLAN.
     f[40] = 0;
     f[41] = 0;
     f
