@@ -349,12 +349,11 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// The live connection in slot `id` with the serial number of its insert, if it
     /// is still there (not replaced, not removed).
     #[inline]
-    pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<(&mut CtEntry<A, P>, u32)> {
-        let n = *self.serials.get(id.0 as usize)?;
-        if n != serial {
+    pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<&mut CtEntry<A, P>> {
+        if *self.serials.get(id.0 as usize)? != serial {
             return None;
         }
-        self.slots.get_mut(id.0 as usize)?.as_mut().map(|e| (e, n))
+        self.slots.get_mut(id.0 as usize)?.as_mut()
     }
 
     /// The serial number of the insert that put the connection in slot `id`.

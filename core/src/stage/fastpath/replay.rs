@@ -292,8 +292,8 @@ impl Stage for FastPathStage {
                 let live = ct
                     .v4
                     .get_mut_if(crate::table::conntrack::CtId(e.ct_id), e.ct_serial)
-                    .filter(|(c, _)| c.expires > now && c.status == e.ct_status);
-                if let Some((c, _)) = live.filter(|(c, _)| replaying || !e.tcp || !slow_before(slow, e, c)) {
+                    .filter(|c| c.expires > now && c.status == e.ct_status);
+                if let Some(c) = live.filter(|c| replaying || !e.tcp || !slow_before(slow, e, c)) {
                     // TCP: the tracker on a copy of the connection's state; anything
                     // but an accepted segment that leaves it established (and assured,
                     // with the same status) goes to the slow path untouched.
