@@ -161,7 +161,7 @@ pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
 
 /// Fold a 32-bit one's complement sum to 16 bits (two carry steps suffice for any
 /// `u32`).
-#[inline]
+#[inline(always)]
 pub fn fold32(mut s: u32) -> u16 {
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
@@ -171,7 +171,7 @@ pub fn fold32(mut s: u32) -> u16 {
 /// RFC 1624 eqn. 3 for many changed words at once: `delta` is the sum of (~old + new)
 /// over them, folded with [`fold32`]. The same result as [`update16`] word by word
 /// (tested), in one step: what a cached rewrite (the flow fast path) applies.
-#[inline]
+#[inline(always)]
 pub fn update_delta(csum: u16, delta: u32) -> u16 {
     // A folded delta and a 16-bit field sum to 17 bits: one carry step folds them.
     let s = u32::from(!csum) + delta;
@@ -180,7 +180,7 @@ pub fn update_delta(csum: u16, delta: u32) -> u16 {
 
 /// [`update_delta`] for a partial checksum (vnet_hdr NEEDS_CSUM), whose field holds
 /// the pseudo-header sum not complemented: `delta` covers the address changes only.
-#[inline]
+#[inline(always)]
 pub fn update_delta_partial(csum: u16, delta: u32) -> u16 {
     let s = u32::from(csum) + delta;
     u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
@@ -188,7 +188,7 @@ pub fn update_delta_partial(csum: u16, delta: u32) -> u16 {
 
 /// [`update_delta`] for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is
 /// sent as 0xffff, as [`update16_udp`].
-#[inline]
+#[inline(always)]
 pub fn update_delta_udp(csum: u16, delta: u32) -> u16 {
     if csum == 0 {
         return 0;
