@@ -62,11 +62,24 @@ pub struct PipelineConfig {
 pub struct Output {
     tx: Vec<(PortId, u32, PktId)>,
     host: Vec<PktId>,
+    /// Set when a packet was queued for a lower port than the one before it: only
+    /// then does `tx` need sorting (most batches leave on one port, in order).
+    unsorted: bool,
+    /// The port of the last packet queued.
+    last_port: PortId,
 }
 
 impl Output {
     fn with_capacity(n: usize) -> Self {
-        Output { tx: Vec::with_capacity(n), host: Vec::with_capacity(n) }
+        Output { tx: Vec::with_capacity(n), host: Vec::with_capacity(n), unsorted: false, last_port: PortId(0) }
+    }
+
+    /// Queue `pkt` for `port` as the `order`-th packet of the batch.
+    #[inline]
+    fn push_tx(&mut self, port: PortId, order: u32, pkt: PktId) {
+        self.unsorted |= port < self.last_port;
+        self.last_port = port;
+        self.tx.push((port, order, pkt));
     }
 
     /// Packets to transmit as `(port, packet)`, grouped by port, in arrival order
@@ -83,6 +96,8 @@ impl Output {
     fn clear(&mut self) {
         self.tx.clear();
         self.host.clear();
+        self.unsorted = false;
+        self.last_port = PortId(0);
     }
 }
 
@@ -216,6 +231,7 @@ impl Pipeline {
         self.output.clear();
         self.order = 0;
         let mut tracing = false;
+        let mut rx_bytes = 0u64;
         for i in 0..batch.len() {
             let pkt = batch.pkt(i);
             let m = pool.meta_mut(pkt);
@@ -225,34 +241,34 @@ impl Pipeline {
                 m.timestamp = now;
             }
             let len = m.len();
-            self.counters.totals.rx += 1;
-            self.counters.totals.rx_bytes += u64::from(len);
+            rx_bytes += u64::from(len);
             if self.trace.budget() > 0
                 && let Some(id) = self.trace.take()
             {
-                {
-                    let m = pool.meta_mut(pkt);
-                    m.flags |= PktFlags::TRACE;
-                    m.trace_id = id;
-                    let port = m.in_port;
-                    let data = pool.data(pkt);
-                    let n = data.len().min(trace::SNAP_LEN);
-                    let mut snap = [0u8; trace::SNAP_LEN];
-                    if let (Some(dst), Some(src)) = (snap.get_mut(..n), data.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    self.trace.push(TraceRecord::Ingress {
-                        id,
-                        port,
-                        at: now,
-                        len,
-                        snap_len: u16::try_from(n).unwrap_or(0),
-                        snap,
-                    });
-                    tracing = true;
+                let m = pool.meta_mut(pkt);
+                m.flags |= PktFlags::TRACE;
+                m.trace_id = id;
+                let port = m.in_port;
+                let data = pool.data(pkt);
+                let n = data.len().min(trace::SNAP_LEN);
+                let mut snap = [0u8; trace::SNAP_LEN];
+                if let (Some(dst), Some(src)) = (snap.get_mut(..n), data.get(..n)) {
+                    dst.copy_from_slice(src);
                 }
+                self.trace.push(TraceRecord::Ingress {
+                    id,
+                    port,
+                    at: now,
+                    len,
+                    snap_len: u16::try_from(n).unwrap_or(0),
+                    snap,
+                });
+                tracing = true;
             }
         }
+        // Once per batch, not per packet.
+        self.counters.totals.rx += batch.len() as u64;
+        self.counters.totals.rx_bytes += rx_bytes;
         self.run_from(pool, now, batch, 1, tracing);
         self.settle(pool, batch);
 
@@ -289,8 +305,9 @@ impl Pipeline {
             self.counters.count_drop(0, DropReason::GenerateLoop, len);
             let _ = pool.free(pkt);
         }
-        // Most batches leave on one port, in order: sorted already.
-        if !self.output.tx.is_sorted_by_key(|&(port, order, _)| (port, order)) {
+        // Most batches leave on one port, in order: sorted already (orders only grow
+        // along `tx`, so a port sequence that never falls is sorted).
+        if self.output.unsorted {
             self.output.tx.sort_unstable_by_key(|&(port, order, _)| (port, order));
         }
         &self.output
@@ -349,10 +366,12 @@ impl Pipeline {
             let Some(&(pkt, port)) = self.direct.get(k) else { break };
             self.counters.totals.tx += 1;
             self.counters.totals.tx_bytes += u64::from(pool.meta(pkt).len());
-            self.output.tx.push((port, self.order, pkt));
+            self.output.push_tx(port, self.order, pkt);
             self.order += 1;
         }
         self.direct.clear();
+        // Totals kept in locals and added once (a counter update per packet shows).
+        let (mut tx, mut tx_bytes, mut host, mut held) = (0u64, 0u64, 0u64, 0u64);
         for i in 0..batch.len() {
             let (pkt, d) = (batch.pkt(i), batch.disposition(i));
             match d {
@@ -370,18 +389,23 @@ impl Pipeline {
                     // One metadata access for both fields.
                     let m = pool.meta_mut(pkt);
                     m.out_port = port;
-                    self.counters.totals.tx += 1;
-                    self.counters.totals.tx_bytes += u64::from(m.len());
-                    self.output.tx.push((port, self.order, pkt));
+                    tx += 1;
+                    tx_bytes += u64::from(m.len());
+                    self.output.push_tx(port, self.order, pkt);
                     self.order += 1;
                 }
                 Disposition::Host => {
-                    self.counters.totals.host += 1;
+                    host += 1;
                     self.output.host.push(pkt);
                 }
-                Disposition::Held => self.counters.totals.held += 1,
+                Disposition::Held => held += 1,
             }
         }
+        let t = &mut self.counters.totals;
+        t.tx += tx;
+        t.tx_bytes += tx_bytes;
+        t.host += host;
+        t.held += held;
     }
 }
 

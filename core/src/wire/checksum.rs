@@ -164,8 +164,16 @@ pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
 #[inline(always)]
 pub fn fold32(mut s: u32) -> u16 {
     s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    u16::try_from(s).unwrap_or(0xffff)
+    // Now s <= 0x1fffe: adding the carry to the low half cannot carry again. The
+    // mask (not a range check) tells the compiler the result fits: no branch.
+    s += s >> 16;
+    low16(s)
+}
+
+/// The low 16 bits of `s`, without a branch.
+#[inline(always)]
+fn low16(s: u32) -> u16 {
+    u16::try_from(s & 0xffff).unwrap_or(0)
 }
 
 /// RFC 1624 eqn. 3 for many changed words at once: `delta` is the sum of (~old + new)
@@ -175,7 +183,7 @@ pub fn fold32(mut s: u32) -> u16 {
 pub fn update_delta(csum: u16, delta: u32) -> u16 {
     // A folded delta and a 16-bit field sum to 17 bits: one carry step folds them.
     let s = u32::from(!csum) + delta;
-    !u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
+    !low16(s + (s >> 16))
 }
 
 /// [`update_delta`] for a partial checksum (vnet_hdr NEEDS_CSUM), whose field holds
@@ -183,7 +191,7 @@ pub fn update_delta(csum: u16, delta: u32) -> u16 {
 #[inline(always)]
 pub fn update_delta_partial(csum: u16, delta: u32) -> u16 {
     let s = u32::from(csum) + delta;
-    u16::try_from((s & 0xffff) + (s >> 16)).unwrap_or(0xffff)
+    low16(s + (s >> 16))
 }
 
 /// [`update_delta`] for a UDP-over-IPv4 checksum: 0 (none) stays 0, a computed 0 is

@@ -89,10 +89,8 @@ pub(crate) struct Entry {
     pub(crate) key: Key,
     /// Destination and source MAC as received.
     pub(crate) eth: [u8; 12],
-    /// IPv4 TOS, flags byte and TTL as received.
-    pub(crate) tos: u8,
-    pub(crate) flags: u8,
-    pub(crate) ttl: u8,
+    /// IPv4 TOS, flags byte and TTL as received, as `replay::hdr_word` packs them.
+    pub(crate) hdr_word: u64,
     pub(crate) until: Instant,
     pub(crate) generation: u64,
     /// The connection: slot, the serial number of its insert (the same connection,
@@ -278,9 +276,7 @@ mod tests {
         let entry = |k: Key, until: u64| Entry {
             key: k,
             eth: [0; 12],
-            tos: 0,
-            flags: 0,
-            ttl: 64,
+            hdr_word: 0,
             until: Instant::from_nanos(until),
             generation: 0,
             ct_id: 0,

@@ -133,9 +133,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     Some(Entry {
         key: snap.key,
         eth: snap.eth,
-        tos: o[1],
-        flags: o[6],
-        ttl: o[8],
+        hdr_word: super::replay::hdr_word(o[1], o[6], o[8]),
         until: now + FAST_PATH_LIFE,
         generation: 0,
         ct_id: id.0,

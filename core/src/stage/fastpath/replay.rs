@@ -1,7 +1,7 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
 use super::cache::{Entry, Key, SharedFlows, transport_csum};
-use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
+use crate::buf::{Batch, CsumState, L3Kind, PktFlags, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::wire::ChecksumPolicy;
 use crate::wire::checksum::verify_ipv4_20;
@@ -64,8 +64,7 @@ const WANTED: PktFlags = PktFlags::PARSED.union(PktFlags::HAS_FLOW).union(PktFla
 /// The flow key and header offsets of a packet the fast path could carry: whole
 /// IPv4 UDP or TCP without options or tag.
 #[inline]
-fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
-    let m = pool.meta(pkt);
+fn candidate(m: &PktMeta) -> Option<(Key, u16)> {
     if m.flags & CHECKED != WANTED
         || m.l3_kind != L3Kind::Ipv4
         || (m.flow.proto != 17 && m.flow.proto != 6)
@@ -87,13 +86,12 @@ fn candidate(pool: &BufPool, pkt: PktId) -> Option<(Key, u16)> {
 /// `parse` would drop or look at more closely (a bad IPv4 header checksum, lengths
 /// that do not add up, L4 checksums to verify), which then takes the slow path.
 #[inline]
-fn candidate_raw(pool: &BufPool, pkt: PktId, policy: ChecksumPolicy) -> Option<(Key, u16)> {
-    let m = pool.meta(pkt);
+fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Key, u16)> {
     if m.flags.intersects(PktFlags::TRACE | PktFlags::GENERATED) || policy.l4 {
         return None;
     }
     let (head, len) = (m.head(), m.len());
-    let f = pool.slot(pkt).get(usize::from(head)..usize::from(head) + usize::from(len))?;
+    let f = slot.get(usize::from(head)..usize::from(head) + usize::from(len))?;
     let h = f.first_chunk::<42>()?;
     let ip = h.get(14..34)?.first_chunk::<20>()?;
     let proto = ip[9];
@@ -140,15 +138,14 @@ fn slow_before(slow: &[Key], e: &Entry, c: &CtEntry<Ipv4Addr, ProtoState>) -> bo
 /// `None` (the slow path decides) otherwise.
 #[inline]
 fn track_tcp(
-    pool: &BufPool,
-    pkt: PktId,
+    slot: &[u8],
     l2: u16,
     c: &CtEntry<Ipv4Addr, ProtoState>,
     reply_dir: bool,
     cfg: &TcpConfig,
 ) -> Option<Option<(ProtoState, Duration)>> {
     let l3 = usize::from(l2) + 14;
-    let seg = segment(pool.slot(pkt), l3, l3 + 20, false)?;
+    let seg = segment(slot, l3, l3 + 20, false)?;
     let mut proto = c.proto;
     let dir = if reply_dir { Dir::Reply } else { Dir::Original };
     let seen = if reply_dir { status::SEEN_REPLY } else { 0 };
@@ -165,9 +162,18 @@ fn track_tcp(
 /// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
 /// and UDP headers, put the prefix in front. False (packet untouched) when the frame
 /// does not match what was learned.
+/// Bytes 1..9 of the IPv4 header read as a little-endian word: TOS (byte 0 of the
+/// word), the flags byte (5) and the TTL (7) kept; length, ID and fragment offset
+/// masked out (the offset is zero on every candidate).
+const HDR_MASK: u64 = 0xff00_ff00_0000_00ff;
+
+/// The word [`HDR_MASK`] selects, for a TOS, flags byte and TTL.
+pub(crate) fn hdr_word(tos: u8, flags: u8, ttl: u8) -> u64 {
+    u64::from_le_bytes([tos, 0, 0, 0, 0, flags, 0, ttl])
+}
+
 #[inline]
-fn replay(pool: &mut BufPool, pkt: PktId, l2: u16, e: &Entry) -> bool {
-    let (slot, meta) = pool.slot_and_meta_mut(pkt);
+fn replay(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry) -> bool {
     // One body per prefix size (Ethernet, IPIP, VXLAN), so that every offset is a
     // constant and the compiler drops the bounds checks.
     match e.prefix_len {
@@ -190,7 +196,9 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
     let (Ok(pre), Some(ip)) = (<&mut [u8; P]>::try_from(pre), rest.first_chunk_mut::<40>()) else { return false };
     // The Ethernet header as received ends the prefix's room.
     let Some(eth) = pre.last_chunk::<14>().and_then(|h| h.first_chunk::<12>()) else { return false };
-    if *eth != e.eth || ip[1] != e.tos || ip[6] != e.flags || ip[8] != e.ttl {
+    // TOS, flags byte and TTL in one masked word (bytes 1..9: the length and ID vary).
+    let Some(w) = ip.get(1..9).and_then(|w| w.first_chunk::<8>()) else { return false };
+    if *eth != e.eth || u64::from_le_bytes(*w) & HDR_MASK != e.hdr_word {
         return false;
     }
     let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
@@ -275,7 +283,9 @@ impl Stage for FastPathStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let found = if *before_parse { candidate_raw(cx.pool, pkt, policy) } else { candidate(cx.pool, pkt) };
+            // One look-up of the slot and its metadata serves the whole replay.
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            let found = if *before_parse { candidate_raw(slot, meta, policy) } else { candidate(meta) };
             let Some((key, l2)) = found else {
                 replaying = false;
                 replaying_assured = false;
@@ -297,10 +307,9 @@ impl Stage for FastPathStage {
                     // TCP: the tracker on a copy of the connection's state; anything
                     // but an accepted segment that leaves it established (and assured,
                     // with the same status) goes to the slow path untouched.
-                    let tracked =
-                        if e.tcp { track_tcp(cx.pool, pkt, l2, c, e.reply_dir, &tcp_cfg) } else { Some(None) };
+                    let tracked = if e.tcp { track_tcp(slot, l2, c, e.reply_dir, &tcp_cfg) } else { Some(None) };
                     if let Some(after) = tracked
-                        && replay(cx.pool, pkt, l2, e)
+                        && replay(slot, meta, l2, e)
                     {
                         // What conntrack does for a steady connection.
                         match after {
