@@ -134,6 +134,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         key: snap.key,
         eth: snap.eth,
         hdr_word: super::replay::hdr_word(o[1], o[6], o[8]),
+        ip_fixed: [0, 6, 8, 12, 14, 16, 18].iter().map(|&w| u32::from(be16(o, w))).sum(),
         until: now + FAST_PATH_LIFE,
         generation: 0,
         ct_id: id.0,

@@ -4,7 +4,6 @@ use super::cache::{Entry, Key, SharedFlows, transport_csum};
 use crate::buf::{Batch, CsumState, L3Kind, PktFlags, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::wire::ChecksumPolicy;
-use crate::wire::checksum::verify_ipv4_20;
 use crate::wire::checksum::{fold32, update_delta};
 use std::net::Ipv4Addr;
 
@@ -100,7 +99,8 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
         return None;
     }
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if total < 28 || total > f.len() - 14 || (policy.ipv4 && !verify_ipv4_20(ip)) {
+    // The header checksum is verified in `replay`, against the entry's fixed words.
+    if total < 28 || total > f.len() - 14 {
         return None;
     }
     let l4 = f.get(34..14 + total)?;
@@ -173,13 +173,13 @@ pub(crate) fn hdr_word(tos: u8, flags: u8, ttl: u8) -> u64 {
 }
 
 #[inline]
-fn replay(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry) -> bool {
+fn replay(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry, verify: bool) -> bool {
     // One body per prefix size (Ethernet, IPIP, VXLAN), so that every offset is a
     // constant and the compiler drops the bounds checks.
     match e.prefix_len {
-        14 => replay_fixed::<14, 54>(slot, meta, l2, e),
-        64 => replay_fixed::<64, 104>(slot, meta, l2, e),
-        34 => replay_fixed::<34, 74>(slot, meta, l2, e),
+        14 => replay_fixed::<14, 54>(slot, meta, l2, e, verify),
+        64 => replay_fixed::<64, 104>(slot, meta, l2, e, verify),
+        34 => replay_fixed::<34, 74>(slot, meta, l2, e, verify),
         _ => false,
     }
 }
@@ -187,7 +187,13 @@ fn replay(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry) -> bool {
 /// [`replay`] for a prefix of `P` bytes; `N` = `P` + 40 (inner IPv4 and the first 20
 /// bytes of the transport header, inside the slot whatever the packet's length).
 #[inline(always)]
-fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry) -> bool {
+fn replay_fixed<const P: usize, const N: usize>(
+    slot: &mut [u8],
+    meta: &mut PktMeta,
+    l2: u16,
+    e: &Entry,
+    verify: bool,
+) -> bool {
     let Some(new_head) = l2.checked_add(14).and_then(|l3| l3.checked_sub(e.prefix_len.into())) else { return false };
     let Some(frame) = slot.get_mut(usize::from(new_head)..).and_then(|s| s.first_chunk_mut::<N>()) else {
         return false;
@@ -202,6 +208,13 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
         return false;
     }
     let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
+    let old_csum = u16::from_be_bytes([ip[10], ip[11]]);
+    // The header checksum as parse verifies it (ip_rcv): every word but the length,
+    // the ID and the checksum itself is the entry's (matched above and by the key),
+    // so their sum is precomputed.
+    if verify && fold32(e.ip_fixed + u32::from(total) + u32::from(inner_id) + u32::from(old_csum)) != 0xffff {
+        return false;
+    }
     // The tunnel adds at most 50 bytes: the outer length cannot overflow below this.
     if total > e.max_len || total > u16::MAX - 64 || usize::from(total) + 14 > usize::from(meta.len()) {
         return false;
@@ -215,7 +228,7 @@ fn replay_fixed<const P: usize, const N: usize>(slot: &mut [u8], meta: &mut PktM
     ip[8] = e.new_ttl;
     ip[12..16].copy_from_slice(&e.src);
     ip[16..20].copy_from_slice(&e.dst);
-    let c = update_delta(u16::from_be_bytes([ip[10], ip[11]]), e.ip_delta);
+    let c = update_delta(old_csum, e.ip_delta);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // Ports and the transport checksum (UDP: zero stays zero).
     ip[20..24].copy_from_slice(&e.ports);
@@ -259,6 +272,8 @@ impl Stage for FastPathStage {
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let FastPathStage { flows, ct, before_parse, slow } = self;
         let policy = cx.config.checksum;
+        // Before parse, the replay verifies the IPv4 header checksum parse would.
+        let verify = *before_parse && policy.ipv4;
         let Ok(mut flows) = flows.lock() else { return };
         let Ok(mut ct) = ct.lock() else { return };
         slow.clear();
@@ -309,7 +324,7 @@ impl Stage for FastPathStage {
                     // with the same status) goes to the slow path untouched.
                     let tracked = if e.tcp { track_tcp(slot, l2, c, e.reply_dir, &tcp_cfg) } else { Some(None) };
                     if let Some(after) = tracked
-                        && replay(slot, meta, l2, e)
+                        && replay(slot, meta, l2, e, verify)
                     {
                         // What conntrack does for a steady connection.
                         match after {
