@@ -101,6 +101,14 @@ impl Batch {
         self.pkts.get(i).copied().unwrap_or_default()
     }
 
+    /// The packets and their dispositions, side by side (a loop over them needs no
+    /// bounds check per packet).
+    #[inline]
+    pub(crate) fn entries(&self) -> (&[PktId], &[Disposition]) {
+        let n = self.len.min(BATCH_MAX);
+        (self.pkts.get(..n).unwrap_or(&[]), self.disp.get(..n).unwrap_or(&[]))
+    }
+
     /// The disposition of the packet at `i`.
     #[inline]
     pub fn disposition(&self, i: usize) -> Disposition {

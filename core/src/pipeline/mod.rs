@@ -372,19 +372,10 @@ impl Pipeline {
         self.direct.clear();
         // Totals kept in locals and added once (a counter update per packet shows).
         let (mut tx, mut tx_bytes, mut host, mut held) = (0u64, 0u64, 0u64, 0u64);
-        for i in 0..batch.len() {
-            let (pkt, d) = (batch.pkt(i), batch.disposition(i));
+        let mut undecided = false;
+        let (pkts, disps) = batch.entries();
+        for (&pkt, &d) in pkts.iter().zip(disps) {
             match d {
-                Disposition::Continue => {
-                    // Nobody decided: a counted drop, and the batch says so too.
-                    batch.set_dropped(i, DropReason::NoDisposition);
-                    let len = usize::from(pool.meta(pkt).len());
-                    self.counters.count_drop(0, DropReason::NoDisposition, len);
-                    let _ = pool.free(pkt);
-                }
-                Disposition::Drop(_) => {
-                    let _ = pool.free(pkt);
-                }
                 Disposition::Tx(port) => {
                     // One metadata access for both fields.
                     let m = pool.meta_mut(pkt);
@@ -394,11 +385,27 @@ impl Pipeline {
                     self.output.push_tx(port, self.order, pkt);
                     self.order += 1;
                 }
+                Disposition::Drop(_) => {
+                    let _ = pool.free(pkt);
+                }
                 Disposition::Host => {
                     host += 1;
                     self.output.host.push(pkt);
                 }
                 Disposition::Held => held += 1,
+                Disposition::Continue => undecided = true,
+            }
+        }
+        if undecided {
+            for i in 0..batch.len() {
+                if batch.disposition(i) == Disposition::Continue {
+                    // Nobody decided: a counted drop, and the batch says so too.
+                    let pkt = batch.pkt(i);
+                    batch.set_dropped(i, DropReason::NoDisposition);
+                    let len = usize::from(pool.meta(pkt).len());
+                    self.counters.count_drop(0, DropReason::NoDisposition, len);
+                    let _ = pool.free(pkt);
+                }
             }
         }
         let t = &mut self.counters.totals;

@@ -306,15 +306,22 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// how many were removed. Call it once per batch with a small budget.
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
         let n = self.slots.len();
+        let start = self.cursor.min(n);
+        let end = start.saturating_add(budget).min(n);
+        // Wrapping is one step of its own: a batch that reaches the end sweeps no
+        // further (the next one starts at slot 0).
+        self.cursor = if end >= n { 0 } else { end };
         let mut removed = 0;
-        for _ in 0..budget.min(n) {
-            let i = self.cursor;
-            // A compare, not a division: this runs for every slot swept.
-            self.cursor = if i + 1 >= n { 0 } else { i + 1 };
-            if self.slots.get(i).and_then(Option::as_ref).is_some_and(|e| e.expires <= now) {
-                self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
-                removed += 1;
-            }
+        let mut i = start;
+        // A scan of the window (a compare per slot, no bounds checks), then the rare
+        // removal.
+        while let Some(off) =
+            self.slots.get(i..end).and_then(|w| w.iter().position(|e| e.as_ref().is_some_and(|e| e.expires <= now)))
+        {
+            let k = i + off;
+            self.remove(CtId(u32::try_from(k).unwrap_or(u32::MAX)));
+            removed += 1;
+            i = k + 1;
         }
         removed
     }
