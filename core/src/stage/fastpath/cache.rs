@@ -143,8 +143,6 @@ pub struct FlowCache {
     /// The keys of `slots`, apart, so that a lookup reads one cache line per set.
     keys: Vec<[Key; WAYS]>,
     slots: Vec<[Option<Entry>; WAYS]>,
-    /// Sets - 1 (a power of two).
-    mask: usize,
     /// 64 - log2(sets): the hash's top bits name the set.
     shift: u32,
     snaps: Vec<Snap>,
@@ -165,7 +163,6 @@ impl FlowCache {
         FlowCache {
             keys: vec![[Key::EMPTY; WAYS]; sets],
             slots: vec![[None; WAYS]; sets],
-            mask: sets - 1,
             shift: 64 - sets.trailing_zeros(),
             snaps: vec![Snap::default(); SNAPS],
             learned: 0,
@@ -214,10 +211,11 @@ impl FlowCache {
     /// The set of [`WAYS`] slots `key` belongs in.
     #[inline(always)]
     fn set(&self, key: Key) -> usize {
-        // The top bits, shifted down: at most 24 bits, so they fit usize.
+        // The top log2(sets) bits, shifted down: below `sets` (and at most 22 bits, so
+        // they fit usize); one set (shift 64) is set 0.
         #[allow(clippy::cast_possible_truncation)]
         let h = key.hash().checked_shr(self.shift).unwrap_or(0) as usize;
-        h & self.mask
+        h
     }
 
     #[inline]
