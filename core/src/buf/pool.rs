@@ -67,6 +67,9 @@ pub struct BufPool {
     slot_size: usize,
     headroom: usize,
     meta: Vec<PktMeta>,
+    /// Where a foreign handle's metadata writes go (never read back as a packet's):
+    /// `meta_mut` needs one bounds check and no clamping.
+    sink: PktMeta,
     free: Vec<PktId>,
     exhausted: u64,
 }
@@ -98,7 +101,8 @@ impl BufPool {
         // SAFETY: `layout` has a non-zero size (slots >= 1, slot_size >= 256).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         let Some(region) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
-        Ok(BufPool { region, layout, slots, slot_size, headroom, meta, free, exhausted: 0 })
+        let sink = PktMeta::fresh(head, Owner::Free);
+        Ok(BufPool { region, layout, slots, slot_size, headroom, meta, sink, free, exhausted: 0 })
     }
 
     /// A pool with the default slot size and headroom.
@@ -219,11 +223,12 @@ impl BufPool {
     /// Mutable metadata of a packet.
     #[inline]
     pub fn meta_mut(&mut self, pkt: PktId) -> &mut PktMeta {
-        let i = pkt.index().min(self.meta.len().saturating_sub(1));
         debug_assert!(pkt.index() < self.meta.len());
-        // `new` guarantees at least one slot, so `i` is in range.
-        #[allow(clippy::indexing_slicing)]
-        &mut self.meta[i]
+        // Handles come only from this pool; a foreign one writes to the sink.
+        match self.meta.get_mut(pkt.index()) {
+            Some(m) => m,
+            None => &mut self.sink,
+        }
     }
 
     /// Start of slot `pkt` in the region, or `None` for a handle from another pool.
@@ -265,14 +270,15 @@ impl BufPool {
     /// Slot and metadata together, for stages that read offsets and write bytes.
     #[inline]
     pub fn slot_and_meta_mut(&mut self, pkt: PktId) -> (&mut [u8], &mut PktMeta) {
-        let i = pkt.index().min(self.meta.len().saturating_sub(1));
         let slot = match self.slot_ptr(pkt) {
             // SAFETY: as in `slot_mut`; the metadata is a separate allocation.
             Some(p) => unsafe { core::slice::from_raw_parts_mut(p, self.slot_size) },
             None => &mut [],
         };
-        #[allow(clippy::indexing_slicing)] // `i` clamped above; `new` ensures len >= 1
-        let meta = &mut self.meta[i];
+        let meta = match self.meta.get_mut(pkt.index()) {
+            Some(m) => m,
+            None => &mut self.sink,
+        };
         (slot, meta)
     }
 

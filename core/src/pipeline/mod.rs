@@ -232,39 +232,40 @@ impl Pipeline {
         self.order = 0;
         let mut tracing = false;
         let mut rx_bytes = 0u64;
-        for i in 0..batch.len() {
-            let pkt = batch.pkt(i);
+        // Most batches are not traced: their loop only stamps and counts.
+        let traced = if self.trace.budget() > 0 { batch.len() } else { 0 };
+        let (pkts, _) = batch.entries();
+        for &pkt in pkts {
             let m = pool.meta_mut(pkt);
             // A driver that knows the exact receive time sets it; otherwise the
             // packet is stamped with the batch time.
             if m.timestamp == Instant::ZERO {
                 m.timestamp = now;
             }
-            let len = m.len();
-            rx_bytes += u64::from(len);
-            if self.trace.budget() > 0
-                && let Some(id) = self.trace.take()
-            {
-                let m = pool.meta_mut(pkt);
-                m.flags |= PktFlags::TRACE;
-                m.trace_id = id;
-                let port = m.in_port;
-                let data = pool.data(pkt);
-                let n = data.len().min(trace::SNAP_LEN);
-                let mut snap = [0u8; trace::SNAP_LEN];
-                if let (Some(dst), Some(src)) = (snap.get_mut(..n), data.get(..n)) {
-                    dst.copy_from_slice(src);
-                }
-                self.trace.push(TraceRecord::Ingress {
-                    id,
-                    port,
-                    at: now,
-                    len,
-                    snap_len: u16::try_from(n).unwrap_or(0),
-                    snap,
-                });
-                tracing = true;
+            rx_bytes += u64::from(m.len());
+        }
+        for i in 0..traced {
+            let pkt = batch.pkt(i);
+            let Some(id) = self.trace.take() else { break };
+            let m = pool.meta_mut(pkt);
+            m.flags |= PktFlags::TRACE;
+            m.trace_id = id;
+            let (port, len) = (m.in_port, m.len());
+            let data = pool.data(pkt);
+            let n = data.len().min(trace::SNAP_LEN);
+            let mut snap = [0u8; trace::SNAP_LEN];
+            if let (Some(dst), Some(src)) = (snap.get_mut(..n), data.get(..n)) {
+                dst.copy_from_slice(src);
             }
+            self.trace.push(TraceRecord::Ingress {
+                id,
+                port,
+                at: now,
+                len,
+                snap_len: u16::try_from(n).unwrap_or(0),
+                snap,
+            });
+            tracing = true;
         }
         // Once per batch, not per packet.
         self.counters.totals.rx += batch.len() as u64;
@@ -370,10 +371,13 @@ impl Pipeline {
             self.order += 1;
         }
         self.direct.clear();
-        // Totals kept in locals and added once (a counter update per packet shows).
+        // Totals kept in locals and added once (a counter update per packet shows),
+        // as are the output queue's order and sortedness.
         let (mut tx, mut tx_bytes, mut host, mut held) = (0u64, 0u64, 0u64, 0u64);
         let mut undecided = false;
         let (pkts, disps) = batch.entries();
+        let out = &mut self.output;
+        let (mut order, mut last_port, mut unsorted) = (self.order, out.last_port, out.unsorted);
         for (&pkt, &d) in pkts.iter().zip(disps) {
             match d {
                 Disposition::Tx(port) => {
@@ -382,20 +386,23 @@ impl Pipeline {
                     m.out_port = port;
                     tx += 1;
                     tx_bytes += u64::from(m.len());
-                    self.output.push_tx(port, self.order, pkt);
-                    self.order += 1;
+                    unsorted |= port < last_port;
+                    last_port = port;
+                    out.tx.push((port, order, pkt));
+                    order += 1;
                 }
                 Disposition::Drop(_) => {
                     let _ = pool.free(pkt);
                 }
                 Disposition::Host => {
                     host += 1;
-                    self.output.host.push(pkt);
+                    out.host.push(pkt);
                 }
                 Disposition::Held => held += 1,
                 Disposition::Continue => undecided = true,
             }
         }
+        (self.order, out.last_port, out.unsorted) = (order, last_port, unsorted);
         if undecided {
             for i in 0..batch.len() {
                 if batch.disposition(i) == Disposition::Continue {

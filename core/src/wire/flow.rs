@@ -84,7 +84,7 @@ impl FlowKey {
     /// (VXLAN source ports): the endpoints folded with XOR, one multiply. About 15
     /// instructions against 70 for [`symmetric_hash`](Self::symmetric_hash); not for
     /// hash tables (flows whose endpoints XOR alike collide).
-    #[inline]
+    #[inline(always)]
     pub fn spread_hash(&self) -> u64 {
         let w = |a: &[u8; 16], i: usize| {
             let mut b = [0u8; 8];

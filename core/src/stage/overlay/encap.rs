@@ -7,7 +7,7 @@ use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use super::{Encap, OUTER_ETH_IP, OverlayConfig, OverlayPeer};
-use crate::buf::{Batch, L3Kind, PktFlags, PktId};
+use crate::buf::{Batch, L3Kind, PktFlags, PktMeta};
 use crate::pipeline::{Context, DropReason, Stage, StageEvent};
 use crate::wire::checksum::{Sum, fold32, pseudo_v4};
 use crate::wire::flow::FlowKey;
@@ -17,7 +17,16 @@ use crate::wire::flow::FlowKey;
 pub struct EncapStage {
     cfg: OverlayConfig,
     peers: HashMap<Ipv4Addr, Prepared, FxBuildHasher>,
+    /// The VXLAN source port range (`cfg.encap`'s), read per packet.
+    src_lo: u16,
+    src_hi: u16,
 }
+
+/// Bytes VXLAN writes in front of the inner IP header: outer Ethernet and IPv4, UDP,
+/// VXLAN and the inner Ethernet header.
+const VXLAN_FRONT: usize = OUTER_ETH_IP + 16 + 14;
+/// Bytes IPIP writes in front of the inner IP header: outer Ethernet and IPv4.
+const IPIP_FRONT: usize = OUTER_ETH_IP;
 
 /// A peer with its outer headers written out once (VPP's rewrite string): per packet
 /// they are copied and the lengths, ID, ECN, checksums and source port patched. This
@@ -47,23 +56,50 @@ fn outer_ecn(inner_tos: u8) -> u8 {
 }
 
 /// Linux's `udp_flow_src_port()`: the flow hash scaled into `lo..=hi`.
+#[inline]
 fn src_port(hash: u64, lo: u16, hi: u16) -> u16 {
     let span = u64::from(hi.saturating_sub(lo));
     let h = hash >> 32;
-    u16::try_from(((h * span) >> 32) + u64::from(lo)).unwrap_or(lo)
+    // Below `span` (h < 2^32), so it fits and `lo` plus it is at most `hi`.
+    #[allow(clippy::cast_possible_truncation)]
+    let off = ((h * span) >> 32) as u16;
+    lo.wrapping_add(off)
 }
 
-/// Move the start of `pkt` (now at `head`) to `written` bytes before its inner IP
-/// header at `l3`, growing into the headroom, or shrinking when a VLAN tag or more
-/// stood in front; returns the new start.
-fn start_at(cx: &mut Context<'_>, pkt: PktId, head: usize, l3: usize, written: usize) -> Result<usize, DropReason> {
-    let new_head = l3.checked_sub(written).ok_or(DropReason::EncapNoHeadroom)?;
-    let moved = if new_head > head {
-        cx.pool.pull_front(pkt, new_head - head)
-    } else {
-        cx.pool.push_front(pkt, head - new_head).map(|_| ())
-    };
-    moved.map(|()| new_head).map_err(|_| DropReason::EncapNoHeadroom)
+/// The packet's window moved to start `written` bytes before its inner IP header (at
+/// `meta.l3`), growing into the headroom, or shrinking when a VLAN tag stood in front:
+/// the new start, the bytes in front of the inner header and the inner packet (at
+/// least 20 bytes). The metadata is only changed by the caller, once the headers are
+/// written.
+#[inline(always)]
+fn frame_at<'a, const P: usize>(
+    slot: &'a mut [u8],
+    meta: &PktMeta,
+) -> Result<(u16, &'a mut [u8; P], &'a mut [u8]), DropReason> {
+    let (l3, end) = (usize::from(meta.l3), usize::from(meta.head()) + usize::from(meta.len()));
+    let new_head = l3.checked_sub(P).ok_or(DropReason::EncapNoHeadroom)?;
+    if end < l3 + 20 {
+        return Err(DropReason::Ipv4Truncated);
+    }
+    let (front, back) = slot.split_at_mut_checked(l3).ok_or(DropReason::EncapNoHeadroom)?;
+    let hdr = front.last_chunk_mut::<P>().ok_or(DropReason::EncapNoHeadroom)?;
+    let inner = back.get_mut(..end - l3).ok_or(DropReason::EncapNoHeadroom)?;
+    Ok((u16::try_from(new_head).map_err(|_| DropReason::EncapNoHeadroom)?, hdr, inner))
+}
+
+/// Point the metadata at the outer headers written in front of the inner packet.
+#[inline(always)]
+fn set_outer(meta: &mut PktMeta, new_head: u16, kind: L3Kind, proto: u8, l4_at: u16) -> Result<(), DropReason> {
+    if !meta.move_head(new_head) {
+        return Err(DropReason::EncapNoHeadroom);
+    }
+    meta.l2 = new_head;
+    meta.l3 = new_head + 14;
+    meta.l4 = new_head + l4_at;
+    meta.l3_kind = kind;
+    meta.ip_proto = proto;
+    meta.flags.remove(PktFlags::VLAN | PktFlags::FRAGMENT | PktFlags::LATER_FRAGMENT);
+    Ok(())
 }
 
 /// The fixed part of `peer`'s outer headers.
@@ -131,7 +167,11 @@ impl EncapStage {
     /// A stage for `cfg`.
     pub fn new(cfg: OverlayConfig) -> Self {
         let peers = cfg.peers.iter().map(|p| (p.node_ip, prepare(&cfg, *p))).collect();
-        EncapStage { cfg, peers }
+        let (src_lo, src_hi) = match &cfg.encap {
+            Encap::Vxlan { src_ports, .. } => (*src_ports.start(), *src_ports.end()),
+            Encap::Ipip => (0, 0),
+        };
+        EncapStage { cfg, peers, src_lo, src_hi }
     }
 
     /// Add or replace a peer (O(1)).
@@ -149,11 +189,11 @@ impl EncapStage {
         self.peers.len()
     }
 
-    /// Wrap `pkt` for `p` over the IPv6 underlay (VXLAN); the drop reason otherwise.
+    /// Wrap the packet for `p` over the IPv6 underlay (VXLAN); the drop reason otherwise.
     fn wrap6(
         &self,
-        cx: &mut Context<'_>,
-        pkt: PktId,
+        slot: &mut [u8],
+        meta: &mut PktMeta,
         p: &Prepared,
         tmpl: &[u8; 84],
         fixed: u32,
@@ -162,27 +202,24 @@ impl EncapStage {
         if Some(dst) == self.cfg.local_ip6 {
             return Err(DropReason::OverlayLoop);
         }
-        let Encap::Vxlan { ref src_ports, .. } = self.cfg.encap else { return Err(DropReason::OverlayNoPeer) };
-        let (head, l3, end, hash) = {
-            let m = cx.pool.meta(pkt);
-            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
-            (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
-        };
-        let new_head = start_at(cx, pkt, head, l3, 84)?;
-        let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-        let frame = slot.get_mut(new_head..end).ok_or(DropReason::EncapNoHeadroom)?;
-        let (hdr, inner) = frame.split_first_chunk_mut::<84>().ok_or(DropReason::EncapNoHeadroom)?;
+        if !matches!(self.cfg.encap, Encap::Vxlan { .. }) {
+            return Err(DropReason::OverlayNoPeer);
+        }
+        let hash = flow_spread(meta);
+        let (new_head, hdr, inner) = frame_at::<84>(slot, meta)?;
         let inner_tos = inner.get(1).copied().ok_or(DropReason::Ipv4Truncated)?;
         *hdr = *tmpl;
         // Traffic class: the inner ECN (ip6_tclass with ip_tunnel_ecn_encap).
         let tc = outer_ecn(inner_tos);
         hdr[14] = 0x60 | (tc >> 4);
         hdr[15] = tc << 4;
-        let ulen = u16::try_from(end - new_head - 54).map_err(|_| DropReason::EncapNoHeadroom)?;
+        // The UDP length: VXLAN, inner Ethernet and the inner packet (below 64 KiB: it
+        // fits the slot).
+        let ulen = u16::try_from(inner.len() + 30).map_err(|_| DropReason::EncapNoHeadroom)?;
         let [l0, l1] = ulen.to_be_bytes();
         hdr[18] = l0;
         hdr[19] = l1;
-        let sport = src_port(hash, *src_ports.start(), *src_ports.end());
+        let sport = src_port(hash, self.src_lo, self.src_hi);
         let [s0, s1] = sport.to_be_bytes();
         hdr[54] = s0;
         hdr[55] = s1;
@@ -204,42 +241,31 @@ impl EncapStage {
         let [c0, c1] = c.to_be_bytes();
         hdr[60] = c0;
         hdr[61] = c1;
-        meta.l2 = u16::try_from(new_head).unwrap_or(u16::MAX);
-        meta.l3 = meta.l2 + 14;
-        meta.l4 = meta.l3 + 40;
-        meta.l3_kind = L3Kind::Ipv6;
-        meta.ip_proto = 17;
-        meta.flags.remove(PktFlags::VLAN | PktFlags::FRAGMENT | PktFlags::LATER_FRAGMENT);
+        set_outer(meta, new_head, L3Kind::Ipv6, 17, 54)?;
         meta.next_hop6 = next_hop;
         meta.out_port = p.peer.port;
         Ok(())
     }
 
-    /// Wrap `pkt` for `p`; the drop reason otherwise.
-    fn wrap(&self, cx: &mut Context<'_>, pkt: PktId, p: &Prepared) -> Result<(), DropReason> {
+    /// Wrap the packet for `p` over the IPv4 underlay, writing `P` bytes in front of
+    /// the inner IP header (VXLAN 64: outer Ethernet, IPv4, UDP, VXLAN and the inner
+    /// Ethernet header; IPIP 34); the drop reason otherwise.
+    #[inline(always)]
+    fn wrap<const P: usize>(&self, slot: &mut [u8], meta: &mut PktMeta, p: &Prepared) -> Result<(), DropReason> {
         let peer = &p.peer;
         if peer.node_ip == self.cfg.local_ip {
             return Err(DropReason::OverlayLoop);
         }
-        let vxlan = matches!(self.cfg.encap, Encap::Vxlan { .. });
-        let (head, l3, end, hash) = {
-            let m = cx.pool.meta(pkt);
-            let hash = if m.flags.contains(PktFlags::HAS_FLOW) { flow_spread(m) } else { 0 };
-            (usize::from(m.head()), usize::from(m.l3), usize::from(m.head()) + usize::from(m.len()), hash)
-        };
-        // The outer headers end where the inner IP packet starts (VXLAN: after the
-        // rewritten inner Ethernet header).
-        let written = if vxlan { OUTER_ETH_IP + 16 + 14 } else { OUTER_ETH_IP };
-        let new_head = start_at(cx, pkt, head, l3, written)?;
-        let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-        let frame = slot.get_mut(new_head..end).ok_or(DropReason::EncapNoHeadroom)?;
-        let (hdr, inner) = frame.split_at_mut_checked(written).ok_or(DropReason::EncapNoHeadroom)?;
+        let vxlan = P == VXLAN_FRONT;
+        let hash = flow_spread(meta);
+        let (new_head, h, inner) = frame_at::<P>(slot, meta)?;
         let Some(ih) = inner.first_chunk::<20>() else { return Err(DropReason::Ipv4Truncated) };
         let (inner_tos, inner_ttl, inner_df) = (ih[1], ih[8], ih[6] & 0x40);
         let inner_id = u16::from_be_bytes([ih[4], ih[5]]);
-        let total = u16::try_from(end - new_head - 14).map_err(|_| DropReason::EncapNoHeadroom)?;
-        let h = hdr.first_chunk_mut::<34>().ok_or(DropReason::EncapNoHeadroom)?;
-        let Some(tmpl) = p.header.first_chunk::<34>() else { return Err(DropReason::EncapNoHeadroom) };
+        // The outer IPv4 length: everything after the outer Ethernet header (below
+        // 64 KiB: it fits the slot).
+        let total = u16::try_from(inner.len() + P - 14).map_err(|_| DropReason::EncapNoHeadroom)?;
+        let Some(tmpl) = p.header.first_chunk::<P>() else { return Err(DropReason::EncapNoHeadroom) };
         *h = *tmpl;
         let df = if vxlan {
             h[20] != 0
@@ -271,39 +297,30 @@ impl EncapStage {
         let [c0, c1] = ip_checksum(p.ip_sum, [u16::from(ecn), total, id, df_word, ttl_word]).to_be_bytes();
         h[24] = c0;
         h[25] = c1;
-        if let Encap::Vxlan { ref src_ports, udp_checksum, .. } = self.cfg.encap {
-            let rest = hdr.get_mut(34..).and_then(|b| b.first_chunk_mut::<30>()).ok_or(DropReason::EncapNoHeadroom)?;
-            let Some(t) = p.header.get(34..).and_then(|b| b.first_chunk::<30>()) else {
-                return Err(DropReason::EncapNoHeadroom);
-            };
-            *rest = *t;
-            let ulen = total.saturating_sub(20);
-            let [s0, s1] = src_port(hash, *src_ports.start(), *src_ports.end()).to_be_bytes();
+        if let (Encap::Vxlan { udp_checksum, .. }, Some(udp)) =
+            (&self.cfg.encap, h.get_mut(34..).and_then(|u| u.first_chunk_mut::<30>()))
+        {
+            let ulen = total - 20;
+            let [s0, s1] = src_port(hash, self.src_lo, self.src_hi).to_be_bytes();
             let [l0, l1] = ulen.to_be_bytes();
-            rest[0] = s0;
-            rest[1] = s1;
-            rest[4] = l0;
-            rest[5] = l1;
-            if udp_checksum {
+            udp[0] = s0;
+            udp[1] = s1;
+            udp[4] = l0;
+            udp[5] = l1;
+            if *udp_checksum {
                 let mut sum = pseudo_v4(self.cfg.local_ip, peer.node_ip, 17, ulen);
-                sum.add_bytes(&rest[..]);
+                sum.add_bytes(&udp[..]);
                 sum.add_bytes(inner);
                 let [c0, c1] = match Sum::checksum(sum) {
                     0 => 0xffff,
                     c => c,
                 }
                 .to_be_bytes();
-                rest[6] = c0;
-                rest[7] = c1;
+                udp[6] = c0;
+                udp[7] = c1;
             }
         }
-        let proto = if vxlan { 17 } else { 4 };
-        meta.l2 = u16::try_from(new_head).unwrap_or(u16::MAX);
-        meta.l3 = meta.l2 + 14;
-        meta.l4 = meta.l3 + 20;
-        meta.l3_kind = L3Kind::Ipv4;
-        meta.ip_proto = proto;
-        meta.flags.remove(PktFlags::VLAN | PktFlags::FRAGMENT | PktFlags::LATER_FRAGMENT);
+        set_outer(meta, new_head, L3Kind::Ipv4, if vxlan { 17 } else { 4 }, 34)?;
         meta.next_hop = peer.next_hop;
         meta.out_port = peer.port;
         Ok(())
@@ -321,31 +338,36 @@ impl Stage for EncapStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let tunnel = self.cfg.tunnel_port;
+        let vxlan = matches!(self.cfg.encap, Encap::Vxlan { .. });
         let mut done = 0u64;
+        // The last peer looked up: a batch mostly goes to one or a few nodes.
+        let mut memo: Option<(Ipv4Addr, &Prepared)> = None;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
             }
             let pkt = batch.pkt(i);
-            let (next_hop, kind) = {
-                let m = cx.pool.meta(pkt);
-                if m.out_port != tunnel || !m.flags.contains(PktFlags::ROUTED) {
-                    continue;
-                }
-                (m.next_hop, m.l3_kind)
-            };
-            if kind != L3Kind::Ipv4 {
-                // IPv6 pods over an IPv4 underlay are not built yet.
-                cx.drop(batch, i, DropReason::OverlayNoPeer);
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            if meta.out_port != tunnel || !meta.flags.contains(PktFlags::ROUTED) {
                 continue;
             }
-            let Some(peer) = self.peers.get(&next_hop) else {
-                cx.drop(batch, i, DropReason::OverlayNoPeer);
-                continue;
+            let next_hop = meta.next_hop;
+            let peer = match memo {
+                Some((ip, p)) if ip == next_hop => Some(p),
+                _ => self.peers.get(&next_hop),
             };
-            let r = match &peer.header6 {
-                Some((t, fixed)) => self.wrap6(cx, pkt, peer, t, *fixed),
-                None => self.wrap(cx, pkt, peer),
+            let r = match peer {
+                // IPv6 pods over an IPv4 underlay are not built yet.
+                _ if meta.l3_kind != L3Kind::Ipv4 => Err(DropReason::OverlayNoPeer),
+                None => Err(DropReason::OverlayNoPeer),
+                Some(p) => {
+                    memo = Some((next_hop, p));
+                    match &p.header6 {
+                        Some((t, fixed)) => self.wrap6(slot, meta, p, t, *fixed),
+                        None if vxlan => self.wrap::<VXLAN_FRONT>(slot, meta, p),
+                        None => self.wrap::<IPIP_FRONT>(slot, meta, p),
+                    }
+                }
             };
             match r {
                 Ok(()) => done += 1,
@@ -356,16 +378,19 @@ impl Stage for EncapStage {
     }
 }
 
-/// The spread hash of a packet's flow for the VXLAN source port: a fragment's on its
-/// addresses and protocol only, so that every fragment of a datagram takes the same
-/// outer flow (the first carries ports, the others do not).
 /// The per-flow part of an outer IPv4 ID.
 fn id_salt(hash: u64) -> u16 {
     u16::try_from((hash >> 16) & 0xffff).unwrap_or(0)
 }
 
-fn flow_spread(m: &crate::buf::PktMeta) -> u64 {
-    if m.flags.contains(PktFlags::FRAGMENT) {
+/// The spread hash of a packet's flow for the VXLAN source port (0 without a flow): a
+/// fragment's on its addresses and protocol only, so that every fragment of a datagram
+/// takes the same outer flow (the first carries ports, the others do not).
+#[inline]
+fn flow_spread(m: &PktMeta) -> u64 {
+    if !m.flags.contains(PktFlags::HAS_FLOW) {
+        0
+    } else if m.flags.contains(PktFlags::FRAGMENT) {
         FlowKey { src_port: 0, dst_port: 0, ..m.flow }.spread_hash()
     } else {
         m.flow.spread_hash()
