@@ -177,10 +177,12 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         self.slots.len()
     }
 
+    #[inline(always)]
     fn hash(&self, t: &Tuple<A>) -> u64 {
         self.hasher.hash_one(t)
     }
 
+    #[inline(always)]
     fn tuple_of(slots: &[Option<CtEntry<A, P>>], h: u32) -> Option<&Tuple<A>> {
         let (i, dir) = unhandle(h);
         let e = slots.get(i)?.as_ref()?;
@@ -188,6 +190,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     }
 
     /// The live entry with tuple `t` in either direction, and that direction.
+    #[inline(always)]
     pub fn lookup(&self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir)> {
         let slots = &self.slots;
         let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;

@@ -172,6 +172,7 @@ pub(crate) fn view_generated(pool: &BufPool, pkt: PktId) -> View<'_> {
 /// and track the packet on it, or start a pending connection. Returns the connection
 /// (none when the packet ended it: a RST that was the only answer) and the packet's
 /// `ct_info` bits, or why it is dropped.
+#[inline(always)]
 pub(crate) fn track(
     ct: &mut Conntrack,
     cfg: &CtConfig,
@@ -341,6 +342,7 @@ pub(crate) fn track_packet(
 }
 
 /// Record packet `i`'s tracking in its metadata, or drop it.
+#[inline(always)]
 fn settle(
     cfg: &CtConfig,
     cx: &mut Context<'_>,

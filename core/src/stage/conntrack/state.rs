@@ -253,16 +253,24 @@ impl Conntrack {
     }
 
     /// The connection of `key`, committed or pending, and the packet's direction.
+    #[inline(always)]
     pub(crate) fn find(&self, key: &FlowKey, now: Instant) -> Option<(CtRef, Dir)> {
         let hit = if key.v6 {
             self.v6.lookup(&tuple6(key), now).map(|(id, d)| (CtRef::V6(id), d))
         } else {
             self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
         };
-        hit.or_else(|| {
-            if !self.cfg.fixes.pending_visible || self.pending.is_empty() {
-                return None;
-            }
+        if hit.is_some() || !self.cfg.fixes.pending_visible || self.pending.is_empty() {
+            return hit;
+        }
+        self.find_pending(key)
+    }
+
+    /// The pending connection of `key` and the packet's direction (out of line: most
+    /// batches have none).
+    #[inline(never)]
+    fn find_pending(&self, key: &FlowKey) -> Option<(CtRef, Dir)> {
+        {
             let h = key_hash(key);
             let mut at = self.heads.get(h as usize % PENDING_BUCKETS).copied().unwrap_or(NO_LINK);
             while let Some(&(handle, next)) = self.links.get(usize::from(at)) {
@@ -276,7 +284,7 @@ impl Conntrack {
                 }
             }
             None
-        })
+        }
     }
 
     /// Link `handle` into the chain of hash `h`.
