@@ -60,10 +60,9 @@ pub enum BufError {
 /// A per-worker pool of packet slots. See the [module docs](super).
 #[derive(Debug)]
 pub struct BufPool {
-    /// Start of the page-aligned region of `slots * slot_size` bytes (owned).
+    /// Start of the page-aligned region of `meta.len() * slot_size` bytes (owned).
     region: NonNull<u8>,
     layout: Layout,
-    slots: usize,
     slot_size: usize,
     headroom: usize,
     meta: Vec<PktMeta>,
@@ -102,7 +101,7 @@ impl BufPool {
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
         let Some(region) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         let sink = PktMeta::fresh(head, Owner::Free);
-        Ok(BufPool { region, layout, slots, slot_size, headroom, meta, sink, free, exhausted: 0 })
+        Ok(BufPool { region, layout, slot_size, headroom, meta, sink, free, exhausted: 0 })
     }
 
     /// A pool with the default slot size and headroom.
@@ -115,6 +114,12 @@ impl BufPool {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Number of slots: one metadata entry each (never resized).
+    #[inline]
+    fn slots(&self) -> usize {
         self.meta.len()
     }
 
@@ -141,14 +146,14 @@ impl BufPool {
     /// The handle of slot `index`, if the pool has that many slots (drivers carry
     /// slot indexes through the kernel, as io_uring's `user_data`).
     pub fn handle_of(&self, index: u32) -> Option<PktId> {
-        (usize::try_from(index).ok()? < self.slots).then_some(PktId(index))
+        (usize::try_from(index).ok()? < self.slots()).then_some(PktId(index))
     }
 
     /// Start and length of the whole slot region, for registering it with io_uring
     /// (`IORING_REGISTER_BUFFERS`). A pointer, not a slice: slots lent to the kernel
     /// are written behind Rust's back (see the module docs).
     pub fn region_raw(&self) -> (*mut u8, usize) {
-        (self.region.as_ptr(), self.slots * self.slot_size)
+        (self.region.as_ptr(), self.slots() * self.slot_size)
     }
 
     /// Where the kernel may write (a read) or read (a write) the bytes of a slot lent
@@ -158,7 +163,7 @@ impl BufPool {
     /// driver must keep the contract in the module docs.
     pub fn io_buffer(&self, pkt: PktId, offset: usize) -> Option<(*mut u8, usize)> {
         let i = pkt.index();
-        if i >= self.slots || offset >= self.slot_size || self.meta.get(i)?.owner != Owner::Driver {
+        if i >= self.slots() || offset >= self.slot_size || self.meta.get(i)?.owner != Owner::Driver {
             return None;
         }
         // SAFETY: `i < slots` and `offset < slot_size`, so the address is inside the
@@ -235,7 +240,7 @@ impl BufPool {
     #[inline]
     fn slot_ptr(&self, pkt: PktId) -> Option<*mut u8> {
         let i = pkt.index();
-        if i >= self.slots {
+        if i >= self.slots() {
             return None;
         }
         // SAFETY: `i < slots`, so `i * slot_size` is inside the region's allocation.
@@ -270,16 +275,21 @@ impl BufPool {
     /// Slot and metadata together, for stages that read offsets and write bytes.
     #[inline]
     pub fn slot_and_meta_mut(&mut self, pkt: PktId) -> (&mut [u8], &mut PktMeta) {
-        let slot = match self.slot_ptr(pkt) {
-            // SAFETY: as in `slot_mut`; the metadata is a separate allocation.
-            Some(p) => unsafe { core::slice::from_raw_parts_mut(p, self.slot_size) },
-            None => &mut [],
-        };
-        let meta = match self.meta.get_mut(pkt.index()) {
-            Some(m) => m,
-            None => &mut self.sink,
-        };
-        (slot, meta)
+        let i = pkt.index();
+        let slot_size = self.slot_size;
+        let region = self.region.as_ptr();
+        // One check for both: there is a metadata entry per slot.
+        match self.meta.get_mut(i) {
+            Some(meta) => {
+                // SAFETY: `i < meta.len()`, the slot count, so the slot lies inside the
+                // region; as in `slot_mut`, `&mut self` makes this the only live slice
+                // of the region made by this pool, and the metadata is a separate
+                // allocation.
+                let slot = unsafe { core::slice::from_raw_parts_mut(region.add(i * slot_size), slot_size) };
+                (slot, meta)
+            }
+            None => (&mut [], &mut self.sink),
+        }
     }
 
     /// The packet bytes.

@@ -46,10 +46,19 @@ impl Key {
     }
 
     pub(crate) fn new(in_port: PortId, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
-        let addrs = (u64::from(u32::from_be_bytes(src)) << 32) | u64::from(u32::from_be_bytes(dst));
-        let rest =
-            (u64::from(sport) << 48) | (u64::from(dport) << 32) | (u64::from(proto) << 16) | u64::from(in_port.0);
-        Key { addrs, rest }
+        let ([a, b, c, d], [e, f, g, h]) = (src, dst);
+        let ([s0, s1], [d0, d1]) = (sport.to_be_bytes(), dport.to_be_bytes());
+        Self::from_wire(in_port, [a, b, c, d, e, f, g, h], [s0, s1, d0, d1], proto)
+    }
+
+    /// The key from the bytes as they are on the wire: the addresses (the 8 bytes at
+    /// 12 in the IPv4 header) and ports (the first 4 of the transport header) loaded
+    /// as they lie, with no byte swapping (the fast path reads them straight from
+    /// the frame: a few instructions per packet).
+    #[inline(always)]
+    pub(crate) fn from_wire(in_port: PortId, addrs: [u8; 8], ports: [u8; 4], proto: u8) -> Self {
+        let rest = (u64::from(u32::from_le_bytes(ports)) << 32) | (u64::from(proto) << 16) | u64::from(in_port.0);
+        Key { addrs: u64::from_le_bytes(addrs), rest }
     }
 
     /// The key without its ingress port: the connection a packet belongs to, seen

@@ -94,8 +94,13 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
     let h = f.first_chunk::<42>()?;
     let ip = h.get(14..34)?.first_chunk::<20>()?;
     let proto = ip[9];
-    // IPv4 without options, not a fragment, TCP or UDP.
-    if h[12..14] != [8, 0] || ip[0] != 0x45 || ip[6] & 0x3f != 0 || ip[7] != 0 || !matches!(proto, 6 | 17) {
+    // IPv4 without options (ethertype, version and header length in one masked
+    // word), not a fragment (MF and offset), TCP or UDP.
+    let (start, frag) = (h.get(12..16)?.first_chunk::<4>()?, ip.get(6..8)?.first_chunk::<2>()?);
+    if u32::from_le_bytes(*start) & 0x00ff_ffff != 0x0045_0008
+        || u16::from_le_bytes(*frag) & 0xff3f != 0
+        || !matches!(proto, 6 | 17)
+    {
         return None;
     }
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
@@ -115,9 +120,8 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
         return None;
     }
     let partial = if matches!(m.csum, CsumState::Partial { .. }) { Key::PARTIAL } else { 0 };
-    let (sport, dport) = (u16::from_be_bytes([h[34], h[35]]), u16::from_be_bytes([h[36], h[37]]));
-    let mut key =
-        Key::new(m.in_port, [ip[12], ip[13], ip[14], ip[15]], [ip[16], ip[17], ip[18], ip[19]], sport, dport, proto);
+    let (addrs, ports) = (ip.get(12..20)?.first_chunk::<8>()?, h.get(34..38)?.first_chunk::<4>()?);
+    let mut key = Key::from_wire(m.in_port, *addrs, *ports, proto);
     key.rest |= partial;
     Some((key, head))
 }
