@@ -53,11 +53,15 @@ impl Stage for CommitStage {
         let n = ct.pending.len();
         let cfg = if n > 0 { Some(ct.cfg.clone()) } else { None };
         for k in 0..n {
-            let Some(p) = ct.pending.get(k).copied() else { continue };
-            let first = usize::from(p.first);
-            if p.dead || !matches!(batch.disposition(first), Disposition::Drop(_)) {
+            // Looked at in place: a copy of every pending connection per batch shows.
+            let first = match ct.pending.get(k) {
+                Some(p) if !p.dead => usize::from(p.first),
+                _ => continue,
+            };
+            if !matches!(batch.disposition(first), Disposition::Drop(_)) {
                 continue;
             }
+            let Some(p) = ct.pending.get(k).copied() else { continue };
             let Some(cfg) = &cfg else { continue };
             if let Some(p) = ct.pending.get_mut(k) {
                 p.dead = true;

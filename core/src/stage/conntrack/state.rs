@@ -429,10 +429,7 @@ impl Conntrack {
     /// Commit pending connection `i` (one of its packets survived every verdict);
     /// `None` when it was ended in the batch (a RST answering its first packet).
     pub(crate) fn commit(&mut self, i: usize, now: Instant) -> Result<Option<CtRef>, InsertError> {
-        let Some(p) = self.pending.get(i).copied() else { return Ok(None) };
-        if p.dead {
-            return Ok(None);
-        }
+        let Some(p) = self.pending.get(i).filter(|p| !p.dead) else { return Ok(None) };
         if p.key.v6 {
             let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
