@@ -143,7 +143,8 @@ struct PortState {
     /// within a second skips the FDB write, as Linux's `br_fdb_update()` only writes
     /// when `jiffies` moved; ageing stays exact to a second.
     recent: u64,
-    recent_at: Instant,
+    /// Until when `recent` needs no FDB write (a second after it was written).
+    recent_until: Instant,
 }
 
 impl Default for PortState {
@@ -154,7 +155,7 @@ impl Default for PortState {
             bvi: false,
             gateway: NO_MAC,
             recent: NO_MAC,
-            recent_at: Instant::ZERO,
+            recent_until: Instant::ZERO,
         }
     }
 }
@@ -292,48 +293,47 @@ impl BridgeStage {
         let now = cx.now;
         // The last unicast lookup of this batch: runs of frames to one MAC (a bulk
         // flow) skip the FDB. Learning that changes an entry clears it.
-        let mut memo: Option<(u16, u64, Option<PortId>)> = None;
+        // Keyed by the domain above the MAC's 48 bits in one word; `u64::MAX` (a
+        // multicast MAC, never looked up) for none.
+        let (mut memo_key, mut memo_hit) = (u64::MAX, None);
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
             }
             let pkt = batch.pkt(i);
-            // Two fields, not a copy of the whole metadata (a per-packet memcpy).
-            let (in_port, l2) = {
-                let m = cx.pool.meta(pkt);
-                (m.in_port, usize::from(m.l2))
-            };
+            // One look-up for the frame and its metadata; two fields read.
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            let (in_port, l2) = (meta.in_port, usize::from(meta.l2));
             let port = usize::from(in_port.0);
-            let Some(state) = self.ports.get(port).copied() else { continue };
+            // The port's fields the frame needs, not a copy of its whole state.
+            let Some(state) = self.ports.get(port) else { continue };
             let Some(dom) = state.domain else { continue };
-            let (dst, src) = {
-                let s = cx.pool.slot(pkt);
-                match s.get(l2..).and_then(|h| h.first_chunk::<12>()) {
-                    // Two 8-byte loads instead of twelve byte loads: the destination in
-                    // the low 48 bits of the first, the source in the high 48 of the
-                    // second (the same words `mac64` makes).
-                    Some(h) => match (h.first_chunk::<8>(), h.last_chunk::<8>()) {
-                        (Some(d), Some(s)) => (u64::from_le_bytes(*d) & MAC_MASK, u64::from_le_bytes(*s) >> 16),
-                        _ => continue,
-                    },
-                    // parse guarantees the header; a packet without one is not ours.
-                    None => continue,
-                }
+            let (hairpin, bvi, gateway) = (state.hairpin, state.bvi, state.gateway);
+            let (dst, src) = match slot.get(l2..).and_then(|h| h.first_chunk::<12>()) {
+                // Two 8-byte loads instead of twelve byte loads: the destination in
+                // the low 48 bits of the first, the source in the high 48 of the
+                // second (the same words `mac64` makes).
+                Some(h) => match (h.first_chunk::<8>(), h.last_chunk::<8>()) {
+                    (Some(d), Some(s)) => (u64::from_le_bytes(*d) & MAC_MASK, u64::from_le_bytes(*s) >> 16),
+                    _ => continue,
+                },
+                // parse guarantees the header; a packet without one is not ours.
+                None => continue,
             };
-            let fresh = state.recent == src && now.saturating_since(state.recent_at) < LEARN_REFRESH;
-            if !state.bvi && !fresh {
+            let fresh = state.recent == src && now < state.recent_until;
+            if !bvi && !fresh {
                 if let Some(r) = self.ports.get_mut(port) {
                     r.recent = src;
-                    r.recent_at = now;
+                    r.recent_until = now + LEARN_REFRESH;
                 }
                 match self.fdb.learn(dom, mac_bytes(src), in_port, now) {
                     Learn::Learned => {
-                        memo = None;
+                        memo_key = u64::MAX;
                         cx.forwarding_changed();
                         cx.count(StageEvent::FdbLearned);
                     }
                     Learn::Moved => {
-                        memo = None;
+                        memo_key = u64::MAX;
                         cx.forwarding_changed();
                         // The MAC left another port: that port's shortcut is stale.
                         for (k, r) in self.ports.iter_mut().enumerate() {
@@ -351,7 +351,7 @@ impl BridgeStage {
                 // Broadcast / multicast: every other port, and the node itself (unless
                 // the node sent it).
                 let Some((dom_ports, gateway)) = self.domains.get(usize::from(dom)) else { continue };
-                let to_local = gateway.is_some() && !state.bvi;
+                let to_local = gateway.is_some() && !bvi;
                 if !flood(cx, batch, i, dom_ports, in_port, to_local) {
                     continue;
                 }
@@ -361,22 +361,22 @@ impl BridgeStage {
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("flood (broadcast/multicast)"));
                 }
-            } else if dst == state.gateway && !state.bvi {
+            } else if dst == gateway && !bvi {
                 cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));
                 }
             } else {
-                let hit = match memo {
-                    Some((d, mac, hit)) if d == dom && mac == dst => hit,
-                    _ => {
-                        let hit = self.fdb.lookup(dom, mac_bytes(dst), now);
-                        memo = Some((dom, dst, hit));
-                        hit
-                    }
+                let key = dst | (u64::from(dom) << 48);
+                let hit = if key == memo_key {
+                    memo_hit
+                } else {
+                    let hit = self.fdb.lookup(dom, mac_bytes(dst), now);
+                    (memo_key, memo_hit) = (key, hit);
+                    hit
                 };
                 match hit {
-                    Some(p) if p == in_port && !state.hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
+                    Some(p) if p == in_port && !hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
                     Some(p) => {
                         let mm = cx.pool.meta_mut(pkt);
                         mm.out_port = p;
