@@ -39,10 +39,11 @@ impl Batch {
         Batch { len: 0, live: 0, pkts: [PktId(0); BATCH_MAX], disp: [Disposition::Continue; BATCH_MAX] }
     }
 
-    /// Packets in the batch.
+    /// Packets in the batch. (Never above [`BATCH_MAX`]; said here so that a loop over
+    /// `0..len()` indexes the arrays without a bounds check per packet.)
     #[inline]
     pub const fn len(&self) -> usize {
-        self.len
+        if self.len < BATCH_MAX { self.len } else { BATCH_MAX }
     }
 
     /// True when the batch holds no packet.

@@ -296,6 +296,9 @@ impl BridgeStage {
         // Keyed by the domain above the MAC's 48 bits in one word; `u64::MAX` (a
         // multicast MAC, never looked up) for none.
         let (mut memo_key, mut memo_hit) = (u64::MAX, None);
+        // FDB changes, counted once per batch (the flow fast path learns only after
+        // the last stage, so it sees the change all the same).
+        let (mut learned, mut moved, mut full) = (0u64, 0u64, 0u64);
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
@@ -329,21 +332,19 @@ impl BridgeStage {
                 match self.fdb.learn(dom, mac_bytes(src), in_port, now) {
                     Learn::Learned => {
                         memo_key = u64::MAX;
-                        cx.forwarding_changed();
-                        cx.count(StageEvent::FdbLearned);
+                        learned += 1;
                     }
                     Learn::Moved => {
                         memo_key = u64::MAX;
-                        cx.forwarding_changed();
                         // The MAC left another port: that port's shortcut is stale.
                         for (k, r) in self.ports.iter_mut().enumerate() {
                             if r.recent == src && k != port {
                                 r.recent = NO_MAC;
                             }
                         }
-                        cx.count(StageEvent::FdbMoved);
+                        moved += 1;
                     }
-                    Learn::Full => cx.count(StageEvent::FdbFull),
+                    Learn::Full => full += 1,
                     Learn::Refreshed | Learn::Static => {}
                 }
             }
@@ -362,7 +363,7 @@ impl BridgeStage {
                     cx.trace_note(pkt, TraceNote::Msg("flood (broadcast/multicast)"));
                 }
             } else if dst == gateway && !bvi {
-                cx.pool.meta_mut(pkt).flags |= PktFlags::L2_LOCAL;
+                meta.flags |= PktFlags::L2_LOCAL;
                 if TRACE {
                     cx.trace_note(pkt, TraceNote::Msg("to the node's bridge interface"));
                 }
@@ -378,9 +379,8 @@ impl BridgeStage {
                 match hit {
                     Some(p) if p == in_port && !hairpin => cx.drop(batch, i, DropReason::BridgeSamePort),
                     Some(p) => {
-                        let mm = cx.pool.meta_mut(pkt);
-                        mm.out_port = p;
-                        mm.flags |= PktFlags::BRIDGED;
+                        meta.out_port = p;
+                        meta.flags |= PktFlags::BRIDGED;
                         if TRACE {
                             cx.trace_note(pkt, TraceNote::Port("fdb hit", p));
                         }
@@ -392,6 +392,16 @@ impl BridgeStage {
                         }
                     }
                 }
+            }
+        }
+        if learned + moved > 0 {
+            cx.forwarding_changed();
+        }
+        for (event, n) in
+            [(StageEvent::FdbLearned, learned), (StageEvent::FdbMoved, moved), (StageEvent::FdbFull, full)]
+        {
+            if n > 0 {
+                cx.count_n(event, n);
             }
         }
         if now >= self.next_sweep {
