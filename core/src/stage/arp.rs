@@ -595,40 +595,49 @@ impl Stage for ArpStage {
     }
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        // The shortcut's conditions that do not depend on the packet, taken once: fresh
+        // now, and fresh for the fast path's lifetime (else the packets after this one
+        // must see the next hop turn stale, so none is offloaded). Taken again after
+        // any packet that went another way (resolving or ARP handling may change the
+        // shortcut), so that every packet sees what the ones before it did.
+        let now = cx.now;
+        let current = |this: &Self, cx: &Context<'_>| {
+            let r = this.rewrite4.filter(|r| now <= r.fresh_until && !cx.tracing());
+            (r, r.is_some_and(|r| now + FAST_PATH_LIFE <= r.fresh_until))
+        };
+        let (mut shortcut, mut offload_ok) = current(self, cx);
+        let mut stale = false;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
             }
+            if stale {
+                (shortcut, offload_ok) = current(self, cx);
+                stale = false;
+            }
             let pkt = batch.pkt(i);
-            let (flags, kind, out_port, next_hop) = {
-                let mr = cx.pool.meta(pkt);
-                (mr.flags, mr.l3_kind, mr.out_port, mr.next_hop)
-            };
+            // One look-up for the frame and the metadata.
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            let (flags, kind) = (meta.flags, meta.l3_kind);
             if flags.contains(PktFlags::ROUTED) {
-                if let Some(r) = self.rewrite4
+                if let Some(r) = &shortcut
                     && kind == L3Kind::Ipv4
-                    && r.next_hop == next_hop
-                    && r.port == out_port
-                    && cx.now <= r.fresh_until
-                    && !cx.tracing()
+                    && r.next_hop == meta.next_hop
+                    && r.port == meta.out_port
+                    && let Some(e) = slot.get_mut(usize::from(meta.l2)..).and_then(|e| e.first_chunk_mut::<12>())
                 {
-                    let offload_ok = cx.now + FAST_PATH_LIFE <= r.fresh_until;
-                    let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-                    let l2 = usize::from(meta.l2);
-                    if let Some(e) = slot.get_mut(l2..l2 + 12) {
-                        e.copy_from_slice(&r.eth);
-                        meta.flags.remove(PktFlags::ROUTED);
-                        if !offload_ok {
-                            // The next hop turns stale within the fast path's lifetime:
-                            // the packets after this one must see it.
-                            meta.flags.remove(PktFlags::OFFLOAD);
-                        }
-                        continue;
+                    *e = r.eth;
+                    meta.flags.remove(PktFlags::ROUTED);
+                    if !offload_ok {
+                        meta.flags.remove(PktFlags::OFFLOAD);
                     }
+                    continue;
                 }
+                stale = true;
                 self.resolve(cx, batch, i);
                 continue;
             }
+            stale = true;
             if kind != L3Kind::Arp && kind != L3Kind::Ipv6 {
                 continue;
             }
