@@ -35,6 +35,7 @@ use crate::pipeline::{Context, DropReason, Stage, StageEvent, TraceNote};
 use crate::table::fdb::{DEFAULT_AGEING, Fdb, Learn};
 use crate::time::{Duration, Instant};
 use crate::wire::EthernetAddress;
+use crate::wire::ethernet::{MAC_MASK, mac64};
 
 /// The MAC the CNI plugins (bridge, Flannel's cni0) give an address: `0a:58:` and the
 /// IPv4 address (containernetworking/plugins `hwaddr.GenerateHardwareAddr4`).
@@ -162,16 +163,6 @@ impl Default for PortState {
 
 /// No MAC: above every 48-bit address.
 const NO_MAC: u64 = u64::MAX;
-
-/// The 48 bits of a [`mac64`] word.
-const MAC_MASK: u64 = 0xffff_ffff_ffff;
-
-/// A MAC as one word, to compare in one instruction (multicast: bit 0).
-#[inline]
-fn mac64(m: &[u8; 6]) -> u64 {
-    let [a, b, c, d, e, f] = *m;
-    u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
-}
 
 /// The bytes of a [`mac64`] word.
 #[inline]

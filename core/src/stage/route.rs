@@ -56,6 +56,7 @@ use crate::table::lpm::Lpm6;
 use crate::table::poptrie::Poptrie4;
 use crate::time::Instant;
 use crate::wire::checksum::Sum;
+use crate::wire::ethernet::{MAC_MASK, mac64};
 use crate::wire::icmpv4::{Icmpv4Repr, Icmpv4Type, unreachable};
 use crate::wire::ip::IpProtocol;
 use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr};
@@ -155,9 +156,9 @@ struct PortIf {
     mtu: u16,
     at_routed: bool,
     of_some: bool,
-    /// MAC of the routed interface on the port (frames to another unicast MAC are
-    /// another host's).
-    at_mac: [u8; 6],
+    /// MAC of the routed interface on the port as a [`mac64`] word (frames to another
+    /// unicast MAC are another host's).
+    at_mac: u64,
 }
 
 impl PortIf {
@@ -174,7 +175,7 @@ impl PortIf {
                     mtu: at.map_or(1500, |f| f.mtu),
                     at_routed: at.is_some_and(|f| !f.bvi),
                     of_some: of.is_some(),
-                    at_mac: at.map_or([0; 6], |f| f.mac.0),
+                    at_mac: at.map_or(0, |f| mac64(&f.mac.0)),
                 }
             })
             .collect()
@@ -396,24 +397,29 @@ impl RouteStage {
                 continue;
             }
             let pkt = batch.pkt(i);
-            // A reference, not a copy of the whole metadata (a per-packet memcpy): the
-            // fields needed below are read into locals.
-            let mref = cx.pool.meta(pkt);
-            let v6 = match mref.l3_kind {
+            // One look-up for the slot and the metadata (a reference: the fields needed
+            // are read into locals, not the whole metadata copied).
+            let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
+            let v6 = match meta.l3_kind {
                 L3Kind::Ipv4 => false,
                 L3Kind::Ipv6 => true,
                 _ => continue,
             };
-            if mref.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
+            if meta.flags.intersects(PktFlags::BRIDGED | PktFlags::ROUTED) {
                 continue;
             }
-            let m = Hdr { in_port: mref.in_port, l3: mref.l3, flags: mref.flags };
+            let m = Hdr { in_port: meta.in_port, l3: meta.l3, flags: meta.flags };
+            let pif = self.ports.get(usize::from(m.in_port.0));
             // A unicast frame on a routed port for another MAC is another host's: the
             // kernel drops it in ip_rcv() (PACKET_OTHERHOST), a NIC before that. On a
-            // shared segment (a hub, a TAP) forwarding it would duplicate it.
+            // shared segment (a hub, a TAP) forwarding it would duplicate it. (The
+            // destination MAC is the low 48 bits of the frame's first 8 bytes.)
             if !m.flags.intersects(PktFlags::L2_LOCAL | PktFlags::L2_MULTI | PktFlags::GENERATED)
-                && let Some(p) = self.ports.get(usize::from(m.in_port.0)).filter(|p| p.at_routed)
-                && cx.pool.slot(pkt).get(usize::from(mref.l2)..usize::from(mref.l2) + 6).is_some_and(|d| d != p.at_mac)
+                && let Some(p) = pif.filter(|p| p.at_routed)
+                && slot
+                    .get(usize::from(meta.l2)..)
+                    .and_then(|d| d.first_chunk::<8>())
+                    .is_some_and(|d| u64::from_le_bytes(*d) & MAC_MASK != p.at_mac)
             {
                 cx.drop(batch, i, DropReason::OtherHost);
                 continue;
@@ -431,9 +437,7 @@ impl RouteStage {
                 continue;
             }
             // The ICMP source address: the address of the interface it came in on.
-            let Some(in_ip) =
-                self.ports.get(usize::from(m.in_port.0)).and_then(|p| p.in_ip(m.flags.contains(PktFlags::L2_LOCAL)))
-            else {
+            let Some(in_ip) = pif.and_then(|p| p.in_ip(m.flags.contains(PktFlags::L2_LOCAL))) else {
                 continue;
             };
             if m.flags.contains(PktFlags::L2_MULTI) {
@@ -442,9 +446,9 @@ impl RouteStage {
                 continue;
             }
             let l3 = usize::from(m.l3);
-            let Some(h) = cx.pool.slot(pkt).get(l3..l3 + 20) else { continue };
-            let ip = Ipv4Packet::new_unchecked(h);
-            let (dst, ttl, total, df) = (ip.dst_addr(), ip.ttl(), ip.total_len(), ip.dont_frag());
+            let Some(h) = slot.get_mut(l3..).and_then(|h| h.first_chunk_mut::<20>()) else { continue };
+            let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            let (ttl, total, df) = (h[8], u16::from_be_bytes([h[2], h[3]]), h[6] & 0x40 != 0);
             let Some((_, hop)) = self.fib.lookup(u32::from(dst)) else {
                 self.icmp_error(cx, pkt, in_ip, Icmpv4Type::DstUnreachable, unreachable::NET, [0; 4]);
                 cx.drop(batch, i, DropReason::NoRoute);
@@ -481,8 +485,7 @@ impl RouteStage {
                 NextHop::Via(gw, p) => (gw, p),
                 NextHop::Multipath(g) => {
                     let frag = m.flags.contains(PktFlags::FRAGMENT);
-                    let flow = cx.pool.meta(pkt).flow;
-                    match self.pick_path(g, &flow, frag) {
+                    match self.pick_path(g, &meta.flow, frag) {
                         Some(path) => path,
                         None => {
                             cx.drop(batch, i, DropReason::RouteBlackhole);
@@ -501,7 +504,6 @@ impl RouteStage {
             if m.flags.contains(PktFlags::L2_LOCAL | PktFlags::DNATED)
                 && self.iface_for_port(m.in_port).is_some_and(|f| f.port == port)
             {
-                let meta = cx.pool.meta_mut(pkt);
                 meta.next_hop = next_hop;
                 meta.out_port = port;
                 meta.flags.remove(PktFlags::L2_LOCAL);
@@ -532,8 +534,8 @@ impl RouteStage {
                 cx.drop(batch, i, DropReason::FragNeeded);
                 continue;
             }
-            if let Some(b) = cx.pool.slot_mut(pkt).get_mut(l3..l3 + 20).filter(|_| forwarded) {
-                Ipv4Packet::new_unchecked(b).decrement_ttl();
+            if forwarded {
+                Ipv4Packet::new_unchecked(&mut h[..]).decrement_ttl();
             }
             if rejected {
                 // kube-proxy's reject for a forwarded packet runs in the forward hook,
@@ -543,7 +545,6 @@ impl RouteStage {
                 reject(cx, batch, i, m.flags);
                 continue;
             }
-            let meta = cx.pool.meta_mut(pkt);
             meta.next_hop = next_hop;
             meta.out_port = port;
             meta.flags.remove(PktFlags::L2_LOCAL);

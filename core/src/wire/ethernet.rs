@@ -263,6 +263,17 @@ impl<T: AsRef<[u8]>> fmt::Display for EthernetFrame<T> {
     }
 }
 
+/// The 48 bits of a [`mac64`] word (a frame's first 8 bytes loaded little-endian and
+/// masked hold its destination MAC).
+pub(crate) const MAC_MASK: u64 = 0xffff_ffff_ffff;
+
+/// A MAC as one word, to compare in one instruction (multicast: bit 0).
+#[inline]
+pub(crate) fn mac64(m: &[u8; 6]) -> u64 {
+    let [a, b, c, d, e, f] = *m;
+    u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
