@@ -17,6 +17,7 @@ included, attributed to its own file and line); with --asm, their instructions.
 """
 import collections
 import re
+import signal
 import subprocess
 import sys
 
@@ -56,6 +57,8 @@ def load(path):
 
 
 def main():
+    # Quiet when piped into `head`.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = sys.argv[1:]
     if len(args) < 4:
         sys.exit(__doc__)
