@@ -506,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_handle_touches_no_packet() {
+        let mut pool = BufPool::with_slots(2).unwrap();
+        let a = pool.alloc(Owner::Pipeline).unwrap();
+        pool.set_data(a, &[1, 2, 3]).unwrap();
+        let before = *pool.meta(a);
+        // A handle past this pool's slots (another pool's): no slot, and metadata
+        // writes land in the sink, not in a packet of this pool. (`meta_mut` does the
+        // same in release builds; debug builds assert instead.)
+        let foreign = PktId(2);
+        let (slot, meta) = pool.slot_and_meta_mut(foreign);
+        assert!(slot.is_empty());
+        meta.l2 = 77;
+        meta.l3 = 99;
+        assert_eq!((pool.meta(a).l2, pool.meta(a).l3), (before.l2, before.l3));
+        assert_eq!((pool.meta(PktId(1)).l2, pool.meta(PktId(1)).l3), (128, 0), "the free slot is untouched");
+        assert_eq!(pool.data(a), &[1, 2, 3]);
+    }
+
+    #[test]
     fn geometry_is_checked() {
         assert_eq!(
             BufPool::new(4, 100, 128).unwrap_err(),
