@@ -381,6 +381,7 @@ impl Stage for ConntrackStage {
         }
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
+        let now = cx.now;
         for i in 0..batch.len() {
             // A packet tracked already is passing again: routed to a bridge's own
             // interface, it re-enters the bridge (the kernel's skb keeps its nf_conn
@@ -396,8 +397,8 @@ impl Stage for ConntrackStage {
             // it goes straight to tracking (about 90 instructions less per packet).
             let plain = m.flags & (PktFlags::HAS_FLOW | PktFlags::FRAGMENT | PktFlags::GENERATED) == PktFlags::HAS_FLOW;
             if plain && m.flow.proto == 17 && matches!(m.l3_kind, L3Kind::Ipv4 | L3Kind::Ipv6) {
-                let key = m.flow;
-                let r = track(&mut ct, &cfg, &key, None, i, cx.now, true);
+                // The key read in place, not copied out of the metadata.
+                let r = track(&mut ct, &cfg, &m.flow, None, i, now, true);
                 settle(&cfg, cx, batch, i, r);
             } else {
                 track_packet(&mut ct, &cfg, cx, batch, i, None);
