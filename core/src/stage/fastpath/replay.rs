@@ -1,7 +1,7 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
-use super::cache::{Entry, Key, SharedFlows, transport_csum};
-use crate::buf::{Batch, CsumState, L3Kind, PktFlags, PktMeta};
+use super::cache::{Entry, FlowCache, Key, SharedFlows, transport_csum};
+use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::wire::ChecksumPolicy;
 use crate::wire::checksum::{fold32, update_delta};
@@ -268,6 +268,27 @@ fn replay_fixed<const P: usize, const N: usize>(
     true
 }
 
+/// Keep what the offload stage compares a slow packet against: its key and headers
+/// as they arrived. Out of line (the slow path's): the replay loop keeps its registers.
+#[cold]
+#[inline(never)]
+fn snapshot(flows: &mut FlowCache, pool: &mut BufPool, pkt: PktId, key: Key, l2: u16) {
+    let tag = u32::try_from(pkt.index() + 1).unwrap_or(0);
+    let Some(h) = pool.slot(pkt).get(usize::from(l2)..).and_then(|h| h.first_chunk::<54>()).copied() else {
+        return;
+    };
+    if let Some(s) = flows.snap_slot(pkt) {
+        s.tag = tag;
+        s.key = key;
+        s.l3 = l2 + 14;
+        s.eth.copy_from_slice(&h[..12]);
+        s.ip.copy_from_slice(&h[14..34]);
+        s.l4.copy_from_slice(&h[34..54]);
+        pool.meta_mut(pkt).flags |= PktFlags::OFFLOAD;
+        flows.snaps_taken += 1;
+    }
+}
+
 impl Stage for FastPathStage {
     fn name(&self) -> &'static str {
         "fastpath"
@@ -348,20 +369,7 @@ impl Stage for FastPathStage {
             // The slow path: remember the packet as it is, for the offload stage.
             replaying = false;
             slow.push(key.connection());
-            let tag = u32::try_from(pkt.index() + 1).unwrap_or(0);
-            let Some(h) = cx.pool.slot(pkt).get(usize::from(l2)..).and_then(|h| h.first_chunk::<54>()).copied() else {
-                continue;
-            };
-            if let Some(s) = flows.snap_slot(pkt) {
-                s.tag = tag;
-                s.key = key;
-                s.l3 = l2 + 14;
-                s.eth.copy_from_slice(&h[..12]);
-                s.ip.copy_from_slice(&h[14..34]);
-                s.l4.copy_from_slice(&h[34..54]);
-                cx.pool.meta_mut(pkt).flags |= PktFlags::OFFLOAD;
-                flows.snaps_taken += 1;
-            }
+            snapshot(&mut flows, cx.pool, pkt, key, l2);
         }
         flows.tcp_replayed += tcp_hits;
         cx.count_n(StageEvent::FastPathHit, hits);
