@@ -128,6 +128,9 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
 
 /// True when a packet of `e`'s connection, in either direction, took the slow path
 /// earlier in this batch (`slow`: their keys, ports aside).
+/// Out of line: only after a slow packet, and the replay loop keeps its registers.
+#[cold]
+#[inline(never)]
 fn slow_before(slow: &[Key], e: &Entry, c: &CtEntry<Ipv4Addr, ProtoState>) -> bool {
     // Packets the other way arrive with the other direction's tuple.
     let t = if e.reply_dir { &c.original } else { &c.reply };
