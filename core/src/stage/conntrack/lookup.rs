@@ -222,31 +222,7 @@ pub(crate) fn track(
     let (r, dir, st) = match found {
         Some((r, dir)) => (r, dir, status_now),
         None if !create => return Err(DropReason::CtInvalid),
-        None => {
-            // A new connection: pending until every verdict is in.
-            let mut proto = ProtoState::new(key.proto, seg, tcp, now).map_err(|_| DropReason::CtInvalid)?;
-            let timeout = match seg {
-                Some(s) => match proto.tcp_packet(Dir::Original, s, tcp, 0) {
-                    Some(Verdict::Accept { timeout, .. }) => timeout,
-                    _ => return Err(DropReason::CtInvalid),
-                },
-                None => proto.refresh(Dir::Original, 0, other, now).timeout,
-            };
-            let first = u16::try_from(i).unwrap_or(u16::MAX);
-            let pending = Pending {
-                key: *key,
-                reply: key.reversed(),
-                proto,
-                expires: now + timeout,
-                status: 0,
-                dead: false,
-                first,
-                key_hash: 0,
-                reply_hash: 0,
-            };
-            let Some(idx) = ct.push_pending(pending) else { return Err(DropReason::CtTableFull) };
-            (CtRef::Pending(idx), Dir::Original, 0)
-        }
+        None => (start(ct, cfg, key, seg, i, now)?, Dir::Original, 0),
     };
     let reply = dir == Dir::Reply;
     let mut bits = if reply { info::REPLY } else { 0 };
@@ -258,6 +234,43 @@ pub(crate) fn track(
         bits |= info::PENDING;
     }
     Ok((Some(r), bits))
+}
+
+/// A new connection for `key`, pending until every verdict is in. Out of line: the
+/// lookup of established connections, inlined where it is called, keeps its
+/// registers.
+#[inline(never)]
+fn start(
+    ct: &mut Conntrack,
+    cfg: &CtConfig,
+    key: &FlowKey,
+    seg: Option<&Segment<'_>>,
+    i: usize,
+    now: Instant,
+) -> Result<CtRef, DropReason> {
+    let (tcp, other) = (&cfg.tcp, &cfg.other);
+    let mut proto = ProtoState::new(key.proto, seg, tcp, now).map_err(|_| DropReason::CtInvalid)?;
+    let timeout = match seg {
+        Some(s) => match proto.tcp_packet(Dir::Original, s, tcp, 0) {
+            Some(Verdict::Accept { timeout, .. }) => timeout,
+            _ => return Err(DropReason::CtInvalid),
+        },
+        None => proto.refresh(Dir::Original, 0, other, now).timeout,
+    };
+    let first = u16::try_from(i).unwrap_or(u16::MAX);
+    let pending = Pending {
+        key: *key,
+        reply: key.reversed(),
+        proto,
+        expires: now + timeout,
+        status: 0,
+        dead: false,
+        first,
+        key_hash: 0,
+        reply_hash: 0,
+    };
+    let Some(idx) = ct.push_pending(pending) else { return Err(DropReason::CtTableFull) };
+    Ok(CtRef::Pending(idx))
 }
 
 /// Replay the conntrack side of packet `i`, which a later stage dropped: what its
