@@ -317,6 +317,22 @@ impl Pipeline {
     #[allow(clippy::too_many_lines)]
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
         let Pipeline { stages, counters, trace, rng, config, generated, direct, generation, .. } = self;
+        // One context for the whole walk: each stage gets it with its own number and
+        // name (building it per stage showed, about 20 instructions each).
+        let mut cx = Context {
+            now,
+            pool,
+            rng,
+            config,
+            counters,
+            trace,
+            generated,
+            direct,
+            stage: 0,
+            stage_name: "",
+            tracing,
+            generation,
+        };
         for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
             if batch.live_count() == 0 && stage.skips_final_batches() {
                 continue;
@@ -330,26 +346,13 @@ impl Pipeline {
                 }
                 l
             });
-            let mut cx = Context {
-                now,
-                pool: &mut *pool,
-                rng: &mut *rng,
-                config: &*config,
-                counters: &mut *counters,
-                trace: &mut *trace,
-                generated: &mut *generated,
-                direct: &mut *direct,
-                stage: s + 1,
-                stage_name: name,
-                tracing,
-                generation: &mut *generation,
-            };
+            (cx.stage, cx.stage_name) = (s + 1, name);
             stage.process(&mut cx, batch);
             if let Some(live_before) = live_before {
                 for (i, was_live) in live_before.iter().enumerate().take(batch.len()) {
-                    let m = pool.meta(batch.pkt(i));
+                    let m = cx.pool.meta(batch.pkt(i));
                     if *was_live && m.flags.contains(PktFlags::TRACE) {
-                        trace.push(TraceRecord::Verdict {
+                        cx.trace.push(TraceRecord::Verdict {
                             id: m.trace_id,
                             stage: name,
                             disposition: batch.disposition(i),
