@@ -337,7 +337,8 @@ impl Pipeline {
             if batch.live_count() == 0 && stage.skips_final_batches() {
                 continue;
             }
-            let name = stage.name();
+            // The name is for trace records only.
+            let name = if tracing { stage.name() } else { "" };
             // Which packets this stage sees, for its trace records (only when tracing).
             let live_before: Option<[bool; BATCH_MAX]> = tracing.then(|| {
                 let mut l = [false; BATCH_MAX];
