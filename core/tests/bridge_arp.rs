@@ -312,3 +312,40 @@ fn a_frame_on_a_port_no_stage_knows_is_counted_not_lost() {
     assert_eq!(r.disp, vec![Disposition::Drop(DropReason::NoDisposition)]);
     CounterExpect::new().drop("pipeline", DropReason::NoDisposition, 1).check(&pl.counters().snapshot());
 }
+
+/// Runs of identical frames (a bulk flow) take the previous frame's decision; a frame
+/// with the same MACs from another port (a move) or between two runs must not.
+#[test]
+fn runs_of_one_flow_follow_moves_in_the_same_batch() {
+    let mut pl = node(false);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let t = Instant::from_nanos(1);
+    // B known on port 1; C known on port 2.
+    run(
+        &mut pl,
+        &mut pool,
+        t,
+        &[(1, frame(POD_B, EthernetAddress::BROADCAST)), (2, frame(POD_C, EthernetAddress::BROADCAST))],
+    );
+    // A -> B three times from port 0, then A -> C, A -> B again, then A -> B from
+    // port 2 (A moved there: to port 1 still), then C -> A from port 2 (C is on the
+    // port A moved to: same port without hairpin, dropped) and B -> A from port 1
+    // (to port 2, where A is now).
+    let frames = [
+        (0, frame(POD_A, POD_B)),
+        (0, frame(POD_A, POD_B)),
+        (0, frame(POD_A, POD_B)),
+        (0, frame(POD_A, POD_C)),
+        (0, frame(POD_A, POD_B)),
+        (2, frame(POD_A, POD_B)),
+        (2, frame(POD_C, POD_A)),
+        (1, frame(POD_B, POD_A)),
+    ];
+    let r = run(&mut pl, &mut pool, t, &frames);
+    // By port, in arrival order within a port: four frames to B and one (B -> A) to
+    // port 2 with A's move, A -> C to port 2.
+    assert_eq!(ports(&r), vec![1, 1, 1, 1, 1, 2, 2]);
+    let c = pl.counters();
+    assert_eq!(c.events("bridge", StageEvent::FdbMoved), 1);
+    assert_eq!(c.drops("bridge", DropReason::BridgeSamePort), 1);
+}

@@ -322,6 +322,12 @@ impl BridgeStage {
         // FDB changes, counted once per batch (the flow fast path learns only after
         // the last stage, so it sees the change all the same).
         let (mut learned, mut moved, mut full) = (0u64, 0u64, 0u64);
+        // The previous packet, when it was forwarded as known unicast: its ingress
+        // port, its MAC words and where it went. The next packet from that port with
+        // the same MACs gets the same decision without a look at the port or the FDB
+        // (its source is then fresh, the memo holds its destination, nothing came in
+        // between): a bulk flow's run costs a compare per packet.
+        let mut last: Option<(PortId, u64, u64, PortId)> = None;
         for i in 0..batch.len() {
             if !batch.is_live(i) {
                 continue;
@@ -330,22 +336,31 @@ impl BridgeStage {
             // One look-up for the frame and its metadata; two fields read.
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
             let (in_port, l2) = (meta.in_port, usize::from(meta.l2));
+            // Two 8-byte loads instead of twelve byte loads: the destination in the
+            // low 48 bits of the first, the source in the high 48 of the second (the
+            // same words `mac64` makes).
+            let Some((w0, w1)) = slot.get(l2..).and_then(|h| h.first_chunk::<12>()).and_then(|h| {
+                Some((u64::from_le_bytes(*h.first_chunk::<8>()?), u64::from_le_bytes(*h.last_chunk::<8>()?)))
+            }) else {
+                // parse guarantees the header; a packet without one is not ours.
+                last = None;
+                continue;
+            };
+            if let Some((p, l0, l1, out)) = last
+                && (p, l0, l1) == (in_port, w0, w1)
+                && !TRACE
+            {
+                meta.out_port = out;
+                meta.flags |= PktFlags::BRIDGED;
+                continue;
+            }
+            last = None;
+            let (dst, src) = (w0 & MAC_MASK, w1 >> 16);
             let port = usize::from(in_port.0);
             // The port's fields the frame needs, not a copy of its whole state.
             let Some(state) = self.ports.get(port) else { continue };
             let Some(dom) = state.domain else { continue };
             let (hairpin, bvi, gateway) = (state.hairpin, state.bvi, state.gateway);
-            let (dst, src) = match slot.get(l2..).and_then(|h| h.first_chunk::<12>()) {
-                // Two 8-byte loads instead of twelve byte loads: the destination in
-                // the low 48 bits of the first, the source in the high 48 of the
-                // second (the same words `mac64` makes).
-                Some(h) => match (h.first_chunk::<8>(), h.last_chunk::<8>()) {
-                    (Some(d), Some(s)) => (u64::from_le_bytes(*d) & MAC_MASK, u64::from_le_bytes(*s) >> 16),
-                    _ => continue,
-                },
-                // parse guarantees the header; a packet without one is not ours.
-                None => continue,
-            };
             let fresh = state.recent == src && now < state.recent_until;
             if !bvi && !fresh {
                 match self.learn(dom, src, in_port, now) {
@@ -394,6 +409,7 @@ impl BridgeStage {
                     Some(p) => {
                         meta.out_port = p;
                         meta.flags |= PktFlags::BRIDGED;
+                        last = Some((in_port, w0, w1, p));
                         if TRACE {
                             cx.trace_note(pkt, TraceNote::Port("fdb hit", p));
                         }
