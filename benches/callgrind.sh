@@ -28,7 +28,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m parse_ct_snat_new svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k svc_slow_10; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_bridge_pairs parse_route1m parse_route parse_route_vxlan parse_decap_route parse_route6_100k parse_ct_1m parse_ct_snat_new svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k svc_slow_10; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -42,6 +42,7 @@ printf '%-44s %10s\n' "pipeline with xconnect only" "$(d "${per[xconnect]}" "${p
 printf '%-44s %10s\n' "parse stage inside the pipeline" "$(d "${per[parse_xconnect]}" "${per[xconnect]}")"
 printf '%-44s %10s\n' "pipeline parse + xconnect (all stages)" "$(d "${per[parse_xconnect]}" "${per[baseline]}")"
 printf '%-44s %10s\n' "bridge stage, known unicast (warm FDB)" "$(d "${per[parse_bridge]}" "${per[parse_xconnect]}")"
+printf '%-44s %10s\n' "bridge, one pod to four in turn (FDB lookups)" "$(d "${per[parse_bridge_pairs]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "route + neighbour, 1M routes (warm)" "$(d "${per[parse_route1m]}" "${per[parse_xconnect]}")"
 printf '%-44s %10s\n' "IPv6 parse + route + NDP, 100k routes (all)" "$(d "${per[parse_route6_100k]}" "${per[baseline]}")"
 printf '%-44s %10s\n' "route + neighbour, 2 routes" "$(d "${per[parse_route]}" "${per[parse_xconnect]}")"

@@ -11,6 +11,10 @@
 //! - `xconnect`: a pipeline with only the `xconnect` stage;
 //! - `parse_xconnect`: a pipeline with `parse` then `xconnect`;
 //! - `parse_bridge`: `parse → bridge → egress`, the destination MAC learned (warm FDB);
+//!   every frame between the same two MACs (one pod pair's flow);
+//! - `parse_bridge_pairs`: the same with one pod sending to four others in turn, so
+//!   that no frame shares its MACs with the one before (no run, and the memo of the
+//!   last destination misses: an FDB lookup per frame);
 //! - `parse_route1m`: `parse → route → arp → egress` with 1,000,000 routes (lengths
 //!   16..=32) and the next hop resolved (warm neighbour table);
 //! - `parse_route`: the same with two routes (the baseline for the overlay figures);
@@ -53,7 +57,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -87,6 +91,18 @@ fn main() -> ExitCode {
     let services = service_count(mode);
     let frames: Vec<Vec<u8>> = if let Some(n) = services {
         (0..64 * batch_size).map(|k| service_frame(k, n)).collect()
+    } else if mode == "parse_bridge_pairs" {
+        // One pod sending to four others in turn: no two frames in a row share their
+        // MACs. (A pod port has one MAC, so the source stays the same.)
+        (0..64 * batch_size)
+            .map(|k| {
+                let mut f = traffic.next_frame();
+                let peer = u8::try_from(k % PAIRS).unwrap_or(0);
+                f[..6].copy_from_slice(&[2, 0, 0, 0, 1, peer]);
+                f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0a]);
+                f
+            })
+            .collect()
     } else if mode == "parse_decap_route" {
         (0..64 * batch_size).map(|_| vxlan_wrap(&traffic.next_frame())).collect()
     } else if mode == "parse_route6_100k" {
@@ -102,7 +118,9 @@ fn main() -> ExitCode {
     let stages: Vec<Box<dyn Stage>> = match mode.as_str() {
         "xconnect" => vec![Box::new(xconnect)],
         "parse_xconnect" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
-        "parse_bridge" => vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)],
+        "parse_bridge" | "parse_bridge_pairs" => {
+            vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)]
+        }
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
         "parse_ct_1m" => conntrack_1m(&frames, false),
@@ -546,8 +564,21 @@ fn vxlan_wrap(inner: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The destination pods of `parse_bridge_pairs`.
+const PAIRS: usize = 4;
+
 /// Teach the bridge the destination MAC, or the neighbour table the gateway's MAC.
 fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
+    if mode == "parse_bridge_pairs" {
+        // Each destination pod, from port 1.
+        for pair in 0..PAIRS {
+            let mut f = podplane::testutil::udp4_sized(64);
+            f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0c]);
+            f[6..12].copy_from_slice(&[2, 0, 0, 0, 1, u8::try_from(pair).unwrap_or(0)]);
+            warm_with(pipeline, pool, &f);
+        }
+        return;
+    }
     let frame = match mode {
         // A frame from the test traffic's destination MAC, on port 1.
         "parse_bridge" => {
@@ -587,8 +618,13 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
         }
         _ => return,
     };
+    warm_with(pipeline, pool, &frame);
+}
+
+/// Run one frame through the pipeline from port 1 and free what comes out.
+fn warm_with(pipeline: &mut Pipeline, pool: &mut BufPool, frame: &[u8]) {
     let Some(p) = pool.alloc(Owner::Pipeline) else { return };
-    let _ = pool.set_data(p, &frame);
+    let _ = pool.set_data(p, frame);
     pool.meta_mut(p).in_port = PortId(1);
     let mut b = Batch::new();
     let _ = b.push(p);
