@@ -106,7 +106,7 @@ impl Batch {
     /// bounds check per packet).
     #[inline]
     pub(crate) fn entries(&self) -> (&[PktId], &[Disposition]) {
-        let n = self.len.min(BATCH_MAX);
+        let n = self.len();
         (self.pkts.get(..n).unwrap_or(&[]), self.disp.get(..n).unwrap_or(&[]))
     }
 

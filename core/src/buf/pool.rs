@@ -112,14 +112,9 @@ impl BufPool {
         Self::new(slots, DEFAULT_SLOT_SIZE, DEFAULT_HEADROOM)
     }
 
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.meta.len()
-    }
-
     /// Number of slots: one metadata entry each (never resized).
     #[inline]
-    fn slots(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.meta.len()
     }
 
@@ -146,14 +141,14 @@ impl BufPool {
     /// The handle of slot `index`, if the pool has that many slots (drivers carry
     /// slot indexes through the kernel, as io_uring's `user_data`).
     pub fn handle_of(&self, index: u32) -> Option<PktId> {
-        (usize::try_from(index).ok()? < self.slots()).then_some(PktId(index))
+        (usize::try_from(index).ok()? < self.capacity()).then_some(PktId(index))
     }
 
     /// Start and length of the whole slot region, for registering it with io_uring
     /// (`IORING_REGISTER_BUFFERS`). A pointer, not a slice: slots lent to the kernel
     /// are written behind Rust's back (see the module docs).
     pub fn region_raw(&self) -> (*mut u8, usize) {
-        (self.region.as_ptr(), self.slots() * self.slot_size)
+        (self.region.as_ptr(), self.capacity() * self.slot_size)
     }
 
     /// Where the kernel may write (a read) or read (a write) the bytes of a slot lent
@@ -163,7 +158,7 @@ impl BufPool {
     /// driver must keep the contract in the module docs.
     pub fn io_buffer(&self, pkt: PktId, offset: usize) -> Option<(*mut u8, usize)> {
         let i = pkt.index();
-        if i >= self.slots() || offset >= self.slot_size || self.meta.get(i)?.owner != Owner::Driver {
+        if i >= self.capacity() || offset >= self.slot_size || self.meta.get(i)?.owner != Owner::Driver {
             return None;
         }
         // SAFETY: `i < slots` and `offset < slot_size`, so the address is inside the
@@ -240,7 +235,7 @@ impl BufPool {
     #[inline]
     fn slot_ptr(&self, pkt: PktId) -> Option<*mut u8> {
         let i = pkt.index();
-        if i >= self.slots() {
+        if i >= self.capacity() {
             return None;
         }
         // SAFETY: `i < slots`, so `i * slot_size` is inside the region's allocation.

@@ -314,7 +314,6 @@ impl Pipeline {
         &self.output
     }
 
-    #[allow(clippy::too_many_lines)]
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
         let Pipeline { stages, counters, trace, rng, config, generated, direct, generation, .. } = self;
         // One context for the whole walk: each stage gets it with its own number and
@@ -376,12 +375,12 @@ impl Pipeline {
         }
         self.direct.clear();
         // Totals kept in locals and added once (a counter update per packet shows),
-        // as are the output queue's order and sortedness.
+        // as is the output queue's order.
         let (mut tx, mut tx_bytes, mut host, mut held) = (0u64, 0u64, 0u64, 0u64);
         let mut undecided = false;
         let (pkts, disps) = batch.entries();
         let out = &mut self.output;
-        let (mut order, mut last_port, mut unsorted) = (self.order, out.last_port, out.unsorted);
+        let mut order = self.order;
         for (&pkt, &d) in pkts.iter().zip(disps) {
             match d {
                 Disposition::Tx(port) => {
@@ -390,9 +389,7 @@ impl Pipeline {
                     m.out_port = port;
                     tx += 1;
                     tx_bytes += u64::from(m.len());
-                    unsorted |= port < last_port;
-                    last_port = port;
-                    out.tx.push((port, order, pkt));
+                    out.push_tx(port, order, pkt);
                     order += 1;
                 }
                 Disposition::Drop(_) => {
@@ -406,7 +403,7 @@ impl Pipeline {
                 Disposition::Continue => undecided = true,
             }
         }
-        (self.order, out.last_port, out.unsorted) = (order, last_port, unsorted);
+        self.order = order;
         if undecided {
             for i in 0..batch.len() {
                 if batch.disposition(i) == Disposition::Continue {

@@ -282,8 +282,7 @@ impl BridgeStage {
 
     /// Learn `src` on `in_port`, and remember it as the port's last source for a
     /// second. Out of line: a busy source skips it (`recent`), and the loop around
-    /// keeps its registers (with `lookup` below: 80.2 -> 73.4 instructions per packet
-    /// for the bridge, `benches/callgrind.sh`).
+    /// keeps its registers (`benches/callgrind.sh`: a few instructions per packet).
     #[cold]
     #[inline(never)]
     fn learn(&mut self, dom: u16, src: u64, in_port: PortId, now: Instant) -> Learn {
@@ -304,12 +303,6 @@ impl BridgeStage {
         learned
     }
 
-    /// The FDB's port for `dst`.
-    #[inline]
-    fn lookup(&self, dom: u16, dst: u64, now: Instant) -> Option<PortId> {
-        self.fdb.lookup(dom, mac_bytes(dst), now)
-    }
-
     fn run<const TRACE: bool>(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let now = cx.now;
         // This batch's unicast lookups: frames to a MAC looked up already skip the
@@ -318,6 +311,8 @@ impl BridgeStage {
         // `u64::MAX` (a multicast MAC, never looked up) for none. (With one entry, a
         // pod sending to four others in turn cost the bridge 125 instructions per
         // frame instead of 96: `icount parse_bridge_pairs`.)
+        // Keys and answers apart: one array of pairs measured 8 instructions more per
+        // frame (`icount parse_bridge_pairs`).
         let mut memo_key = [u64::MAX; MEMO];
         let mut memo_hit: [Option<PortId>; MEMO] = [None; MEMO];
         // FDB changes, counted once per batch (the flow fast path learns only after
@@ -404,7 +399,7 @@ impl BridgeStage {
                 let hit = match (memo_key.get(m), memo_hit.get(m)) {
                     (Some(&k), Some(&hit)) if k == key => hit,
                     _ => {
-                        let hit = self.lookup(dom, dst, now);
+                        let hit = self.fdb.lookup(dom, mac_bytes(dst), now);
                         if let (Some(k), Some(h)) = (memo_key.get_mut(m), memo_hit.get_mut(m)) {
                             (*k, *h) = (key, hit);
                         }

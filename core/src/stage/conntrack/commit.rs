@@ -61,11 +61,13 @@ impl Stage for CommitStage {
             if !matches!(batch.disposition(first), Disposition::Drop(_)) {
                 continue;
             }
-            let Some(p) = ct.pending.get(k).copied() else { continue };
             let Some(cfg) = &cfg else { continue };
-            if let Some(p) = ct.pending.get_mut(k) {
+            let Some(p) = ct.pending.get_mut(k).map(|p| {
                 p.dead = true;
-            }
+                *p
+            }) else {
+                continue;
+            };
             let tag = pack(CtRef::Pending(u16::try_from(k).unwrap_or(u16::MAX)));
             for i in 0..batch.len() {
                 let pkt = batch.pkt(i);

@@ -166,9 +166,6 @@ fn track_tcp(
     }
 }
 
-/// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
-/// and UDP headers, put the prefix in front. False (packet untouched) when the frame
-/// does not match what was learned.
 /// Bytes 1..9 of the IPv4 header read as a little-endian word: TOS (byte 0 of the
 /// word), the flags byte (5) and the TTL (7) kept; length, ID and fragment offset
 /// masked out (the offset is zero on every candidate).
@@ -179,6 +176,9 @@ pub(crate) fn hdr_word(tos: u8, flags: u8, ttl: u8) -> u64 {
     u64::from_le_bytes([tos, 0, 0, 0, 0, flags, 0, ttl])
 }
 
+/// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
+/// and UDP headers, put the prefix in front. False (packet untouched) when the frame
+/// does not match what was learned.
 #[inline]
 fn replay(slot: &mut [u8], meta: &mut PktMeta, l2: u16, e: &Entry, verify: bool) -> bool {
     // One body per prefix size (Ethernet, IPIP, VXLAN), so that every offset is a
