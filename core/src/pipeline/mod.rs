@@ -104,6 +104,9 @@ impl Output {
 /// An ordered list of stages with their counters, trace and RNG: one per worker.
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
+    /// Each stage's [`Stage::skips_final_batches`], asked once when it joins (a
+    /// virtual call per stage and batch showed in the fast path's figures).
+    skips_final: Vec<bool>,
     counters: Counters,
     trace: Trace,
     rng: Rng,
@@ -134,6 +137,7 @@ impl Pipeline {
         let names: Vec<&'static str> = stages.iter().map(|s| s.name()).collect();
         let out_cap = BATCH_MAX + (GENERATED_MAX + DIRECT_MAX) * (MAX_ROUNDS + 1);
         Pipeline {
+            skips_final: stages.iter().map(|s| s.skips_final_batches()).collect(),
             stages,
             counters: Counters::new(&names),
             trace: Trace::default(),
@@ -186,7 +190,11 @@ impl Pipeline {
     /// returns the old one (`None`, and nothing changed, when there is no such stage).
     pub fn replace_stage(&mut self, stage: Box<dyn Stage>) -> Option<Box<dyn Stage>> {
         self.generation += 1;
-        let slot = self.stages.iter_mut().find(|s| s.name() == stage.name())?;
+        let at = self.stages.iter().position(|s| s.name() == stage.name())?;
+        if let Some(skips) = self.skips_final.get_mut(at) {
+            *skips = stage.skips_final_batches();
+        }
+        let slot = self.stages.get_mut(at)?;
         Some(core::mem::replace(slot, stage))
     }
 
@@ -315,7 +323,7 @@ impl Pipeline {
     }
 
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
-        let Pipeline { stages, counters, trace, rng, config, generated, direct, generation, .. } = self;
+        let Pipeline { stages, skips_final, counters, trace, rng, config, generated, direct, generation, .. } = self;
         // One context for the whole walk: each stage gets it with its own number and
         // name (building it per stage showed, about 20 instructions each).
         let mut cx = Context {
@@ -332,8 +340,9 @@ impl Pipeline {
             tracing,
             generation,
         };
-        for (s, stage) in stages.iter_mut().enumerate().skip(first.saturating_sub(1)) {
-            if batch.live_count() == 0 && stage.skips_final_batches() {
+        for s in first.saturating_sub(1)..stages.len() {
+            let Some(stage) = stages.get_mut(s) else { break };
+            if batch.live_count() == 0 && skips_final.get(s).copied().unwrap_or(false) {
                 continue;
             }
             // The name is for trace records only.

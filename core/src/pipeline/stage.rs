@@ -20,7 +20,8 @@ pub trait Stage: Send + core::any::Any {
     /// True when the stage does nothing for a batch whose packets are all final
     /// (transmitted, dropped, held by the flow fast path or another stage): the
     /// pipeline then does not call it. Stages with work per batch (expiry sweeps,
-    /// queues to drain) keep the default.
+    /// queues to drain) keep the default. Asked once, when the stage joins a
+    /// pipeline: the answer must not change.
     fn skips_final_batches(&self) -> bool {
         false
     }

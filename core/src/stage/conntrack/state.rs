@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use super::proto::{OtherTimeouts, ProtoState};
 use super::tcp::{Dir, TcpConfig};
 use crate::table::conntrack::{CtEntry, CtId, CtTable, InsertError, Tuple, status};
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::wire::flow::FlowKey;
 
 /// `PktMeta::ct_info` bits.
@@ -48,8 +48,12 @@ pub struct CtConfig {
     pub other: OtherTimeouts,
     /// Seed of the tables' hash.
     pub seed: u64,
-    /// Slots the expiry sweep looks at per batch.
+    /// Most slots (per family) the expiry sweep looks at in one batch.
     pub sweep_per_batch: usize,
+    /// The sweep passes over the whole table about once per this much clock time, a
+    /// share of the table per batch in proportion to the time since the last (at
+    /// most `sweep_per_batch` slots).
+    pub sweep_every: Duration,
     /// Fix switches (tests).
     pub fixes: CtFixes,
 }
@@ -83,10 +87,14 @@ impl Default for CtConfig {
             tcp: TcpConfig::default(),
             other: OtherTimeouts::default(),
             seed: 0x9e37_79b9_7f4a_7c15,
-            // 32 slots a batch sweeps a 131,072-entry table about every 4,000
-            // batches (a fraction of a second at load); expired entries are
-            // invisible at once anyway and an insert reclaims what it meets.
+            // A pass a second: the shortest interval of Linux's conntrack GC
+            // (GC_SCAN_INTERVAL_MIN in nf_conntrack_core.c; it stretches to 60 s on
+            // a quiet table). Expired entries are invisible at once anyway and an
+            // insert reclaims what it meets, so the sweep only gives back room and
+            // NAT ports. At load this is a slot or two per batch: sweeping 32 slots
+            // per batch cost the established service path 7 instructions a packet.
             sweep_per_batch: 32,
+            sweep_every: Duration::from_secs(1),
             fixes: CtFixes::default(),
         }
     }
@@ -155,6 +163,10 @@ pub struct Conntrack {
     uncommitted_dnat: Vec<FlowKey>,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
+    /// The clock reading (ns) up to which the sweep has kept pace, and the time
+    /// (ns, at least 1) that one slot's sweep stands for: `sweep_every / capacity`.
+    sweep_next: u64,
+    sweep_step: u64,
 }
 
 /// The state shared by a worker's two conntrack stages. Only that worker's stages
@@ -194,6 +206,7 @@ pub(crate) fn tuple6(k: &FlowKey) -> Tuple<Ipv6Addr> {
 impl Conntrack {
     /// Empty tables sized by `cfg` (allocated now, nothing later).
     pub fn new(cfg: CtConfig) -> Self {
+        let step = sweep_step(cfg.sweep_every, cfg.capacity.min(1 << 30));
         Conntrack {
             // Handles pack into 30 bits of `PktMeta::ct`.
             v4: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed),
@@ -206,6 +219,8 @@ impl Conntrack {
             dropped: Vec::with_capacity(PENDING_MAX),
             uncommitted_dnat: Vec::new(),
             last: Instant::ZERO,
+            sweep_next: 0,
+            sweep_step: step,
         }
     }
 
@@ -224,6 +239,7 @@ impl Conntrack {
     /// expiry until their next packet.
     pub fn set_config(&mut self, cfg: &CtConfig) {
         self.cfg = CtConfig { capacity: self.cfg.capacity, seed: self.cfg.seed, ..cfg.clone() };
+        self.sweep_step = sweep_step(self.cfg.sweep_every, self.v4.capacity());
     }
 
     /// The clock reading of the last batch (what listings and flushes outside the
@@ -481,12 +497,32 @@ impl Conntrack {
         });
     }
 
-    /// Reclaim expired entries (a bounded amount per call); returns how many.
+    /// Reclaim expired entries (a bounded amount per call, in proportion to the time
+    /// since the last call: see [`CtConfig::sweep_every`]); returns how many.
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
-        let n = self.cfg.sweep_per_batch;
+        let n = self.sweep_budget(now);
+        if n == 0 {
+            return 0;
+        }
         // An empty table has nothing to reclaim (the IPv6 one, on most nodes).
         let v6 = if self.v6.is_empty() { 0 } else { self.v6.sweep(now, n) };
         self.v4.sweep(now, n) + v6
+    }
+
+    /// The slots (per family) the sweep looks at now: one per `capacity`-th of
+    /// `sweep_every` that passed since the sweep last kept pace, at most
+    /// `sweep_per_batch`, and none until [`SWEEP_CHUNK`] are owed. Batches closer
+    /// together than that (any load) pay one compare.
+    pub(crate) fn sweep_budget(&mut self, now: Instant) -> usize {
+        let (now, step) = (now.as_nanos(), self.sweep_step);
+        if now < self.sweep_next.saturating_add(step.saturating_mul(SWEEP_CHUNK)) {
+            return 0;
+        }
+        // At most one pass is owed, however long the table was idle.
+        let next = self.sweep_next.max(now.saturating_sub(self.cfg.sweep_every.as_nanos()));
+        let n = (now.saturating_sub(next) / step).min(self.cfg.sweep_per_batch as u64);
+        self.sweep_next = next.saturating_add(n.saturating_mul(step));
+        usize::try_from(n).unwrap_or(0)
     }
 
     /// Early drops so far (both tables).
@@ -512,6 +548,17 @@ pub fn unpack(v: u32) -> Option<CtRef> {
         3 => u16::try_from(v & 0xffff).ok().map(CtRef::Pending),
         _ => None,
     }
+}
+
+/// Slots the sweep looks at together, at least (when `sweep_per_batch` allows): a
+/// call costs about 80 instructions besides its slots, which a slot a batch (1M
+/// entries at 30 Mpkt/s) paid per batch.
+const SWEEP_CHUNK: u64 = 8;
+
+/// The clock time one slot's sweep stands for (ns, at least 1): a pass over
+/// `capacity` slots per `every`.
+fn sweep_step(every: Duration, capacity: usize) -> u64 {
+    (every.as_nanos() / u64::try_from(capacity.max(1)).unwrap_or(u64::MAX)).max(1)
 }
 
 /// `status` bits a packet in `dir` adds (a reply seen).

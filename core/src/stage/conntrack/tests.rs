@@ -208,6 +208,25 @@ fn udp_entries_expire_and_are_swept() {
 }
 
 #[test]
+fn the_sweep_keeps_pace_with_the_clock_not_with_the_batches() {
+    let mut ct = Conntrack::new(CtConfig { capacity: 1024, ..CtConfig::default() });
+    let at = |ms: u64, us: u64| Instant::ZERO + Duration::from_millis(ms) + Duration::from_micros(us);
+    assert_eq!(ct.sweep_budget(at(0, 0)), 0);
+    // Idle for 10 s: one pass is owed (not ten), 32 slots a batch.
+    let idle: Vec<usize> = (0..33).map(|_| ct.sweep_budget(at(10_000, 0))).collect();
+    assert_eq!(idle[..32], [32; 32]);
+    assert_eq!(idle[32], 0, "1,024 slots: one pass");
+    // At load, batches 1 ms apart: 1.024 slots each, swept eight at a time, the
+    // fraction carried over.
+    let load: Vec<usize> = (1..=16).map(|ms| ct.sweep_budget(at(10_000 + ms, 0))).collect();
+    assert_eq!(load, [0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 8]);
+    // A clock that goes back owes nothing.
+    assert_eq!(ct.sweep_budget(at(9_000, 0)), 0);
+    assert_eq!(ct.sweep_budget(at(10_023, 0)), 0);
+    assert_eq!(ct.sweep_budget(at(10_024, 0)), 8);
+}
+
+#[test]
 fn a_rst_as_the_only_answer_leaves_no_connection() {
     let web = Ipv4Addr::new(10, 244, 2, 8);
     let rst = TcpFlags::RST | TcpFlags::ACK;

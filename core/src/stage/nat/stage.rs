@@ -263,6 +263,12 @@ impl Stage for NatStage {
         }
     }
 
+    /// The source-side stage has nothing to do without live packets; the
+    /// destination-side one hands ended connections to the service table per batch.
+    fn skips_final_batches(&self) -> bool {
+        self.manip == Manip::Src
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
         if self.manip == Manip::Dst && !self.services.is_empty() {
