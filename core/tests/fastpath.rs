@@ -348,7 +348,17 @@ fn differential(text: &str, seed: u64, partial: bool) -> (u64, u64) {
                     frames.push((0, reply(b, sport, vxlan)));
                     continue;
                 }
-                _ => from_pod(svc, sport, 53, usize::try_from(rnd(200)).unwrap()),
+                20 => {
+                    // No DF, with an ID: a tunnel's outer ID follows the inner one.
+                    let f = set_ip(from_pod(svc, sport, 53, 30), 6, 0);
+                    set_ip(f, 5, u8::try_from(rnd(256)).unwrap())
+                }
+                // With an ID, as a pod's kernel numbers its packets.
+                _ => {
+                    let f = from_pod(svc, sport, 53, usize::try_from(rnd(200)).unwrap());
+                    let f = set_ip(f, 4, u8::try_from(rnd(256)).unwrap());
+                    set_ip(f, 5, u8::try_from(rnd(256)).unwrap())
+                }
             };
             frames.push((1, f));
         }
@@ -394,6 +404,15 @@ fn routed_node_gives_the_same_frames_with_and_without_the_fast_path() {
 fn vxlan_node_gives_the_same_frames_with_and_without_the_fast_path() {
     let text = format!("{NODE_ROUTED}overlay: {{mode: vxlan}}\n");
     for seed in [2, 0x7f4a_7c15, 777] {
+        let (hits, learned) = differential(&text, seed, false);
+        assert!(hits > 500 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
+    }
+}
+
+#[test]
+fn ipip_node_gives_the_same_frames_with_and_without_the_fast_path() {
+    let text = format!("{NODE_ROUTED}overlay: {{mode: ipip}}\n");
+    for seed in [5, 0x1234_5678] {
         let (hits, learned) = differential(&text, seed, false);
         assert!(hits > 500 && learned > 10, "seed {seed}: {hits} hits, {learned} learned");
     }

@@ -198,6 +198,16 @@ impl PktMeta {
         }
     }
 
+    /// Make the packet the `len` bytes at `head` in one step, for a caller that has
+    /// checked they lie in the slot (the flow fast path: its prefix in the headroom,
+    /// its end inside the old window). A window outside the slot panics nothing: the
+    /// pool's accessors return nothing for it.
+    #[inline]
+    pub(crate) fn set_window(&mut self, head: u16, len: u16) {
+        self.head = head;
+        self.len = len;
+    }
+
     /// Offset of the first packet byte in the slot.
     #[inline]
     pub const fn head(&self) -> u16 {

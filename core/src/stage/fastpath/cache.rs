@@ -82,7 +82,8 @@ impl Key {
 /// An IPv4 tunnel prefix's per-packet fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Outer {
-    /// Sum of the outer IPv4 header's words but total length, ID and checksum.
+    /// Sum of the outer IPv4 header's words but total length, ID and checksum, in
+    /// wire order (see [`Entry::ip_fixed`]).
     pub(crate) fixed: u32,
     /// The outer ID is 0 (DF set), else the inner ID plus `salt`.
     pub(crate) df: bool,
@@ -101,6 +102,10 @@ pub(crate) struct Entry {
     pub(crate) hdr_word: u64,
     /// The received IPv4 header's words other than length, ID and checksum, summed:
     /// what verifying a later packet's header checksum needs beside those three.
+    /// Folded and in wire order, as are the other sums of an entry: the sum of the
+    /// words as little-endian loads of their bytes give them, which is the usual
+    /// (big-endian) sum byte-swapped (RFC 1071 2(B): a one's complement sum does not
+    /// depend on byte order), so the replay loads, sums and stores without swapping.
     pub(crate) ip_fixed: u32,
     pub(crate) until: Instant,
     pub(crate) generation: u64,
@@ -124,7 +129,8 @@ pub(crate) struct Entry {
     pub(crate) dst: [u8; 4],
     pub(crate) new_ttl: u8,
     pub(crate) ports: [u8; 4],
-    /// RFC 1624 sums of (~old + new) over the changed words: IPv4 header, transport.
+    /// RFC 1624 sums of (~old + new) over the changed words, folded, in wire order:
+    /// IPv4 header, transport.
     pub(crate) ip_delta: u32,
     pub(crate) l4_delta: u32,
     /// What goes in front of the inner IPv4 header: Ethernet, or a whole tunnel.

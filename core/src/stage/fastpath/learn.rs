@@ -32,6 +32,12 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b.get(at).copied().unwrap_or(0), b.get(at + 1).copied().unwrap_or(0)])
 }
 
+/// A one's complement sum of big-endian words, folded and byte-swapped: the same sum
+/// in wire order, as the entry keeps it (see `Entry::ip_fixed`).
+fn wire(sum: u32) -> u32 {
+    u32::from(fold32(sum).swap_bytes())
+}
+
 /// Sum of (~old + new) over the 16-bit words of `old` and `new` at the given offsets.
 fn delta(old: &[u8], new: &[u8], words: &[usize]) -> u32 {
     words.iter().map(|&w| u32::from(!be16(old, w)) + u32::from(be16(new, w))).sum()
@@ -125,7 +131,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
             if !fold32(fixed + u32::from(total) + u32::from(id)) != be16(h, 10) {
                 return None;
             }
-            Some(Outer { fixed, df, salt: id.wrapping_sub(be16(o, 4)), udp })
+            Some(Outer { fixed: wire(fixed), df, salt: id.wrapping_sub(be16(o, 4)), udp })
         }
         _ => return None,
     };
@@ -134,7 +140,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         key: snap.key,
         eth: snap.eth,
         hdr_word: super::replay::hdr_word(o[1], o[6], o[8]),
-        ip_fixed: [0, 6, 8, 12, 14, 16, 18].iter().map(|&w| u32::from(be16(o, w))).sum(),
+        ip_fixed: wire([0, 6, 8, 12, 14, 16, 18].iter().map(|&w| u32::from(be16(o, w))).sum()),
         until: now + FAST_PATH_LIFE,
         generation: 0,
         ct_id: id.0,
@@ -150,8 +156,8 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         new_ttl: ip[8],
         ports: <[u8; 4]>::try_from(l4.get(..4)?).ok()?,
         // Folded once here, not per packet.
-        ip_delta,
-        l4_delta,
+        ip_delta: wire(ip_delta),
+        l4_delta: wire(l4_delta),
         prefix,
         prefix_len: u8::try_from(p).ok()?,
         outer,

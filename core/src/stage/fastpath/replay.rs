@@ -176,6 +176,12 @@ pub(crate) fn hdr_word(tos: u8, flags: u8, ttl: u8) -> u64 {
     u64::from_le_bytes([tos, 0, 0, 0, 0, flags, 0, ttl])
 }
 
+/// The low 16 bits of `x`.
+#[inline(always)]
+fn low16(x: u64) -> u16 {
+    u16::try_from(x & 0xffff).unwrap_or(0)
+}
+
 /// Apply `e` to the packet whose Ethernet header is at `l2`: rewrite the inner IPv4
 /// and UDP headers, put the prefix in front. False (packet untouched) when the frame
 /// does not match what was learned.
@@ -211,38 +217,39 @@ fn replay_fixed<const P: usize, const N: usize>(
     let Some(eth) = pre.last_chunk::<14>().and_then(|h| h.first_chunk::<12>()) else { return false };
     // TOS, flags byte and TTL in one masked word (bytes 1..9: the length and ID vary).
     let Some(w) = ip.get(1..9).and_then(|w| w.first_chunk::<8>()) else { return false };
-    if *eth != e.eth || u64::from_le_bytes(*w) & HDR_MASK != e.hdr_word {
+    let w = u64::from_le_bytes(*w);
+    if *eth != e.eth || w & HDR_MASK != e.hdr_word {
         return false;
     }
-    let (total, inner_id) = (u16::from_be_bytes([ip[2], ip[3]]), u16::from_be_bytes([ip[4], ip[5]]));
-    let old_csum = u16::from_be_bytes([ip[10], ip[11]]);
+    // The length, ID and header checksum as they lie: the entry's sums are in wire
+    // order (see `Entry::ip_fixed`), so the checksum work needs no byte swap.
+    let (total_w, id_w) = (low16(w >> 8), low16(w >> 24));
+    let csum_w = u16::from_le_bytes([ip[10], ip[11]]);
     // The header checksum as parse verifies it (ip_rcv): every word but the length,
     // the ID and the checksum itself is the entry's (matched above and by the key),
     // so their sum is precomputed.
-    if verify && fold32(e.ip_fixed + u32::from(total) + u32::from(inner_id) + u32::from(old_csum)) != 0xffff {
+    if verify && fold32(e.ip_fixed + u32::from(total_w) + u32::from(id_w) + u32::from(csum_w)) != 0xffff {
         return false;
     }
+    let total = total_w.swap_bytes();
     // The tunnel adds at most 50 bytes: the outer length cannot overflow below this.
     if total > e.max_len || total > u16::MAX - 64 || usize::from(total) + 14 > usize::from(meta.len()) {
         return false;
     }
-    // Ethernet padding goes, as parse trims it (a no-op after parse).
-    meta.trim(total + 14);
-    if !meta.move_head(new_head) {
-        return false;
-    }
+    // The prefix, then the inner packet without Ethernet padding (parse trims it; a
+    // no-op after parse): from `new_head` (N bytes there, above) to the inner packet's
+    // end, inside the old window (checked above).
+    meta.set_window(new_head, total + u16::from(e.prefix_len));
     // Inner IPv4: TTL, addresses and the header checksum.
     ip[8] = e.new_ttl;
     ip[12..16].copy_from_slice(&e.src);
     ip[16..20].copy_from_slice(&e.dst);
-    let c = update_delta(old_csum, e.ip_delta);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[10..12].copy_from_slice(&update_delta(csum_w, e.ip_delta).to_le_bytes());
     // Ports and the transport checksum (UDP: zero stays zero).
     ip[20..24].copy_from_slice(&e.ports);
     let at = if e.tcp { 36 } else { 26 };
     if let Some(f) = ip.get_mut(at..).and_then(|f| f.first_chunk_mut::<2>()) {
-        let old = u16::from_be_bytes(*f);
-        *f = transport_csum(old, e.l4_delta, e.key.partial(), e.tcp).to_be_bytes();
+        *f = transport_csum(u16::from_le_bytes(*f), e.l4_delta, e.key.partial(), e.tcp).to_le_bytes();
     }
     if let Some(src) = e.prefix.first_chunk::<P>() {
         *pre = *src;
@@ -250,12 +257,13 @@ fn replay_fixed<const P: usize, const N: usize>(
     if let Some(o) = e.outer {
         // The outer IPv4 header at 14: its length, ID and checksum, as encap writes them.
         let outer_total = total + u16::from(e.prefix_len) - 14;
-        let id = if o.df { 0 } else { inner_id.wrapping_add(o.salt) };
-        let c = !fold32(o.fixed + u32::from(outer_total) + u32::from(id));
+        let id = if o.df { 0 } else { id_w.swap_bytes().wrapping_add(o.salt) };
+        let (total_w, id_w) = (outer_total.swap_bytes(), id.swap_bytes());
+        let c = !fold32(o.fixed + u32::from(total_w) + u32::from(id_w));
         if let Some(h) = pre.get_mut(14..).and_then(|h| h.first_chunk_mut::<20>()) {
-            h[2..4].copy_from_slice(&outer_total.to_be_bytes());
-            h[4..6].copy_from_slice(&id.to_be_bytes());
-            h[10..12].copy_from_slice(&c.to_be_bytes());
+            h[2..4].copy_from_slice(&total_w.to_le_bytes());
+            h[4..6].copy_from_slice(&id_w.to_le_bytes());
+            h[10..12].copy_from_slice(&c.to_le_bytes());
         }
         if o.udp
             && let Some(u) = pre.get_mut(38..).and_then(|u| u.first_chunk_mut::<2>())
