@@ -469,10 +469,11 @@ fn vxlan_peers_from_flannel_annotations() {
     assert_eq!(
         s.pipeline(1).stage_names(),
         [
+            "fastpath",
             "parse",
             "source_check",
             "decap",
-            "fastpath",
+            "fastpath_tunnel",
             "bridge",
             "conntrack",
             "dnat",

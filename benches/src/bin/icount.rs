@@ -127,6 +127,9 @@ fn main() -> ExitCode {
         "parse_ct_snat_new" => conntrack_1m(&frames, true),
         "parse_route" => route_small(None),
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
+        "node_route" => node_path(route_small(None), false),
+        "node_route1m" => node_path(route_1m(), false),
+        "node_route_vxlan" => node_path(route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))), true),
         "parse_decap_route" => route_small(Some(vxlan_config(PEER, VTEP_PEER, LOCAL, VTEP_LOCAL))),
         "baseline" | "parse_one" => vec![],
         _ if services.is_some() => {
@@ -398,6 +401,8 @@ const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 20);
 const VTEP_LOCAL: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 10]);
 const VTEP_PEER: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 20]);
 const TUNNEL: PortId = PortId(9);
+/// The VXLAN port of [`vxlan_config`] (`Encap::flannel()`: Linux's 8472).
+const VXLAN_PORT: u16 = 8472;
 
 /// A Flannel-style VXLAN overlay for the node at `local` with one peer.
 fn vxlan_config(
@@ -504,29 +509,70 @@ fn service_frame(k: usize, n: usize) -> Vec<u8> {
     f
 }
 
-/// `parse → conntrack → dnat → route → snat → ct_commit → encap → arp → egress`, the
-/// node path of a pod calling a ClusterIP whose endpoints are behind a VXLAN peer,
-/// with `n` services of 10 endpoints each in the table.
+/// `fastpath → parse → source_check → decap → fastpath_tunnel → conntrack → dnat →
+/// route → snat → ct_commit → encap → arp → egress → offload`, the node path of a pod
+/// calling a ClusterIP whose endpoints are behind a VXLAN peer (`Node::worker_stages`
+/// on a VXLAN node, without a bridge), with `n` services of 10 endpoints each.
 fn services_path(n: usize, fast_path: bool) -> (Vec<Box<dyn Stage>>, podplane::stage::conntrack::SharedConntrack) {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
-    use podplane::stage::fastpath::{DEFAULT_CAPACITY, FlowCache};
     use podplane::stage::nat::NatConfig;
-    use podplane::stage::{FastPathStage, NatStage, OffloadStage};
+    use podplane::stage::{DecapStage, NatStage, SourceCheckStage};
     let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
     let table = podplane_benches::service_table(&podplane_benches::service_ports(n, 10));
-    let mut stages = route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER)));
-    // [parse, route, encap, arp, egress] -> with conntrack and NAT around routing,
-    // and the flow fast path as the node path has it.
-    stages.insert(1, Box::new(ConntrackStage::new(ct.clone())));
-    stages.insert(2, Box::new(NatStage::dnat(ct.clone(), NatConfig::default()).with_services(table)));
-    stages.insert(4, Box::new(NatStage::snat(ct.clone(), NatConfig::default())));
-    stages.insert(5, Box::new(CommitStage::new(ct.clone())));
-    if fast_path {
-        let flows = FlowCache::shared(DEFAULT_CAPACITY);
-        stages.insert(0, Box::new(FastPathStage::new(flows.clone(), ct.clone()).before_parse()));
-        stages.push(Box::new(OffloadStage::new(flows, ct.clone())));
-    }
+    let overlay = vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER);
+    let mut stages = route_small(Some(overlay.clone()));
+    // [parse, route, encap, arp, egress] -> with the source check and decap after
+    // parse, conntrack and NAT around routing, and the flow fast path as the node
+    // path has it.
+    stages.insert(1, Box::new(SourceCheckStage::new(&[(PortId(0), Ipv4Addr::new(10, 0, 0, 2))])));
+    stages.insert(2, Box::new(DecapStage::new(overlay)));
+    stages.insert(3, Box::new(ConntrackStage::new(ct.clone())));
+    stages.insert(4, Box::new(NatStage::dnat(ct.clone(), NatConfig::default()).with_services(table)));
+    stages.insert(6, Box::new(NatStage::snat(ct.clone(), NatConfig::default())));
+    stages.insert(7, Box::new(CommitStage::new(ct.clone())));
+    let stages = if fast_path { with_fast_path(stages, &ct, Some(VXLAN_PORT), 3) } else { stages };
     (stages, ct)
+}
+
+/// `stages` (parse, route, [encap,] arp, egress) as a node runs them: conntrack
+/// around routing, decap with VXLAN, and the flow fast path, which replays
+/// established flows (no source check: the bench's traffic comes from many pod
+/// addresses on one port).
+fn node_path(stages: Vec<Box<dyn Stage>>, vxlan: bool) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+    let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
+    let mut stages = stages;
+    stages.insert(1, Box::new(ConntrackStage::new(ct.clone())));
+    stages.insert(3, Box::new(CommitStage::new(ct.clone())));
+    if vxlan {
+        stages.insert(1, Box::new(podplane::stage::DecapStage::new(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))));
+        with_fast_path(stages, &ct, Some(VXLAN_PORT), 2)
+    } else {
+        with_fast_path(stages, &ct, None, 0)
+    }
+}
+
+/// The flow fast path added to `stages` as `Node::worker_stages` adds it: first,
+/// ahead of parse; with a tunnel (`vxlan_port`) a second one at `after_decap`.
+fn with_fast_path(
+    mut stages: Vec<Box<dyn Stage>>,
+    ct: &podplane::stage::conntrack::SharedConntrack,
+    vxlan_port: Option<u16>,
+    after_decap: usize,
+) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::fastpath::{DEFAULT_CAPACITY, FlowCache};
+    use podplane::stage::{FastPathStage, OffloadStage};
+    let flows = FlowCache::shared(DEFAULT_CAPACITY);
+    let first = FastPathStage::new(flows.clone(), ct.clone()).before_parse();
+    if vxlan_port.is_some() {
+        let tunnel = FastPathStage::new(flows.clone(), ct.clone()).tunnel(vxlan_port, TUNNEL);
+        stages.insert(after_decap, Box::new(tunnel));
+        stages.insert(0, Box::new(first.tunnel(vxlan_port, TUNNEL)));
+    } else {
+        stages.insert(0, Box::new(first));
+    }
+    stages.push(Box::new(OffloadStage::new(flows, ct.clone())));
+    stages
 }
 
 /// Memory of the service table at 10, 1k and 100k services with 10 endpoints each,
@@ -590,7 +636,7 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
             f
         }
         // An ARP reply from the peer node to the uplink.
-        m if m == "parse_route_vxlan" || m.starts_with("svc_") => {
+        m if m == "parse_route_vxlan" || m == "node_route_vxlan" || m.starts_with("svc_") => {
             let mut f = podplane::testutil::arp_request(PEER, LOCAL);
             f[21] = 2;
             f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);
@@ -604,7 +650,7 @@ fn warm_up(pipeline: &mut Pipeline, pool: &mut BufPool, mode: &str) {
             f
         }
         // An ARP reply from the gateway to the uplink.
-        "parse_route1m" | "parse_route" => {
+        "parse_route1m" | "parse_route" | "node_route" | "node_route1m" => {
             let mut f = podplane::testutil::arp_request(GW, Ipv4Addr::new(192, 168, 0, 10));
             f[21] = 2;
             f[..6].copy_from_slice(&[2, 0, 0, 0, 1, 1]);

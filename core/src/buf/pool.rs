@@ -220,6 +220,14 @@ impl BufPool {
         self.meta.get(pkt.index()).unwrap_or(&FOREIGN)
     }
 
+    /// Every slot's metadata, by slot index ([`PktId::index`]): for a loop over a
+    /// batch, which then keeps the table's address in a register (through
+    /// [`Self::meta_mut`] it is reloaded after each write).
+    #[inline]
+    pub(crate) fn metas_mut(&mut self) -> &mut [PktMeta] {
+        &mut self.meta
+    }
+
     /// Mutable metadata of a packet.
     #[inline]
     pub fn meta_mut(&mut self, pkt: PktId) -> &mut PktMeta {

@@ -164,11 +164,19 @@ impl NodeSetup {
         }
         let flows = self.fast_path.then(|| FlowCache::shared(fastpath::DEFAULT_CAPACITY));
         if let Some(f) = &flows {
-            // First, ahead of parse, unless tunnelled frames need decap before it.
-            if self.overlay.is_some() {
-                stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone())));
-            } else {
-                stages.insert(0, Box::new(FastPathStage::new(f.clone(), ct.clone()).before_parse()));
+            // First, ahead of parse; on a node that decapsulates, a second one after
+            // decap for what came out of the tunnel.
+            let first = FastPathStage::new(f.clone(), ct.clone()).before_parse();
+            match &self.overlay {
+                Some(o) => {
+                    let port = match o.encap {
+                        crate::stage::overlay::Encap::Vxlan { port, .. } => Some(port),
+                        crate::stage::overlay::Encap::Ipip => None,
+                    };
+                    stages.insert(0, Box::new(first.tunnel(port, o.tunnel_port)));
+                    stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone()).tunnel(port, o.tunnel_port)));
+                }
+                None => stages.insert(0, Box::new(first)),
             }
         }
         if let Some(b) = self.bridge_stage() {

@@ -104,9 +104,11 @@ impl Output {
 /// An ordered list of stages with their counters, trace and RNG: one per worker.
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
-    /// Each stage's [`Stage::skips_final_batches`], asked once when it joins (a
-    /// virtual call per stage and batch showed in the fast path's figures).
-    skips_final: Vec<bool>,
+    /// Per stage, the first stage from it on that does not skip final batches
+    /// ([`Stage::skips_final_batches`], asked once when a stage joins): a batch whose
+    /// packets are all decided goes straight there (a call or a check per stage and
+    /// batch showed in the fast path's figures).
+    next_kept: Vec<usize>,
     counters: Counters,
     trace: Trace,
     rng: Rng,
@@ -137,7 +139,7 @@ impl Pipeline {
         let names: Vec<&'static str> = stages.iter().map(|s| s.name()).collect();
         let out_cap = BATCH_MAX + (GENERATED_MAX + DIRECT_MAX) * (MAX_ROUNDS + 1);
         Pipeline {
-            skips_final: stages.iter().map(|s| s.skips_final_batches()).collect(),
+            next_kept: next_kept(&stages),
             stages,
             counters: Counters::new(&names),
             trace: Trace::default(),
@@ -190,12 +192,10 @@ impl Pipeline {
     /// returns the old one (`None`, and nothing changed, when there is no such stage).
     pub fn replace_stage(&mut self, stage: Box<dyn Stage>) -> Option<Box<dyn Stage>> {
         self.generation += 1;
-        let at = self.stages.iter().position(|s| s.name() == stage.name())?;
-        if let Some(skips) = self.skips_final.get_mut(at) {
-            *skips = stage.skips_final_batches();
-        }
-        let slot = self.stages.get_mut(at)?;
-        Some(core::mem::replace(slot, stage))
+        let slot = self.stages.iter_mut().find(|s| s.name() == stage.name())?;
+        let old = core::mem::replace(slot, stage);
+        self.next_kept = next_kept(&self.stages);
+        Some(old)
     }
 
     /// Take the stages out (to move learned state into a pipeline of another shape).
@@ -243,8 +243,10 @@ impl Pipeline {
         // Most batches are not traced: their loop only stamps and counts.
         let traced = if self.trace.budget() > 0 { batch.len() } else { 0 };
         let (pkts, _) = batch.entries();
+        let metas = pool.metas_mut();
         for &pkt in pkts {
-            let m = pool.meta_mut(pkt);
+            // Handles come only from this pool (a foreign one is skipped).
+            let Some(m) = metas.get_mut(pkt.index()) else { continue };
             // A driver that knows the exact receive time sets it; otherwise the
             // packet is stamped with the batch time.
             if m.timestamp == Instant::ZERO {
@@ -323,7 +325,7 @@ impl Pipeline {
     }
 
     fn run_from(&mut self, pool: &mut BufPool, now: Instant, batch: &mut Batch, first: usize, tracing: bool) {
-        let Pipeline { stages, skips_final, counters, trace, rng, config, generated, direct, generation, .. } = self;
+        let Pipeline { stages, next_kept, counters, trace, rng, config, generated, direct, generation, .. } = self;
         // One context for the whole walk: each stage gets it with its own number and
         // name (building it per stage showed, about 20 instructions each).
         let mut cx = Context {
@@ -340,10 +342,14 @@ impl Pipeline {
             tracing,
             generation,
         };
-        for s in first.saturating_sub(1)..stages.len() {
-            let Some(stage) = stages.get_mut(s) else { break };
-            if batch.live_count() == 0 && skips_final.get(s).copied().unwrap_or(false) {
-                continue;
+        let mut s = first.saturating_sub(1);
+        while let Some(stage) = stages.get_mut(s) {
+            if batch.live_count() == 0 {
+                let kept = next_kept.get(s).copied().unwrap_or(usize::MAX);
+                if kept != s {
+                    s = kept;
+                    continue;
+                }
             }
             // The name is for trace records only.
             let name = if tracing { stage.name() } else { "" };
@@ -369,6 +375,7 @@ impl Pipeline {
                     }
                 }
             }
+            s += 1;
         }
     }
 
@@ -393,11 +400,13 @@ impl Pipeline {
         for (&pkt, &d) in pkts.iter().zip(disps) {
             match d {
                 Disposition::Tx(port) => {
-                    // One metadata access for both fields.
-                    let m = pool.meta_mut(pkt);
-                    m.out_port = port;
+                    // One metadata access for both fields (a foreign handle, which
+                    // no stage transmits, is left alone).
+                    if let Some(m) = pool.metas_mut().get_mut(pkt.index()) {
+                        m.out_port = port;
+                        tx_bytes += u64::from(m.len());
+                    }
                     tx += 1;
-                    tx_bytes += u64::from(m.len());
                     out.push_tx(port, order, pkt);
                     order += 1;
                 }
@@ -431,6 +440,22 @@ impl Pipeline {
         t.host += host;
         t.held += held;
     }
+}
+
+/// For each stage, the index of the first stage from it on that does not skip final
+/// batches (the stage count when none does).
+fn next_kept(stages: &[Box<dyn Stage>]) -> Vec<usize> {
+    let mut next = vec![stages.len(); stages.len()];
+    let mut kept = stages.len();
+    for (i, st) in stages.iter().enumerate().rev() {
+        if !st.skips_final_batches() {
+            kept = i;
+        }
+        if let Some(n) = next.get_mut(i) {
+            *n = kept;
+        }
+    }
+    next
 }
 
 /// Stable insertion sort by entry stage: no allocation (std's stable sort allocates),

@@ -117,7 +117,7 @@ pub(crate) struct Entry {
     pub(crate) ct_status: u8,
     pub(crate) timeout: Duration,
     pub(crate) out_port: PortId,
-    /// Longest IPv4 packet the route stage let through whole.
+    /// Longest IPv4 packet the route stage let through whole (below 64 KiB - 64).
     pub(crate) max_len: u16,
     /// TCP (checksum at 16 of the transport header, the tracker runs per segment)
     /// rather than UDP; and whether the packets go in the connection's reply

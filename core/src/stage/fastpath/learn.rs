@@ -150,7 +150,9 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
         reply_dir: reply,
         timeout,
         out_port: m.out_port,
-        max_len: m.path_mtu,
+        // At most 64 KiB - 65: with a tunnel's 50 bytes in front the outer length
+        // cannot overflow (the replay relies on it).
+        max_len: m.path_mtu.min(u16::MAX - 64),
         src: <[u8; 4]>::try_from(ip.get(12..16)?).ok()?,
         dst: <[u8; 4]>::try_from(ip.get(16..20)?).ok()?,
         new_ttl: ip[8],

@@ -1,7 +1,7 @@
 //! The `fastpath` stage: replays learned flows (see the [module docs](super)).
 
 use super::cache::{Entry, FlowCache, Key, SharedFlows, transport_csum};
-use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta};
+use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta, PortId};
 use crate::pipeline::{Context, Stage, StageEvent};
 use crate::wire::ChecksumPolicy;
 use crate::wire::checksum::{fold32, update_delta};
@@ -22,6 +22,12 @@ pub struct FastPathStage {
     ct: SharedConntrack,
     /// First in the pipeline, ahead of `parse`: it reads the frames itself.
     before_parse: bool,
+    /// Ahead of `parse` on a node that decapsulates: its tunnel (the VXLAN UDP port,
+    /// none for IPIP), whose frames it leaves to the stage after decap.
+    tunnel: Option<Option<u16>>,
+    /// After `decap` on such a node: only packets that came out of the tunnel (this
+    /// ingress port) are replayed here; the others were looked up before parse.
+    only_from: Option<PortId>,
     /// The keys (ports aside) of this batch's packets that took the slow path so far.
     slow: Vec<Key>,
 }
@@ -30,16 +36,40 @@ impl FastPathStage {
     /// The replaying stage over a worker's cache and conntrack state (the same as its
     /// [`OffloadStage`](super::OffloadStage)'s and conntrack stages').
     pub fn new(flows: SharedFlows, ct: SharedConntrack) -> Self {
-        FastPathStage { flows, ct, before_parse: false, slow: Vec::with_capacity(crate::buf::BATCH_MAX) }
+        FastPathStage {
+            flows,
+            ct,
+            before_parse: false,
+            tunnel: None,
+            only_from: None,
+            slow: Vec::with_capacity(crate::buf::BATCH_MAX),
+        }
     }
 
     /// The same, to run first, ahead of `parse` (and of `source_check`, which a hit
     /// does not need: the entry matches the source MAC, address and port it passed).
     /// It checks what `parse` would drop a frame for and leaves such frames to it.
-    /// Not for a node that decapsulates: tunnelled frames are only parsed after decap.
+    /// On a node that decapsulates, see [`Self::tunnel`].
     #[must_use]
     pub fn before_parse(mut self) -> Self {
         self.before_parse = true;
+        self
+    }
+
+    /// On a node that decapsulates, the stage ahead of `parse` leaves the tunnel's
+    /// frames (VXLAN to `vxlan_port`, or IPIP) as it leaves anything it cannot replay,
+    /// and a second one after `decap` replays only what came out of the tunnel
+    /// (`tunnel_port`): give this to both (`before_parse` to the first), sharing one
+    /// cache. A tunnelled frame cannot be replayed ahead of decap (its flow is the
+    /// inner one), and the second stage sees the packets the first let through in
+    /// order, so the rules on overtaking hold across the two.
+    #[must_use]
+    pub fn tunnel(mut self, vxlan_port: Option<u16>, tunnel_port: PortId) -> Self {
+        if self.before_parse {
+            self.tunnel = Some(vxlan_port);
+        } else {
+            self.only_from = Some(tunnel_port);
+        }
         self
     }
 
@@ -61,10 +91,12 @@ const CHECKED: PktFlags = PktFlags::PARSED
 const WANTED: PktFlags = PktFlags::PARSED.union(PktFlags::HAS_FLOW).union(PktFlags::HAS_L4);
 
 /// The flow key and header offsets of a packet the fast path could carry: whole
-/// IPv4 UDP or TCP without options or tag.
+/// IPv4 UDP or TCP without options or tag (from `only_from` when given: after decap,
+/// a packet from elsewhere missed ahead of parse, and counts as unknown here).
 #[inline]
-fn candidate(m: &PktMeta) -> Option<(Key, u16)> {
+fn candidate(m: &PktMeta, only_from: Option<PortId>) -> Option<(Key, u16)> {
     if m.flags & CHECKED != WANTED
+        || only_from.is_some_and(|p| m.in_port != p)
         || m.l3_kind != L3Kind::Ipv4
         || (m.flow.proto != 17 && m.flow.proto != 6)
         || m.l3 != m.l2 + 14
@@ -126,6 +158,35 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
     Some((key, head))
 }
 
+/// For a frame of the tunnel (VXLAN to `vxlan_port`, or IPIP without one): the
+/// inner connection (ingress port aside) when it carries an IPv4 UDP or TCP packet
+/// without options and not a fragment, else `Some(None)`; `None` for any other frame.
+fn tunnelled(slot: &[u8], m: &PktMeta, vxlan_port: Option<u16>) -> Option<Option<Key>> {
+    let f = slot.get(usize::from(m.head())..usize::from(m.head()) + usize::from(m.len()))?;
+    let outer = f.get(12..34)?;
+    if outer.get(..3)? != [0x08, 0x00, 0x45] {
+        return None;
+    }
+    let inner = match (vxlan_port, outer.get(11)?) {
+        (Some(port), 17) if f.get(36..38)? == port.to_be_bytes() => {
+            f.get(62..64).filter(|t| *t == [0x08, 0x00]).and_then(|_| f.get(64..))
+        }
+        (None, 4) => f.get(34..),
+        _ => return None,
+    };
+    let Some(h) = inner.and_then(|i| i.first_chunk::<24>()) else { return Some(None) };
+    let proto = h[9];
+    if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 || !matches!(proto, 6 | 17) {
+        return Some(None);
+    }
+    let (Some(addrs), Some(ports)) =
+        (h.get(12..20).and_then(|a| a.first_chunk::<8>()), h.get(20..24).and_then(|p| p.first_chunk::<4>()))
+    else {
+        return Some(None);
+    };
+    Some(Some(Key::from_wire(PortId(0), *addrs, *ports, proto).connection()))
+}
+
 /// True when a packet of `e`'s connection, in either direction, took the slow path
 /// earlier in this batch (`slow`: their keys, ports aside).
 /// Out of line: only after a slow packet, and the replay loop keeps its registers.
@@ -134,7 +195,7 @@ fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Ke
 fn slow_before(slow: &[Key], e: &Entry, c: &CtEntry<Ipv4Addr, ProtoState>) -> bool {
     // Packets the other way arrive with the other direction's tuple.
     let t = if e.reply_dir { &c.original } else { &c.reply };
-    let other = Key::new(crate::buf::PortId(0), t.src.octets(), t.dst.octets(), t.sport, t.dport, t.proto).connection();
+    let other = Key::new(PortId(0), t.src.octets(), t.dst.octets(), t.sport, t.dport, t.proto).connection();
     let own = e.key.connection();
     slow.iter().any(|k| *k == own || *k == other)
 }
@@ -232,8 +293,9 @@ fn replay_fixed<const P: usize, const N: usize>(
         return false;
     }
     let total = total_w.swap_bytes();
-    // The tunnel adds at most 50 bytes: the outer length cannot overflow below this.
-    if total > e.max_len || total > u16::MAX - 64 || usize::from(total) + 14 > usize::from(meta.len()) {
+    // `max_len` is below 64 KiB - 64: the tunnel's 50 bytes cannot overflow the
+    // outer length.
+    if total > e.max_len || usize::from(total) + 14 > usize::from(meta.len()) {
         return false;
     }
     // The prefix, then the inner packet without Ethernet padding (parse trims it; a
@@ -279,6 +341,33 @@ fn replay_fixed<const P: usize, const N: usize>(
     true
 }
 
+/// A packet left to the slow path (`found`: its flow key and Ethernet header offset,
+/// when it is IPv4 UDP or TCP): keep its connection in `slow` and its snapshot for
+/// the offload stage. A tunnelled IPv4 UDP or TCP packet counts as the slow packet
+/// of its inner connection, as it will be after decap (and is learned there). False
+/// when it may change what any later packet sees (anything else), so that nothing
+/// more of the batch is replayed. Out of line: the replay loop keeps its registers.
+#[cold]
+#[inline(never)]
+fn pass_on(
+    flows: &mut FlowCache,
+    pool: &mut BufPool,
+    slow: &mut Vec<Key>,
+    tunnel: Option<Option<u16>>,
+    pkt: PktId,
+    found: Option<(Key, u16)>,
+) -> bool {
+    match (found, tunnel.and_then(|t| tunnelled(pool.slot(pkt), pool.meta(pkt), t))) {
+        (_, Some(Some(inner))) => slow.push(inner),
+        (_, Some(None)) | (None, None) => return false,
+        (Some((key, l2)), None) => {
+            slow.push(key.connection());
+            snapshot(flows, pool, pkt, key, l2);
+        }
+    }
+    true
+}
+
 /// Keep what the offload stage compares a slow packet against: its key and headers
 /// as they arrived. Out of line (the slow path's): the replay loop keeps its registers.
 #[cold]
@@ -302,11 +391,18 @@ fn snapshot(flows: &mut FlowCache, pool: &mut BufPool, pkt: PktId, key: Key, l2:
 
 impl Stage for FastPathStage {
     fn name(&self) -> &'static str {
-        "fastpath"
+        if self.only_from.is_some() { "fastpath_tunnel" } else { "fastpath" }
+    }
+
+    /// The stage after decap has nothing to do once every packet is decided; the
+    /// first starts each batch's round.
+    fn skips_final_batches(&self) -> bool {
+        self.only_from.is_some()
     }
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
-        let FastPathStage { flows, ct, before_parse, slow } = self;
+        let FastPathStage { flows, ct, before_parse, tunnel, only_from, slow } = self;
+        let tunnel = *tunnel;
         let policy = cx.config.checksum;
         // Before parse, the replay verifies the IPv4 header checksum parse would.
         let verify = *before_parse && policy.ipv4;
@@ -315,8 +411,12 @@ impl Stage for FastPathStage {
         slow.clear();
         let (now, generation) = (cx.now, cx.generation());
         let tcp_cfg = ct.cfg.tcp;
-        flows.round_generation = generation;
-        flows.snaps_taken = 0;
+        // The round (the batch's snapshots, the generation they were taken in) starts
+        // at the first fast path stage; the one after decap adds to it.
+        if only_from.is_none() {
+            flows.round_generation = generation;
+            flows.snaps_taken = 0;
+        }
         let (mut hits, mut tcp_hits) = (0u64, 0u64);
         // Replayed packets must not overtake a slow one that could change what they
         // see: the kernel handles packets one at a time. After a packet that is neither
@@ -336,10 +436,10 @@ impl Stage for FastPathStage {
             let pkt = batch.pkt(i);
             // One look-up of the slot and its metadata serves the whole replay.
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-            let found = if *before_parse { candidate_raw(slot, meta, policy) } else { candidate(meta) };
+            let found = if *before_parse { candidate_raw(slot, meta, policy) } else { candidate(meta, *only_from) };
             let Some((key, l2)) = found else {
                 replaying = false;
-                replaying_assured = false;
+                replaying_assured &= pass_on(&mut flows, cx.pool, slow, tunnel, pkt, None);
                 continue;
             };
             if let Some(e) = flows.get(key).filter(|e| {
@@ -377,10 +477,8 @@ impl Stage for FastPathStage {
                     }
                 }
             }
-            // The slow path: remember the packet as it is, for the offload stage.
             replaying = false;
-            slow.push(key.connection());
-            snapshot(&mut flows, cx.pool, pkt, key, l2);
+            replaying_assured &= pass_on(&mut flows, cx.pool, slow, tunnel, pkt, Some((key, l2)));
         }
         flows.tcp_replayed += tcp_hits;
         cx.count_n(StageEvent::FastPathHit, hits);
