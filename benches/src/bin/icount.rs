@@ -23,17 +23,22 @@
 //! - `parse_decap_route`: `parse → decap → route → arp → egress` on VXLAN frames from
 //!   the peer (Flannel's path in: `flannel.1` is a layer-3 device, so decapsulated
 //!   packets are routed, not bridged).
+//! - `node_route`, `node_route1m`, `node_route_vxlan`: `parse_route`, `parse_route1m`
+//!   and `parse_route_vxlan` as a node runs them, with conntrack (`conntrack` after
+//!   parse, `ct_commit` after route), decap for VXLAN, and the flow fast path
+//!   (`fastpath` ahead of parse, `fastpath_tunnel` after decap, `offload` last):
+//!   established flows, replayed.
 //! - `parse_ct_1m`: `parse → conntrack → ct_commit → xconnect` with a million
 //!   connections in the table, every packet a hit on an established one.
 //! - `svc_est_N` / `svc_new_N` (N = 10, 1k, 100k services of 10 endpoints, so up to
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
-//!   endpoints are behind a VXLAN peer, `parse → conntrack → dnat → route → snat →
-//!   ct_commit → encap → arp → egress`; `est` on established connections (2,048
-//!   flows, each new once, then marked answered and assured as replies would make
-//!   them), `new` with every packet a new connection; both with the
-//!   flow fast path in front of parse (`fastpath`, learned by `offload` at the end),
-//!   as the node path without decap has it; `svc_slow_N` is `est` without it (every
-//!   stage per packet).
+//!   endpoints are behind a VXLAN peer, `parse → source_check → decap → conntrack →
+//!   dnat → route → snat → ct_commit → encap → arp → egress`; `est` on established
+//!   connections (2,048 flows, each new once, then marked answered and assured as
+//!   replies would make them), `new` with every packet a new connection; both with
+//!   the flow fast path as a VXLAN node has it (`fastpath` in front of parse,
+//!   `fastpath_tunnel` after decap, learned by `offload` at the end); `svc_slow_N` is
+//!   `est` without it (every stage per packet).
 //!
 //! So `parse_xconnect - xconnect` is the parse stage inside a pipeline,
 //! `parse_one - baseline` is its per-packet function alone, and `parse_bridge -
@@ -57,7 +62,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;

@@ -199,6 +199,17 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         (e.expires > now).then(|| (CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
     }
 
+    /// [`Self::lookup`] with the entry, writable (tuples must not be changed: they are
+    /// indexed): one slot access for a hit that is then refreshed.
+    #[inline(always)]
+    pub fn lookup_mut(&mut self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
+        let slots = &self.slots;
+        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
+        let (i, dir) = unhandle(h);
+        let e = self.slots.get_mut(i)?.as_mut()?;
+        (e.expires > now).then(|| (CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir, e))
+    }
+
     /// The entry `id`.
     pub fn get(&self, id: CtId) -> Option<&CtEntry<A, P>> {
         self.slots.get(id.0 as usize)?.as_ref()
