@@ -200,8 +200,8 @@ impl PktMeta {
 
     /// Make the packet the `len` bytes at `head` in one step, for a caller that has
     /// checked they lie in the slot (the flow fast path: its prefix in the headroom,
-    /// its end inside the old window). A window outside the slot panics nothing: the
-    /// pool's accessors return nothing for it.
+    /// its end inside the old window). Even a window outside the slot would make
+    /// nothing panic: the pool's accessors give no bytes for it.
     #[inline]
     pub(crate) fn set_window(&mut self, head: u16, len: u16) {
         self.head = head;
