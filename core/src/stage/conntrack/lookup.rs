@@ -182,8 +182,22 @@ pub(crate) fn track(
     now: Instant,
     create: bool,
 ) -> Result<(Option<CtRef>, u8), DropReason> {
+    let found = ct.find(key, now);
+    track_found(ct, cfg, key, seg, (i, now, create), found)
+}
+
+/// [`track`] once the connection was looked for: `found` (the caller looked in the
+/// table itself, say).
+#[inline(always)]
+fn track_found(
+    ct: &mut Conntrack,
+    cfg: &CtConfig,
+    key: &FlowKey,
+    seg: Option<&Segment<'_>>,
+    (i, now, create): (usize, Instant, bool),
+    mut found: Option<(CtRef, Dir)>,
+) -> Result<(Option<CtRef>, u8), DropReason> {
     let (tcp, other) = (&cfg.tcp, &cfg.other);
-    let mut found = ct.find(key, now);
     let mut killed = false;
     // The status after this packet (read once here, not looked up again).
     let mut status_now = 0;
@@ -441,8 +455,14 @@ impl Stage for ConntrackStage {
                     m.ct_info = info_bits(dir, st);
                     continue;
                 }
-                // The key read in place, not copied out of the metadata.
-                let r = track(&mut ct, &cfg, &m.flow, None, i, now, true);
+                // The key read in place, not copied out of the metadata; an IPv4
+                // key missed in the table already (a new connection, or a pending one).
+                let r = if m.l3_kind == L3Kind::Ipv4 {
+                    let found = ct.find_pending_only(&m.flow);
+                    track_found(&mut ct, &cfg, &m.flow, None, (i, now, true), found)
+                } else {
+                    track(&mut ct, &cfg, &m.flow, None, i, now, true)
+                };
                 settle(&cfg, cx, batch, i, r);
             } else {
                 track_packet(&mut ct, &cfg, cx, batch, i, None);

@@ -276,8 +276,17 @@ impl Conntrack {
         } else {
             self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
         };
-        if hit.is_some() || !self.cfg.fixes.pending_visible || self.pending.is_empty() {
+        if hit.is_some() {
             return hit;
+        }
+        self.find_pending_only(key)
+    }
+
+    /// [`Self::find`] for a key the caller missed in the table already.
+    #[inline(always)]
+    pub(crate) fn find_pending_only(&self, key: &FlowKey) -> Option<(CtRef, Dir)> {
+        if !self.cfg.fixes.pending_visible || self.pending.is_empty() {
+            return None;
         }
         self.find_pending(key)
     }
