@@ -234,8 +234,10 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         now: Instant,
         closing: impl Fn(&CtEntry<A, P>) -> bool,
     ) -> Result<CtId, InsertError> {
-        for t in [entry.original, entry.reply] {
-            if let Some((id, _)) = self.find_any(&t) {
+        // Each tuple hashed once, for the clash checks and the index.
+        let (ho, hr) = (self.hash(&entry.original), self.hash(&entry.reply));
+        for (t, h) in [(entry.original, ho), (entry.reply, hr)] {
+            if let Some((id, _)) = self.find_any_hashed(&t, h) {
                 match self.get(id) {
                     Some(e) if e.expires > now => return Err(InsertError::Clash),
                     _ => {
@@ -248,7 +250,6 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             return Err(InsertError::Full);
         }
         let Some(slot) = self.free.pop() else { return Err(InsertError::Full) };
-        let (ho, hr) = (self.hash(&entry.original), self.hash(&entry.reply));
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = Some(entry);
         }
@@ -266,10 +267,10 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         Ok(CtId(slot))
     }
 
-    /// The entry holding `t`, expired or not.
-    fn find_any(&self, t: &Tuple<A>) -> Option<(CtId, Dir)> {
+    /// The entry holding `t` (whose hash is `hash`), expired or not.
+    fn find_any_hashed(&self, t: &Tuple<A>, hash: u64) -> Option<(CtId, Dir)> {
         let slots = &self.slots;
-        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
+        let h = *self.index.find(hash, |&h| Self::tuple_of(slots, h) == Some(t))?;
         let (i, dir) = unhandle(h);
         Some((CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
     }
