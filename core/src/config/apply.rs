@@ -176,6 +176,8 @@ impl Dataplane {
         };
         if old.bridge.is_some() != new.bridge.is_some() || overlay_shape(&old.overlay) != overlay_shape(&new.overlay) {
             let seed = self.seed;
+            // The connections stay, for every stage of the new shape.
+            let ct = self.conntrack();
             let old_pipeline =
                 core::mem::replace(&mut self.pipeline, Pipeline::new(Vec::new(), PipelineConfig::default(), seed));
             let mut arp: Option<Box<dyn Stage>> = None;
@@ -188,7 +190,7 @@ impl Dataplane {
                     _ => {}
                 }
             }
-            let mut stages = new.worker_stages(self.worker.0, self.worker.1);
+            let mut stages = new.worker_stages_on(self.worker.0, self.worker.1, ct);
             for mut k in kept {
                 if let Some(n) = (k.as_mut() as &mut dyn core::any::Any).downcast_mut::<NatStage>() {
                     n.reconfigure(NatConfig { worker: self.worker, ..new.nat.clone() });

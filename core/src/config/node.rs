@@ -15,7 +15,7 @@ use crate::buf::PortId;
 use crate::pipeline::{Pipeline, PipelineConfig, Stage};
 use crate::stage::arp::{ArpConfig, CALICO_GATEWAY, CALICO_MAC, LocalAddr, ProxyArp};
 use crate::stage::bridge::{BridgeConfig, BridgeDomain, BridgePort, cni_mac};
-use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+use crate::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig, SharedConntrack};
 use crate::stage::fastpath::{self, FlowCache};
 use crate::stage::lb::{LbSettings, Prefix, ServicePort, ServiceTable};
 use crate::stage::nat::NatConfig;
@@ -150,11 +150,25 @@ impl NodeSetup {
     /// The stages of worker `worker` of `workers`: its own conntrack table, sized
     /// its share of the node's, and its own slice of the NAT port range.
     pub fn worker_stages(&self, worker: usize, workers: usize) -> Vec<Box<dyn Stage>> {
+        self.worker_stages_on(worker, workers, None)
+    }
+
+    /// [`Self::worker_stages`] over the worker's existing connection tracking state
+    /// when given (a new pipeline of another shape keeps the connections, and every
+    /// stage must see the same ones: the fast path's too).
+    pub(crate) fn worker_stages_on(
+        &self,
+        worker: usize,
+        workers: usize,
+        ct: Option<SharedConntrack>,
+    ) -> Vec<Box<dyn Stage>> {
         let workers = workers.max(1);
-        let ct = Conntrack::shared(CtConfig {
-            capacity: (self.conntrack.capacity / workers).max(1),
-            seed: self.conntrack.seed ^ worker as u64,
-            ..self.conntrack.clone()
+        let ct = ct.unwrap_or_else(|| {
+            Conntrack::shared(CtConfig {
+                capacity: (self.conntrack.capacity / workers).max(1),
+                seed: self.conntrack.seed ^ worker as u64,
+                ..self.conntrack.clone()
+            })
         });
         let nat = NatConfig { worker: (worker, workers), ..self.nat.clone() };
         let pods: Vec<(PortId, Ipv4Addr)> = self.ports.iter().filter_map(|p| Some((p.id, p.pod_ip?))).collect();
