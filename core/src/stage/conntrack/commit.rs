@@ -44,6 +44,9 @@ impl Stage for CommitStage {
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let now = cx.now;
         let Ok(mut ct) = self.ct.lock() else { return };
+        // The clock of the last batch, for listings: this stage runs on every batch
+        // (the lookup stage skips those the fast path finished).
+        ct.last = now;
         let early = ct.early_drops();
         // A pending connection whose first packet was dropped after the lookup never
         // existed for the packets after it (per packet, as the kernel sees them, the

@@ -419,6 +419,13 @@ impl Stage for ConntrackStage {
         "conntrack"
     }
 
+    /// Nothing to look up: the commit stage keeps the clock, and the connections
+    /// recorded as dropped are only read by packets made in their own batch (before
+    /// the next batch that reaches this stage forgets them).
+    fn skips_final_batches(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
         ct.last = cx.now;
