@@ -516,7 +516,7 @@ fn service_frame(k: usize, n: usize) -> Vec<u8> {
 
 /// `fastpath → parse → source_check → decap → fastpath_tunnel → conntrack → dnat →
 /// route → snat → ct_commit → encap → arp → egress → offload`, the node path of a pod
-/// calling a ClusterIP whose endpoints are behind a VXLAN peer (`Node::worker_stages`
+/// calling a ClusterIP whose endpoints are behind a VXLAN peer (`NodeSetup::worker_stages`
 /// on a VXLAN node, without a bridge), with `n` services of 10 endpoints each.
 fn services_path(n: usize, fast_path: bool) -> (Vec<Box<dyn Stage>>, podplane::stage::conntrack::SharedConntrack) {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
