@@ -557,7 +557,7 @@ fn node_path(stages: Vec<Box<dyn Stage>>, vxlan: bool) -> Vec<Box<dyn Stage>> {
     }
 }
 
-/// The flow fast path added to `stages` as `Node::worker_stages` adds it: first,
+/// The flow fast path added to `stages` as `NodeSetup::worker_stages` adds it: first,
 /// ahead of parse; with a tunnel (`vxlan_port`) a second one at `after_decap`.
 fn with_fast_path(
     mut stages: Vec<Box<dyn Stage>>,
