@@ -406,8 +406,6 @@ const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 20);
 const VTEP_LOCAL: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 10]);
 const VTEP_PEER: EthernetAddress = EthernetAddress([0x0e, 0, 192, 168, 0, 20]);
 const TUNNEL: PortId = PortId(9);
-/// The VXLAN port of [`vxlan_config`] (`Encap::flannel()`: Linux's 8472).
-const VXLAN_PORT: u16 = 8472;
 
 /// A Flannel-style VXLAN overlay for the node at `local` with one peer.
 fn vxlan_config(
@@ -526,16 +524,17 @@ fn services_path(n: usize, fast_path: bool) -> (Vec<Box<dyn Stage>>, podplane::s
     let table = podplane_benches::service_table(&podplane_benches::service_ports(n, 10));
     let overlay = vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER);
     let mut stages = route_small(Some(overlay.clone()));
+    let decap = Box::new(DecapStage::new(overlay.clone()));
     // [parse, route, encap, arp, egress] -> with the source check and decap after
     // parse, conntrack and NAT around routing, and the flow fast path as the node
     // path has it.
     stages.insert(1, Box::new(SourceCheckStage::new(&[(PortId(0), Ipv4Addr::new(10, 0, 0, 2))])));
-    stages.insert(2, Box::new(DecapStage::new(overlay)));
+    stages.insert(2, decap);
     stages.insert(3, Box::new(ConntrackStage::new(ct.clone())));
     stages.insert(4, Box::new(NatStage::dnat(ct.clone(), NatConfig::default()).with_services(table)));
     stages.insert(6, Box::new(NatStage::snat(ct.clone(), NatConfig::default())));
     stages.insert(7, Box::new(CommitStage::new(ct.clone())));
-    let stages = if fast_path { with_fast_path(stages, &ct, Some(VXLAN_PORT), 3) } else { stages };
+    let stages = if fast_path { with_fast_path(stages, &ct, Some(&overlay), 3) } else { stages };
     (stages, ct)
 }
 
@@ -550,31 +549,32 @@ fn node_path(stages: Vec<Box<dyn Stage>>, vxlan: bool) -> Vec<Box<dyn Stage>> {
     stages.insert(1, Box::new(ConntrackStage::new(ct.clone())));
     stages.insert(3, Box::new(CommitStage::new(ct.clone())));
     if vxlan {
-        stages.insert(1, Box::new(podplane::stage::DecapStage::new(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))));
-        with_fast_path(stages, &ct, Some(VXLAN_PORT), 2)
+        let overlay = vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER);
+        stages.insert(1, Box::new(podplane::stage::DecapStage::new(overlay.clone())));
+        with_fast_path(stages, &ct, Some(&overlay), 2)
     } else {
         with_fast_path(stages, &ct, None, 0)
     }
 }
 
 /// The flow fast path added to `stages` as `NodeSetup::worker_stages` adds it: first,
-/// ahead of parse; with a tunnel (`vxlan_port`) a second one at `after_decap`.
+/// ahead of parse; with an `overlay` a second one at `after_decap`.
 fn with_fast_path(
     mut stages: Vec<Box<dyn Stage>>,
     ct: &podplane::stage::conntrack::SharedConntrack,
-    vxlan_port: Option<u16>,
+    overlay: Option<&podplane::stage::overlay::OverlayConfig>,
     after_decap: usize,
 ) -> Vec<Box<dyn Stage>> {
     use podplane::stage::fastpath::{DEFAULT_CAPACITY, FlowCache};
     use podplane::stage::{FastPathStage, OffloadStage};
     let flows = FlowCache::shared(DEFAULT_CAPACITY);
     let first = FastPathStage::new(flows.clone(), ct.clone()).before_parse();
-    if vxlan_port.is_some() {
-        let tunnel = FastPathStage::new(flows.clone(), ct.clone()).tunnel(vxlan_port, TUNNEL);
-        stages.insert(after_decap, Box::new(tunnel));
-        stages.insert(0, Box::new(first.tunnel(vxlan_port, TUNNEL)));
-    } else {
-        stages.insert(0, Box::new(first));
+    match overlay {
+        Some(o) => {
+            stages.insert(after_decap, Box::new(FastPathStage::new(flows.clone(), ct.clone()).tunnel(o)));
+            stages.insert(0, Box::new(first.tunnel(o)));
+        }
+        None => stages.insert(0, Box::new(first)),
     }
     stages.push(Box::new(OffloadStage::new(flows, ct.clone())));
     stages

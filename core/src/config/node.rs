@@ -183,12 +183,8 @@ impl NodeSetup {
             let first = FastPathStage::new(f.clone(), ct.clone()).before_parse();
             match &self.overlay {
                 Some(o) => {
-                    let port = match o.encap {
-                        crate::stage::overlay::Encap::Vxlan { port, .. } => Some(port),
-                        crate::stage::overlay::Encap::Ipip => None,
-                    };
-                    stages.insert(0, Box::new(first.tunnel(port, o.tunnel_port)));
-                    stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone()).tunnel(port, o.tunnel_port)));
+                    stages.insert(0, Box::new(first.tunnel(o)));
+                    stages.push(Box::new(FastPathStage::new(f.clone(), ct.clone()).tunnel(o)));
                 }
                 None => stages.insert(0, Box::new(first)),
             }

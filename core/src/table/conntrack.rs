@@ -192,22 +192,17 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// The live entry with tuple `t` in either direction, and that direction.
     #[inline(always)]
     pub fn lookup(&self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir)> {
-        let slots = &self.slots;
-        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
-        let (i, dir) = unhandle(h);
-        let e = slots.get(i)?.as_ref()?;
-        (e.expires > now).then(|| (CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
+        let (id, dir) = self.find_any_hashed(t, self.hash(t))?;
+        (self.get(id)?.expires > now).then_some((id, dir))
     }
 
     /// [`Self::lookup`] with the entry, writable (tuples must not be changed: they are
-    /// indexed): one slot access for a hit that is then refreshed.
+    /// indexed): one look-up for a hit that is then refreshed.
     #[inline(always)]
     pub fn lookup_mut(&mut self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
-        let slots = &self.slots;
-        let h = *self.index.find(self.hash(t), |&h| Self::tuple_of(slots, h) == Some(t))?;
-        let (i, dir) = unhandle(h);
-        let e = self.slots.get_mut(i)?.as_mut()?;
-        (e.expires > now).then(|| (CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir, e))
+        let (id, dir) = self.find_any_hashed(t, self.hash(t))?;
+        let e = self.get_mut(id)?;
+        (e.expires > now).then_some((id, dir, e))
     }
 
     /// The entry `id`.
@@ -268,6 +263,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     }
 
     /// The entry holding `t` (whose hash is `hash`), expired or not.
+    #[inline(always)]
     fn find_any_hashed(&self, t: &Tuple<A>, hash: u64) -> Option<(CtId, Dir)> {
         let slots = &self.slots;
         let h = *self.index.find(hash, |&h| Self::tuple_of(slots, h) == Some(t))?;

@@ -183,18 +183,21 @@ pub(crate) fn track(
     create: bool,
 ) -> Result<(Option<CtRef>, u8), DropReason> {
     let found = ct.find(key, now);
-    track_found(ct, cfg, key, seg, (i, now, create), found)
+    track_found(ct, cfg, key, seg, i, now, create, found)
 }
 
 /// [`track`] once the connection was looked for: `found` (the caller looked in the
 /// table itself, say).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn track_found(
     ct: &mut Conntrack,
     cfg: &CtConfig,
     key: &FlowKey,
     seg: Option<&Segment<'_>>,
-    (i, now, create): (usize, Instant, bool),
+    i: usize,
+    now: Instant,
+    create: bool,
     mut found: Option<(CtRef, Dir)>,
 ) -> Result<(Option<CtRef>, u8), DropReason> {
     let (tcp, other) = (&cfg.tcp, &cfg.other);
@@ -428,11 +431,7 @@ impl Stage for ConntrackStage {
 
     fn process(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
         let Ok(mut ct) = self.ct.lock() else { return };
-        ct.last = cx.now;
         ct.forget_dropped();
-        if batch.live_count() == 0 {
-            return;
-        }
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
         let now = cx.now;
@@ -466,7 +465,7 @@ impl Stage for ConntrackStage {
                 // key missed in the table already (a new connection, or a pending one).
                 let r = if m.l3_kind == L3Kind::Ipv4 {
                     let found = ct.find_pending_only(&m.flow);
-                    track_found(&mut ct, &cfg, &m.flow, None, (i, now, true), found)
+                    track_found(&mut ct, &cfg, &m.flow, None, i, now, true, found)
                 } else {
                     track(&mut ct, &cfg, &m.flow, None, i, now, true)
                 };

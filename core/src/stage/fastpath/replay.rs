@@ -11,6 +11,7 @@ use crate::stage::conntrack::SharedConntrack;
 use crate::stage::conntrack::lookup::segment;
 use crate::stage::conntrack::proto::ProtoState;
 use crate::stage::conntrack::tcp::{Dir, TcpConfig, TcpState, Verdict};
+use crate::stage::overlay::{Encap, OverlayConfig};
 use crate::table::conntrack::CtEntry;
 use crate::table::conntrack::status;
 use crate::time::Duration;
@@ -56,19 +57,22 @@ impl FastPathStage {
         self
     }
 
-    /// On a node that decapsulates, the stage ahead of `parse` leaves the tunnel's
-    /// frames (VXLAN to `vxlan_port`, or IPIP) as it leaves anything it cannot replay,
-    /// and a second one after `decap` replays only what came out of the tunnel
-    /// (`tunnel_port`): give this to both (`before_parse` to the first), sharing one
+    /// On a node that decapsulates (through `overlay`), the stage ahead of `parse`
+    /// leaves the tunnel's frames (VXLAN to its port, or IPIP) as it leaves anything it
+    /// cannot replay, and a second one after `decap` replays only what came out of the
+    /// tunnel (its port): give this to both (`before_parse` to the first), sharing one
     /// cache. A tunnelled frame cannot be replayed ahead of decap (its flow is the
     /// inner one), and the second stage sees the packets the first let through in
     /// order, so the rules on overtaking hold across the two.
     #[must_use]
-    pub fn tunnel(mut self, vxlan_port: Option<u16>, tunnel_port: PortId) -> Self {
+    pub fn tunnel(mut self, overlay: &OverlayConfig) -> Self {
         if self.before_parse {
-            self.tunnel = Some(vxlan_port);
+            self.tunnel = Some(match overlay.encap {
+                Encap::Vxlan { port, .. } => Some(port),
+                Encap::Ipip => None,
+            });
         } else {
-            self.only_from = Some(tunnel_port);
+            self.only_from = Some(overlay.tunnel_port);
         }
         self
     }
