@@ -6,7 +6,7 @@
 //! index and direction): one for the original tuple, one for the reply tuple (which
 //! differs from the reversed original when NAT changed it). The keys themselves are
 //! not stored twice: a probe compares the tuple against the entry. That keeps an IPv4
-//! connection at about 120 bytes with its index (`memory_per_entry`), against about
+//! connection at about 119 bytes with its index (`memory_per_entry`), against about
 //! 300 for the kernel's `nf_conn`.
 //!
 //! Like netfilter: a lookup in either direction finds the entry and says which
@@ -80,6 +80,11 @@ pub struct CtEntry<A, P> {
     pub expires: Instant,
     /// [`status`] bits.
     pub status: u8,
+    /// Which insert put it in its slot, set by [`CtTable::insert`] (what the caller
+    /// gives is replaced): a cache that names a slot (the flow fast path) checks with
+    /// one compare, in the slot it reads anyway, that it is still the same
+    /// connection. It lies in the entry's padding (112 bytes either way).
+    pub serial: u32,
     /// Protocol state.
     pub proto: P,
 }
@@ -119,9 +124,7 @@ pub struct CtTable<A, P> {
     /// the backend), for the connection-counting schedulers; at most [`ENDED_MAX`]
     /// until drained.
     ended: Vec<Tuple<A>>,
-    /// Per slot: which insert put the connection there (a cache that names a slot,
-    /// the flow fast path, checks it is still the same connection with one compare).
-    serials: Vec<u32>,
+    /// The serial number the next insert gives its entry (never 0).
     next_serial: u32,
 }
 
@@ -157,7 +160,6 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             cursor: 0,
             early_drops: 0,
             ended: Vec::new(),
-            serials: vec![0; capacity],
             next_serial: 1,
         }
     }
@@ -197,7 +199,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     }
 
     /// [`Self::lookup`] with the entry, writable (tuples must not be changed: they are
-    /// indexed): one look-up for a hit that is then refreshed.
+    /// indexed; nor the serial): one look-up for a hit that is then refreshed.
     #[inline(always)]
     pub fn lookup_mut(&mut self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
         let (id, dir) = self.find_any_hashed(t, self.hash(t))?;
@@ -210,7 +212,8 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         self.slots.get(id.0 as usize)?.as_ref()
     }
 
-    /// The entry `id`, writable (tuples must not be changed: they are indexed).
+    /// The entry `id`, writable (tuples must not be changed: they are indexed; nor
+    /// the serial).
     pub fn get_mut(&mut self, id: CtId) -> Option<&mut CtEntry<A, P>> {
         self.slots.get_mut(id.0 as usize)?.as_mut()
     }
@@ -246,11 +249,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         }
         let Some(slot) = self.free.pop() else { return Err(InsertError::Full) };
         if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(entry);
-        }
-        if let Some(n) = self.serials.get_mut(slot as usize) {
-            *n = self.next_serial;
-            // 0 is never given: a fresh table's slots hold it.
+            *s = Some(CtEntry { serial: self.next_serial, ..entry });
             self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         }
         let slots = &self.slots;
@@ -368,21 +367,18 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// is still there (not replaced, not removed).
     #[inline]
     pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<&mut CtEntry<A, P>> {
-        if *self.serials.get(id.0 as usize)? != serial {
-            return None;
-        }
-        self.slots.get_mut(id.0 as usize)?.as_mut()
+        self.slots.get_mut(id.0 as usize)?.as_mut().filter(|e| e.serial == serial)
     }
 
     /// The serial number of the insert that put the connection in slot `id`.
     pub fn serial(&self, id: CtId) -> u32 {
-        self.serials.get(id.0 as usize).copied().unwrap_or(0)
+        self.get(id).map_or(0, |e| e.serial)
     }
 
-    /// Bytes per connection slot: the entry, its serial number and its share of the
-    /// index (two handles and their control bytes, at hashbrown's 7/8 load).
+    /// Bytes per connection slot: the entry, its place in the free list and its share
+    /// of the index (two handles and their control bytes, at hashbrown's 7/8 load).
     pub fn memory_per_entry() -> usize {
-        size_of::<Option<CtEntry<A, P>>>() + 2 * size_of::<u32>() + (2 * (size_of::<u32>() + 1)) * 8 / 7
+        size_of::<Option<CtEntry<A, P>>>() + size_of::<u32>() + (2 * (size_of::<u32>() + 1)) * 8 / 7
     }
 }
 

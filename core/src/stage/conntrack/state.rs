@@ -457,11 +457,11 @@ impl Conntrack {
         let Some(p) = self.pending.get(i).filter(|p| !p.dead) else { return Ok(None) };
         if p.key.v6 {
             let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
-            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
+            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
             self.v6.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V6(id)))
         } else {
             let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
-            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, proto: p.proto };
+            let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
             self.v4.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V4(id)))
         }
     }
@@ -478,11 +478,11 @@ impl Conntrack {
         let st = status::ASSURED | status::SEEN_REPLY;
         if key.v6 {
             let o = tuple6(key);
-            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
+            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, serial: 0, proto };
             self.v6.insert(e, Instant::ZERO, |_| false).is_ok()
         } else {
             let o = tuple4(key);
-            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, proto };
+            let e = CtEntry { original: o, reply: o.reversed(), expires, status: st, serial: 0, proto };
             self.v4.insert(e, Instant::ZERO, |_| false).is_ok()
         }
     }

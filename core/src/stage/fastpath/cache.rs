@@ -79,17 +79,17 @@ impl Key {
     }
 }
 
-/// An IPv4 tunnel prefix's per-packet fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An IPv4 tunnel prefix's per-packet fields (all zero, unused, for an Ethernet
+/// prefix). The prefix's length tells VXLAN (64) from IPIP (34).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Outer {
     /// Sum of the outer IPv4 header's words but total length, ID and checksum, in
     /// wire order (see [`Entry::ip_fixed`]).
     pub(crate) fixed: u32,
-    /// The outer ID is 0 (DF set), else the inner ID plus `salt`.
-    pub(crate) df: bool,
+    /// The outer ID is (inner ID & `id_mask`) + `salt`: both 0 when DF is set (the
+    /// ID is 0), else all ones and the learned difference. No branch per packet.
+    pub(crate) id_mask: u16,
     pub(crate) salt: u16,
-    /// VXLAN (a UDP length to write) rather than IPIP.
-    pub(crate) udp: bool,
 }
 
 /// One learned flow.
@@ -136,7 +136,7 @@ pub(crate) struct Entry {
     /// What goes in front of the inner IPv4 header: Ethernet, or a whole tunnel.
     pub(crate) prefix: [u8; 64],
     pub(crate) prefix_len: u8,
-    pub(crate) outer: Option<Outer>,
+    pub(crate) outer: Outer,
 }
 
 /// The state of the packet as the `fastpath` stage saw it on a miss.
@@ -343,7 +343,7 @@ mod tests {
             l4_delta: 0,
             prefix: [0; 64],
             prefix_len: 14,
-            outer: None,
+            outer: Outer::default(),
         }
     }
 

@@ -110,7 +110,7 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
     prefix.get_mut(..p)?.copy_from_slice(pre);
     let inner_total = be16(o, 2);
     let outer = match p {
-        14 if be16(pre, 12) == 0x0800 => None,
+        14 if be16(pre, 12) == 0x0800 => Outer::default(),
         34 | 64 if usize::from(m.l3) == head + 14 && m.l3_kind == L3Kind::Ipv4 && pre.get(14) == Some(&0x45) => {
             let h = pre.get(14..34)?.first_chunk::<20>()?;
             let udp = p == 64 && m.ip_proto == 17 && h[9] == 17 && be16(pre, 40) == 0;
@@ -131,7 +131,8 @@ fn learn(pool: &BufPool, pkt: PktId, snap: &Snap, ct: &Conntrack, now: Instant) 
             if !fold32(fixed + u32::from(total) + u32::from(id)) != be16(h, 10) {
                 return None;
             }
-            Some(Outer { fixed: wire(fixed), df, salt: id.wrapping_sub(be16(o, 4)), udp })
+            let (id_mask, salt) = if df { (0, 0) } else { (u16::MAX, id.wrapping_sub(be16(o, 4))) };
+            Outer { fixed: wire(fixed), id_mask, salt }
         }
         _ => return None,
     };

@@ -3,7 +3,6 @@
 use super::cache::{Entry, FlowCache, Key, SharedFlows, transport_csum};
 use crate::buf::{Batch, BufPool, CsumState, L3Kind, PktFlags, PktId, PktMeta, PortId};
 use crate::pipeline::{Context, Stage, StageEvent};
-use crate::wire::ChecksumPolicy;
 use crate::wire::checksum::{fold32, update_delta};
 use std::net::Ipv4Addr;
 
@@ -121,8 +120,8 @@ fn candidate(m: &PktMeta, only_from: Option<PortId>) -> Option<(Key, u16)> {
 /// `parse` would drop or look at more closely (a bad IPv4 header checksum, lengths
 /// that do not add up, L4 checksums to verify), which then takes the slow path.
 #[inline]
-fn candidate_raw(slot: &[u8], m: &PktMeta, policy: ChecksumPolicy) -> Option<(Key, u16)> {
-    if m.flags.intersects(PktFlags::TRACE | PktFlags::GENERATED) || policy.l4 {
+fn candidate_raw(slot: &[u8], m: &PktMeta) -> Option<(Key, u16)> {
+    if m.flags.intersects(PktFlags::TRACE | PktFlags::GENERATED) {
         return None;
     }
     let (head, len) = (m.head(), m.len());
@@ -320,10 +319,13 @@ fn replay_fixed<const P: usize, const N: usize>(
     if let Some(src) = e.prefix.first_chunk::<P>() {
         *pre = *src;
     }
-    if let Some(o) = e.outer {
+    // An Ethernet prefix has no outer header; VXLAN's is 64 bytes, IPIP's 34 (tests
+    // on the constant: no branch per packet).
+    if P > 14 {
+        let o = e.outer;
         // The outer IPv4 header at 14: its length, ID and checksum, as encap writes them.
         let outer_total = total + u16::from(e.prefix_len) - 14;
-        let id = if o.df { 0 } else { id_w.swap_bytes().wrapping_add(o.salt) };
+        let id = (id_w.swap_bytes() & o.id_mask).wrapping_add(o.salt);
         let (total_w, id_w) = (outer_total.swap_bytes(), id.swap_bytes());
         let c = !fold32(o.fixed + u32::from(total_w) + u32::from(id_w));
         if let Some(h) = pre.get_mut(14..).and_then(|h| h.first_chunk_mut::<20>()) {
@@ -331,12 +333,12 @@ fn replay_fixed<const P: usize, const N: usize>(
             h[4..6].copy_from_slice(&id_w.to_le_bytes());
             h[10..12].copy_from_slice(&c.to_le_bytes());
         }
-        if o.udp
+        if P == 64
             && let Some(u) = pre.get_mut(38..).and_then(|u| u.first_chunk_mut::<2>())
         {
             *u = (outer_total - 20).to_be_bytes();
         }
-        meta.ip_proto = if o.udp { 17 } else { 4 };
+        meta.ip_proto = if P == 64 { 17 } else { 4 };
     }
     meta.l2 = new_head;
     meta.l3 = new_head + 14;
@@ -409,7 +411,7 @@ impl Stage for FastPathStage {
         let tunnel = *tunnel;
         let policy = cx.config.checksum;
         // Before parse, the replay verifies the IPv4 header checksum parse would.
-        let verify = *before_parse && policy.ipv4;
+        let (raw, verify) = (*before_parse, *before_parse && policy.ipv4);
         let Ok(mut flows) = flows.lock() else { return };
         let Ok(mut ct) = ct.lock() else { return };
         slow.clear();
@@ -420,6 +422,11 @@ impl Stage for FastPathStage {
         if only_from.is_none() {
             flows.round_generation = generation;
             flows.snaps_taken = 0;
+        }
+        // Ahead of parse, with L4 checksums to verify, every packet is parse's to
+        // check: nothing is replayed, and nothing taken for learning.
+        if raw && policy.l4 {
+            return;
         }
         let (mut hits, mut tcp_hits) = (0u64, 0u64);
         // Replayed packets must not overtake a slow one that could change what they
@@ -440,7 +447,7 @@ impl Stage for FastPathStage {
             let pkt = batch.pkt(i);
             // One look-up of the slot and its metadata serves the whole replay.
             let (slot, meta) = cx.pool.slot_and_meta_mut(pkt);
-            let found = if *before_parse { candidate_raw(slot, meta, policy) } else { candidate(meta, *only_from) };
+            let found = if raw { candidate_raw(slot, meta) } else { candidate(meta, *only_from) };
             let Some((key, l2)) = found else {
                 replaying = false;
                 replaying_assured &= pass_on(&mut flows, cx.pool, slow, tunnel, pkt, None);

@@ -9,7 +9,7 @@ fn tuple(src: u8, dst: u8, sport: u16, dport: u16, proto: u8) -> T4 {
 }
 
 fn entry(o: T4, reply: T4, expires: u64, status: u8) -> CtEntry<Ipv4Addr, ()> {
-    CtEntry { original: o, reply, expires: Instant::from_nanos(expires), status, proto: () }
+    CtEntry { original: o, reply, expires: Instant::from_nanos(expires), status, serial: 0, proto: () }
 }
 
 const T0: Instant = Instant::ZERO;
@@ -33,6 +33,26 @@ fn both_directions_are_found_and_nat_replies_too() {
     let id2 = t.insert(entry(o2, r, 500, 0), later, |_| false).unwrap();
     assert_eq!(t.lookup(&r, later), Some((id2, Dir::Reply)));
     assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn a_slot_taken_by_a_later_connection_does_not_answer_for_the_earlier() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(4, 3);
+    let (a, b) = (tuple(2, 9, 40000, 53, 17), tuple(3, 9, 40001, 53, 17));
+    // The caller's serial is replaced by the table's.
+    let id = t.insert(CtEntry { serial: 77, ..entry(a, a.reversed(), 100, 0) }, T0, |_| false).unwrap();
+    let first = t.serial(id);
+    assert_eq!(first, 1, "the first insert's serial, never the caller's nor 0");
+    assert_eq!(t.get(id).map(|e| e.serial), Some(first));
+    assert!(t.get_mut_if(id, first).is_some());
+    // `a` ends; `b` reuses its slot (the free list gives it back first).
+    assert!(t.remove(id).is_some());
+    assert!(t.get_mut_if(id, first).is_none(), "an empty slot answers for nobody");
+    let id_b = t.insert(entry(b, b.reversed(), 100, 0), T0, |_| false).unwrap();
+    assert_eq!(id_b, id);
+    assert_eq!(t.serial(id), first + 1);
+    assert!(t.get_mut_if(id, first).is_none(), "a cache naming the slot for `a` must not reach `b`");
+    assert_eq!(t.get_mut_if(id, first + 1).map(|e| e.original), Some(b));
 }
 
 #[test]
