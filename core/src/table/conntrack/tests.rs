@@ -46,7 +46,8 @@ fn a_slot_taken_by_a_later_connection_does_not_answer_for_the_earlier() {
     assert_eq!(t.get(id).map(|e| e.serial), Some(first));
     assert!(t.get_mut_if(id, first).is_some());
     // `a` ends; `b` reuses its slot (the free list gives it back first).
-    assert!(t.remove(id).is_some());
+    assert!(t.remove(id));
+    assert!(!t.remove(id), "removed once");
     assert!(t.get_mut_if(id, first).is_none(), "an empty slot answers for nobody");
     let id_b = t.insert(entry(b, b.reversed(), 100, 0), T0, |_| false).unwrap();
     assert_eq!(id_b, id);
@@ -174,7 +175,8 @@ proptest! {
                     let live: Vec<usize> = (0..model.len()).filter(|&i| model[i].2 > now).collect();
                     if !live.is_empty() {
                         let m = model.remove(live[k % live.len()]);
-                        prop_assert_eq!(t.remove(m.3).map(|e| e.original), Some(m.0));
+                        prop_assert_eq!(t.get(m.3).map(|e| e.original), Some(m.0));
+                        prop_assert!(t.remove(m.3));
                     }
                 }
                 Op::Advance(d) => now += d,
