@@ -85,17 +85,8 @@ impl ProtoState {
     pub fn refresh(&self, _dir: Dir, st: u8, t: &OtherTimeouts, now: Instant) -> Refresh {
         // SEEN_REPLY as it was before this packet: the kernel sets it after the
         // protocol handler, so the first reply still gets the unreplied timeout.
-        let seen_reply = st & status::SEEN_REPLY != 0;
         match *self {
-            ProtoState::Udp { stream_at } if seen_reply => {
-                if now > stream_at {
-                    // Still active after two seconds both ways: a stream, assured.
-                    Refresh { timeout: t.udp_stream, assured: st & status::ASSURED == 0 }
-                } else {
-                    Refresh { timeout: t.udp, assured: false }
-                }
-            }
-            ProtoState::Udp { .. } => Refresh { timeout: t.udp, assured: false },
+            ProtoState::Udp { stream_at } => udp_refresh(stream_at, st, t, now),
             ProtoState::Icmp => Refresh { timeout: t.icmp, assured: false },
             ProtoState::Generic | ProtoState::Tcp(_) => Refresh { timeout: t.generic, assured: false },
         }
@@ -115,6 +106,19 @@ impl ProtoState {
     /// assured)? TCP connections that are closing may.
     pub fn closing(&self) -> bool {
         matches!(self, ProtoState::Tcp(t) if t.state.can_early_drop())
+    }
+}
+
+/// [`ProtoState::refresh`] of a UDP entry created at `stream_at` - 2 s (the
+/// conntrack stage's UDP hit calls it straight, without the match on the state).
+#[inline(always)]
+pub(crate) fn udp_refresh(stream_at: Instant, st: u8, t: &OtherTimeouts, now: Instant) -> Refresh {
+    // SEEN_REPLY as it was before this packet (see `refresh`).
+    if st & status::SEEN_REPLY != 0 && now > stream_at {
+        // Still active after two seconds both ways: a stream, assured.
+        Refresh { timeout: t.udp_stream, assured: st & status::ASSURED == 0 }
+    } else {
+        Refresh { timeout: t.udp, assured: false }
     }
 }
 
