@@ -463,3 +463,34 @@ fn a_new_shape_keeps_one_conntrack_state_for_every_stage() {
     }
     assert_eq!(hits, [0, 0, 2, 4]);
 }
+
+/// With transport checksums verified (`PipelineConfig::checksum.l4`, an embedder's
+/// choice), every packet is parse's to check: the fast path ahead of it replays
+/// nothing, so a packet of a steady flow with a broken UDP checksum is dropped as
+/// parse drops it, never forwarded from the cache.
+#[test]
+fn with_transport_checksums_verified_nothing_is_replayed_before_parse() {
+    use podplane::pipeline::{DropReason, Pipeline, PipelineConfig};
+    use podplane::wire::ChecksumPolicy;
+    let n = node(NODE_ROUTED, &["10.244.2.5"]);
+    let cfg = PipelineConfig { checksum: ChecksumPolicy { ipv4: true, l4: true } };
+    let mut pl = Pipeline::new(n.dp.setup().worker_stages(0, 1), cfg, 7);
+    let mut pool = BufPool::with_slots(256).unwrap();
+    let at = |ms: u64| podplane::Instant::from_nanos(1_000_000_000 + ms * 1_000_000);
+    let svc = Ipv4Addr::new(10, 96, 0, 10);
+    let flows = [(1, from_pod(svc, 40000, 53, 20)), (1, from_pod(svc, 40001, 53, 20))];
+    // The first packets wait for the MAC of the backend's node (host-gw routing),
+    // which the reply brings.
+    run(&mut pl, &mut pool, at(0), &flows);
+    run(&mut pl, &mut pool, at(1), &[(0, arp_reply([192, 168, 0, 12], [2, 0, 192, 168, 0, 12]))]);
+    for r in 2..=7 {
+        assert_eq!(run(&mut pl, &mut pool, at(r), &flows).tx.len(), 2, "round {r}");
+    }
+    // The same flow, its UDP checksum broken: parse's drop, not a replay.
+    let mut bad = from_pod(svc, 40000, 53, 20);
+    bad[41] ^= 0x55;
+    let got = run(&mut pl, &mut pool, at(8), &[(1, bad)]);
+    assert!(got.tx.is_empty());
+    assert_eq!(pl.counters().drops("parse", DropReason::UdpBadChecksum), 1);
+    assert_eq!(pl.counters().events("fastpath", StageEvent::FastPathHit), 0);
+}

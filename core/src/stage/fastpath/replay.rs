@@ -118,7 +118,8 @@ fn candidate(m: &PktMeta, only_from: Option<PortId>) -> Option<(Key, u16)> {
 
 /// [`candidate`] ahead of `parse`, from the frame's bytes: also `None` for anything
 /// `parse` would drop or look at more closely (a bad IPv4 header checksum, lengths
-/// that do not add up, L4 checksums to verify), which then takes the slow path.
+/// that do not add up), which then takes the slow path. (With L4 checksums to
+/// verify, the stage replays nothing ahead of parse.)
 #[inline]
 fn candidate_raw(slot: &[u8], m: &PktMeta) -> Option<(Key, u16)> {
     if m.flags.intersects(PktFlags::TRACE | PktFlags::GENERATED) {
