@@ -9,7 +9,7 @@
 //! (`bridge-nf-call-iptables=1`).
 
 use super::frag::FragKey;
-use super::proto::{OtherTimeouts, ProtoState, Refresh, udp_refresh};
+use super::proto::{OtherTimeouts, ProtoState, udp_refresh};
 use super::state::{Conntrack, CtConfig, CtRef, Pending, SharedConntrack, info, pack, seen_bits, tuple4};
 use super::tcp::{Dir, Segment, Verdict};
 use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
@@ -258,13 +258,12 @@ fn refresh(
     other: &OtherTimeouts,
     now: Instant,
 ) -> u8 {
-    apply(proto.refresh(dir, *st, other, now), st, expires, dir, now)
-}
-
-/// Apply refresh `rf` of a packet going `dir`: the new expiry and status bits; the
-/// status after it.
-#[inline(always)]
-fn apply(rf: Refresh, st: &mut u8, expires: &mut Instant, dir: Dir, now: Instant) -> u8 {
+    // UDP first, without the match on the state (a jump table: 8 instructions per
+    // UDP hit, `benches/callgrind.sh`).
+    let rf = match *proto {
+        ProtoState::Udp { stream_at } => udp_refresh(stream_at, *st, other, now),
+        _ => proto.refresh(dir, *st, other, now),
+    };
     *expires = now + rf.timeout;
     *st |= seen_bits(dir) | if rf.assured { status::ASSURED } else { 0 };
     *st
@@ -462,15 +461,7 @@ impl Stage for ConntrackStage {
                 if m.l3_kind == L3Kind::Ipv4
                     && let Some((id, dir, e)) = ct.v4.lookup_mut(&tuple4(&m.flow), now)
                 {
-                    // The entry of a UDP tuple is UDP's: its refresh without the
-                    // match on the protocol state.
-                    let st = match e.proto {
-                        ProtoState::Udp { stream_at } => {
-                            let rf = udp_refresh(stream_at, e.status, &cfg.other, now);
-                            apply(rf, &mut e.status, &mut e.expires, dir, now)
-                        }
-                        _ => refresh(&e.proto, &mut e.status, &mut e.expires, dir, &cfg.other, now),
-                    };
+                    let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, &cfg.other, now);
                     m.ct = pack(CtRef::V4(id));
                     m.ct_info = info_bits(dir, st);
                     continue;

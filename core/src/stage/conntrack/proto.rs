@@ -110,7 +110,7 @@ impl ProtoState {
 }
 
 /// [`ProtoState::refresh`] of a UDP entry created at `stream_at` - 2 s (the
-/// conntrack stage's UDP hit calls it straight, without the match on the state).
+/// conntrack stage calls it straight for UDP, without the match on the state).
 #[inline(always)]
 pub(crate) fn udp_refresh(stream_at: Instant, st: u8, t: &OtherTimeouts, now: Instant) -> Refresh {
     // SEEN_REPLY as it was before this packet (see `refresh`).
