@@ -179,8 +179,10 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         self.slots.len()
     }
 
+    /// The index's hash of a tuple: callers that look a tuple up and then insert it
+    /// compute it once and hand it to the `_hashed` calls.
     #[inline(always)]
-    fn hash(&self, t: &Tuple<A>) -> u64 {
+    pub fn hash(&self, t: &Tuple<A>) -> u64 {
         self.hasher.hash_one(t)
     }
 
@@ -194,7 +196,13 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// The live entry with tuple `t` in either direction, and that direction.
     #[inline(always)]
     pub fn lookup(&self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir)> {
-        let (id, dir) = self.find_any_hashed(t, self.hash(t))?;
+        self.lookup_hashed(t, self.hash(t), now)
+    }
+
+    /// [`Self::lookup`] of a tuple whose [`Self::hash`] is `hash`.
+    #[inline(always)]
+    pub fn lookup_hashed(&self, t: &Tuple<A>, hash: u64, now: Instant) -> Option<(CtId, Dir)> {
+        let (id, dir) = self.find_any_hashed(t, hash)?;
         (self.get(id)?.expires > now).then_some((id, dir))
     }
 
@@ -202,7 +210,18 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// indexed; nor the serial): one look-up for a hit that is then refreshed.
     #[inline(always)]
     pub fn lookup_mut(&mut self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
-        let (id, dir) = self.find_any_hashed(t, self.hash(t))?;
+        self.lookup_mut_hashed(t, self.hash(t), now)
+    }
+
+    /// [`Self::lookup_mut`] of a tuple whose [`Self::hash`] is `hash`.
+    #[inline(always)]
+    pub fn lookup_mut_hashed(
+        &mut self,
+        t: &Tuple<A>,
+        hash: u64,
+        now: Instant,
+    ) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
+        let (id, dir) = self.find_any_hashed(t, hash)?;
         let e = self.get_mut(id)?;
         (e.expires > now).then_some((id, dir, e))
     }
@@ -232,8 +251,23 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         now: Instant,
         closing: impl Fn(&CtEntry<A, P>) -> bool,
     ) -> Result<CtId, InsertError> {
-        // Each tuple hashed once, for the clash checks and the index.
-        let (ho, hr) = (self.hash(&entry.original), self.hash(&entry.reply));
+        let hashes = (self.hash(&entry.original), self.hash(&entry.reply));
+        self.insert_hashed(entry, hashes, now, closing)
+    }
+
+    /// [`Self::insert`] with the [`Self::hash`]es of the original and reply tuples,
+    /// which the caller computed when it looked them up.
+    ///
+    /// # Errors
+    /// See [`InsertError`].
+    pub fn insert_hashed(
+        &mut self,
+        entry: CtEntry<A, P>,
+        (ho, hr): (u64, u64),
+        now: Instant,
+        closing: impl Fn(&CtEntry<A, P>) -> bool,
+    ) -> Result<CtId, InsertError> {
+        debug_assert_eq!((ho, hr), (self.hash(&entry.original), self.hash(&entry.reply)), "stale tuple hashes");
         for (t, h) in [(entry.original, ho), (entry.reply, hr)] {
             if let Some((id, _)) = self.find_any_hashed(&t, h) {
                 match self.get(id) {

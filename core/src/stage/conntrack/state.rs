@@ -113,14 +113,18 @@ pub(crate) struct Pending {
     pub(crate) dead: bool,
     /// Batch index of the packet that created it.
     pub(crate) first: u16,
-    /// [`key_hash`] of `key` and of `reply` (set by `push_pending`).
-    pub(crate) key_hash: u32,
-    pub(crate) reply_hash: u32,
+    /// The table's hash ([`Conntrack::hash_of`]) of `key` (given by the lookup that
+    /// missed) and of `reply` (kept with it by `push_pending` and `set_reply`): the
+    /// pending index and the commit's insert use them, so each tuple of a new
+    /// connection is hashed once.
+    pub(crate) key_hash: u64,
+    pub(crate) reply_hash: u64,
 }
 
-/// A cheap 32-bit hash of a tuple, to skip most comparisons in the pending scan.
-fn key_hash(k: &FlowKey) -> u32 {
-    (k.spread_hash() >> 32) as u32
+/// The pending index's chain for a table hash (bits the table's own probe does not
+/// start from).
+fn chain(h: u64) -> usize {
+    (h >> 32) as usize % PENDING_BUCKETS
 }
 
 /// Where a packet's connection is.
@@ -271,33 +275,44 @@ impl Conntrack {
     /// The connection of `key`, committed or pending, and the packet's direction.
     #[inline(always)]
     pub(crate) fn find(&self, key: &FlowKey, now: Instant) -> Option<(CtRef, Dir)> {
+        self.find_hashed(key, self.hash_of(key), now)
+    }
+
+    /// The table's hash of a flow key (that of the table of its family).
+    #[inline(always)]
+    pub(crate) fn hash_of(&self, key: &FlowKey) -> u64 {
+        if key.v6 { self.v6.hash(&tuple6(key)) } else { self.v4.hash(&tuple4(key)) }
+    }
+
+    /// [`Self::find`] of a key whose [`Self::hash_of`] is `h`.
+    #[inline(always)]
+    pub(crate) fn find_hashed(&self, key: &FlowKey, h: u64, now: Instant) -> Option<(CtRef, Dir)> {
         let hit = if key.v6 {
-            self.v6.lookup(&tuple6(key), now).map(|(id, d)| (CtRef::V6(id), d))
+            self.v6.lookup_hashed(&tuple6(key), h, now).map(|(id, d)| (CtRef::V6(id), d))
         } else {
-            self.v4.lookup(&tuple4(key), now).map(|(id, d)| (CtRef::V4(id), d))
+            self.v4.lookup_hashed(&tuple4(key), h, now).map(|(id, d)| (CtRef::V4(id), d))
         };
         if hit.is_some() {
             return hit;
         }
-        self.find_pending_only(key)
+        self.find_pending_only(key, h)
     }
 
-    /// [`Self::find`] for a key the caller missed in the table already.
+    /// [`Self::find_hashed`] for a key the caller missed in the table already.
     #[inline(always)]
-    pub(crate) fn find_pending_only(&self, key: &FlowKey) -> Option<(CtRef, Dir)> {
+    pub(crate) fn find_pending_only(&self, key: &FlowKey, h: u64) -> Option<(CtRef, Dir)> {
         if !self.cfg.fixes.pending_visible || self.pending.is_empty() {
             return None;
         }
-        self.find_pending(key)
+        self.find_pending(key, h)
     }
 
-    /// The pending connection of `key` and the packet's direction (out of line: most
-    /// batches have none).
+    /// The pending connection of `key` (hash `h`) and the packet's direction (out of
+    /// line: most batches have none).
     #[inline(never)]
-    fn find_pending(&self, key: &FlowKey) -> Option<(CtRef, Dir)> {
+    fn find_pending(&self, key: &FlowKey, h: u64) -> Option<(CtRef, Dir)> {
         {
-            let h = key_hash(key);
-            let mut at = self.heads.get(h as usize % PENDING_BUCKETS).copied().unwrap_or(NO_LINK);
+            let mut at = self.heads.get(chain(h)).copied().unwrap_or(NO_LINK);
             while let Some(&(handle, next)) = self.links.get(usize::from(at)) {
                 at = next;
                 let (i, reply) = ((handle >> 1) as usize, handle & 1 == 1);
@@ -313,22 +328,23 @@ impl Conntrack {
     }
 
     /// Link `handle` into the chain of hash `h`.
-    fn link(&mut self, h: u32, handle: u32) {
+    fn link(&mut self, h: u64, handle: u32) {
         let Ok(n) = u16::try_from(self.links.len()) else { return };
-        if let Some(head) = self.heads.get_mut(h as usize % PENDING_BUCKETS) {
+        if let Some(head) = self.heads.get_mut(chain(h)) {
             self.links.push((handle, *head));
             *head = n;
         }
     }
 
-    /// Add a pending connection (at most [`PENDING_MAX`] per batch): its index.
+    /// Add a pending connection (at most [`PENDING_MAX`] per batch; its `key_hash`
+    /// given, its `reply_hash` computed here): its index.
     pub(crate) fn push_pending(&mut self, mut p: Pending) -> Option<u16> {
         if self.pending.len() >= PENDING_MAX {
             return None;
         }
         let i = u16::try_from(self.pending.len()).ok()?;
-        p.key_hash = key_hash(&p.key);
-        p.reply_hash = key_hash(&p.reply);
+        debug_assert_eq!(p.key_hash, self.hash_of(&p.key), "stale key hash");
+        p.reply_hash = self.hash_of(&p.reply);
         let (hk, hr) = (p.key_hash, p.reply_hash);
         self.pending.push(p);
         self.link(hk, u32::from(i) << 1);
@@ -410,20 +426,41 @@ impl Conntrack {
         }
     }
 
+    /// Pending connection `i`, read in place.
+    #[inline(always)]
+    pub(crate) fn pending_ref(&self, i: u16) -> Option<&Pending> {
+        self.pending.get(usize::from(i))
+    }
+
+    /// Add status bits to pending connection `i` (a NAT decision that changes no
+    /// tuple).
+    #[inline(always)]
+    pub(crate) fn add_status(&mut self, i: u16, bits: u8) {
+        if let Some(p) = self.pending.get_mut(usize::from(i)) {
+            p.status |= bits;
+        }
+    }
+
     /// Record a NAT decision on a pending connection: the tuple its replies will
     /// carry, and status bits to add (`SRC_NAT`, `DST_NAT`, the `*_DONE` bits). NAT
     /// decides on a connection's first packet only, before it is committed.
     pub(crate) fn set_reply(&mut self, i: u16, reply: FlowKey, bits: u8) {
+        let h = self.hash_of(&reply);
+        self.set_reply_hashed(i, reply, h, bits);
+    }
+
+    /// [`Self::set_reply`] with the reply tuple's [`Self::hash_of`], `h`.
+    pub(crate) fn set_reply_hashed(&mut self, i: u16, reply: FlowKey, h: u64, bits: u8) {
+        debug_assert_eq!(h, self.hash_of(&reply), "stale reply hash");
         let Some(p) = self.pending.get_mut(usize::from(i)) else { return };
         p.status |= bits;
         if p.reply == reply {
             return;
         }
         p.reply = reply;
-        p.reply_hash = key_hash(&reply);
+        p.reply_hash = h;
         // The old link stays in its chain and no longer matches (the hash or the
         // tuple differ); the new one joins the new chain.
-        let h = p.reply_hash;
         self.link(h, (u32::from(i) << 1) | 1);
     }
 
@@ -432,6 +469,11 @@ impl Conntrack {
     /// clash (`nf_nat_used_tuple`).
     pub fn taken(&self, key: &FlowKey, now: Instant) -> bool {
         self.find(key, now).is_some()
+    }
+
+    /// [`Self::taken`] of a key whose [`Self::hash_of`] is `h`.
+    pub(crate) fn taken_hashed(&self, key: &FlowKey, h: u64, now: Instant) -> bool {
+        self.find_hashed(key, h, now).is_some()
     }
 
     /// Forget a connection (a TCP reopen, a RST answering the first packet).
@@ -458,11 +500,15 @@ impl Conntrack {
         if p.key.v6 {
             let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
-            self.v6.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V6(id)))
+            self.v6
+                .insert_hashed(e, (p.key_hash, p.reply_hash), now, |e| e.proto.closing())
+                .map(|id| Some(CtRef::V6(id)))
         } else {
             let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
-            self.v4.insert(e, now, |e| e.proto.closing()).map(|id| Some(CtRef::V4(id)))
+            self.v4
+                .insert_hashed(e, (p.key_hash, p.reply_hash), now, |e| e.proto.closing())
+                .map(|id| Some(CtRef::V4(id)))
         }
     }
 

@@ -6,7 +6,7 @@
 //! error about a translated connection has its quoted packet translated too.
 
 use crate::buf::{CsumState, L3Kind, PktFlags, PktMeta};
-use crate::wire::checksum::{Sum, update_bytes, update16, update32};
+use crate::wire::checksum::{Sum, fold32, update_bytes, update_delta, update_delta_udp, update16, update32};
 use crate::wire::flow::FlowKey;
 
 /// Which side of a packet NAT changes: the source (POSTROUTING) or the destination
@@ -240,18 +240,21 @@ fn rewrite_v4_fast(b: &mut [u8], m: &mut PktMeta, manip: Manip, to: Endpoint) ->
     let Some(ip) = b.get_mut(l3..l3 + 20) else { return Some(None) };
     let old_a = u32::from_be_bytes(*ip.get(a_off..)?.first_chunk::<4>()?);
     ip.get_mut(a_off..a_off + 4)?.copy_from_slice(&new_a.to_be_bytes());
+    // One delta (RFC 1624 eqn. 3 summed over the changed words) for the address,
+    // which both checksums cover: against `update32` and `update16` word by word, 17
+    // instructions less per packet (`benches/callgrind.sh`, new connections).
+    let (old_hi, old_lo) = (old_a >> 16, old_a & 0xffff);
+    let (new_hi, new_lo) = (new_a >> 16, new_a & 0xffff);
+    let d_addr = (old_hi ^ 0xffff) + (old_lo ^ 0xffff) + new_hi + new_lo;
     let ipc = u16::from_be_bytes(*ip.get(10..)?.first_chunk::<2>()?);
-    ip.get_mut(10..12)?.copy_from_slice(&update32(ipc, old_a, new_a).to_be_bytes());
+    ip.get_mut(10..12)?.copy_from_slice(&update_delta(ipc, u32::from(fold32(d_addr))).to_be_bytes());
     let Some(t) = b.get_mut(l4..l4 + c_off + 2) else { return Some(None) };
     let old_p = u16::from_be_bytes(*t.get(p_off..)?.first_chunk::<2>()?);
     t.get_mut(p_off..p_off + 2)?.copy_from_slice(&to.port.to_be_bytes());
     let c = u16::from_be_bytes(*t.get(c_off..)?.first_chunk::<2>()?);
-    let c = if proto == 17 && c == 0 {
-        0 // a zero UDP-over-IPv4 checksum stays zero
-    } else {
-        let c = update16(update32(c, old_a, new_a), old_p, to.port);
-        if proto == 17 && c == 0 { 0xffff } else { c }
-    };
+    let d = u32::from(fold32(d_addr + u32::from(!old_p) + u32::from(to.port)));
+    // A zero UDP-over-IPv4 checksum stays zero; a computed zero is sent as 0xffff.
+    let c = if proto == 17 { update_delta_udp(c, d) } else { update_delta(c, d) };
     t.get_mut(c_off..c_off + 2)?.copy_from_slice(&c.to_be_bytes());
     set_side(&mut m.flow, manip, to);
     Some(Some(()))

@@ -152,7 +152,8 @@ impl NatStage {
     }
 
     /// Source NAT decision for a new connection whose packet now goes `cur` (after
-    /// destination NAT) out of `out_port`: its reply tuple, none when not translated.
+    /// destination NAT) out of `out_port`: its reply tuple and that tuple's
+    /// [`Conntrack::hash_of`] (the clash check computed it), none when not translated.
     fn decide_snat(
         &self,
         ct: &Conntrack,
@@ -161,7 +162,7 @@ impl NatStage {
         reply: &FlowKey,
         st: u8,
         (out_port, marked): (crate::buf::PortId, bool),
-    ) -> Result<Option<FlowKey>, Refused> {
+    ) -> Result<Option<(FlowKey, u64)>, Refused> {
         if cur.v6 {
             return Ok(None);
         }
@@ -179,13 +180,25 @@ impl NatStage {
         };
         let now = cx.now;
         let has_ports = matches!(cur.proto, 6 | 17 | 132 | 136 | 1 | 58);
+        // The last candidate checked, with its hash: the one chosen.
+        let mut last = None;
+        let mut taken = |p: u16| {
+            let c = candidate(p);
+            let h = ct.hash_of(&c);
+            last = Some((p, h));
+            ct.taken_hashed(&c, h, now)
+        };
         if has_ports {
-            let taken = |p: u16| ct.taken(&candidate(p), now);
-            to.port = self.ports.choose(cur.proto, cur.src_port, cx.rng, taken).ok_or(Refused::NoPort)?;
-        } else if ct.taken(&candidate(0), now) {
+            to.port = self.ports.choose(cur.proto, cur.src_port, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
+        } else if taken(0) {
             return Err(Refused::NoPort);
         }
-        Ok(Some(candidate(to.port)))
+        let reply = candidate(to.port);
+        let h = match last {
+            Some((p, h)) if p == to.port => h,
+            _ => ct.hash_of(&reply),
+        };
+        Ok(Some((reply, h)))
     }
 
     /// Translate an ICMP error RELATED to connection `orig`/`reply` (status `st`),
@@ -335,27 +348,28 @@ impl Stage for NatStage {
                 }
                 continue;
             }
-            let Some((orig, mut reply, mut st)) = ct.tuples(r) else { continue };
             if bits & info::RELATED != 0 {
-                if self.icmp_error(cx, pkt, (orig, reply, st), reply_dir).is_none() {
+                let Some(t) = ct.tuples(r) else { continue };
+                if self.icmp_error(cx, pkt, t, reply_dir).is_none() {
                     cx.drop(batch, i, DropReason::NatMalformed);
                 }
                 continue;
             }
+            // A new connection, read in place (copying its two 40-byte tuples out,
+            // in both stages, cost 130 instructions a connection).
+            let CtRef::Pending(k) = r else { continue };
+            let Some(p) = ct.pending_ref(k) else { continue };
             // A new connection's first packet through this hook decides.
             let done = if self.manip == Manip::Dst { status::DST_NAT_DONE } else { status::SRC_NAT_DONE };
-            if let CtRef::Pending(k) = r
-                && !reply_dir
-                && st & done == 0
-            {
-                let decided = match self.manip {
-                    Manip::Dst => match Self::decide_dnat(&mut self.services, &self.cfg, cx, &orig, &reply) {
+            let decided = if !reply_dir && p.status & done == 0 {
+                Some(match self.manip {
+                    Manip::Dst => match Self::decide_dnat(&mut self.services, &self.cfg, cx, &p.key, &p.reply) {
                         Dnat::None => Ok(None),
                         Dnat::To(r, masquerade) => {
                             if masquerade {
                                 cx.pool.meta_mut(pkt).flags |= PktFlags::MASQUERADE;
                             }
-                            Ok(Some((r, status::DST_NAT)))
+                            Ok(Some((r, None, status::DST_NAT)))
                         }
                         Dnat::Reject(reason) => {
                             let flag = if reason == DropReason::SvcNoEndpoints {
@@ -372,38 +386,48 @@ impl Stage for NatStage {
                         }
                     },
                     Manip::Src => {
-                        let cur = reply.reversed();
                         let marked = flags.contains(PktFlags::MASQUERADE);
-                        self.decide_snat(&ct, cx, &cur, &reply, st, (out_port, marked))
-                            .map(|o| o.map(|r| (r, status::SRC_NAT)))
+                        self.decide_snat(&ct, cx, &p.reply.reversed(), &p.reply, p.status, (out_port, marked))
+                            .map(|o| o.map(|(r, h)| (r, Some(h), status::SRC_NAT)))
                     }
-                };
-                match decided {
-                    Ok(Some((new_reply, bit))) => {
-                        ct.set_reply(k, new_reply, bit | done);
-                        reply = new_reply;
-                        st |= bit | done;
-                        let hairpin = bit == status::SRC_NAT && st & status::DST_NAT != 0 && orig.src == reply.src;
-                        cx.count(match (self.manip, hairpin) {
-                            (Manip::Dst, _) => StageEvent::DnatNew,
-                            (Manip::Src, false) => StageEvent::SnatNew,
-                            (Manip::Src, true) => StageEvent::NatHairpin,
-                        });
+                })
+            } else {
+                None
+            };
+            // Make this side of the packet that of the inverse of the other direction:
+            // the `manip` side of the inverse is the other side of the tuple.
+            let other_side = |t: &FlowKey| side(t, self.manip.other());
+            let want = match decided {
+                None => other_side(if reply_dir { &p.key } else { &p.reply }),
+                Some(Ok(Some((new_reply, hash, bit)))) => {
+                    let st = p.status | bit | done;
+                    let hairpin = bit == status::SRC_NAT && st & status::DST_NAT != 0 && p.key.src == new_reply.src;
+                    cx.count(match (self.manip, hairpin) {
+                        (Manip::Dst, _) => StageEvent::DnatNew,
+                        (Manip::Src, false) => StageEvent::SnatNew,
+                        (Manip::Src, true) => StageEvent::NatHairpin,
+                    });
+                    let want = other_side(&new_reply);
+                    match hash {
+                        Some(h) => ct.set_reply_hashed(k, new_reply, h, bit | done),
+                        None => ct.set_reply(k, new_reply, bit | done),
                     }
-                    Ok(None) => ct.set_reply(k, reply, done),
-                    Err(e) => {
-                        let reason = match e {
-                            Refused::NoPort => DropReason::NatPortExhausted,
-                            Refused::NoAddress => DropReason::NatNoAddress,
-                        };
-                        cx.drop(batch, i, reason);
-                        continue;
-                    }
+                    want
                 }
-            }
-            // Make this side of the packet that of the inverse of the other direction.
-            let target = if reply_dir { orig.reversed() } else { reply.reversed() };
-            let want = side(&target, self.manip);
+                Some(Ok(None)) => {
+                    let want = other_side(&p.reply);
+                    ct.add_status(k, done);
+                    want
+                }
+                Some(Err(e)) => {
+                    let reason = match e {
+                        Refused::NoPort => DropReason::NatPortExhausted,
+                        Refused::NoAddress => DropReason::NatNoAddress,
+                    };
+                    cx.drop(batch, i, reason);
+                    continue;
+                }
+            };
             if side(&cx.pool.meta(pkt).flow, self.manip) != want {
                 let (b, meta) = cx.pool.slot_and_meta_mut(pkt);
                 if rewrite(b, meta, self.manip, want).is_none() {
