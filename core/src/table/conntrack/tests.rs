@@ -105,10 +105,18 @@ fn sweep_reclaims_expired_slots_a_few_at_a_time() {
 
 #[test]
 fn an_ipv4_connection_with_its_index_is_small() {
-    use crate::stage::conntrack::tcp::TcpTrack;
-    let per = CtTable::<Ipv4Addr, TcpTrack>::memory_per_entry();
-    eprintln!("{per} bytes per IPv4 TCP connection");
-    assert!(per <= 128, "{per} bytes per IPv4 TCP connection");
+    use crate::stage::conntrack::proto::ProtoState;
+    // What the tables really allocate, at the default capacity, at a million and at
+    // a capacity that is not a power of two (hashbrown rounds its buckets up).
+    for capacity in [131_072, 1 << 20, 100_000] {
+        let t = CtTable::<Ipv4Addr, ProtoState>::new(capacity, 1);
+        let per = t.memory() as f64 / capacity as f64;
+        eprintln!("{per:.3} bytes per IPv4 connection at capacity {capacity}");
+        // 128 a connection, and one group of hashbrown control bytes (16) a table.
+        assert!(t.memory() <= 128 * capacity + 16, "{per:.3} bytes per IPv4 connection at capacity {capacity}");
+    }
+    // The entry, the largest state (TCP) included.
+    assert_eq!(size_of::<Option<CtEntry<Ipv4Addr, ProtoState>>>(), 104);
 }
 
 #[derive(Clone, Debug)]

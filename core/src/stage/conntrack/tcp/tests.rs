@@ -119,7 +119,7 @@ fn established() -> TcpTrack {
         accept(t.packet(Dir::Original, &seg(1001, 5001, ACK, 0), &CFG, true, false)),
         (TcpState::Established, 86400, true)
     );
-    assert_eq!((t.seen[0].scale, t.seen[1].scale), (7, 7));
+    assert_eq!(({ t.seen[0].scale }, { t.seen[1].scale }), (7, 7));
     t
 }
 
@@ -223,7 +223,7 @@ fn ignored_syn_resyncs_on_its_syn_ack() {
     // The server answers it: conntrack gets in sync from the SYN's values.
     let v = t.packet(Dir::Reply, &seg(9000, 700_001, SYN | ACK, 0), &CFG, true, true);
     assert_eq!(accept(v).0, TcpState::SynRecv);
-    assert_eq!(t.seen[0].end, 700_001);
+    assert_eq!({ t.seen[0].end }, 700_001);
     assert_eq!(accept(t.packet(Dir::Original, &seg(700_001, 9001, ACK, 0), &CFG, true, true)).0, TcpState::Established);
 }
 
