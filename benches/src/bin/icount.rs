@@ -30,6 +30,12 @@
 //!   established flows, replayed.
 //! - `parse_ct_1m`: `parse → conntrack → ct_commit → xconnect` with a million
 //!   connections in the table, every packet a hit on an established one.
+//! - `parse_ct_1m_spread`: the same, every packet of the run on a flow of its own
+//!   (its UDP source port set to its number after the copy in, and the checksum to
+//!   none), all of them among the million: each lookup meets a cold entry, as with a
+//!   million active flows, where `parse_ct_1m`'s 2,048 flows stay in cache;
+//!   `parse_xconnect_spread` is `parse_xconnect` with the same port rewriting, its
+//!   baseline.
 //! - `svc_est_N` / `svc_new_N` (N = 10, 1k, 100k services of 10 endpoints, so up to
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
 //!   endpoints are behind a VXLAN peer, `parse → source_check → decap → conntrack →
@@ -62,7 +68,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -122,14 +128,17 @@ fn main() -> ExitCode {
     let mut service_ct = None;
     let stages: Vec<Box<dyn Stage>> = match mode.as_str() {
         "xconnect" => vec![Box::new(xconnect)],
-        "parse_xconnect" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
+        "parse_xconnect" | "parse_xconnect_spread" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
         "parse_bridge" | "parse_bridge_pairs" => {
             vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)]
         }
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
-        "parse_ct_1m" => conntrack_1m(&frames, false),
-        "parse_ct_snat_new" => conntrack_1m(&frames, true),
+        "parse_ct_1m" => conntrack_1m(&frames, false, 0),
+        // Every port's flow, whatever the run's length, so that runs of different
+        // lengths load the same table (the script subtracts them).
+        "parse_ct_1m_spread" => conntrack_1m(&frames, false, 65_536),
+        "parse_ct_snat_new" => conntrack_1m(&frames, true, 0),
         "parse_route" => route_small(None),
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "node_route" => node_path(route_small(None), false),
@@ -166,6 +175,9 @@ fn main() -> ExitCode {
         }
         let base = (b % 64) * batch_size;
         fill(&mut pool, &mut batch, &frames[base..base + batch_size]);
+        if mode.ends_with("_spread") {
+            spread(&mut pool, &batch, b * batch_size);
+        }
         out_pkts.clear();
         if use_pipeline {
             // New connections: each round of the 64 batches comes 31 s after the last,
@@ -215,6 +227,29 @@ fn fill(pool: &mut BufPool, batch: &mut Batch, frames: &[Vec<u8>]) {
     }
 }
 
+/// `parse_ct_1m_spread`'s flows: packet `first + k` of the run gets UDP source port
+/// `first + k` (modulo 2^16) and no UDP checksum. The frames are IPv4 UDP with the
+/// transport header at byte 34 (checked when the table is loaded).
+#[inline(never)]
+fn spread(pool: &mut BufPool, batch: &Batch, first: usize) {
+    for k in 0..batch.len() {
+        let port = spread_port(first + k);
+        let l4 = usize::from(pool.meta(batch.pkt(k)).head()) + SPREAD_L4;
+        let b = pool.slot_mut(batch.pkt(k));
+        if let Some(udp) = b.get_mut(l4..l4 + 8) {
+            udp[..2].copy_from_slice(&port.to_be_bytes());
+            udp[6..8].copy_from_slice(&[0, 0]);
+        }
+    }
+}
+
+/// Where a udp64 frame's UDP header starts (Ethernet, then a 20-byte IPv4 header).
+const SPREAD_L4: usize = 34;
+
+fn spread_port(n: usize) -> u16 {
+    u16::try_from(n % 65_536).unwrap_or(0)
+}
+
 /// The driver's transmit work: free the slots that came out.
 #[inline(never)]
 fn release(pool: &mut BufPool, pkts: &[podplane::buf::PktId]) {
@@ -227,8 +262,9 @@ fn release(pool: &mut BufPool, pkts: &[podplane::buf::PktId]) {
 /// table: every flow of the test traffic among them (established, assured), plus
 /// random others; each packet is a conntrack hit. With `snat_new`, `dnat` and `snat`
 /// (masquerade of everything) join the pipeline, the test flows are not preloaded,
-/// and each packet starts a new connection that is masqueraded.
-fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool) -> Vec<Box<dyn Stage>> {
+/// and each packet starts a new connection that is masqueraded. With `spread` > 0,
+/// the flows preloaded are those [`spread`] gives the run's `spread` packets.
+fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool, spread: usize) -> Vec<Box<dyn Stage>> {
     use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
     let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
     let far = podplane::Instant::from_nanos(u64::MAX / 2);
@@ -239,7 +275,24 @@ fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool) -> Vec<Box<dyn Stage>> {
             let _ = pool.set_data(p, f);
             let (slot, meta) = pool.slot_and_meta_mut(p);
             if parse_one(slot, meta, ChecksumPolicy::default()).is_ok() {
-                let key = pool.meta(p).flow;
+                let m = pool.meta(p);
+                let key = m.flow;
+                c.preload(&key, far);
+                if spread > 0 && (usize::from(m.l4) != usize::from(m.head()) + SPREAD_L4 || key.proto != 17 || key.v6) {
+                    eprintln!("parse_ct_1m_spread: the frames must be IPv4 UDP (--mix udp64)");
+                    std::process::exit(2);
+                }
+            }
+            let _ = pool.free(p);
+        }
+        // Packet n of the run is frame n mod frames.len() with source port n.
+        for n in 0..spread {
+            let Some(f) = frames.get(n % frames.len().max(1)) else { break };
+            let Some(p) = pool.alloc(Owner::Pipeline) else { break };
+            let _ = pool.set_data(p, f);
+            let (slot, meta) = pool.slot_and_meta_mut(p);
+            if parse_one(slot, meta, ChecksumPolicy::default()).is_ok() {
+                let key = podplane::wire::flow::FlowKey { src_port: spread_port(n), ..pool.meta(p).flow };
                 c.preload(&key, far);
             }
             let _ = pool.free(p);
