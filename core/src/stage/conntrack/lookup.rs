@@ -423,20 +423,37 @@ fn settle(
     }
 }
 
-/// [`track`] of a UDP packet whose IPv4 key missed in the table: a pending
-/// connection's, or a new one. Out of line, so that the hit keeps its registers (the
-/// hash is computed again: 12 instructions against spilling it on every hit).
+/// Track the batch's leading packets while they are live, untracked IPv4 UDP hits
+/// on committed connections (what the stage's loop would do with them, in the same
+/// order); the index of the first that is not. In a loop of its own, out of line,
+/// it keeps its registers: 6 instructions per hit less than inside the stage's loop
+/// (`benches/callgrind.sh`).
 #[inline(never)]
-fn missed_v4(
+fn leading_hits_v4(
     ct: &mut Conntrack,
-    cfg: &CtConfig,
-    key: &FlowKey,
-    i: usize,
+    other: &OtherTimeouts,
+    pool: &mut BufPool,
+    batch: &Batch,
     now: Instant,
-) -> Result<(Option<CtRef>, u8), DropReason> {
-    let h = ct.hash_of(key);
-    let found = ct.find_pending_only(key, h);
-    track_found(ct, cfg, key, None, i, now, true, (found, h))
+) -> usize {
+    for i in 0..batch.len() {
+        if !batch.is_live(i) {
+            continue;
+        }
+        let m = pool.meta_mut(batch.pkt(i));
+        if m.ct_info != 0 {
+            continue;
+        }
+        let plain = m.flags & (PktFlags::HAS_FLOW | PktFlags::FRAGMENT | PktFlags::GENERATED) == PktFlags::HAS_FLOW;
+        if !(plain && m.flow.proto == 17 && m.l3_kind == L3Kind::Ipv4) {
+            return i;
+        }
+        let Some((id, dir, e)) = ct.v4.lookup_mut(&tuple4(&m.flow), now) else { return i };
+        let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, other, now);
+        m.ct = pack(CtRef::V4(id));
+        m.ct_info = info_bits(dir, st);
+    }
+    batch.len()
 }
 
 impl Stage for ConntrackStage {
@@ -457,7 +474,9 @@ impl Stage for ConntrackStage {
         // Read once per batch, not copied per packet.
         let cfg = ct.cfg.clone();
         let now = cx.now;
-        for i in 0..batch.len() {
+        // The steady state first: the batch's leading run of IPv4 UDP hits.
+        let start = leading_hits_v4(&mut ct, &cfg.other, cx.pool, batch, now);
+        for i in start..batch.len() {
             // A packet tracked already is passing again: routed to a bridge's own
             // interface, it re-enters the bridge (the kernel's skb keeps its nf_conn
             // through br_netfilter's hooks in the same way).
@@ -477,14 +496,17 @@ impl Stage for ConntrackStage {
                     // An IPv4 hit in the table, refreshed through one slot access (a
                     // hit there is what `track` would find first too) and one
                     // metadata access.
-                    if let Some((id, dir, e)) = ct.v4.lookup_mut(&tuple4(&m.flow), now) {
+                    let t = tuple4(&m.flow);
+                    let h = ct.v4.hash(&t);
+                    if let Some((id, dir, e)) = ct.v4.lookup_mut_hashed(&t, h, now) {
                         let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, &cfg.other, now);
                         m.ct = pack(CtRef::V4(id));
                         m.ct_info = info_bits(dir, st);
                         continue;
                     }
                     // Missed in the table already: a new connection, or a pending one.
-                    missed_v4(&mut ct, &cfg, &m.flow, i, now)
+                    let found = ct.find_pending_only(&m.flow, h);
+                    track_found(&mut ct, &cfg, &m.flow, None, i, now, true, (found, h))
                 } else {
                     track(&mut ct, &cfg, &m.flow, None, i, now, true)
                 };
