@@ -72,7 +72,12 @@ pub mod status {
 }
 
 /// One connection. `P` is the protocol state (TCP tracking, UDP/ICMP nothing).
+///
+/// Laid out in this order: what a hit reads and writes (the tuples, expiry, status,
+/// serial, and the start of the protocol state, where its variant is told) comes
+/// first, within 64 bytes for IPv4, so a cold hit misses fewer cache lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct CtEntry<A, P> {
     /// The tuple of the first packet.
     pub original: Tuple<A>,
@@ -85,7 +90,7 @@ pub struct CtEntry<A, P> {
     /// Which insert put it in its slot, set by [`CtTable::insert`] (what the caller
     /// gives is replaced): a cache that names a slot (the flow fast path) checks with
     /// one compare, in the slot it reads anyway, that it is still the same
-    /// connection. It lies in the entry's padding (112 bytes either way).
+    /// connection. It lies in what would be padding.
     pub serial: u32,
     /// Protocol state.
     pub proto: P,

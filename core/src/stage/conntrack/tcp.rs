@@ -449,22 +449,25 @@ enum Window {
     Ignore,
 }
 
-/// The TCP part of a conntrack entry (`struct ip_ct_tcp`).
+/// The TCP part of a conntrack entry (`struct ip_ct_tcp`). The state first: the
+/// entry's variant is told by it (its niche), at the start of the protocol state,
+/// beside the fields every hit reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct TcpTrack {
     /// Current state.
     pub state: TcpState,
-    /// What each side sent, indexed by [`Dir`].
-    pub seen: [Side; 2],
     last_dir: u8,
     last_index: u8,
-    last_seq: u32,
-    last_ack: u32,
-    last_end: u32,
-    last_win: u16,
     last_wscale: u8,
     last_flags: u8,
     retrans: u8,
+    last_win: u16,
+    /// What each side sent, indexed by [`Dir`].
+    pub seen: [Side; 2],
+    last_seq: u32,
+    last_ack: u32,
+    last_end: u32,
 }
 
 const NO_INDEX: u8 = Index::None as u8;

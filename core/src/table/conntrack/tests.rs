@@ -119,6 +119,31 @@ fn an_ipv4_connection_with_its_index_is_small() {
     assert_eq!(size_of::<Option<CtEntry<Ipv4Addr, ProtoState>>>(), 104);
 }
 
+#[test]
+fn what_a_udp_hit_touches_lies_in_the_first_64_bytes_of_the_entry() {
+    use crate::stage::conntrack::proto::ProtoState;
+    let o = tuple(1, 2, 3, 4, 17);
+    let e = CtEntry {
+        original: o,
+        reply: o.reversed(),
+        expires: T0,
+        status: 0,
+        serial: 0,
+        proto: ProtoState::Udp { stream_at: T0 },
+    };
+    let at = |p: *const u8, len: usize| p as usize - (&raw const e) as usize + len;
+    let ProtoState::Udp { stream_at } = &e.proto else { unreachable!() };
+    let end = [
+        at((&raw const e.original).cast(), size_of::<T4>()),
+        at((&raw const e.reply).cast(), size_of::<T4>()),
+        at((&raw const e.expires).cast(), 8),
+        at((&raw const e.status).cast(), 1),
+        at((&raw const e.serial).cast(), 4),
+        at((stream_at as *const Instant).cast(), 8),
+    ];
+    assert!(end.iter().all(|&x| x <= 64), "ends {end:?}");
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Insert { o: T4, nat: bool, ttl: u64, assured: bool },
