@@ -166,7 +166,7 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
             live: 0,
             cursor: 0,
             early_drops: 0,
-            ended: Vec::new(),
+            ended: Vec::with_capacity(ENDED_MAX),
             next_serial: 1,
         }
     }
@@ -420,7 +420,8 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     }
 
     /// Bytes the table holds, all allocated by [`Self::new`]: the entries, the free
-    /// list and the index as hashbrown sized it.
+    /// list, the index as hashbrown sized it, and the list of ended destination-NAT
+    /// connections ([`ENDED_MAX`] tuples a table, whatever its capacity).
     pub fn memory(&self) -> usize {
         self.slots.capacity() * size_of::<Option<CtEntry<A, P>>>()
             + self.free.capacity() * size_of::<u32>()

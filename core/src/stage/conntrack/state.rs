@@ -221,7 +221,7 @@ impl Conntrack {
             cfg,
             frags: super::frag::FragMap::default(),
             dropped: Vec::with_capacity(PENDING_MAX),
-            uncommitted_dnat: Vec::new(),
+            uncommitted_dnat: Vec::with_capacity(crate::table::conntrack::ENDED_MAX),
             last: Instant::ZERO,
             sweep_next: 0,
             sweep_step: step,
