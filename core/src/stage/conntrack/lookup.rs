@@ -426,7 +426,7 @@ fn settle(
 /// Track the batch's leading packets while they are live, untracked IPv4 UDP hits
 /// on committed connections (what the stage's loop would do with them, in the same
 /// order); the index of the first that is not. In a loop of its own, out of line,
-/// it keeps its registers: 6 instructions per hit less than inside the stage's loop
+/// it keeps its registers: 9 instructions per hit less than inside the stage's loop
 /// (`benches/callgrind.sh`).
 #[inline(never)]
 fn leading_hits_v4(
