@@ -73,10 +73,19 @@ impl ProtoState {
     ) -> Result<Self, super::tcp::Invalid> {
         Ok(match (proto, seg) {
             (6, Some(s)) => ProtoState::Tcp(TcpTrack::new(s, tcp)?),
-            (17 | 136, _) => ProtoState::Udp { stream_at: now + UDP_STREAM_AFTER },
-            (1 | 58, _) => ProtoState::Icmp,
-            _ => ProtoState::Generic,
+            _ => Self::untracked(proto, now),
         })
+    }
+
+    /// [`Self::new`] without a TCP segment (infallible): UDP, UDP-Lite, ICMP echo, or
+    /// generic (a TCP packet without its header, such as a later fragment, too).
+    #[inline]
+    pub fn untracked(proto: u8, now: Instant) -> Self {
+        match proto {
+            17 | 136 => ProtoState::Udp { stream_at: now + UDP_STREAM_AFTER },
+            1 | 58 => ProtoState::Icmp,
+            _ => ProtoState::Generic,
+        }
     }
 
     /// A non-TCP packet (in either direction: none of these protocols cares) of an entry whose status bits (before this
