@@ -12,9 +12,11 @@ use super::frag::FragKey;
 use super::proto::{OtherTimeouts, ProtoState, udp_refresh};
 use super::state::{Conntrack, CtConfig, CtRef, Pending, SharedConntrack, info, pack, seen_bits, tuple4};
 use super::tcp::{Dir, Segment, Verdict};
-use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId};
+use std::net::Ipv4Addr;
+
+use crate::buf::{Batch, BufPool, L3Kind, PktFlags, PktId, PktMeta};
 use crate::pipeline::{Context, DropReason, Stage};
-use crate::table::conntrack::status;
+use crate::table::conntrack::{CtEntry, CtId, status};
 use crate::time::Instant;
 use crate::wire::flow::FlowKey;
 use crate::wire::tcp::TcpPacket;
@@ -456,11 +458,23 @@ fn leading_hits_v4(
             return i;
         }
         let Some((id, dir, e)) = ct.v4.lookup_mut(&tuple4(&m.flow), now) else { return i };
-        let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, other, now);
-        m.ct = pack(CtRef::V4(id));
-        m.ct_info = info_bits(dir, st);
+        record_hit(m, (id, dir, e), other, now);
     }
     batch.len()
+}
+
+/// A hit on IPv4 connection `id` by a packet going `dir`: the entry refreshed, and
+/// the connection and the packet's `ct_info` in its metadata.
+#[inline(always)]
+fn record_hit(
+    m: &mut PktMeta,
+    (id, dir, e): (CtId, Dir, &mut CtEntry<Ipv4Addr, ProtoState>),
+    other: &OtherTimeouts,
+    now: Instant,
+) {
+    let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, other, now);
+    m.ct = pack(CtRef::V4(id));
+    m.ct_info = info_bits(dir, st);
 }
 
 impl Stage for ConntrackStage {
@@ -505,10 +519,8 @@ impl Stage for ConntrackStage {
                     // metadata access.
                     let t = tuple4(&m.flow);
                     let h = ct.v4.hash(&t);
-                    if let Some((id, dir, e)) = ct.v4.lookup_mut_hashed(&t, h, now) {
-                        let st = refresh(&e.proto, &mut e.status, &mut e.expires, dir, &cfg.other, now);
-                        m.ct = pack(CtRef::V4(id));
-                        m.ct_info = info_bits(dir, st);
+                    if let Some(hit) = ct.v4.lookup_mut_hashed(&t, h, now) {
+                        record_hit(m, hit, &cfg.other, now);
                         continue;
                     }
                     // Missed in the table already: a new connection, or a pending one.

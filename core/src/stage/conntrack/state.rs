@@ -464,14 +464,9 @@ impl Conntrack {
         self.link(h, (u32::from(i) << 1) | 1);
     }
 
-    /// True when a live connection, committed or pending, has `key` as its original
-    /// or reply tuple: a NAT choice giving a new connection that reply tuple would
-    /// clash (`nf_nat_used_tuple`).
-    pub fn taken(&self, key: &FlowKey, now: Instant) -> bool {
-        self.find(key, now).is_some()
-    }
-
-    /// [`Self::taken`] of a key whose [`Self::hash_of`] is `h`.
+    /// True when a live connection, committed or pending, has `key` (whose
+    /// [`Self::hash_of`] is `h`) as its original or reply tuple: a NAT choice giving a
+    /// new connection that reply tuple would clash (`nf_nat_used_tuple`).
     pub(crate) fn taken_hashed(&self, key: &FlowKey, h: u64, now: Instant) -> bool {
         self.find_hashed(key, h, now).is_some()
     }

@@ -144,6 +144,11 @@ fn what_a_udp_hit_touches_lies_in_the_first_64_bytes_of_the_entry() {
         at((stream_at as *const Instant).cast(), 8),
     ];
     assert!(end.iter().all(|&x| x <= 64), "ends {end:?}");
+    // The variant is told by the TCP state's byte (its niche): the first of the
+    // protocol state, inside those 64 bytes too.
+    use crate::stage::conntrack::tcp::TcpTrack;
+    assert_eq!(core::mem::offset_of!(TcpTrack, state), 0);
+    assert!(at((&raw const e.proto).cast(), 1) <= 64);
 }
 
 #[derive(Clone, Debug)]
