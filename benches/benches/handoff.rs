@@ -1,15 +1,16 @@
-//! The cost of handing a masquerade reply to the worker that owns its port: naming
-//! the owner from the frame (`steer::reply_owner`), and the hop itself (the frame
+//! The cost of handing a frame to the worker that owns its connection: naming the
+//! owner from the frame (`steer::reply_owner` for a masquerade reply, `steer::owner`
+//! for a pod's frame in VXLAN, steered by its inner flow), and the hop itself (the frame
 //! copied into a 2 KiB message, through a bounded crossbeam channel, and out again),
 //! as `podplane run`'s workers do it. Per frame; the rate is in the
-//! `podplane_workers_nat_handoff_total` metric.
+//! `podplane_workers_handoff_total` metric.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use podplane::buf::PortId;
-use podplane::stage::nat::steer::reply_owner;
+use podplane::stage::nat::steer::{owner, reply_owner};
 use podplane::stage::nat::{Masquerade, NatConfig};
 use podplane::testutil::udp4;
 
@@ -35,6 +36,15 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("reply_owner_64B", |b| {
         b.iter(|| reply_owner(black_box(&frame), black_box(&cfg), black_box(&services)))
+    });
+    // A pod's UDP datagram in VXLAN from another node: no NAT rule, the inner flow.
+    let inner = udp4(Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 1, 2), 40000, 5201, b"");
+    let mut vxlan = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    vxlan.extend_from_slice(&inner);
+    let encapsulated = udp4(Ipv4Addr::new(192, 168, 0, 12), node, 33000, 8472, &vxlan);
+    let tunnel = podplane::steer::Tunnel::Vxlan { port: 8472, local: node, local6: None };
+    g.bench_function("owner_vxlan_inner_flow", |b| {
+        b.iter(|| owner(black_box(&encapsulated), black_box(&cfg), black_box(&services), black_box(Some(&tunnel))))
     });
     let (tx, rx) = crossbeam_channel::bounded::<Message>(256);
     let mut out = vec![0u8; 2048];

@@ -382,13 +382,13 @@ fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
             shared_dropped,
         ),
         (
-            "podplane_workers_nat_handoff_total",
-            "Replies to masquerade handed to the worker owning their port.",
+            "podplane_workers_handoff_total",
+            "Frames handed to the worker owning their connection (masquerade port, service client or flow).",
             handoff,
         ),
         (
-            "podplane_workers_nat_handoff_dropped_total",
-            "Replies to masquerade not handed over (the owner's queue was full).",
+            "podplane_workers_handoff_dropped_total",
+            "Frames not handed over (the owner's queue was full).",
             handoff_dropped,
         ),
     ];

@@ -63,8 +63,8 @@ pub(crate) struct Shared {
 /// ARP (42-60 bytes) and neighbour advertisements with options (86-100 bytes) fit.
 const SHARED_MAX: usize = 128;
 
-/// A frame handed to the worker that owns its connection (a reply to masquerade
-/// that the kernel's queue choice brought to another worker).
+/// A frame handed to the worker that owns its connection (a reply to masquerade, or
+/// a frame of a flow that the kernel's queue choice brought to another worker).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handoff {
     port: PortId,
@@ -86,7 +86,7 @@ pub(crate) struct Report {
     /// Neighbour frames passed to the other workers, and those dropped (channel full).
     pub shared_out: u64,
     pub shared_dropped: u64,
-    /// Frames handed to the worker owning their NAT port, and those dropped (its
+    /// Frames handed to the worker owning their connection, and those dropped (its
     /// queue full).
     pub handoff_out: u64,
     pub handoff_dropped: u64,
@@ -146,6 +146,7 @@ impl Worker {
         let (mut unrouted, mut shared_out, mut shared_dropped) = (0u64, 0u64, 0u64);
         let (mut handoff_out, mut handoff_dropped) = (0u64, 0u64);
         let mut nat = self.nat_config();
+        let mut tunnel = self.tunnel();
         let (mut keep, mut handed): (Vec<podplane::PktId>, Vec<podplane::PktId>) =
             (Vec::with_capacity(256), Vec::with_capacity(256));
         let mut next_report = 0u64;
@@ -153,6 +154,7 @@ impl Worker {
             let stopping = self.stop.load(Ordering::Relaxed);
             if self.control(&mut generations, &mut macs) {
                 nat = self.nat_config();
+                tunnel = self.tunnel();
             }
             let now_ns = u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if stopping || now_ns >= next_report {
@@ -170,9 +172,12 @@ impl Worker {
             // A change that came in during the wait applies to what the wait brought.
             if self.control(&mut generations, &mut macs) {
                 nat = self.nat_config();
+                tunnel = self.tunnel();
             }
-            // Replies to another worker's masquerade, and service connections whose
-            // client is another worker's, go to that worker.
+            // Frames of another worker's connections go to that worker: replies to its
+            // masquerade, service connections of its clients, and every other flow by
+            // its endpoints (`podplane::steer`: the kernel's queue choice does not keep
+            // an encapsulated flow, or a flow's first reply, on one queue).
             if !self.handoff_out.is_empty() && nat.worker.1 > 1 {
                 keep.clear();
                 handed.clear();
@@ -181,8 +186,8 @@ impl Worker {
                 for i in 0..batch.len() {
                     let p = batch.pkt(i);
                     let d = self.drv.pool().data(p);
-                    let owner =
-                        podplane::stage::nat::steer::reply_owner(d, &nat, services).filter(|_| d.len() <= HANDOFF_MAX);
+                    let owner = podplane::stage::nat::steer::owner(d, &nat, services, tunnel.as_ref())
+                        .filter(|_| d.len() <= HANDOFF_MAX);
                     let Some(w) = owner else {
                         keep.push(p);
                         continue;
@@ -272,7 +277,11 @@ impl Worker {
         }
     }
 
-    /// Handle the control thread's messages.
+    /// What arrives encapsulated for the node, for steering by the inner flow.
+    fn tunnel(&self) -> Option<podplane::steer::Tunnel> {
+        self.dp.setup().overlay.as_ref().map(podplane::steer::Tunnel::of)
+    }
+
     /// This worker's NAT configuration (its slice of the ports), for steering.
     fn nat_config(&self) -> podplane::stage::nat::NatConfig {
         let workers = self.handoff_out.len().max(1);

@@ -147,12 +147,12 @@ fn masquerade_over_tap(workers: usize) {
     assert!(settled, "{m}");
     let m = podplane(&["stats", "--metrics", &addr]);
     eprintln!(
-        "{workers} worker(s): {} replies handed to their owner, {} not; {} packets on the fast path",
-        metric(&m, "podplane_workers_nat_handoff_total"),
-        metric(&m, "podplane_workers_nat_handoff_dropped_total"),
+        "{workers} worker(s): {} frames handed to their connection's worker, {} not; {} packets on the fast path",
+        metric(&m, "podplane_workers_handoff_total"),
+        metric(&m, "podplane_workers_handoff_dropped_total"),
         metric(&m, "podplane_events_total{stage=\"fastpath\",event=\"fastpath_hit\"}")
     );
-    assert_eq!(metric(&m, "podplane_workers_nat_handoff_dropped_total"), 0, "{m}");
+    assert_eq!(metric(&m, "podplane_workers_handoff_dropped_total"), 0, "{m}");
     // Linux TCP's segments (partial checksums from the TAP) were carried by the flow
     // fast path, and the bytes above still arrived intact.
     assert!(metric(&m, "podplane_events_total{stage=\"fastpath\",event=\"fastpath_hit\"}") > 100, "{m}");

@@ -106,8 +106,8 @@ fn host_to_services(workers: usize) {
     let m = String::from_utf8_lossy(&stats.stdout);
     eprintln!(
         "{workers} worker(s): {} frames handed to their connection's worker, {} not",
-        metric(&m, "podplane_workers_nat_handoff_total"),
-        metric(&m, "podplane_workers_nat_handoff_dropped_total")
+        metric(&m, "podplane_workers_handoff_total"),
+        metric(&m, "podplane_workers_handoff_dropped_total")
     );
-    assert_eq!(metric(&m, "podplane_workers_nat_handoff_dropped_total"), 0, "{m}");
+    assert_eq!(metric(&m, "podplane_workers_handoff_dropped_total"), 0, "{m}");
 }

@@ -20,6 +20,7 @@ pub mod buf;
 pub mod config;
 pub mod pipeline;
 pub mod stage;
+pub mod steer;
 pub mod table;
 #[cfg(any(test, feature = "testutils"))]
 pub mod testutil;

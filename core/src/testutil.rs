@@ -91,6 +91,20 @@ pub fn icmp4_echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16) -> Vec<u8>
     f
 }
 
+/// An Ethernet/IPv4 ICMP "fragmentation needed" (next-hop MTU 1400) from `src` to
+/// `dst`, quoting the IPv4 packet of Ethernet frame `quoted` whole. Checksums are
+/// not computed: for code that reads headers only (steering).
+pub fn icmp4_frag_needed_unchecked(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut f = udp4(src, dst, 0, 0, b"");
+    f.truncate(34);
+    f[23] = 1;
+    f.extend_from_slice(&[3, 4, 0, 0, 0, 0, 5, 0x78]);
+    f.extend_from_slice(&quoted[14..]);
+    let total = u16::try_from(f.len() - 14).unwrap();
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f
+}
+
 /// An Ethernet/IPv6/UDP frame with a correct checksum.
 pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = eth(EtherType::Ipv6);

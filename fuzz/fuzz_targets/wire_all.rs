@@ -1,11 +1,12 @@
-//! Arbitrary bytes into every wire parser, the pretty printer and the parse stage's
-//! per-packet function: nothing may panic, and every accessor of a view whose
-//! `new_checked` succeeded must work (the `check_len` contract).
+//! Arbitrary bytes into every wire parser, the pretty printer, the parse stage's
+//! per-packet function and worker steering: nothing may panic, and every accessor of
+//! a view whose `new_checked` succeeded must work (the `check_len` contract).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use podplane::buf::{BufPool, Owner};
 use podplane::stage::parse::parse_one;
+use podplane::steer::{Tunnel, flow_owner};
 use podplane::wire::arp::{ArpPacket, ArpRepr};
 use podplane::wire::checksum::Sum;
 use podplane::wire::display::PrettyFrame;
@@ -56,6 +57,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = PrettyFrame(data).to_string();
+    // Worker steering reads every frame a multi-worker node receives, tunnels too.
+    let local = std::net::Ipv4Addr::new(192, 168, 0, 11);
+    for t in [
+        None,
+        Some(Tunnel::Vxlan { port: 8472, local, local6: Some(std::net::Ipv6Addr::LOCALHOST) }),
+        Some(Tunnel::Ipip { local }),
+    ] {
+        if let Some(w) = flow_owner(data, t.as_ref(), 3) {
+            assert!(w < 3);
+        }
+    }
 
     let Ok(mut pool) = BufPool::with_slots(1) else { return };
     let Some(pkt) = pool.alloc(Owner::Pipeline) else { return };

@@ -2,15 +2,15 @@
 //! connection: the one whose slice of the port range holds its destination port.
 //!
 //! With several workers, each masquerades to ports of its own slice
-//! ([`super::ports`]). The kernel spreads frames over a multiqueue TAP by a flow hash
-//! that is the same both ways for an untranslated flow, so both directions of a pod's
-//! flow meet on one worker; but a masqueraded reply carries other addresses and ports
-//! than the original and may land anywhere. The driver asks [`reply_owner`] for each
-//! frame it receives and hands the frame to the owner (VPP nat44-ed's handoff). Looked
+//! ([`super::ports`]). An untranslated flow is steered by its endpoints
+//! ([`crate::steer`]), the same both ways; but a masqueraded reply carries other
+//! addresses and ports than the original, so it goes by its port instead. The driver
+//! asks [`owner`] for each frame it receives (these NAT rules first, then the flow)
+//! and hands the frame to the owner (VPP nat44-ed's handoff). Looked
 //! at: TCP, UDP and SCTP to a masquerade address (destination port), ICMP echo
 //! replies (identifier) and ICMP errors quoting a packet from a masquerade address
-//! (the quote's source port or identifier). Not steered: anything else, and VXLAN
-//! to the node (its outer flow is the tunnel's, not a connection's).
+//! (the quote's source port or identifier). Not by these rules: anything else, and
+//! VXLAN to the node (its outer flow is the tunnel's; the inner flow steers it).
 //!
 //! Destination NAT (services) changes the other end instead: a backend's reply
 //! carries the client's own port, which names no worker. So every frame of a
@@ -26,9 +26,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::ports::owner;
+use super::ports::owner as port_owner;
 use super::rules::NatConfig;
 use crate::stage::lb::ServiceTable;
+use crate::steer::{Tunnel, flow_owner};
 
 /// The VXLAN ports a node listens on (Linux's 8472 and IANA's 4789): never steered.
 const VXLAN_PORTS: [u16; 2] = [8472, 4789];
@@ -151,14 +152,31 @@ fn service_owner(
     }
 }
 
-/// The worker (index) that owns the connection Ethernet frame `frame` belongs to,
-/// when that is not this worker (`cfg.worker`); `None` to keep it here.
-/// `services` is the worker's service table (empty: no destination NAT steering).
+/// The worker (index) that owns the connection Ethernet frame `frame` belongs to by
+/// the NAT rules above, when that is not this worker (`cfg.worker`); `None` to keep
+/// it here. `services` is the worker's service table (empty: no destination NAT
+/// steering).
 pub fn reply_owner(frame: &[u8], cfg: &NatConfig, services: &ServiceTable) -> Option<usize> {
     let (me, workers) = cfg.worker;
     if workers < 2 {
         return None;
     }
+    nat_owner(frame, cfg, services, workers).filter(|&w| w != me)
+}
+
+/// The worker (index) a frame belongs to, when that is not this worker: by the NAT
+/// rules of [`reply_owner`] first, otherwise by its flow ([`flow_owner`]). The
+/// driver asks this for every frame when there are several workers.
+pub fn owner(frame: &[u8], cfg: &NatConfig, services: &ServiceTable, tunnel: Option<&Tunnel>) -> Option<usize> {
+    let (me, workers) = cfg.worker;
+    if workers < 2 {
+        return None;
+    }
+    nat_owner(frame, cfg, services, workers).or_else(|| flow_owner(frame, tunnel, workers)).filter(|&w| w != me)
+}
+
+/// The worker a frame belongs to by the NAT rules (any worker, this one included).
+fn nat_owner(frame: &[u8], cfg: &NatConfig, services: &ServiceTable, workers: usize) -> Option<usize> {
     let (ethertype, ip) = match be16(frame, 12)? {
         0x8100 => (be16(frame, 16)?, frame.get(18..)?),
         t => (t, frame.get(14..)?),
@@ -168,14 +186,14 @@ pub fn reply_owner(frame: &[u8], cfg: &NatConfig, services: &ServiceTable) -> Op
     if !services.is_empty()
         && let Some(w) = service_owner(ethertype, ip, services, workers, &ours_ip)
     {
-        return (w != me).then_some(w);
+        return Some(w);
     }
     if ethertype != 0x0800 || (cfg.masquerade.is_none() && !cfg.hairpin) {
         return None;
     }
     let (proto, port) = key(ip, &ours)?;
     let range = if proto == 1 { 0..=u16::MAX } else { cfg.ports.clone() };
-    owner(&range, workers, port).filter(|&w| w != me)
+    port_owner(&range, workers, port)
 }
 
 #[cfg(test)]
@@ -184,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::buf::PortId;
-    use crate::testutil::{icmp4_echo, udp4};
+    use crate::testutil::{icmp4_echo, icmp4_frag_needed_unchecked, udp4};
 
     const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 11);
 
@@ -218,6 +236,35 @@ mod tests {
     }
 
     #[test]
+    fn the_nat_rules_come_first_and_every_other_flow_goes_by_its_endpoints() {
+        let world = Ipv4Addr::new(1, 1, 1, 1);
+        let pod = Ipv4Addr::new(10, 244, 1, 2);
+        // Masqueraded replies go by port even where the flow's hash says otherwise.
+        let (mut by_port, mut by_flow) = (0, 0);
+        for port in (2000..64000u16).step_by(997) {
+            let reply = udp4(world, NODE, 53, port, b"a");
+            let port_w = reply_owner(&reply, &cfg(0), &none()).unwrap_or(0);
+            assert_eq!(owner(&reply, &cfg(0), &none(), None).unwrap_or(0), port_w);
+            if flow_owner(&reply, None, 2) == Some(port_w) { by_flow += 1 } else { by_port += 1 }
+        }
+        assert!(by_port > 0 && by_flow > 0, "the two rules disagree sometimes: {by_port} / {by_flow}");
+        // A pod's own flow: no NAT rule, its endpoints decide, alike from both workers
+        // and both ways.
+        for sport in 40000..40016u16 {
+            let out = udp4(pod, world, sport, 53, b"q");
+            let back = udp4(world, pod, 53, sport, b"a");
+            let w = flow_owner(&out, None, 2).unwrap();
+            for me in 0..2 {
+                assert_eq!(owner(&out, &cfg(me), &none(), None).unwrap_or(me), w);
+                assert_eq!(owner(&back, &cfg(me), &none(), None).unwrap_or(me), w);
+            }
+        }
+        // One worker: nothing to steer.
+        let out = udp4(pod, world, 40000, 53, b"q");
+        assert_eq!(owner(&out, &NatConfig { worker: (0, 1), ..cfg(0) }, &none(), None), None);
+    }
+
+    #[test]
     fn icmp_goes_by_identifier_or_by_the_quoted_source_port() {
         let world = Ipv4Addr::new(1, 1, 1, 1);
         let mut echo_reply = icmp4_echo(world, NODE, 40000, 1);
@@ -225,11 +272,7 @@ mod tests {
         assert_eq!(reply_owner(&echo_reply, &cfg(0), &none()), Some(1));
         // A router's frag-needed quoting NODE:40000 -> world:53.
         let quoted = udp4(NODE, world, 40000, 53, b"q");
-        let mut err = udp4(Ipv4Addr::new(192, 168, 0, 1), NODE, 0, 0, b"");
-        err.truncate(34);
-        err[23] = 1;
-        err.extend_from_slice(&[3, 4, 0, 0, 0, 0, 5, 0x78]);
-        err.extend_from_slice(&quoted[14..]);
+        let err = icmp4_frag_needed_unchecked(Ipv4Addr::new(192, 168, 0, 1), NODE, &quoted);
         assert_eq!(reply_owner(&err, &cfg(0), &none()), Some(1));
         assert_eq!(reply_owner(&err[..40], &cfg(0), &none()), None, "cut short: stays");
     }
