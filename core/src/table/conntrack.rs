@@ -233,6 +233,26 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         (e.expires > now).then_some((id, dir, e))
     }
 
+    /// [`Self::lookup_mut_hashed`] that removes the entry it finds expired, as the
+    /// kernel's `nf_conntrack_find()` reaps an expired entry it meets: a new
+    /// connection's insert then finds the tuple free, and no later look-up meets the
+    /// corpse again.
+    #[inline(always)]
+    pub fn lookup_mut_or_reap(
+        &mut self,
+        t: &Tuple<A>,
+        hash: u64,
+        now: Instant,
+    ) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
+        let (id, dir) = self.find_any_hashed(t, hash)?;
+        if self.get(id).is_none_or(|e| e.expires <= now) {
+            self.remove_known(id, Some((dir, hash)));
+            return None;
+        }
+        let e = self.get_mut(id)?;
+        Some((id, dir, e))
+    }
+
     /// The entry `id`.
     pub fn get(&self, id: CtId) -> Option<&CtEntry<A, P>> {
         self.slots.get(id.0 as usize)?.as_ref()
@@ -315,11 +335,24 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
     /// copying the whole 112-byte entry (to return it) cost a new connection that
     /// replaces an expired one 70 instructions (`benches/callgrind.sh`).
     pub fn remove(&mut self, id: CtId) -> bool {
+        self.remove_known(id, None)
+    }
+
+    /// [`Self::remove`] when the hash of one of the entry's tuples is known: `(dir,
+    /// hash)`, not computed again.
+    fn remove_known(&mut self, id: CtId, known: Option<(Dir, u64)>) -> bool {
         let Some(e) = self.get(id) else { return false };
         let (original, reply, dnat) = (e.original, e.reply, e.has(status::DST_NAT));
         for (t, dir) in [(original, Dir::Original), (reply, Dir::Reply)] {
             let want = handle(id.0, dir);
-            if let Ok(o) = self.index.find_entry(self.hash(&t), |&h| h == want) {
+            let h = match known {
+                Some((d, h)) if d == dir => {
+                    debug_assert_eq!(h, self.hash(&t), "stale tuple hash");
+                    h
+                }
+                _ => self.hash(&t),
+            };
+            if let Ok(o) = self.index.find_entry(h, |&x| x == want) {
                 o.remove();
             }
         }

@@ -519,7 +519,7 @@ impl Stage for ConntrackStage {
                     // metadata access.
                     let t = tuple4(&m.flow);
                     let h = ct.v4.hash(&t);
-                    if let Some(hit) = ct.v4.lookup_mut_hashed(&t, h, now) {
+                    if let Some(hit) = ct.v4.lookup_mut_or_reap(&t, h, now) {
                         record_hit(m, hit, &cfg.other, now);
                         continue;
                     }

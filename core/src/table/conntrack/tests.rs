@@ -57,6 +57,28 @@ fn a_slot_taken_by_a_later_connection_does_not_answer_for_the_earlier() {
 }
 
 #[test]
+fn a_lookup_that_meets_an_expired_entry_removes_it() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(8, 1);
+    let o = tuple(2, 9, 40000, 53, 17);
+    let r = Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), dport: 61000, ..o.reversed() };
+    let id = t.insert(entry(o, r, 100, 0), T0, |_| false).unwrap();
+    // Live: a hit, by either direction, and nothing removed.
+    let at = Instant::from_nanos(99);
+    assert_eq!(t.lookup_mut_or_reap(&r, t.hash(&r), at).map(|(i, d, _)| (i, d)), Some((id, Dir::Reply)));
+    assert_eq!(t.len(), 1);
+    // Expired, met by its reply tuple: a miss, and the entry gone with both index
+    // entries (the original tuple is not found even as expired).
+    let later = Instant::from_nanos(100);
+    assert!(t.lookup_mut_or_reap(&r, t.hash(&r), later).is_none());
+    assert_eq!(t.len(), 0);
+    assert!(t.get(id).is_none());
+    assert_eq!(t.find_any_hashed(&o, t.hash(&o)), None);
+    assert_eq!(t.find_any_hashed(&r, t.hash(&r)), None);
+    // Its slot serves the next connection.
+    assert_eq!(t.insert(entry(o, o.reversed(), 500, 0), later, |_| false), Ok(id));
+}
+
+#[test]
 fn a_full_table_drops_unassured_entries_only() {
     let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(4, 7);
     // Four established (assured) connections fill the table.
