@@ -68,7 +68,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_1m_tcp|parse_xconnect_tcp|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -116,6 +116,8 @@ fn main() -> ExitCode {
             .collect()
     } else if mode == "parse_decap_route" {
         (0..64 * batch_size).map(|_| vxlan_wrap(&traffic.next_frame())).collect()
+    } else if mode.ends_with("_tcp") {
+        (0..64 * batch_size).map(|k| tcp_frame(k, TcpStep::Data)).collect()
     } else if mode == "parse_route6_100k" {
         let mut x = 7u64;
         (0..64 * batch_size).map(|_| udp6_frame(&mut x)).collect()
@@ -128,13 +130,17 @@ fn main() -> ExitCode {
     let mut service_ct = None;
     let stages: Vec<Box<dyn Stage>> = match mode.as_str() {
         "xconnect" => vec![Box::new(xconnect)],
-        "parse_xconnect" | "parse_xconnect_spread" => vec![Box::new(ParseStage::new()), Box::new(xconnect)],
+        "parse_xconnect" | "parse_xconnect_spread" | "parse_xconnect_tcp" => {
+            vec![Box::new(ParseStage::new()), Box::new(xconnect)]
+        }
         "parse_bridge" | "parse_bridge_pairs" => {
             vec![Box::new(ParseStage::new()), Box::new(bridge()), Box::new(EgressStage)]
         }
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
         "parse_ct_1m" => conntrack_1m(&frames, false, 0),
+        // Established TCP connections (a real handshake each), data segments.
+        "parse_ct_1m_tcp" => conntrack_1m_tcp(frames.len()),
         // Every port's flow, whatever the run's length, so that runs of different
         // lengths load the same table (the script subtracts them).
         "parse_ct_1m_spread" => conntrack_1m(&frames, false, 65_536),
@@ -177,6 +183,9 @@ fn main() -> ExitCode {
         fill(&mut pool, &mut batch, &frames[base..base + batch_size]);
         if mode.ends_with("_spread") {
             spread(&mut pool, &batch, b * batch_size);
+        }
+        if mode.ends_with("_tcp") {
+            next_segments(&mut pool, &batch, b / 64);
         }
         out_pkts.clear();
         if use_pipeline {
@@ -250,6 +259,114 @@ fn spread_port(n: usize) -> u16 {
     u16::try_from(n % 65_536).unwrap_or(0)
 }
 
+/// Random UDP connections (established, assured, never expiring) until the table
+/// holds 1,000,000.
+fn fill_to_1m(c: &mut podplane::stage::conntrack::Conntrack) {
+    let far = podplane::Instant::from_nanos(u64::MAX / 2);
+    let mut x = 0x1234_5678_9abc_def0u64;
+    while c.len().0 < 1_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        let key = podplane::wire::flow::FlowKey::v4(
+            Ipv4Addr::new(172, 16 | (b[0] & 15), b[1], b[2]),
+            Ipv4Addr::new(10, 96, b[3], b[4]),
+            17,
+            u16::from_le_bytes([b[5], b[6]]),
+            53,
+        );
+        c.preload(&key, far);
+    }
+}
+
+/// The segments of the TCP modes' connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TcpStep {
+    Syn,
+    SynAck,
+    Ack,
+    /// 10 bytes of data (a 64-byte frame), ACK and PSH.
+    Data,
+}
+
+/// Client sequence numbers start at 1000, the server's at 5000.
+const TCP_ISN: (u32, u32) = (1000, 5000);
+
+/// Segment `step` of TCP connection `k`: client 10.1.x.y, port 20000 + k mod 40000,
+/// to 10.2.0.1:80 (the SYN-ACK the other way). No window scaling.
+fn tcp_frame(k: usize, step: TcpStep) -> Vec<u8> {
+    use podplane::wire::tcp::TcpFlags;
+    let kk = u16::try_from(k % 40_000).unwrap_or(0);
+    let [hi, lo] = kk.to_be_bytes();
+    let client = (Ipv4Addr::new(10, 1, hi, lo), 20_000 + kk);
+    let server = (Ipv4Addr::new(10, 2, 0, 1), 80);
+    let (c, s) = TCP_ISN;
+    let seg = podplane::testutil::tcp4_seq;
+    match step {
+        TcpStep::Syn => seg(client, server, TcpFlags::SYN, c, 0, b""),
+        TcpStep::SynAck => seg(server, client, TcpFlags::SYN | TcpFlags::ACK, s, c + 1, b""),
+        TcpStep::Ack => seg(client, server, TcpFlags::ACK, c + 1, s + 1, b""),
+        TcpStep::Data => seg(client, server, TcpFlags::ACK | TcpFlags::PSH, c + 1, s + 1, b"0123456789"),
+    }
+}
+
+/// The TCP modes' data segments in round `round` of the 64 batches: each round's
+/// segment follows the last (sequence number + 10), as a sender's next would; the
+/// checksum is not updated (nothing verifies it).
+#[inline(never)]
+fn next_segments(pool: &mut BufPool, batch: &Batch, round: usize) {
+    let seq = TCP_ISN.0 + 1 + u32::try_from(round * 10).unwrap_or(0);
+    for k in 0..batch.len() {
+        if let Some(tcp) = pool.slot_mut(batch.pkt(k)).get_mut(SPREAD_L4..SPREAD_L4 + 20) {
+            tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        }
+    }
+}
+
+/// `parse → conntrack → ct_commit → xconnect` with 1,000,000 connections: `flows`
+/// TCP connections established by a real handshake through the pipeline (SYN,
+/// SYN-ACK, ACK), then random UDP ones. Each data segment of the run is a hit that
+/// runs the TCP window tracker.
+fn conntrack_1m_tcp(flows: usize) -> Vec<Box<dyn Stage>> {
+    use podplane::stage::conntrack::{CommitStage, Conntrack, ConntrackStage, CtConfig};
+    let ct = Conntrack::shared(CtConfig { capacity: 1 << 20, ..CtConfig::default() });
+    let stages = |ct: &podplane::stage::conntrack::SharedConntrack| -> Vec<Box<dyn Stage>> {
+        let mut x = XconnectStage::new();
+        let _ = x.connect(PortId(0), PortId(1));
+        vec![
+            Box::new(ParseStage::new()),
+            Box::new(ConntrackStage::new(ct.clone())),
+            Box::new(CommitStage::new(ct.clone())),
+            Box::new(x),
+        ]
+    };
+    let mut handshake = Pipeline::new(stages(&ct), PipelineConfig::default(), 1);
+    let mut pool = BufPool::with_slots(256).expect("pool");
+    let mut batch = Batch::new();
+    for first in (0..flows).step_by(32) {
+        for (step, port) in [(TcpStep::Syn, 0), (TcpStep::SynAck, 1), (TcpStep::Ack, 0)] {
+            let frames: Vec<Vec<u8>> = (first..(first + 32).min(flows)).map(|k| tcp_frame(k, step)).collect();
+            fill(&mut pool, &mut batch, &frames);
+            for k in 0..batch.len() {
+                pool.meta_mut(batch.pkt(k)).in_port = PortId(port);
+            }
+            let out: Vec<_> = handshake.process(&mut pool, podplane::Instant::ZERO, &mut batch).tx().collect();
+            for (_, p) in out {
+                let _ = pool.free(p);
+            }
+        }
+    }
+    if let Ok(mut c) = ct.lock() {
+        if c.len().0 != flows {
+            eprintln!("parse_ct_1m_tcp: {} connections after {flows} handshakes", c.len().0);
+            std::process::exit(2);
+        }
+        fill_to_1m(&mut c);
+    }
+    stages(&ct)
+}
+
 /// The driver's transmit work: free the slots that came out.
 #[inline(never)]
 fn release(pool: &mut BufPool, pkts: &[podplane::buf::PktId]) {
@@ -297,21 +414,7 @@ fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool, spread: usize) -> Vec<Box<dy
             }
             let _ = pool.free(p);
         }
-        let mut x = 0x1234_5678_9abc_def0u64;
-        while c.len().0 < 1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            let key = podplane::wire::flow::FlowKey::v4(
-                Ipv4Addr::new(172, 16 | (b[0] & 15), b[1], b[2]),
-                Ipv4Addr::new(10, 96, b[3], b[4]),
-                17,
-                u16::from_le_bytes([b[5], b[6]]),
-                53,
-            );
-            c.preload(&key, far);
-        }
+        fill_to_1m(&mut c);
     }
     let mut x = XconnectStage::new();
     let _ = x.connect(PortId(0), PortId(1));
