@@ -530,6 +530,23 @@ impl Stage for ConntrackStage {
                     track(&mut ct, &cfg, &m.flow, None, i, now, true)
                 };
                 settle(&cfg, cx, batch, i, r);
+            } else if plain && m.flow.proto == 6 && m.l3_kind == L3Kind::Ipv4 && m.flags.contains(PktFlags::HAS_L4) {
+                // TCP over IPv4, whole: what `view` would say is its flow key and its
+                // segment, read here straight from the header, and the table looked
+                // up by the tuple (120 instructions less per segment).
+                let (t, key, l3, l4) = (tuple4(&m.flow), m.flow, usize::from(m.l3), usize::from(m.l4));
+                let h = ct.v4.hash(&t);
+                let r = match segment(cx.pool.slot(batch.pkt(i)), l3, l4, false) {
+                    None => Err(DropReason::CtInvalid),
+                    Some(seg) => {
+                        let found = match ct.v4.lookup_mut_or_reap(&t, h, now) {
+                            Some((id, dir, _)) => Some((CtRef::V4(id), dir)),
+                            None => ct.find_pending_only(&key, h),
+                        };
+                        track_found(&mut ct, &cfg, &key, Some(&seg), i, now, true, (found, h))
+                    }
+                };
+                settle(&cfg, cx, batch, i, r);
             } else {
                 track_packet(&mut ct, &cfg, cx, batch, i, None);
             }
