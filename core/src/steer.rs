@@ -64,9 +64,6 @@ impl Tunnel {
     }
 }
 
-/// The seed of the steering hash: any fixed value, the same on every worker.
-const SEED: u64 = 0x5eed_57ee_0000_0001;
-
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(*b.get(at..)?.first_chunk::<2>()?))
 }
@@ -84,7 +81,10 @@ fn v6(b: &[u8], at: usize) -> Option<Ipv6Addr> {
 pub fn flow_owner(frame: &[u8], tunnel: Option<&Tunnel>, workers: usize) -> Option<usize> {
     let key = frame_key(frame, tunnel)?;
     let w = u64::try_from(workers.max(1)).ok()?;
-    usize::try_from(key.symmetric_hash(SEED) % w).ok()
+    // The cheap symmetric hash VXLAN source ports use (one multiply), scaled by its
+    // high half as the kernel's `reciprocal_scale()` does: its low bits follow the
+    // endpoints' low bits alone.
+    usize::try_from(((key.spread_hash() >> 32) * w) >> 32).ok()
 }
 
 /// The flow key steering uses for an Ethernet frame (one VLAN tag allowed).
@@ -235,6 +235,11 @@ mod tests {
             seen[w] += 1;
         }
         assert!(seen.iter().all(|&n| n > 2), "flows spread over the workers: {seen:?}");
+        // Two workers: the source port alone spreads them too.
+        let on_0 = (0..64u16)
+            .filter(|k| flow_owner(&tcp4(a, b, 40000 + k, 5400, TcpFlags::SYN, b""), None, 2) == Some(0))
+            .count();
+        assert!((16..=48).contains(&on_0), "{on_0} of 64 flows on worker 0");
         // Not for the node, or not the tunnel's port: the outer packet is the flow.
         let syn = tcp4(a, b, 40000, 5400, TcpFlags::SYN, b"");
         let to_other = {
