@@ -533,7 +533,7 @@ impl Stage for ConntrackStage {
             } else if plain && m.flow.proto == 6 && m.l3_kind == L3Kind::Ipv4 && m.flags.contains(PktFlags::HAS_L4) {
                 // TCP over IPv4, whole: what `view` would say is its flow key and its
                 // segment, read here straight from the header, and the table looked
-                // up by the tuple (120 instructions less per segment).
+                // up by the tuple (168 instructions less per segment, `parse_ct_1m_tcp`).
                 let (t, key, l3, l4) = (tuple4(&m.flow), m.flow, usize::from(m.l3), usize::from(m.l4));
                 let h = ct.v4.hash(&t);
                 let r = match segment(cx.pool.slot(batch.pkt(i)), l3, l4, false) {
