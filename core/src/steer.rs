@@ -284,6 +284,15 @@ mod tests {
         let r = udp6(b, a, 53, 4000, b"r");
         assert_eq!(flow_owner(&q, None, 8), flow_owner(&r, None, 8));
         assert_eq!(frame_key(&q, None), Some(FlowKey::v6(a, b, 17, 4000, 53)));
+        // A pod's datagram in VXLAN over an IPv6 underlay: its inner flow.
+        let (n1, n2): (Ipv6Addr, Ipv6Addr) = ("fd99::11".parse().unwrap(), "fd99::12".parse().unwrap());
+        let t6 = Tunnel::Vxlan { port: 8472, local: NODE1, local6: Some(n1) };
+        let inner = udp4(Ipv4Addr::new(10, 244, 2, 2), Ipv4Addr::new(10, 244, 1, 2), 4000, 53, b"q");
+        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        payload.extend_from_slice(&inner);
+        let outer = udp6(n2, n1, 40000, 8472, &payload);
+        assert_eq!(frame_key(&outer, Some(&t6)), frame_key(&inner, None));
+        assert_eq!(frame_key(&outer, Some(&vxlan())).unwrap().dst_port, 8472, "no IPv6 underlay address");
         let arp = crate::testutil::arp_request(NODE1, NODE2);
         assert_eq!(flow_owner(&arp, Some(&vxlan()), 8), None);
         assert_eq!(flow_owner(&q[..40], None, 8), None, "cut short");
