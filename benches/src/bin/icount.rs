@@ -139,7 +139,8 @@ fn main() -> ExitCode {
         "parse_route1m" => route_1m(),
         "parse_route6_100k" => route6_100k(),
         "parse_ct_1m" => conntrack_1m(&frames, false, 0),
-        // Established TCP connections (a real handshake each), data segments.
+        // Established TCP connections (a real handshake each, Linux's options), data
+        // segments with timestamps.
         "parse_ct_1m_tcp" => conntrack_1m_tcp(frames.len()),
         // Every port's flow, whatever the run's length, so that runs of different
         // lengths load the same table (the script subtracts them).
@@ -294,7 +295,10 @@ enum TcpStep {
 const TCP_ISN: (u32, u32) = (1000, 5000);
 
 /// Segment `step` of TCP connection `k`: client 10.1.x.y, port 20000 + k mod 40000,
-/// to 10.2.0.1:80 (the SYN-ACK the other way). No window scaling.
+/// to 10.2.0.1:80 (the SYN-ACK the other way), with the options a Linux stack sends:
+/// MSS, SACK permitted, timestamps and window scale 7 on the SYN and SYN-ACK,
+/// timestamps (NOP, NOP, TS) on every other segment. The conntrack window tracker
+/// then scales windows and looks for a SACK block in every segment's options.
 fn tcp_frame(k: usize, step: TcpStep) -> Vec<u8> {
     use podplane::wire::tcp::TcpFlags;
     let kk = u16::try_from(k % 40_000).unwrap_or(0);
@@ -302,13 +306,21 @@ fn tcp_frame(k: usize, step: TcpStep) -> Vec<u8> {
     let client = (Ipv4Addr::new(10, 1, hi, lo), 20_000 + kk);
     let server = (Ipv4Addr::new(10, 2, 0, 1), 80);
     let (c, s) = TCP_ISN;
-    let seg = podplane::testutil::tcp4_seq;
-    match step {
-        TcpStep::Syn => seg(client, server, TcpFlags::SYN, c, 0, b""),
-        TcpStep::SynAck => seg(server, client, TcpFlags::SYN | TcpFlags::ACK, s, c + 1, b""),
-        TcpStep::Ack => seg(client, server, TcpFlags::ACK, c + 1, s + 1, b""),
-        TcpStep::Data => seg(client, server, TcpFlags::ACK | TcpFlags::PSH, c + 1, s + 1, b"0123456789"),
+    const SYN_OPTS: [u8; 20] = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+    const TS_OPTS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 1];
+    let (from, to, flags, seq, ack, opts, data): (_, _, _, _, _, &[u8], &[u8]) = match step {
+        TcpStep::Syn => (client, server, TcpFlags::SYN, c, 0, &SYN_OPTS, b""),
+        TcpStep::SynAck => (server, client, TcpFlags::SYN | TcpFlags::ACK, s, c + 1, &SYN_OPTS, b""),
+        TcpStep::Ack => (client, server, TcpFlags::ACK, c + 1, s + 1, &TS_OPTS, b""),
+        TcpStep::Data => (client, server, TcpFlags::ACK | TcpFlags::PSH, c + 1, s + 1, &TS_OPTS, b"0123456789"),
+    };
+    // The options go in as payload; the data offset then counts them in the header
+    // (the TCP checksum is not fixed: nothing verifies it).
+    let mut f = podplane::testutil::tcp4_seq(from, to, flags, seq, ack, &[opts, data].concat());
+    if let Some(doff) = f.get_mut(SPREAD_L4 + 12) {
+        *doff = u8::try_from(((20 + opts.len()) / 4) << 4).unwrap_or(0x50);
     }
+    f
 }
 
 /// The TCP modes' data segments in round `round` of the 64 batches: each round's
@@ -358,8 +370,13 @@ fn conntrack_1m_tcp(flows: usize) -> Vec<Box<dyn Stage>> {
         }
     }
     if let Ok(mut c) = ct.lock() {
-        if c.len().0 != flows {
-            eprintln!("parse_ct_1m_tcp: {} connections after {flows} handshakes", c.len().0);
+        let listed = c.list(podplane::Instant::ZERO);
+        let established = listed.iter().filter(|l| l.proto == 6 && l.state == "ESTABLISHED" && l.assured).count();
+        if c.len().0 != flows || established != flows {
+            eprintln!(
+                "parse_ct_1m_tcp: {established} of {} connections established after {flows} handshakes",
+                c.len().0
+            );
             std::process::exit(2);
         }
         fill_to_1m(&mut c);
