@@ -245,6 +245,12 @@ fn sack_blocks_extend_the_acknowledged_edge() {
     assert_eq!(sack_edge(&opts, 1500), 3000);
     assert_eq!(sack_edge(&opts, 3500), 3500);
     assert_eq!(sack_edge(&[5, 3, 0], 10), 10, "malformed block ignored");
+    // Timestamps alone (Linux's usual segment): no block. Timestamps and then a SACK
+    // block: the block counts.
+    let ts = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7];
+    assert_eq!(sack_edge(&ts, 1500), 1500);
+    let ts_sack = [ts.as_slice(), &opts].concat();
+    assert_eq!(sack_edge(&ts_sack, 1500), 3000);
     let mut s = Side::default();
     options(&[3, 3, 20, 4, 2], &mut s);
     assert_eq!((s.scale, s.flags & (F_WINDOW_SCALE | F_SACK_PERM)), (14, F_WINDOW_SCALE | F_SACK_PERM));
