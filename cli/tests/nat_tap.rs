@@ -153,6 +153,9 @@ fn masquerade_over_tap(workers: usize) {
         metric(&m, "podplane_events_total{stage=\"fastpath\",event=\"fastpath_hit\"}")
     );
     assert_eq!(metric(&m, "podplane_workers_handoff_dropped_total"), 0, "{m}");
+    // Both directions of every connection met on one worker (see `podplane::steer`):
+    // no packet reached a worker without its connection.
+    assert_eq!(metric(&m, "podplane_drops_total{stage=\"conntrack\",reason=\"ct_invalid\"}"), 0, "{m}");
     // Linux TCP's segments (partial checksums from the TAP) were carried by the flow
     // fast path, and the bytes above still arrived intact.
     assert!(metric(&m, "podplane_events_total{stage=\"fastpath\",event=\"fastpath_hit\"}") > 100, "{m}");

@@ -110,4 +110,7 @@ fn host_to_services(workers: usize) {
         metric(&m, "podplane_workers_handoff_dropped_total")
     );
     assert_eq!(metric(&m, "podplane_workers_handoff_dropped_total"), 0, "{m}");
+    // Both directions of every connection met on one worker (see `podplane::steer`):
+    // no packet reached a worker without its connection.
+    assert_eq!(metric(&m, "podplane_drops_total{stage=\"conntrack\",reason=\"ct_invalid\"}"), 0, "{m}");
 }

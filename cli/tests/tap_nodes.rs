@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Guard, can_run, in_netns, ip, link_exists, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, in_netns, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
 
 /// Start `podplane run` with `config` (and `objects`, and `extra` arguments), stderr
 /// to `log`.
@@ -133,24 +133,14 @@ fn two_podplane_nodes_over_vxlan_exchange_ping_and_tcp() {
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", &metrics]).output().unwrap();
     let m = String::from_utf8_lossy(&o.stdout).into_owned();
     for k in 0..2 {
-        let rx: u64 = m
-            .lines()
-            .find(|l| l.starts_with(&format!("podplane_worker_rx_packets_total{{worker=\"{k}\"}}")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let rx = metric(&m, &format!("podplane_worker_rx_packets_total{{worker=\"{k}\"}}"));
         assert!(rx > 100, "worker {k} carried {rx} packets:\n{m}");
     }
     // Both directions of every connection met on one worker: no reply reached a
     // worker without its connection (a SYN-ACK there is INVALID). Without steering
     // by the inner flow, VXLAN frames and the pod's first replies are spread over
     // the queues apart, and about half the connections lost their SYN-ACK here.
-    let invalid = m
-        .lines()
-        .find(|l| l.starts_with("podplane_drops_total{stage=\"conntrack\",reason=\"ct_invalid\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |v| v.parse::<u64>().unwrap_or(u64::MAX));
-    assert_eq!(invalid, 0, "{m}");
+    assert_eq!(metric(&m, "podplane_drops_total{stage=\"conntrack\",reason=\"ct_invalid\"}"), 0, "{m}");
 }
 
 /// Send random frames out of `dev` inside `ns` until `stop` (at most 30 s and
