@@ -244,7 +244,7 @@ fn fill(pool: &mut BufPool, batch: &mut Batch, frames: &[Vec<u8>]) {
 fn spread(pool: &mut BufPool, batch: &Batch, first: usize) {
     for k in 0..batch.len() {
         let port = spread_port(first + k);
-        let l4 = usize::from(pool.meta(batch.pkt(k)).head()) + SPREAD_L4;
+        let l4 = usize::from(pool.meta(batch.pkt(k)).head()) + L4_AT;
         let b = pool.slot_mut(batch.pkt(k));
         if let Some(udp) = b.get_mut(l4..l4 + 8) {
             udp[..2].copy_from_slice(&port.to_be_bytes());
@@ -253,8 +253,9 @@ fn spread(pool: &mut BufPool, batch: &Batch, first: usize) {
     }
 }
 
-/// Where a udp64 frame's UDP header starts (Ethernet, then a 20-byte IPv4 header).
-const SPREAD_L4: usize = 34;
+/// Where the transport header of the bench's IPv4 frames starts (Ethernet, then a
+/// 20-byte IPv4 header): udp64's UDP header, the TCP modes' TCP header.
+const L4_AT: usize = 34;
 
 fn spread_port(n: usize) -> u16 {
     u16::try_from(n % 65_536).unwrap_or(0)
@@ -317,7 +318,7 @@ fn tcp_frame(k: usize, step: TcpStep) -> Vec<u8> {
     // The options go in as payload; the data offset then counts them in the header
     // (the TCP checksum is not fixed: nothing verifies it).
     let mut f = podplane::testutil::tcp4_seq(from, to, flags, seq, ack, &[opts, data].concat());
-    if let Some(doff) = f.get_mut(SPREAD_L4 + 12) {
+    if let Some(doff) = f.get_mut(L4_AT + 12) {
         *doff = u8::try_from(((20 + opts.len()) / 4) << 4).unwrap_or(0x50);
     }
     f
@@ -330,7 +331,7 @@ fn tcp_frame(k: usize, step: TcpStep) -> Vec<u8> {
 fn next_segments(pool: &mut BufPool, batch: &Batch, round: usize) {
     let seq = TCP_ISN.0 + 1 + u32::try_from(round * 10).unwrap_or(0);
     for k in 0..batch.len() {
-        if let Some(tcp) = pool.slot_mut(batch.pkt(k)).get_mut(SPREAD_L4..SPREAD_L4 + 20) {
+        if let Some(tcp) = pool.slot_mut(batch.pkt(k)).get_mut(L4_AT..L4_AT + 20) {
             tcp[4..8].copy_from_slice(&seq.to_be_bytes());
         }
     }
@@ -412,7 +413,7 @@ fn conntrack_1m(frames: &[Vec<u8>], snat_new: bool, spread: usize) -> Vec<Box<dy
                 let m = pool.meta(p);
                 let key = m.flow;
                 c.preload(&key, far);
-                if spread > 0 && (usize::from(m.l4) != usize::from(m.head()) + SPREAD_L4 || key.proto != 17 || key.v6) {
+                if spread > 0 && (usize::from(m.l4) != usize::from(m.head()) + L4_AT || key.proto != 17 || key.v6) {
                     eprintln!("parse_ct_1m_spread: the frames must be IPv4 UDP (--mix udp64)");
                     std::process::exit(2);
                 }

@@ -213,30 +213,11 @@ impl<A: Copy + Eq + Hash, P: Copy> CtTable<A, P> {
         (self.get(id)?.expires > now).then_some((id, dir))
     }
 
-    /// [`Self::lookup`] with the entry, writable (tuples must not be changed: they are
-    /// indexed; nor the serial): one look-up for a hit that is then refreshed.
-    #[inline(always)]
-    pub fn lookup_mut(&mut self, t: &Tuple<A>, now: Instant) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
-        self.lookup_mut_hashed(t, self.hash(t), now)
-    }
-
-    /// [`Self::lookup_mut`] of a tuple whose [`Self::hash`] is `hash`.
-    #[inline(always)]
-    pub fn lookup_mut_hashed(
-        &mut self,
-        t: &Tuple<A>,
-        hash: u64,
-        now: Instant,
-    ) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
-        let (id, dir) = self.find_any_hashed(t, hash)?;
-        let e = self.get_mut(id)?;
-        (e.expires > now).then_some((id, dir, e))
-    }
-
-    /// [`Self::lookup_mut_hashed`] that removes the entry it finds expired, as the
-    /// kernel's `nf_conntrack_find()` reaps an expired entry it meets: a new
-    /// connection's insert then finds the tuple free, and no later look-up meets the
-    /// corpse again.
+    /// [`Self::lookup_hashed`] with the entry, writable (tuples must not be changed:
+    /// they are indexed; nor the serial): one look-up for a hit that is then
+    /// refreshed. An entry it finds expired is removed, as the kernel's
+    /// `nf_conntrack_find()` reaps one it meets: a new connection's insert then finds
+    /// the tuple free, and no later look-up meets the corpse again.
     #[inline(always)]
     pub fn lookup_mut_or_reap(
         &mut self,

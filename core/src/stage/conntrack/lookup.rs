@@ -457,7 +457,8 @@ fn leading_hits_v4(
         if !(plain && m.flow.proto == 17 && m.l3_kind == L3Kind::Ipv4) {
             return i;
         }
-        let Some((id, dir, e)) = ct.v4.lookup_mut(&tuple4(&m.flow), now) else { return i };
+        let t = tuple4(&m.flow);
+        let Some((id, dir, e)) = ct.v4.lookup_mut_or_reap(&t, ct.v4.hash(&t), now) else { return i };
         record_hit(m, (id, dir, e), other, now);
     }
     batch.len()
