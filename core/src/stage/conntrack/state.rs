@@ -193,18 +193,11 @@ pub(crate) fn key6(t: &Tuple<Ipv6Addr>) -> FlowKey {
 
 /// The tuple of a flow key.
 pub(crate) fn tuple4(k: &FlowKey) -> Tuple<Ipv4Addr> {
-    Tuple { src: v4(&k.src), dst: v4(&k.dst), sport: k.src_port, dport: k.dst_port, proto: k.proto, zone: 0 }
+    Tuple::new(v4(&k.src), v4(&k.dst), k.src_port, k.dst_port, k.proto, 0)
 }
 
 pub(crate) fn tuple6(k: &FlowKey) -> Tuple<Ipv6Addr> {
-    Tuple {
-        src: Ipv6Addr::from(k.src),
-        dst: Ipv6Addr::from(k.dst),
-        sport: k.src_port,
-        dport: k.dst_port,
-        proto: k.proto,
-        zone: 0,
-    }
+    Tuple::new(Ipv6Addr::from(k.src), Ipv6Addr::from(k.dst), k.src_port, k.dst_port, k.proto, 0)
 }
 
 impl Conntrack {

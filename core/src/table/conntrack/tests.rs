@@ -1,11 +1,11 @@
 use super::*;
 use proptest::prelude::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 type T4 = Tuple<Ipv4Addr>;
 
 fn tuple(src: u8, dst: u8, sport: u16, dport: u16, proto: u8) -> T4 {
-    Tuple { src: Ipv4Addr::new(10, 0, 0, src), dst: Ipv4Addr::new(10, 0, 0, dst), sport, dport, proto, zone: 0 }
+    Tuple::new(Ipv4Addr::new(10, 0, 0, src), Ipv4Addr::new(10, 0, 0, dst), sport, dport, proto, 0)
 }
 
 fn entry(o: T4, reply: T4, expires: u64, status: u8) -> CtEntry<Ipv4Addr, ()> {
@@ -250,5 +250,36 @@ proptest! {
             prop_assert_eq!(t.iter(Instant::from_nanos(now)).count(), live_model);
             prop_assert!(t.len() <= model.len(), "swept entries are gone from the table only");
         }
+    }
+}
+
+#[test]
+fn tuples_that_differ_in_any_one_field_are_different_to_the_probe() {
+    // The probe compares words, not fields (`TupleAddr::tuple_eq`): every field must
+    // still count. (Through the table, a wrong compare would show only on a hash
+    // collision.)
+    let a = Tuple::new(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 40000, 53, 17, 7);
+    assert!(Ipv4Addr::tuple_eq(&a, &{ a }));
+    let others = [
+        Tuple { src: Ipv4Addr::new(10, 0, 0, 3), ..a },
+        Tuple { src: Ipv4Addr::new(11, 0, 0, 1), ..a },
+        Tuple { dst: Ipv4Addr::new(10, 0, 0, 3), ..a },
+        Tuple { dst: Ipv4Addr::new(11, 0, 0, 2), ..a },
+        Tuple { sport: 40001, ..a },
+        Tuple { dport: 54, ..a },
+        Tuple { proto: 6, ..a },
+        Tuple { zone: 8, ..a },
+        a.reversed(),
+    ];
+    for b in others {
+        assert!(!Ipv4Addr::tuple_eq(&a, &b) && !Ipv4Addr::tuple_eq(&b, &a) && a != b, "{b:?}");
+    }
+    let v6 = |t: &T4| {
+        let m = |x: Ipv4Addr| x.to_ipv6_mapped();
+        Tuple::new(m(t.src), m(t.dst), t.sport, t.dport, t.proto, t.zone)
+    };
+    assert!(Ipv6Addr::tuple_eq(&v6(&a), &v6(&a)));
+    for b in others {
+        assert!(!Ipv6Addr::tuple_eq(&v6(&a), &v6(&b)), "{b:?}");
     }
 }
