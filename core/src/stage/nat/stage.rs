@@ -59,8 +59,9 @@ fn addr16(a: IpAddr) -> [u8; 16] {
 enum Dnat {
     /// Untranslated.
     None,
-    /// To this reply tuple; masquerade after routing when true.
-    To(FlowKey, bool),
+    /// To this endpoint (the reply tuple's source); masquerade after routing when
+    /// true.
+    To(Endpoint, bool),
     /// Rejected (the route stage answers with port unreachable).
     Reject(DropReason),
     /// Dropped.
@@ -119,22 +120,14 @@ impl NatStage {
 
     /// Destination NAT decision for a new connection `orig`: the service table's
     /// verdict, else a DNAT rule's (its reply tuple), else none.
-    fn decide_dnat(
-        services: &mut ServiceTable,
-        cfg: &NatConfig,
-        cx: &mut Context<'_>,
-        orig: &FlowKey,
-        reply: &FlowKey,
-    ) -> Dnat {
+    fn decide_dnat(services: &mut ServiceTable, cfg: &NatConfig, cx: &mut Context<'_>, orig: &FlowKey) -> Dnat {
         if !services.is_empty() {
             let mut random = || rand_core::RngCore::next_u32(cx.rng);
             match services.decide(orig, cx.now, &mut random) {
                 Verdict::Pass => {}
                 Verdict::Dnat { to, masquerade, affinity } => {
                     cx.count(if affinity { StageEvent::SvcAffinity } else { StageEvent::SvcNew });
-                    let mut r = *reply;
-                    set_side(&mut r, Manip::Src, Endpoint { addr: addr16(to.addr), port: to.port });
-                    return Dnat::To(r, masquerade);
+                    return Dnat::To(Endpoint { addr: addr16(to.addr), port: to.port }, masquerade);
                 }
                 Verdict::Reject(reason) => return Dnat::Reject(reason),
                 Verdict::Drop(reason) => return Dnat::Drop(reason),
@@ -142,31 +135,31 @@ impl NatStage {
         }
         let rule = cfg.dnat_for(orig.proto, ip(orig, &orig.dst), orig.dst_port);
         match rule {
-            Some(rule) => {
-                let mut r = *reply;
-                set_side(&mut r, Manip::Src, Endpoint { addr: addr16(rule.to), port: rule.to_port });
-                Dnat::To(r, false)
-            }
+            Some(rule) => Dnat::To(Endpoint { addr: addr16(rule.to), port: rule.to_port }, false),
             None => Dnat::None,
         }
     }
 
-    /// Source NAT decision for a new connection whose packet now goes `cur` (after
-    /// destination NAT) out of `out_port`: its reply tuple and that tuple's
-    /// [`Conntrack::hash_of`] (the clash check computed it), none when not translated.
+    /// Source NAT decision for a new connection whose replies (after destination NAT)
+    /// carry `reply`, its packet going out of `out_port`: the node's endpoint its
+    /// replies will be sent to, and the [`Conntrack::hash_of`] of the reply tuple with
+    /// it (the clash check computed it); none when not translated. Only the endpoint
+    /// is handed back: copying the 40-byte reply tuple out through the result cost a
+    /// new connection 19 instructions (`benches/callgrind.sh`).
     fn decide_snat(
         &self,
         ct: &Conntrack,
         cx: &mut Context<'_>,
-        cur: &FlowKey,
         reply: &FlowKey,
         st: u8,
         (out_port, marked): (crate::buf::PortId, bool),
-    ) -> Result<Option<(FlowKey, u64)>, Refused> {
-        if cur.v6 {
+    ) -> Result<Option<(Endpoint, u64)>, Refused> {
+        if reply.v6 {
             return Ok(None);
         }
-        let (src, dst) = (v4(&cur.src), v4(&cur.dst));
+        // The packet now goes the reverse of `reply`.
+        let (src, dst) = (v4(&reply.dst), v4(&reply.src));
+        let cur = (reply.proto, reply.dst_port);
         let hairpin = self.cfg.hairpin && st & status::DST_NAT != 0 && src == dst;
         if !hairpin && !marked && !self.cfg.masquerades(src, dst) {
             return Ok(None);
@@ -179,7 +172,7 @@ impl NatStage {
             r
         };
         let now = cx.now;
-        let has_ports = matches!(cur.proto, 6 | 17 | 132 | 136 | 1 | 58);
+        let has_ports = matches!(cur.0, 6 | 17 | 132 | 136 | 1 | 58);
         // The last candidate checked, with its hash: the one chosen.
         let mut last = None;
         let mut taken = |p: u16| {
@@ -189,16 +182,15 @@ impl NatStage {
             ct.taken_hashed(&c, h, now)
         };
         if has_ports {
-            to.port = self.ports.choose(cur.proto, cur.src_port, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
+            to.port = self.ports.choose(cur.0, cur.1, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
         } else if taken(0) {
             return Err(Refused::NoPort);
         }
-        let reply = candidate(to.port);
         let h = match last {
             Some((p, h)) if p == to.port => h,
-            _ => ct.hash_of(&reply),
+            _ => ct.hash_of(&candidate(to.port)),
         };
-        Ok(Some((reply, h)))
+        Ok(Some((to, h)))
     }
 
     /// Translate an ICMP error RELATED to connection `orig`/`reply` (status `st`),
@@ -363,7 +355,7 @@ impl Stage for NatStage {
             let done = if self.manip == Manip::Dst { status::DST_NAT_DONE } else { status::SRC_NAT_DONE };
             let decided = if !reply_dir && p.status & done == 0 {
                 Some(match self.manip {
-                    Manip::Dst => match Self::decide_dnat(&mut self.services, &self.cfg, cx, &p.key, &p.reply) {
+                    Manip::Dst => match Self::decide_dnat(&mut self.services, &self.cfg, cx, &p.key) {
                         Dnat::None => Ok(None),
                         Dnat::To(r, masquerade) => {
                             if masquerade {
@@ -387,8 +379,8 @@ impl Stage for NatStage {
                     },
                     Manip::Src => {
                         let marked = flags.contains(PktFlags::MASQUERADE);
-                        self.decide_snat(&ct, cx, &p.reply.reversed(), &p.reply, p.status, (out_port, marked))
-                            .map(|o| o.map(|(r, h)| (r, Some(h), status::SRC_NAT)))
+                        self.decide_snat(&ct, cx, &p.reply, p.status, (out_port, marked))
+                            .map(|o| o.map(|(to, h)| (to, Some(h), status::SRC_NAT)))
                     }
                 })
             } else {
@@ -399,14 +391,19 @@ impl Stage for NatStage {
             let other_side = |t: &FlowKey| side(t, self.manip.other());
             let want = match decided {
                 None => other_side(if reply_dir { &p.key } else { &p.reply }),
-                Some(Ok(Some((new_reply, hash, bit)))) => {
+                Some(Ok(Some((to, hash, bit)))) => {
+                    // The replies will come from (DNAT) or go to (SNAT) `to`: the
+                    // other side of the reply tuple. SNAT leaves its source, the
+                    // client's after a hairpin's DNAT.
                     let st = p.status | bit | done;
-                    let hairpin = bit == status::SRC_NAT && st & status::DST_NAT != 0 && p.key.src == new_reply.src;
+                    let hairpin = bit == status::SRC_NAT && st & status::DST_NAT != 0 && p.key.src == p.reply.src;
                     cx.count(match (self.manip, hairpin) {
                         (Manip::Dst, _) => StageEvent::DnatNew,
                         (Manip::Src, false) => StageEvent::SnatNew,
                         (Manip::Src, true) => StageEvent::NatHairpin,
                     });
+                    let mut new_reply = p.reply;
+                    set_side(&mut new_reply, self.manip.other(), to);
                     let want = other_side(&new_reply);
                     match hash {
                         Some(h) => ct.set_reply_hashed(k, new_reply, h, bit | done),
