@@ -129,9 +129,13 @@ enum Command {
         /// Serve the counters in Prometheus text format here (a loopback address).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
-        /// Seed of the pipeline's RNG.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Seed of the pipeline's RNG (NAT's port choice, load balancing) and of the
+        /// connection tables' hash. Default: 8 bytes from /dev/urandom at start, as
+        /// the kernel seeds its conntrack hash and port randomisation, so that ports
+        /// cannot be predicted nor the tables flooded with colliding tuples. Give
+        /// one only to reproduce a run.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Capture every TAP port, both directions, to DIR/PORT.pcap.
         #[arg(long)]
         capture: Option<PathBuf>,
@@ -239,6 +243,10 @@ fn run_cli() -> anyhow::Result<std::process::ExitCode> {
                 IoArg::Poll => podplane_tap::IoMode::Poll,
             };
             let offload = matches!(offload, OnOff::On);
+            let seed = match seed {
+                Some(s) => s,
+                None => run::os_seed().context("podplane run: no seed from /dev/urandom (give --seed)")?,
+            };
             run::run(&run::Run { config, objects, metrics, seed, capture, trace, io, offload, workers })?;
             Ok(ok)
         }

@@ -136,13 +136,23 @@ impl Control {
     }
 }
 
+/// 64 random bits from the OS, for a run's seed.
+pub(crate) fn os_seed() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
 /// Run until a signal.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn run(r: &Run) -> anyhow::Result<()> {
-    let setup = match crate::load(&r.config, &r.objects)? {
+    let mut setup = match crate::load(&r.config, &r.objects)? {
         Ok(s) => s,
         Err(e) => bail!("{e}"),
     };
+    // The connection tables' hash is keyed by the run's seed too (the tables keep it
+    // across reloads): a fixed key would let crafted tuples collide.
+    setup.conntrack.seed ^= r.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     if !(1..=64).contains(&r.workers) {
         bail!("--workers {}: must be between 1 and 64", r.workers);
     }
@@ -401,4 +411,15 @@ fn render(reports: &[Arc<Mutex<Report>>], setup: &NodeSetup) -> String {
         }
     }
     page
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_seed_differs_from_run_to_run() {
+        // Two reads of 64 bits from the OS agree once in 2^64.
+        let (a, b) = (super::os_seed().unwrap(), super::os_seed().unwrap());
+        assert_ne!(a, b);
+        assert_ne!(a, 1, "not the old fixed default");
+    }
 }
