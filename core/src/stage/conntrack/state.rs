@@ -297,15 +297,21 @@ impl Conntrack {
         if !self.cfg.fixes.pending_visible || self.pending.is_empty() {
             return None;
         }
-        self.find_pending(key, h)
+        // Most chains are empty (a batch's connections over 256 of them): told here,
+        // without the call (25 instructions a new connection, `benches/callgrind.sh`).
+        let head = self.heads.get(chain(h)).copied().unwrap_or(NO_LINK);
+        if head == NO_LINK {
+            return None;
+        }
+        self.find_pending(key, h, head)
     }
 
-    /// The pending connection of `key` (hash `h`) and the packet's direction (out of
-    /// line: most batches have none).
+    /// The pending connection of `key` (hash `h`, its chain starting at link `head`)
+    /// and the packet's direction (out of line: most batches have none).
     #[inline(never)]
-    fn find_pending(&self, key: &FlowKey, h: u64) -> Option<(CtRef, Dir)> {
+    fn find_pending(&self, key: &FlowKey, h: u64, head: u16) -> Option<(CtRef, Dir)> {
         {
-            let mut at = self.heads.get(chain(h)).copied().unwrap_or(NO_LINK);
+            let mut at = head;
             while let Some(&(handle, next)) = self.links.get(usize::from(at)) {
                 at = next;
                 let (i, reply) = ((handle >> 1) as usize, handle & 1 == 1);
