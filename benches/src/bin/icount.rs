@@ -68,13 +68,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_1m_tcp|parse_xconnect_tcp|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_1m_tcp|parse_xconnect_tcp|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory|ct_churn [N]> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
     }
     if args.get(1).map(String::as_str) == Some("svc_memory") {
         svc_memory();
+        return ExitCode::SUCCESS;
+    }
+    if args.get(1).map(String::as_str) == Some("ct_churn") {
+        ct_churn(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000_000));
         return ExitCode::SUCCESS;
     }
     let (Some(mode), Some(batches)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok())) else {
@@ -505,6 +509,40 @@ fn million_routes() -> Vec<RouteSpec> {
 }
 
 /// Memory of each LPM structure holding each million-route table.
+/// A full IPv4 connection table of a million unassured connections, replaced one by
+/// one `n` times (each insert early-drops one, as a SYN flood or steady churn at
+/// capacity does): the slowest insert and the table's memory per connection before
+/// and after. The index must not grow or stop the world (it did: hashbrown's
+/// tombstones, `docs/design-deltas.md`).
+#[allow(clippy::disallowed_methods)] // a wall-clock measurement: the slowest insert
+fn ct_churn(n: u64) {
+    use podplane::stage::conntrack::proto::ProtoState;
+    use podplane::table::conntrack::{CtEntry, CtTable, Tuple};
+    let capacity = 1usize << 20;
+    let mut t: CtTable<Ipv4Addr, ProtoState> = CtTable::new(capacity, 7);
+    let before = t.memory();
+    let far = podplane::Instant::from_nanos(u64::MAX / 2);
+    let now = podplane::Instant::from_nanos(1);
+    let (mut worst, mut worst_at, mut refused) = (std::time::Duration::ZERO, 0, 0u64);
+    for k in 0..(capacity as u64 + n) {
+        let src = Ipv4Addr::from(0x0a00_0000 | u32::try_from(k >> 16).unwrap_or(0));
+        let o = Tuple::new(src, Ipv4Addr::new(192, 168, 0, 1), (k & 0xffff) as u16, 53, 17, 0);
+        let proto = ProtoState::Udp { stream_at: now };
+        let e = CtEntry { original: o, reply: o.reversed(), expires: far, status: 0, serial: 0, proto };
+        let s = std::time::Instant::now();
+        refused += u64::from(t.insert(e, now, |_| false).is_err());
+        if s.elapsed() > worst {
+            (worst, worst_at) = (s.elapsed(), k);
+        }
+    }
+    let per = |m: usize| m as f64 / capacity as f64;
+    println!(
+        "ct_churn: {n} replacements at a full table of {capacity}: slowest insert {worst:?} (insert {worst_at}), {refused} refused, memory {:.1} -> {:.1} bytes per connection",
+        per(before),
+        per(t.memory())
+    );
+}
+
 fn lpm_memory() {
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     for (name, table) in
