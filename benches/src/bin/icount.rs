@@ -512,8 +512,8 @@ fn million_routes() -> Vec<RouteSpec> {
 /// A full IPv4 connection table of a million unassured connections, replaced one by
 /// one `n` times (each insert early-drops one, as a SYN flood or steady churn at
 /// capacity does): the slowest insert and the table's memory per connection before
-/// and after. The index must not grow or stop the world (it did: hashbrown's
-/// tombstones, `docs/design-deltas.md`).
+/// and after. The index must not grow or stop the world (it did when sized for just
+/// the handles: hashbrown's tombstones, `docs/design-deltas.md`).
 #[allow(clippy::disallowed_methods)] // a wall-clock measurement: the slowest insert
 fn ct_churn(n: u64) {
     use podplane::stage::conntrack::proto::ProtoState;
