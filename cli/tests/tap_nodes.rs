@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Guard, can_run, in_netns, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, in_netns, ip, link_exists, metric, ping, skip, tcp_flows, tcp_send, tcp_sink, wait_for};
 
 /// Start `podplane run` with `config` (and `objects`, and `extra` arguments), stderr
 /// to `log`.
@@ -113,20 +113,7 @@ fn two_podplane_nodes_over_vxlan_exchange_ping_and_tcp() {
     }
     // Sixteen flows at once from node 2's pod: the kernel spreads them over node 1's
     // two TAP queues, so both workers carry traffic.
-    let flows: Vec<_> = (0..16u16)
-        .map(|k| {
-            let dst: std::net::SocketAddr = format!("10.244.1.2:{}", 5400 + k).parse().unwrap();
-            (tcp_sink(&ns_1, dst), dst)
-        })
-        .collect();
-    let senders: Vec<_> = flows.iter().map(|(_, dst)| (tcp_send(&ns_2, *dst, 256 << 10), *dst)).collect();
-    for (s, dst) in senders {
-        let sent = s.join().unwrap();
-        assert!(sent.is_ok(), "{dst}: {sent:?}\n{}", logs_text());
-    }
-    for (sink, dst) in flows {
-        assert_eq!(sink.join().unwrap(), (256 << 10, 256 << 10), "{dst}");
-    }
+    tcp_flows(&ns_2, &ns_1, "10.244.1.2", 5400, 16, &logs_text);
     assert!(std::fs::read_to_string(&logs[0]).unwrap().contains("2 workers"), "{}", logs_text());
     // Both of node 1's workers carried packets (counters are published every 100 ms).
     std::thread::sleep(Duration::from_millis(300));

@@ -20,7 +20,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Guard, can_run, in_ns, ip, link_exists, metric, ping, skip, tcp_send, tcp_sink, wait_for};
+use common::{Guard, can_run, in_ns, ip, link_exists, metric, ping, skip, tcp_flows, tcp_send, tcp_sink, wait_for};
 
 #[test]
 fn podplane_and_a_linux_vxlan_node_exchange_ping_and_tcp() {
@@ -207,20 +207,7 @@ fn interop(v6: bool, workers: usize) {
 /// Sixteen flows at once from the Linux pod, then the counters: no conntrack drop,
 /// every byte there, and the handoff share printed.
 fn two_workers(ns_p: &str, ns_q: &str, metrics: &str, log_text: &dyn Fn() -> String) {
-    let flows: Vec<_> = (0..16u16)
-        .map(|k| {
-            let dst: std::net::SocketAddr = format!("10.244.1.2:{}", 5400 + k).parse().unwrap();
-            (tcp_sink(ns_p, dst), dst)
-        })
-        .collect();
-    let senders: Vec<_> = flows.iter().map(|(_, dst)| (tcp_send(ns_q, *dst, 256 << 10), *dst)).collect();
-    for (s, dst) in senders {
-        let sent = s.join().unwrap();
-        assert!(sent.is_ok(), "{dst}: {sent:?}\n{}", log_text());
-    }
-    for (sink, dst) in flows {
-        assert_eq!(sink.join().unwrap(), (256 << 10, 256 << 10), "{dst}");
-    }
+    tcp_flows(ns_q, ns_p, "10.244.1.2", 5400, 16, log_text);
     // Counters are published every 100 ms.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let o = Command::new(env!("CARGO_BIN_EXE_podplane")).args(["stats", "--metrics", metrics]).output().unwrap();

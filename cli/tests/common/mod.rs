@@ -199,3 +199,24 @@ pub fn tcp_send(ns: &str, addr: SocketAddr, len: usize) -> std::thread::JoinHand
         c.shutdown(std::net::Shutdown::Write)
     })
 }
+
+/// `n` TCP flows at once from `from_ns` to ports `first_port..` of `ip` in `to_ns`,
+/// 256 KiB each: every send must succeed and every sink get every byte in order.
+/// `context` is printed with a failure (logs, counters).
+pub fn tcp_flows(from_ns: &str, to_ns: &str, ip: &str, first_port: u16, n: u16, context: &dyn Fn() -> String) {
+    const LEN: usize = 256 << 10;
+    let flows: Vec<_> = (0..n)
+        .map(|k| {
+            let dst: SocketAddr = format!("{ip}:{}", first_port + k).parse().unwrap();
+            (tcp_sink(to_ns, dst), dst)
+        })
+        .collect();
+    let senders: Vec<_> = flows.iter().map(|(_, dst)| (tcp_send(from_ns, *dst, LEN), *dst)).collect();
+    for (s, dst) in senders {
+        let sent = s.join().unwrap();
+        assert!(sent.is_ok(), "{dst}: {sent:?}\n{}", context());
+    }
+    for (sink, dst) in flows {
+        assert_eq!(sink.join().unwrap(), (LEN, LEN), "{dst}");
+    }
+}

@@ -159,7 +159,7 @@ impl NatStage {
         }
         // The packet now goes the reverse of `reply`.
         let (src, dst) = (v4(&reply.dst), v4(&reply.src));
-        let cur = (reply.proto, reply.dst_port);
+        let (proto, sport) = (reply.proto, reply.dst_port);
         let hairpin = self.cfg.hairpin && st & status::DST_NAT != 0 && src == dst;
         if !hairpin && !marked && !self.cfg.masquerades(src, dst) {
             return Ok(None);
@@ -172,7 +172,7 @@ impl NatStage {
             r
         };
         let now = cx.now;
-        let has_ports = matches!(cur.0, 6 | 17 | 132 | 136 | 1 | 58);
+        let has_ports = matches!(proto, 6 | 17 | 132 | 136 | 1 | 58);
         // The last candidate checked, with its hash: the one chosen.
         let mut last = None;
         let mut taken = |p: u16| {
@@ -182,7 +182,7 @@ impl NatStage {
             ct.taken_hashed(&c, h, now)
         };
         if has_ports {
-            to.port = self.ports.choose(cur.0, cur.1, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
+            to.port = self.ports.choose(proto, sport, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
         } else if taken(0) {
             return Err(Refused::NoPort);
         }
@@ -404,7 +404,8 @@ impl Stage for NatStage {
                     });
                     let mut new_reply = p.reply;
                     set_side(&mut new_reply, self.manip.other(), to);
-                    let want = other_side(&new_reply);
+                    // That side of the new reply tuple is `to` (both ports for ICMP).
+                    let want = to;
                     match hash {
                         Some(h) => ct.set_reply_hashed(k, new_reply, h, bit | done),
                         None => ct.set_reply(k, new_reply, bit | done),
