@@ -19,6 +19,9 @@ impl Instant {
     /// The clock's origin.
     pub const ZERO: Instant = Instant(0);
 
+    /// The last instant there is (what never comes).
+    pub const MAX: Instant = Instant(u64::MAX);
+
     /// An instant `nanos` nanoseconds after the origin.
     #[inline]
     pub const fn from_nanos(nanos: u64) -> Self {

@@ -771,7 +771,8 @@ fn nat_section_is_read_and_checked_field_by_field() {
         "name: w\npodCIDR: 10.244.1.0/24\nnat:\n  portRange: 9-1\n  nonMasqueradeCIDRs: [10.0.0.0/33]\n  dnat:\n    \
          - {protocol: sctp, destination: \"10.96.0.10:53\", to: \"10.244.2.3:53\"}\n    \
          - {protocol: tcp, destination: \"10.96.0.10\", to: \"[fd00::1]:80\"}\n    \
-         - {protocol: tcp, destination: \"10.96.0.10:80\", to: \"[fd00::1]:80\"}\n",
+         - {protocol: tcp, destination: \"10.96.0.10:80\", to: \"[fd00::1]:80\"}\n\
+         conntrack:\n  max: 134217729\n",
         &[],
     );
     assert_eq!(
@@ -782,6 +783,7 @@ fn nat_section_is_read_and_checked_field_by_field() {
             r#"node.yaml: NodeConfig/w: nat.dnat[0].protocol "sctp": expected tcp or udp"#,
             r#"node.yaml: NodeConfig/w: nat.dnat[1].destination "10.96.0.10": expected ADDRESS:PORT"#,
             r#"node.yaml: NodeConfig/w: nat.dnat[2].to "[fd00::1]:80": not the destination's address family"#,
+            r#"node.yaml: NodeConfig/w: conntrack.max "134217729": at most 134217728"#,
         ]
     );
 }

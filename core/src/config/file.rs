@@ -128,7 +128,7 @@ pub struct DnatFile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConntrackFile {
     /// Most connections per family (default max(32768 x cores, 131072), cores = the
-    /// node's workers).
+    /// node's workers; at most 134,217,728).
     #[serde(default)]
     pub max: Option<usize>,
     /// `nf_conntrack_tcp_be_liberal` (default false).

@@ -96,8 +96,13 @@ pub(super) fn nat(
 }
 
 /// The conntrack configuration (capacity for the whole node: workers share it out).
-pub(super) fn conntrack(f: &ConntrackFile) -> CtConfig {
-    let mut c = CtConfig { capacity: f.max.unwrap_or(CONNTRACK_MIN).max(1), ..CtConfig::default() };
+/// Errors name the field.
+pub(super) fn conntrack(file: &str, me: &str, f: &ConntrackFile, errors: &mut Vec<ConfigError>) -> CtConfig {
+    let max = crate::table::conntrack::MAX_CAPACITY;
+    if let Some(n) = f.max.filter(|&n| n > max) {
+        errors.push(ConfigError::field(file, me, "conntrack.max", Some(&n.to_string()), &format!("at most {max}")));
+    }
+    let mut c = CtConfig { capacity: f.max.unwrap_or(CONNTRACK_MIN).clamp(1, max), ..CtConfig::default() };
     c.tcp.liberal = f.liberal;
     if let Some(s) = f.tcp_established {
         c.tcp.timeouts.established = Duration::from_secs(s);

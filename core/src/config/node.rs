@@ -1221,10 +1221,10 @@ pub(crate) fn build(file_name: &str, f: &NodeFile, objects: &[Located]) -> Resul
     let if_addrs: Vec<(PortId, Ipv4Addr)> =
         interfaces.iter().filter(|i| !i.ip.is_link_local()).map(|i| (i.port, i.ip)).collect();
     let nat = super::nat::nat(file_name, &me, &f.nat, cluster_cidr, &if_addrs, addresses.first().copied(), &mut e.list);
+    let conntrack = super::nat::conntrack(file_name, &me, &f.conntrack, &mut e.list);
     if !e.list.is_empty() {
         return Err(e.list);
     }
-    let conntrack = super::nat::conntrack(&f.conntrack);
     let zone = own.and_then(|(_, n)| n.metadata.labels.as_ref()?.get(super::services::ZONE_LABEL).cloned());
     let node_port_addrs =
         node_port_addresses(file_name, &me, f.node_port_addresses.as_deref(), &addresses, &mut e.list);

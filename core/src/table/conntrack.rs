@@ -1,23 +1,18 @@
 //! The connection table: fixed capacity, both directions of a connection indexed,
 //! expiry by an incremental sweep, early drop of unassured entries when full.
 //!
-//! Entries live in a slab allocated once (`capacity` of them) and are found through
-//! one hashbrown `HashTable<u32>` holding, per live entry, two small handles (entry
-//! index and direction): one for the original tuple, one for the reply tuple (which
-//! differs from the reversed original when NAT changed it). The keys themselves are
-//! not stored twice: a probe compares the tuple against the entry. That keeps an IPv4
-//! connection at 148 bytes with its index ([`CtTable::memory`] over the capacity: a
-//! 104-byte entry, 4 in the free list, 40 of index), against about 300 for the
-//! kernel's `nf_conn`.
+//! Entries live in a slab allocated once (`capacity` of them; a free slot holds the
+//! free list's link) and are found through an index of small handles (entry index
+//! and direction), two per live entry: one for the original tuple, one for the reply
+//! tuple (which differs from the reversed original when NAT changed it). The keys
+//! themselves are not stored twice: a probe compares the tuple against the entry.
+//! That keeps an IPv4 connection at 124 bytes with its index ([`CtTable::memory`]
+//! over the capacity at a power of two: a 104-byte entry and 20 of index), against
+//! about 300 for the kernel's `nf_conn`.
 //!
-//! The index is sized for four handles a connection, twice what it holds at most.
-//! hashbrown's removals leave a tombstone when the 16 slots around are all taken,
-//! and it clears them only by rebuilding the table inside an insert that finds no
-//! room left, at twice the size when more than half its capacity is used. Sized for
-//! just the handles (20 bytes a connection, 128 in all), a full table of a million
-//! connections replaced one by one had one insert take 100 ms and the index double
-//! after 9.5 million replacements (`icount ct_churn`); sized as it is, 60 million
-//! replacements left it as it was, none slower than 1 ms.
+//! The index is 256 hashbrown tables, each with twice the buckets of the handles it
+//! holds, whose tombstones the sweep clears one table at a time (see [`index`]):
+//! one table sized so stopped the world for 100 ms once its tombstones filled it.
 //!
 //! Like netfilter: a lookup in either direction finds the entry and says which
 //! (`Dir`); inserting a connection whose original or reply tuple is already taken by
@@ -34,7 +29,8 @@ use core::hash::{BuildHasher, Hash};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
+
+use self::index::Index;
 
 use crate::stage::conntrack::tcp::Dir;
 use crate::time::Instant;
@@ -101,6 +97,9 @@ impl<A: PartialEq> PartialEq for Tuple<A> {
 
 /// An address family of a [`CtTable`]: how a probe compares two tuples.
 pub trait TupleAddr: Copy + Eq + Hash {
+    /// The unspecified address (what a free slot's tuples hold).
+    const UNSPECIFIED: Self;
+
     /// True when `a` and `b` are the same tuple.
     fn tuple_eq(a: &Tuple<Self>, b: &Tuple<Self>) -> bool {
         a == b
@@ -108,6 +107,8 @@ pub trait TupleAddr: Copy + Eq + Hash {
 }
 
 impl TupleAddr for Ipv4Addr {
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+
     /// Both addresses as one 8-byte word, in memory order: one load where the tuple
     /// is in memory (5 instructions less a hit than two compares,
     /// `benches/callgrind.sh`).
@@ -120,7 +121,9 @@ impl TupleAddr for Ipv4Addr {
     }
 }
 
-impl TupleAddr for Ipv6Addr {}
+impl TupleAddr for Ipv6Addr {
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+}
 
 impl<A: Hash> Hash for Tuple<A> {
     #[inline(always)]
@@ -192,12 +195,40 @@ pub enum InsertError {
     Clash,
 }
 
+/// Most connections a table holds (134 million: 13 GiB of entries): a handle keeps
+/// the slot above its 5 low bits (see [`handle`]).
+pub const MAX_CAPACITY: usize = 1 << 27;
+
+/// The end of the free list.
+const NO_SLOT: u32 = u32::MAX;
+
+impl<A: TupleAddr, P: Default> CtEntry<A, P> {
+    /// What a free slot holds: a link of the free list (the next free slot in
+    /// `serial`, [`NO_SLOT`] at the end), kept in the slot itself so that it costs no
+    /// memory, and tuples marked free (`pad` 1) that no probe's tuple equals, so that
+    /// a probe reads a slot without first asking whether it is taken (3 instructions
+    /// a hit, `benches/callgrind.sh`). It never expires, so the sweep passes it by.
+    fn free(next: u32) -> Self {
+        let t = Tuple { pad: 1, ..Tuple::new(A::UNSPECIFIED, A::UNSPECIFIED, 0, 0, 0, 0) };
+        CtEntry { original: t, reply: t, expires: Instant::MAX, status: 0, serial: next, proto: P::default() }
+    }
+}
+
+impl<A, P> CtEntry<A, P> {
+    /// True for a free slot's content ([`CtEntry::free`]).
+    #[inline(always)]
+    fn is_free(&self) -> bool {
+        self.original.pad != 0
+    }
+}
+
 /// See the [module docs](self).
 #[derive(Debug)]
 pub struct CtTable<A, P> {
-    slots: Vec<Option<CtEntry<A, P>>>,
-    free: Vec<u32>,
-    index: HashTable<u32>,
+    slots: Vec<CtEntry<A, P>>,
+    /// The first free slot ([`NO_SLOT`]: none).
+    free: u32,
+    index: Index,
     hasher: FixedState,
     live: usize,
     cursor: usize,
@@ -214,31 +245,36 @@ pub struct CtTable<A, P> {
 /// Most ended destination-NAT connections kept until [`CtTable::drain_ended`].
 pub const ENDED_MAX: usize = 4096;
 
-/// Handle of `(slot, dir)` in the index.
+/// Handle of `(slot, dir)` in the index: the direction in bit 4, so that the tuple's
+/// offset in the entry (the reply tuple is 16 bytes after the original) is one mask
+/// away (2 instructions a probe less than the direction in bit 0).
 fn handle(slot: u32, dir: Dir) -> u32 {
-    (slot << 1) | (dir as u32)
+    (slot << 5) | ((dir as u32) << 4)
 }
 
 fn unhandle(h: u32) -> (usize, Dir) {
-    let dir = if h & 1 == 0 { Dir::Original } else { Dir::Reply };
-    ((h >> 1) as usize, dir)
+    let dir = if h & 16 == 0 { Dir::Original } else { Dir::Reply };
+    ((h >> 5) as usize, dir)
 }
 
 /// How many slots an insert into a full table looks at for one to drop (the kernel
 /// looks at a few hash buckets).
 const EARLY_DROP_SCAN: usize = 64;
 
-impl<A: TupleAddr, P: Copy> CtTable<A, P> {
-    /// A table for `capacity` connections (at most 2^31), indexed with hash `seed`.
+impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
+    /// A table for `capacity` connections (at most [`MAX_CAPACITY`]), indexed
+    /// with hash `seed`.
     /// Allocates everything now; nothing later.
     pub fn new(capacity: usize, seed: u64) -> Self {
-        let capacity = capacity.clamp(1, 1 << 31);
-        let free = (0..capacity).rev().map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        // Slot i links to i + 1: the first inserts take slots 0, 1, 2...
+        let slots = (1..=capacity)
+            .map(|next| CtEntry::free(if next == capacity { NO_SLOT } else { u32::try_from(next).unwrap_or(NO_SLOT) }))
+            .collect();
         CtTable {
-            slots: vec![None; capacity],
-            free,
-            // Four handles a connection: see the module docs (tombstones).
-            index: HashTable::with_capacity(4 * capacity),
+            slots,
+            free: 0,
+            index: Index::new(2 * capacity),
             hasher: FixedState::with_seed(seed),
             live: 0,
             cursor: 0,
@@ -271,9 +307,10 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     }
 
     #[inline(always)]
-    fn tuple_of(slots: &[Option<CtEntry<A, P>>], h: u32) -> Option<&Tuple<A>> {
+    fn tuple_of(slots: &[CtEntry<A, P>], h: u32) -> Option<&Tuple<A>> {
         let (i, dir) = unhandle(h);
-        let e = slots.get(i)?.as_ref()?;
+        // A free slot (which no handle names) has tuples that match nothing.
+        let e = slots.get(i)?;
         Some(if dir == Dir::Original { &e.original } else { &e.reply })
     }
 
@@ -287,7 +324,8 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     #[inline(always)]
     pub fn lookup_hashed(&self, t: &Tuple<A>, hash: u64, now: Instant) -> Option<(CtId, Dir)> {
         let (id, dir) = self.find_any_hashed(t, hash)?;
-        (self.get(id)?.expires > now).then_some((id, dir))
+        // What a probe finds is taken (a free slot's tuples match nothing).
+        (self.slots.get(id.0 as usize)?.expires > now).then_some((id, dir))
     }
 
     /// [`Self::lookup_hashed`] with the entry, writable (tuples must not be changed:
@@ -303,23 +341,24 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
         now: Instant,
     ) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
         let (id, dir) = self.find_any_hashed(t, hash)?;
-        if self.get(id).is_none_or(|e| e.expires <= now) {
+        // What a probe finds is taken (a free slot's tuples match nothing).
+        if self.slots.get(id.0 as usize).is_none_or(|e| e.expires <= now) {
             self.remove_known(id, Some((dir, hash)));
             return None;
         }
-        let e = self.get_mut(id)?;
+        let e = self.slots.get_mut(id.0 as usize)?;
         Some((id, dir, e))
     }
 
     /// The entry `id`.
     pub fn get(&self, id: CtId) -> Option<&CtEntry<A, P>> {
-        self.slots.get(id.0 as usize)?.as_ref()
+        self.slots.get(id.0 as usize).filter(|e| !e.is_free())
     }
 
     /// The entry `id`, writable (tuples must not be changed: they are indexed; nor
     /// the serial).
     pub fn get_mut(&mut self, id: CtId) -> Option<&mut CtEntry<A, P>> {
-        self.slots.get_mut(id.0 as usize)?.as_mut()
+        self.slots.get_mut(id.0 as usize).filter(|e| !e.is_free())
     }
 
     /// Add a connection. An expired entry holding either tuple is removed first; a
@@ -363,19 +402,23 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
                 }
             }
         }
-        if self.free.is_empty() && !self.early_drop(now, &closing) {
+        if self.free == NO_SLOT && !self.early_drop(now, &closing) {
             return Err(InsertError::Full);
         }
-        let Some(slot) = self.free.pop() else { return Err(InsertError::Full) };
+        let slot = self.free;
+        let Some(next) = self.slots.get(slot as usize).filter(|e| e.is_free()).map(|e| e.serial) else {
+            return Err(InsertError::Full);
+        };
+        self.free = next;
         if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(CtEntry { serial: self.next_serial, ..entry });
+            *s = CtEntry { serial: self.next_serial, ..entry };
             self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         }
         let slots = &self.slots;
         let hasher = &self.hasher;
         let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
-        self.index.insert_unique(ho, handle(slot, Dir::Original), rehash);
-        self.index.insert_unique(hr, handle(slot, Dir::Reply), rehash);
+        self.index.insert(ho, handle(slot, Dir::Original), rehash);
+        self.index.insert(hr, handle(slot, Dir::Reply), rehash);
         self.live += 1;
         Ok(CtId(slot))
     }
@@ -384,7 +427,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     #[inline(always)]
     fn find_any_hashed(&self, t: &Tuple<A>, hash: u64) -> Option<(CtId, Dir)> {
         let slots = &self.slots;
-        let h = *self.index.find(hash, |&h| Self::tuple_of(slots, h).is_some_and(|x| A::tuple_eq(x, t)))?;
+        let h = self.index.find(hash, |&h| Self::tuple_of(slots, h).is_some_and(|x| A::tuple_eq(x, t)))?;
         let (i, dir) = unhandle(h);
         Some((CtId(u32::try_from(i).unwrap_or(u32::MAX)), dir))
     }
@@ -410,14 +453,12 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
                 }
                 _ => self.hash(&t),
             };
-            if let Ok(o) = self.index.find_entry(h, |&x| x == want) {
-                o.remove();
-            }
+            self.index.remove(h, want);
         }
         if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            *s = None;
+            *s = CtEntry::free(self.free);
+            self.free = id.0;
         }
-        self.free.push(id.0);
         self.live -= 1;
         if dnat && self.ended.len() < ENDED_MAX {
             self.ended.push(reply);
@@ -430,7 +471,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
         let n = self.slots.len();
         for k in 0..EARLY_DROP_SCAN.min(n) {
             let i = (self.cursor + k) % n;
-            let Some(e) = self.slots.get(i).copied().flatten() else { continue };
+            let Some(e) = self.slots.get(i).filter(|e| !e.is_free()).copied() else { continue };
             if e.expires <= now || !e.has(status::ASSURED) || closing(&e) {
                 self.remove(CtId(u32::try_from(i).unwrap_or(u32::MAX)));
                 if e.expires > now {
@@ -448,8 +489,13 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     }
 
     /// Reclaim expired entries among the next `budget` slots (round robin); returns
-    /// how many were removed. Call it once per batch with a small budget.
+    /// how many were removed. Call it once per batch with a small budget: it also
+    /// clears the tombstones of the index's shards, a few shards a call (without
+    /// that, hashbrown rebuilds a shard at twice its size when they fill it).
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        self.index.maintain(|&h| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t)));
         let n = self.slots.len();
         let start = self.cursor.min(n);
         let end = start.saturating_add(budget).min(n);
@@ -460,9 +506,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
         let mut i = start;
         // A scan of the window (a compare per slot, no bounds checks), then the rare
         // removal.
-        while let Some(off) =
-            self.slots.get(i..end).and_then(|w| w.iter().position(|e| e.as_ref().is_some_and(|e| e.expires <= now)))
-        {
+        while let Some(off) = self.slots.get(i..end).and_then(|w| w.iter().position(|e| e.expires <= now)) {
             let k = i + off;
             self.remove(CtId(u32::try_from(k).unwrap_or(u32::MAX)));
             removed += 1;
@@ -482,7 +526,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     /// Change every entry in place (status and protocol state only: the tuples, which
     /// the index hashes, must not change).
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut CtEntry<A, P>)) {
-        self.slots.iter_mut().flatten().for_each(|e| {
+        self.slots.iter_mut().filter(|e| !e.is_free()).for_each(|e| {
             let (o, r) = (e.original, e.reply);
             f(e);
             e.original = o;
@@ -493,7 +537,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     /// Every live entry, in slot order (for `conntrack -L`-style listings).
     pub fn iter(&self, now: Instant) -> impl Iterator<Item = (CtId, &CtEntry<A, P>)> + '_ {
         self.slots.iter().enumerate().filter_map(move |(i, e)| {
-            let e = e.as_ref().filter(|e| e.expires > now)?;
+            let e = Some(e).filter(|e| !e.is_free() && e.expires > now)?;
             Some((CtId(u32::try_from(i).unwrap_or(u32::MAX)), e))
         })
     }
@@ -502,7 +546,7 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
     /// is still there (not replaced, not removed).
     #[inline]
     pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<&mut CtEntry<A, P>> {
-        self.slots.get_mut(id.0 as usize)?.as_mut().filter(|e| e.serial == serial)
+        self.slots.get_mut(id.0 as usize).filter(|e| e.serial == serial && !e.is_free())
     }
 
     /// The serial number of the insert that put the connection in slot `id`.
@@ -510,16 +554,22 @@ impl<A: TupleAddr, P: Copy> CtTable<A, P> {
         self.get(id).map_or(0, |e| e.serial)
     }
 
+    /// Shards of the index rebuilt so far to clear hashbrown's tombstones (see
+    /// [`index`](self::index)).
+    pub fn index_rebuilds(&self) -> u64 {
+        self.index.rebuilds
+    }
+
     /// Bytes the table holds, all allocated by [`Self::new`]: the entries, the free
     /// list, the index as hashbrown sized it, and the list of ended destination-NAT
     /// connections ([`ENDED_MAX`] tuples a table, whatever its capacity).
     pub fn memory(&self) -> usize {
-        self.slots.capacity() * size_of::<Option<CtEntry<A, P>>>()
-            + self.free.capacity() * size_of::<u32>()
-            + self.index.allocation_size()
+        self.slots.capacity() * size_of::<CtEntry<A, P>>()
+            + self.index.memory()
             + self.ended.capacity() * size_of::<Tuple<A>>()
     }
 }
 
+mod index;
 #[cfg(test)]
 mod tests;

@@ -34,8 +34,9 @@ impl Default for OtherTimeouts {
 /// (`udp_packet`: `stream_ts = jiffies + 2 * HZ`).
 pub const UDP_STREAM_AFTER: Duration = Duration::from_secs(2);
 
-/// The protocol part of a conntrack entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The protocol part of a conntrack entry (by default [`ProtoState::Generic`]: what a
+/// free slot of the table holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProtoState {
     /// TCP with window tracking.
     Tcp(TcpTrack),
@@ -47,6 +48,7 @@ pub enum ProtoState {
     /// ICMP echo request/reply.
     Icmp,
     /// Any other protocol.
+    #[default]
     Generic,
 }
 

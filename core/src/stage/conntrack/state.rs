@@ -203,11 +203,11 @@ pub(crate) fn tuple6(k: &FlowKey) -> Tuple<Ipv6Addr> {
 impl Conntrack {
     /// Empty tables sized by `cfg` (allocated now, nothing later).
     pub fn new(cfg: CtConfig) -> Self {
-        let step = sweep_step(cfg.sweep_every, cfg.capacity.min(1 << 30));
+        let step = sweep_step(cfg.sweep_every, cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY));
         Conntrack {
             // Handles pack into 30 bits of `PktMeta::ct`.
-            v4: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed),
-            v6: CtTable::new(cfg.capacity.min(1 << 30), cfg.seed ^ 0x6),
+            v4: CtTable::new(cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY), cfg.seed),
+            v6: CtTable::new(cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY), cfg.seed ^ 0x6),
             pending: Vec::with_capacity(PENDING_MAX),
             heads: [NO_LINK; PENDING_BUCKETS],
             links: Vec::with_capacity(4 * PENDING_MAX),
