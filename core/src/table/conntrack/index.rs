@@ -29,7 +29,8 @@ const SHARDS: usize = 256;
 /// Shards [`Index::maintain`] looks at a call: each is looked at every 128 sweeps,
 /// long before its remaining room can fill (at the default capacity, at most 300
 /// removals from a shard between two looks under a SYN flood of 2.6 million
-/// connections a second, a tenth of which leave tombstones, against room for 320).
+/// connections a second, a few per cent of which leave tombstones, against room for
+/// 320).
 const CHECKS_PER_CALL: usize = 2;
 
 /// See the [module docs](self).
