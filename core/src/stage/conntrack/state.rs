@@ -547,12 +547,21 @@ impl Conntrack {
     }
 
     /// Reclaim expired entries (a bounded amount per call, in proportion to the time
-    /// since the last call: see [`CtConfig::sweep_every`]); returns how many.
+    /// since the last call: see [`CtConfig::sweep_every`]); returns how many. Inline
+    /// up to the budget, which is nothing on most batches under load: the call to a
+    /// function that saves six registers cost a hit 0.5 instructions a packet.
+    #[inline]
     pub(crate) fn sweep(&mut self, now: Instant) -> usize {
         let n = self.sweep_budget(now);
         if n == 0 {
             return 0;
         }
+        self.sweep_tables(now, n)
+    }
+
+    /// Reclaim expired entries among the next `n` slots of each table.
+    #[inline(never)]
+    fn sweep_tables(&mut self, now: Instant, n: usize) -> usize {
         // An empty table has nothing to reclaim (the IPv6 one, on most nodes).
         let v6 = if self.v6.is_empty() { 0 } else { self.v6.sweep(now, n) };
         self.v4.sweep(now, n) + v6
@@ -562,6 +571,7 @@ impl Conntrack {
     /// `sweep_every` that passed since the sweep last kept pace, at most
     /// `sweep_per_batch`, and none until [`SWEEP_CHUNK`] are owed. Batches closer
     /// together than that (any load) pay one compare.
+    #[inline]
     pub(crate) fn sweep_budget(&mut self, now: Instant) -> usize {
         let (now, step) = (now.as_nanos(), self.sweep_step);
         if now < self.sweep_next.saturating_add(step.saturating_mul(SWEEP_CHUNK)) {
