@@ -220,6 +220,18 @@ impl<A, P> CtEntry<A, P> {
     fn is_free(&self) -> bool {
         self.original.pad != 0
     }
+
+    /// Make a removed entry a free slot linking to `next`, as [`CtEntry::free`] would
+    /// but writing only what tells a free slot (the rest is never read): a removal
+    /// writes 4 fields, not 104 bytes (5 instructions a new connection less,
+    /// `benches/callgrind.sh`).
+    #[inline(always)]
+    fn make_free(&mut self, next: u32) {
+        self.original.pad = 1;
+        self.reply.pad = 1;
+        self.expires = Instant::MAX;
+        self.serial = next;
+    }
 }
 
 /// See the [module docs](self).
@@ -406,14 +418,12 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
             return Err(InsertError::Full);
         }
         let slot = self.free;
-        let Some(next) = self.slots.get(slot as usize).filter(|e| e.is_free()).map(|e| e.serial) else {
+        let Some(s) = self.slots.get_mut(slot as usize).filter(|e| e.is_free()) else {
             return Err(InsertError::Full);
         };
-        self.free = next;
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = CtEntry { serial: self.next_serial, ..entry };
-            self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
-        }
+        self.free = s.serial;
+        *s = CtEntry { serial: self.next_serial, ..entry };
+        self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         let slots = &self.slots;
         let hasher = &self.hasher;
         let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
@@ -455,8 +465,8 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
             };
             self.index.remove(h, want);
         }
-        if let Some(s) = self.slots.get_mut(id.0 as usize) {
-            *s = CtEntry::free(self.free);
+        if let Some(e) = self.slots.get_mut(id.0 as usize) {
+            e.make_free(self.free);
             self.free = id.0;
         }
         self.live -= 1;
