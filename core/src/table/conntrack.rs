@@ -199,18 +199,23 @@ pub enum InsertError {
 /// the slot above its 5 low bits (see [`handle`]).
 pub const MAX_CAPACITY: usize = 1 << 27;
 
-/// The end of the free list.
-const NO_SLOT: u32 = u32::MAX;
+/// The end of the free list (no slot has this index: [`MAX_CAPACITY`] is less).
+const NO_SLOT: u32 = 0x7fff_ffff;
+
+/// The bit of a free slot's serial: inserts give serials below it.
+const FREE: u32 = 1 << 31;
 
 impl<A: TupleAddr, P: Default> CtEntry<A, P> {
-    /// What a free slot holds: a link of the free list (the next free slot in
-    /// `serial`, [`NO_SLOT`] at the end), kept in the slot itself so that it costs no
-    /// memory, and tuples marked free (`pad` 1) that no probe's tuple equals, so that
-    /// a probe reads a slot without first asking whether it is taken (3 instructions
-    /// a hit, `benches/callgrind.sh`). It never expires, so the sweep passes it by.
+    /// What a free slot holds: tuples marked free (`pad` 1), which no probe's tuple
+    /// equals, so a probe reads a slot without asking whether it is taken; in the
+    /// serial, [`FREE`] and the free list's next link (the next free slot, [`NO_SLOT`]
+    /// at the end), so the list costs no memory and a cache that names a slot and a
+    /// serial (the flow fast path's, `get_mut_if`) never takes a free slot for a
+    /// connection with one compare (no insert gives a serial with that bit); and no
+    /// expiry, so the sweep passes it by.
     fn free(next: u32) -> Self {
         let t = Tuple { pad: 1, ..Tuple::new(A::UNSPECIFIED, A::UNSPECIFIED, 0, 0, 0, 0) };
-        CtEntry { original: t, reply: t, expires: Instant::MAX, status: 0, serial: next, proto: P::default() }
+        CtEntry { original: t, reply: t, expires: Instant::MAX, status: 0, serial: FREE | next, proto: P::default() }
     }
 }
 
@@ -238,7 +243,7 @@ pub struct CtTable<A, P> {
     /// the backend), for the connection-counting schedulers; at most [`ENDED_MAX`]
     /// until drained.
     ended: Vec<Tuple<A>>,
-    /// The serial number the next insert gives its entry (never 0).
+    /// The serial number the next insert gives its entry (1 to 2^31 - 1).
     next_serial: u32,
 }
 
@@ -409,9 +414,10 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
         let Some(s) = self.slots.get_mut(slot as usize).filter(|e| e.is_free()) else {
             return Err(InsertError::Full);
         };
-        self.free = s.serial;
+        self.free = s.serial & !FREE;
         *s = CtEntry { serial: self.next_serial, ..entry };
-        self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
+        // Serials run from 1 to 2^31 - 1 and round again: below [`FREE`], never 0.
+        self.next_serial = if self.next_serial >= FREE - 1 { 1 } else { self.next_serial + 1 };
         let slots = &self.slots;
         let hasher = &self.hasher;
         let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
@@ -544,7 +550,8 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
     /// is still there (not replaced, not removed).
     #[inline]
     pub fn get_mut_if(&mut self, id: CtId, serial: u32) -> Option<&mut CtEntry<A, P>> {
-        self.slots.get_mut(id.0 as usize).filter(|e| e.serial == serial && !e.is_free())
+        // A free slot's serial has the bit [`FREE`], which no insert gives.
+        self.slots.get_mut(id.0 as usize).filter(|e| e.serial == serial)
     }
 
     /// The serial number of the insert that put the connection in slot `id`.

@@ -57,6 +57,25 @@ fn a_slot_taken_by_a_later_connection_does_not_answer_for_the_earlier() {
 }
 
 #[test]
+fn serials_never_reach_the_free_slots_bit_and_no_free_slot_answers_for_one() {
+    // Serials run below `FREE` (a free slot's serial holds it and its free list
+    // link), so no serial an insert gives can name a free slot, whatever the link.
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(4, 3);
+    t.next_serial = FREE - 1;
+    let (a, b) = (tuple(2, 9, 40000, 53, 17), tuple(3, 9, 40001, 53, 17));
+    let id_a = t.insert(entry(a, a.reversed(), 100, 0), T0, |_| false).unwrap();
+    let id_b = t.insert(entry(b, b.reversed(), 100, 0), T0, |_| false).unwrap();
+    assert_eq!((t.serial(id_a), t.serial(id_b)), (FREE - 1, 1), "round to 1, past neither FREE nor 0");
+    for (k, e) in t.slots.iter().enumerate() {
+        assert_eq!(e.is_free(), e.serial & FREE != 0, "slot {k}");
+    }
+    assert!(t.remove(id_a));
+    for serial in [0, 1, 2, FREE - 1] {
+        assert!(t.get_mut_if(id_a, serial).is_none(), "a free slot answered for serial {serial}");
+    }
+}
+
+#[test]
 fn a_lookup_that_meets_an_expired_entry_removes_it() {
     let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(8, 1);
     let o = tuple(2, 9, 40000, 53, 17);
