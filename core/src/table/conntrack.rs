@@ -11,7 +11,7 @@
 //! about 300 for the kernel's `nf_conn`.
 //!
 //! The index is 256 hashbrown tables, each with twice the buckets of the handles it
-//! holds, whose tombstones the sweep clears one table at a time (see [`index`]):
+//! holds, whose tombstones the sweep clears one table at a time (see `index.rs`):
 //! one table sized so stopped the world for 100 ms once its tombstones filled it.
 //!
 //! Like netfilter: a lookup in either direction finds the entry and says which
@@ -196,7 +196,7 @@ pub enum InsertError {
 }
 
 /// Most connections a table holds (134 million: 13 GiB of entries): a handle keeps
-/// the slot above its 5 low bits (see [`handle`]).
+/// the slot above its 5 low bits (see `handle`).
 pub const MAX_CAPACITY: usize = 1 << 27;
 
 /// The end of the free list (no slot has this index: [`MAX_CAPACITY`] is less).
@@ -560,7 +560,7 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
     }
 
     /// Shards of the index rebuilt so far to clear hashbrown's tombstones (see
-    /// [`index`](self::index)).
+    /// `index.rs`).
     pub fn index_rebuilds(&self) -> u64 {
         self.index.rebuilds
     }
