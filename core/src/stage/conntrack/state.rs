@@ -203,11 +203,13 @@ pub(crate) fn tuple6(k: &FlowKey) -> Tuple<Ipv6Addr> {
 impl Conntrack {
     /// Empty tables sized by `cfg` (allocated now, nothing later).
     pub fn new(cfg: CtConfig) -> Self {
-        let step = sweep_step(cfg.sweep_every, cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY));
+        // The tables hold at most `MAX_CAPACITY` (2^27) each, so their handles pack
+        // into the 30 bits of `PktMeta::ct`; the sweep paces itself by what they hold.
+        let (v4, v6) = (CtTable::new(cfg.capacity, cfg.seed), CtTable::new(cfg.capacity, cfg.seed ^ 0x6));
+        let step = sweep_step(cfg.sweep_every, v4.capacity());
         Conntrack {
-            // Handles pack into 30 bits of `PktMeta::ct`.
-            v4: CtTable::new(cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY), cfg.seed),
-            v6: CtTable::new(cfg.capacity.min(crate::table::conntrack::MAX_CAPACITY), cfg.seed ^ 0x6),
+            v4,
+            v6,
             pending: Vec::with_capacity(PENDING_MAX),
             heads: [NO_LINK; PENDING_BUCKETS],
             links: Vec::with_capacity(4 * PENDING_MAX),
