@@ -323,6 +323,8 @@ fn start(
         first,
         key_hash,
         reply_hash: 0,
+        // Left by the caller's look-up (this packet's: each miss sets it).
+        recycle: ct.recycle.take(),
     };
     let Some(idx) = ct.push_pending(pending) else { return Err(DropReason::CtTableFull) };
     Ok(CtRef::Pending(idx))
@@ -464,7 +466,9 @@ fn leading_hits_v4(
             return i;
         }
         let t = tuple4(&m.flow);
-        let Some((id, dir, e)) = v4.lookup_mut_or_reap(&t, v4.hash(&t), now) else { return i };
+        // An expired entry goes to the stage's loop too (a new connection takes its
+        // place).
+        let Some((id, dir, e)) = v4.lookup_live_mut(&t, v4.hash(&t), now) else { return i };
         record_hit(m, (id, dir, e), other, now);
     }
     batch.len()
@@ -540,9 +544,12 @@ fn track_rest(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, start
                 // metadata access.
                 let t = tuple4(&m.flow);
                 let h = ct.v4.hash(&t);
-                if let Some(hit) = ct.v4.lookup_mut_or_reap(&t, h, now) {
-                    record_hit(m, hit, &cfg.other, now);
-                    continue;
+                match ct.v4.lookup_mut_or_expired(&t, h, now) {
+                    Ok(hit) => {
+                        record_hit(m, hit, &cfg.other, now);
+                        continue;
+                    }
+                    Err(recycle) => ct.recycle = recycle,
                 }
                 // Missed in the table already: a new connection, or a pending one.
                 let found = ct.find_pending_only(&m.flow, h);

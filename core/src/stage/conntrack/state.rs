@@ -119,6 +119,10 @@ pub(crate) struct Pending {
     /// connection is hashed once.
     pub(crate) key_hash: u64,
     pub(crate) reply_hash: u64,
+    /// An expired IPv4 connection with the same original tuple that the lookup met
+    /// (its slot and serial): the commit puts this one in its place
+    /// ([`CtTable::replace_expired`]).
+    pub(crate) recycle: Option<(CtId, u32)>,
 }
 
 /// The pending index's chain for a table hash (bits the table's own probe does not
@@ -167,6 +171,11 @@ pub struct Conntrack {
     uncommitted_dnat: Vec<FlowKey>,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
+    /// The expired connection the look-up of a packet that missed met by its
+    /// original tuple, for the pending connection it starts (`Pending::recycle`).
+    /// Handed over here, not through the tracking calls: as one more argument it
+    /// cost a TCP hit 15 instructions (registers, `benches/callgrind.sh`).
+    pub(crate) recycle: Option<(CtId, u32)>,
     /// The clock reading (ns) up to which the sweep has kept pace, and the time
     /// (ns, at least 1) that one slot's sweep stands for: `sweep_every / capacity`.
     sweep_next: u64,
@@ -218,6 +227,7 @@ impl Conntrack {
             dropped: Vec::with_capacity(PENDING_MAX),
             uncommitted_dnat: Vec::with_capacity(crate::table::conntrack::ENDED_MAX),
             last: Instant::ZERO,
+            recycle: None,
             sweep_next: 0,
             sweep_step: step,
         }
@@ -502,9 +512,11 @@ impl Conntrack {
         } else {
             let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
-            self.v4
-                .insert_hashed(e, (p.key_hash, p.reply_hash), now, |e| e.proto.closing())
-                .map(|id| Some(CtRef::V4(id)))
+            let (hashes, recycle) = ((p.key_hash, p.reply_hash), p.recycle);
+            if let Some(done) = recycle.and_then(|old| self.v4.replace_expired(old, e, hashes.1, now)) {
+                return done.map(|id| Some(CtRef::V4(id)));
+            }
+            self.v4.insert_hashed(e, hashes, now, |e| e.proto.closing()).map(|id| Some(CtRef::V4(id)))
         }
     }
 

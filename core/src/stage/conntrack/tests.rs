@@ -208,6 +208,38 @@ fn udp_entries_expire_and_are_swept() {
 }
 
 #[test]
+fn a_new_connection_takes_the_slot_of_the_expired_one_it_meets_unless_dropped() {
+    use crate::table::conntrack::CtId;
+    // No sweep in this test: what is reclaimed, the new connections reclaim.
+    let cfg = CtConfig { sweep_per_batch: 0, ..CtConfig::default() };
+    let (mut pl, ct) = pipeline(cfg);
+    let mut pool = BufPool::with_slots(64).unwrap();
+    let q = |p: &[u8]| udp4(A, DNS, 3000, 53, p);
+    let first = run(&mut pl, &mut pool, Instant::ZERO, &[(0, q(b"q")), (0, udp4(A, DNS, 3001, 53, b"q"))]);
+    let Some(CtRef::V4(id)) = unpack(first[0].0) else { panic!("{first:?}") };
+    let serial = ct.lock().unwrap().v4().serial(id);
+    // 31 s later (UDP's 30 s) both have expired. The query's first packet is dropped
+    // after the look-up: nothing is created, and the expired connection stays (a
+    // look-up sees it as gone).
+    let later = Instant::ZERO + Duration::from_secs(31);
+    assert!(run(&mut pl, &mut pool, later, &[(0, q(b"X-dropped"))]).is_empty());
+    {
+        let c = ct.lock().unwrap();
+        assert_eq!((c.len(), c.v4().serial(id)), ((2, 0), serial));
+        assert_eq!(c.v4().iter(later).count(), 0);
+    }
+    // The next one starts the connection again, in the slot of the expired one,
+    // under a new serial (a fast-path cache of the old one no longer matches).
+    let got = run(&mut pl, &mut pool, later, &[(0, q(b"q"))]);
+    assert_eq!(got, vec![(first[0].0, info::NEW)]);
+    let c = ct.lock().unwrap();
+    assert_eq!(c.len(), (2, 0), "the other expired connection still waits for the sweep");
+    assert_ne!(c.v4().serial(id), serial);
+    assert_eq!(c.v4().iter(later).map(|(i, _)| i).collect::<Vec<CtId>>(), vec![id]);
+    assert_eq!(pl.counters().events("ct_commit", StageEvent::CtNew), 3);
+}
+
+#[test]
 fn the_sweep_keeps_pace_with_the_clock_not_with_the_batches() {
     let mut ct = Conntrack::new(CtConfig { capacity: 1024, ..CtConfig::default() });
     let at = |ms: u64, us: u64| Instant::ZERO + Duration::from_millis(ms) + Duration::from_micros(us);

@@ -121,6 +121,12 @@ impl Index {
         self.rebuilds += 1;
     }
 
+    /// Handles held (tests: two per entry, none left behind).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(HashTable::len).sum()
+    }
+
     /// Bytes allocated: the shards as hashbrown sized them and the scratch list.
     pub(super) fn memory(&self) -> usize {
         self.shards.iter().map(HashTable::allocation_size).sum::<usize>() + self.scratch.capacity() * size_of::<u32>()

@@ -98,6 +98,60 @@ fn a_lookup_that_meets_an_expired_entry_removes_it() {
 }
 
 #[test]
+fn a_new_connection_takes_over_the_slot_of_an_expired_one_with_its_original_tuple() {
+    let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(8, 1);
+    let o = tuple(2, 9, 40000, 53, 17);
+    // Masqueraded to port 61000, with destination NAT (a service's backend).
+    let r_old = Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), dport: 61000, ..o.reversed() };
+    let id = t.insert(entry(o, r_old, 100, status::DST_NAT), T0, |_| false).unwrap();
+    let serial = t.serial(id);
+    let later = Instant::from_nanos(100);
+    // The look-up of the new connection's first packet meets it, expired, by `o`.
+    assert_eq!(t.lookup_mut_or_expired(&o, t.hash(&o), later).err(), Some(Some((id, serial))));
+    assert_eq!(t.len(), 1, "left in place for the commit");
+    // Stale hints are refused, and nothing changes: a wrong serial, a slot that is
+    // not expired yet, another original tuple.
+    let r_new = Tuple { dport: 61001, ..r_old };
+    let h = t.hash(&r_new);
+    assert_eq!(t.replace_expired((id, serial + 1), entry(o, r_new, 500, 0), h, later), None);
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, Instant::from_nanos(99)), None);
+    let o2 = tuple(3, 9, 40000, 53, 17);
+    assert_eq!(t.replace_expired((id, serial), entry(o2, r_new, 500, 0), h, later), None);
+    // A live connection holding the new reply tuple: a clash, the expired one kept.
+    let holder = Tuple { src: Ipv4Addr::new(10, 0, 0, 7), ..r_new.reversed() };
+    let other = t.insert(entry(holder, r_new, 1_000, 0), T0, |_| false).unwrap();
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, later), Some(Err(InsertError::Clash)));
+    assert_eq!(t.get(id).map(|e| e.reply), Some(r_old));
+    // Expired too: it goes, and the new connection takes the slot.
+    t.get_mut(other).unwrap().expires = later;
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, later), Some(Ok(id)));
+    assert!(t.get(other).is_none(), "the expired holder of the new reply tuple was removed");
+    assert_eq!(t.len(), 1);
+    assert!(t.serial(id) != serial, "a cache naming the old connection must not reach the new one");
+    assert_eq!(t.lookup(&o, later), Some((id, Dir::Original)));
+    assert_eq!(t.lookup(&r_new, later), Some((id, Dir::Reply)));
+    assert_eq!(t.find_any_hashed(&r_old, t.hash(&r_old)), None, "the old reply tuple is not found");
+    assert_eq!(t.index.len(), 2, "nor left behind in the index");
+    // The old connection ended as if removed: its backend is told.
+    let mut ended = vec![];
+    t.drain_ended(|r| ended.push(*r));
+    assert_eq!(ended, vec![r_old]);
+    // The same reply tuple again (no NAT change): nothing moves in the index.
+    let (serial, end) = (t.serial(id), Instant::from_nanos(500));
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 900, 0), h, end), Some(Ok(id)));
+    assert_eq!(t.lookup(&r_new, end), Some((id, Dir::Reply)));
+    // Removal still finds both index entries.
+    assert!(t.remove(id));
+    assert_eq!(t.find_any_hashed(&o, t.hash(&o)), None);
+    assert_eq!(t.find_any_hashed(&r_new, h), None);
+    // Met by its reply tuple, an expired entry is removed at once (no hint).
+    let id = t.insert(entry(o, r_old, 1_000, 0), end, |_| false).unwrap();
+    let gone = Instant::from_nanos(1_000);
+    assert_eq!(t.lookup_mut_or_expired(&r_old, t.hash(&r_old), gone).err(), Some(None));
+    assert!(t.get(id).is_none());
+}
+
+#[test]
 fn a_full_table_drops_unassured_entries_only() {
     let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(4, 7);
     // Four established (assured) connections fill the table.
@@ -199,7 +253,15 @@ fn what_a_udp_hit_touches_lies_in_the_first_64_bytes_of_the_entry() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { o: T4, nat: bool, ttl: u64, assured: bool },
+    /// A new connection; `take_over`: the way the stages insert it, taking over
+    /// the slot of an expired connection its look-up met by `o`, if any.
+    Insert {
+        o: T4,
+        nat: bool,
+        ttl: u64,
+        assured: bool,
+        take_over: bool,
+    },
     Lookup(T4),
     Remove(usize),
     Advance(u64),
@@ -213,8 +275,8 @@ fn small_tuple() -> impl Strategy<Value = T4> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (small_tuple(), any::<bool>(), 1u64..50, any::<bool>())
-            .prop_map(|(o, nat, ttl, assured)| Op::Insert { o, nat, ttl, assured }),
+        4 => (small_tuple(), any::<bool>(), 1u64..50, any::<bool>(), any::<bool>())
+            .prop_map(|(o, nat, ttl, assured, take_over)| Op::Insert { o, nat, ttl, assured, take_over }),
         4 => small_tuple().prop_map(Op::Lookup),
         4 => small_tuple().prop_map(|t| Op::Lookup(t.reversed())),
         1 => (0usize..8).prop_map(Op::Remove),
@@ -235,14 +297,22 @@ proptest! {
         for op in ops {
             let at = Instant::from_nanos(now);
             match op {
-                Op::Insert { o, nat, ttl, assured } => {
+                Op::Insert { o, nat, ttl, assured, take_over } => {
                     let r = if nat { Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), ..o.reversed() } } else { o.reversed() };
                     let holders: Vec<usize> = model.iter().enumerate()
                         .filter(|(_, m)| [o, r].iter().any(|x| *x == m.0 || *x == m.1))
                         .map(|(i, _)| i).collect();
                     let live_clash = holders.iter().any(|&i| model[i].2 > now);
                     let status = if assured { status::ASSURED } else { 0 };
-                    let got = t.insert(entry(o, r, now + ttl, status), at, |_| false);
+                    let e = entry(o, r, now + ttl, status);
+                    let hint = t.lookup_mut_or_expired(&o, t.hash(&o), at).err().flatten().filter(|_| take_over);
+                    let got = match hint.and_then(|h| t.replace_expired(h, e, t.hash(&r), at)) {
+                        Some(got) => {
+                            prop_assert!(got.is_err() || got == Ok(hint.unwrap().0), "the slot taken over");
+                            got
+                        }
+                        None => t.insert(e, at, |_| false),
+                    };
                     if live_clash {
                         prop_assert_eq!(got, Err(InsertError::Clash));
                     } else {
@@ -270,6 +340,7 @@ proptest! {
                     t.sweep(at, b);
                 }
             }
+            prop_assert_eq!(t.index.len(), 2 * t.len(), "two index entries an entry, none left behind");
             let live_model = model.iter().filter(|m| m.2 > now).count();
             prop_assert_eq!(t.iter(Instant::from_nanos(now)).count(), live_model);
             prop_assert!(t.len() <= model.len(), "swept entries are gone from the table only");
