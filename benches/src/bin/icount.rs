@@ -36,6 +36,13 @@
 //!   million active flows, where `parse_ct_1m`'s 2,048 flows stay in cache;
 //!   `parse_xconnect_spread` is `parse_xconnect` with the same port rewriting, its
 //!   baseline.
+//! - `parse_ct_snat_new`: `parse → conntrack → dnat → snat → ct_commit → xconnect`
+//!   with a million connections and masquerade of everything: each round of the
+//!   2,048 flows comes 31 s after the last, so each packet starts a connection again
+//!   in place of its own expired one (found by its look-up). `parse_ct_snat_fresh`:
+//!   the same with every packet on a flow of its own (`_spread`'s port rewriting),
+//!   never seen before, into the free room of the table (no connection expires; the
+//!   sweep's removals are the `ct_sweep` figure of `ct_churn`).
 //! - `svc_est_N` / `svc_new_N` (N = 10, 1k, 100k services of 10 endpoints, so up to
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
 //!   endpoints are behind a VXLAN peer, `parse → source_check → decap → conntrack →
@@ -68,7 +75,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_1m_tcp|parse_xconnect_tcp|parse_ct_snat_new|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory|ct_churn [N]> <batches> [--batch N] [--mix udp64|mixed]";
+    let usage = "usage: icount <baseline|parse_one|xconnect|parse_xconnect|parse_bridge|parse_bridge_pairs|parse_route1m|parse_route|parse_route_vxlan|parse_decap_route|node_route|node_route1m|node_route_vxlan|parse_route6_100k|parse_ct_1m|parse_ct_1m_spread|parse_xconnect_spread|parse_ct_1m_tcp|parse_xconnect_tcp|parse_ct_snat_new|parse_ct_snat_fresh|svc_est_{10,1k,100k}|svc_new_{10,1k,100k}|svc_memory|ct_churn [N]> <batches> [--batch N] [--mix udp64|mixed]";
     if args.get(1).map(String::as_str) == Some("lpm_memory") {
         lpm_memory();
         return ExitCode::SUCCESS;
@@ -149,7 +156,7 @@ fn main() -> ExitCode {
         // Every port's flow, whatever the run's length, so that runs of different
         // lengths load the same table (the script subtracts them).
         "parse_ct_1m_spread" => conntrack_1m(&frames, false, 65_536),
-        "parse_ct_snat_new" => conntrack_1m(&frames, true, 0),
+        "parse_ct_snat_new" | "parse_ct_snat_fresh" => conntrack_1m(&frames, true, 0),
         "parse_route" => route_small(None),
         "parse_route_vxlan" => route_small(Some(vxlan_config(LOCAL, VTEP_LOCAL, PEER, VTEP_PEER))),
         "node_route" => node_path(route_small(None), false),
@@ -186,7 +193,7 @@ fn main() -> ExitCode {
         }
         let base = (b % 64) * batch_size;
         fill(&mut pool, &mut batch, &frames[base..base + batch_size]);
-        if mode.ends_with("_spread") {
+        if mode.ends_with("_spread") || mode == "parse_ct_snat_fresh" {
             spread(&mut pool, &batch, b * batch_size);
         }
         if mode.ends_with("_tcp") {

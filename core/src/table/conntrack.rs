@@ -426,8 +426,10 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
     /// removal and an insert, 2 at most, with the same outcome (a new masqueraded
     /// connection that replaces an expired one took 146 instructions less,
     /// `benches/callgrind.sh`). `hr` is the [`Self::hash`] of
-    /// `entry.reply`. `None` when the slot no longer holds that expired connection
-    /// (removed, replaced, or refreshed since): [`Self::insert_hashed`] then.
+    /// `entry.reply`, and `free` true when the caller knows no entry at all has it
+    /// (it is not looked for then). `None` when the slot no longer holds that expired
+    /// connection (removed, replaced, or refreshed since): [`Self::insert_hashed`]
+    /// then.
     ///
     /// # Errors
     /// [`InsertError::Clash`] when a live entry has the new reply tuple.
@@ -435,7 +437,7 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
         &mut self,
         (id, serial): (CtId, u32),
         entry: CtEntry<A, P>,
-        hr: u64,
+        (hr, free): (u64, bool),
         now: Instant,
     ) -> Option<Result<CtId, InsertError>> {
         let old = self.slots.get(id.0 as usize)?;
@@ -447,7 +449,9 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
             debug_assert_eq!(hr, self.hash(&entry.reply), "stale reply hash");
             // The new reply tuple must be free: a live holder clashes, an expired one
             // goes (this entry itself holds it only as its original: kept).
-            if let Some((other, _)) = self.find_any_hashed(&entry.reply, hr)
+            debug_assert!(!free || self.find_any_hashed(&entry.reply, hr).is_none(), "reply tuple held");
+            if !free
+                && let Some((other, _)) = self.find_any_hashed(&entry.reply, hr)
                 && other != id
             {
                 if self.get(other).is_some_and(|e| e.expires > now) {
@@ -511,12 +515,34 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
     pub fn insert_hashed(
         &mut self,
         entry: CtEntry<A, P>,
-        (ho, hr): (u64, u64),
+        hashes: (u64, u64),
         now: Instant,
         closing: impl Fn(&CtEntry<A, P>) -> bool,
     ) -> Result<CtId, InsertError> {
+        self.insert_known(entry, hashes, now, closing, (false, false))
+    }
+
+    /// [`Self::insert_hashed`] when the caller knows that no entry at all (not even
+    /// an expired one) has the original tuple (`free.0`) or the reply tuple
+    /// (`free.1`): that tuple is not looked for.
+    ///
+    /// # Errors
+    /// See [`InsertError`].
+    pub fn insert_known(
+        &mut self,
+        entry: CtEntry<A, P>,
+        (ho, hr): (u64, u64),
+        now: Instant,
+        closing: impl Fn(&CtEntry<A, P>) -> bool,
+        free: (bool, bool),
+    ) -> Result<CtId, InsertError> {
         debug_assert_eq!((ho, hr), (self.hash(&entry.original), self.hash(&entry.reply)), "stale tuple hashes");
-        for (t, h) in [(entry.original, ho), (entry.reply, hr)] {
+        debug_assert!(!free.0 || self.find_any_hashed(&entry.original, ho).is_none(), "original tuple held");
+        debug_assert!(!free.1 || self.find_any_hashed(&entry.reply, hr).is_none(), "reply tuple held");
+        for (t, h, free) in [(entry.original, ho, free.0), (entry.reply, hr, free.1)] {
+            if free {
+                continue;
+            }
             if let Some((id, _)) = self.find_any_hashed(&t, h) {
                 match self.get(id) {
                     Some(e) if e.expires > now => return Err(InsertError::Clash),
@@ -548,7 +574,7 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
 
     /// The entry holding `t` (whose hash is `hash`), expired or not.
     #[inline(always)]
-    fn find_any_hashed(&self, t: &Tuple<A>, hash: u64) -> Option<(CtId, Dir)> {
+    pub(crate) fn find_any_hashed(&self, t: &Tuple<A>, hash: u64) -> Option<(CtId, Dir)> {
         let slots = &self.slots;
         let h = self.index.find(hash, |&h| Self::tuple_of(slots, h).is_some_and(|x| A::tuple_eq(x, t)))?;
         let (i, dir) = unhandle(h);

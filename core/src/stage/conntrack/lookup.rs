@@ -10,7 +10,7 @@
 
 use super::frag::FragKey;
 use super::proto::{OtherTimeouts, ProtoState, udp_refresh};
-use super::state::{Conntrack, CtConfig, CtRef, Pending, SharedConntrack, info, pack, seen_bits, tuple4};
+use super::state::{Conntrack, CtConfig, CtRef, Met, Pending, SharedConntrack, info, pack, seen_bits, tuple4};
 use super::tcp::{Dir, Segment, Verdict};
 use std::net::Ipv4Addr;
 
@@ -323,8 +323,9 @@ fn start(
         first,
         key_hash,
         reply_hash: 0,
-        // Left by the caller's look-up (this packet's: each miss sets it).
-        recycle: ct.recycle.take(),
+        // Left by the caller's look-up of this packet (or `Unknown`).
+        met: ct.met,
+        reply_free: false,
     };
     let Some(idx) = ct.push_pending(pending) else { return Err(DropReason::CtTableFull) };
     Ok(CtRef::Pending(idx))
@@ -549,11 +550,13 @@ fn track_rest(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, start
                         record_hit(m, hit, &cfg.other, now);
                         continue;
                     }
-                    Err(recycle) => ct.recycle = recycle,
+                    Err(met) => ct.met = met.map_or(Met::Nothing, |(id, serial)| Met::Expired(id, serial)),
                 }
                 // Missed in the table already: a new connection, or a pending one.
                 let found = ct.find_pending_only(&m.flow, h);
-                track_found(ct, &cfg, &m.flow, None, i, now, true, (found, h))
+                let r = track_found(ct, &cfg, &m.flow, None, i, now, true, (found, h));
+                ct.met = Met::Unknown;
+                r
             } else {
                 track(ct, &cfg, &m.flow, None, i, now, true)
             };

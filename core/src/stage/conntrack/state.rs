@@ -119,16 +119,42 @@ pub(crate) struct Pending {
     /// connection is hashed once.
     pub(crate) key_hash: u64,
     pub(crate) reply_hash: u64,
-    /// An expired IPv4 connection with the same original tuple that the lookup met
-    /// (its slot and serial): the commit puts this one in its place
-    /// ([`CtTable::replace_expired`]).
-    pub(crate) recycle: Option<(CtId, u32)>,
+    /// What the look-up that missed met in the table by the original tuple.
+    pub(crate) met: Met,
+    /// The NAT decision found no entry at all, even expired, with the reply tuple,
+    /// nor a pending connection (the `snat` hook's port search checked it).
+    pub(crate) reply_free: bool,
+}
+
+/// What the look-up of a new connection's first packet met in its table by the
+/// packet's tuple, for the commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Met {
+    /// Not told (the general look-up, IPv6).
+    #[default]
+    Unknown,
+    /// No entry had the tuple (or only one met by its reply tuple, removed then).
+    Nothing,
+    /// An expired connection with the same original tuple (its slot and serial):
+    /// the commit puts the new one in its place ([`CtTable::replace_expired`]).
+    Expired(CtId, u32),
 }
 
 /// The pending index's chain for a table hash (bits the table's own probe does not
 /// start from).
 fn chain(h: u64) -> usize {
     (h >> 32) as usize % PENDING_BUCKETS
+}
+
+/// Who has a tuple ([`Conntrack::holder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A live connection, committed or pending.
+    Live,
+    /// Only an expired connection in the table (which the commit removes).
+    Expired,
+    /// No entry at all.
+    Nobody,
 }
 
 /// Where a packet's connection is.
@@ -171,11 +197,16 @@ pub struct Conntrack {
     uncommitted_dnat: Vec<FlowKey>,
     /// The clock reading of the last batch looked up.
     pub(crate) last: Instant,
-    /// The expired connection the look-up of a packet that missed met by its
-    /// original tuple, for the pending connection it starts (`Pending::recycle`).
-    /// Handed over here, not through the tracking calls: as one more argument it
-    /// cost a TCP hit 15 instructions (registers, `benches/callgrind.sh`).
-    pub(crate) recycle: Option<(CtId, u32)>,
+    /// What the look-up of the packet being tracked met ([`Met`]), for the pending
+    /// connection it starts (`Pending::met`); set before that packet's tracking and
+    /// reset after it. Handed over here, not through the tracking calls: as one more
+    /// argument it cost a TCP hit 15 instructions (registers, `benches/callgrind.sh`).
+    pub(crate) met: Met,
+    /// A pending connection's reply tuple changed in this batch without a check
+    /// against the other pending connections (destination NAT, a replay at commit):
+    /// the commit then checks every tuple in the table again, whatever was found
+    /// free (see [`Conntrack::commit`]).
+    unchecked: bool,
     /// The clock reading (ns) up to which the sweep has kept pace, and the time
     /// (ns, at least 1) that one slot's sweep stands for: `sweep_every / capacity`.
     sweep_next: u64,
@@ -227,7 +258,8 @@ impl Conntrack {
             dropped: Vec::with_capacity(PENDING_MAX),
             uncommitted_dnat: Vec::with_capacity(crate::table::conntrack::ENDED_MAX),
             last: Instant::ZERO,
-            recycle: None,
+            met: Met::Unknown,
+            unchecked: false,
             sweep_next: 0,
             sweep_step: step,
         }
@@ -400,6 +432,7 @@ impl Conntrack {
     /// Forget the batch's pending connections.
     pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
+        self.unchecked = false;
         self.links.clear();
         self.heads = [NO_LINK; PENDING_BUCKETS];
     }
@@ -457,14 +490,24 @@ impl Conntrack {
     /// decides on a connection's first packet only, before it is committed.
     pub(crate) fn set_reply(&mut self, i: u16, reply: FlowKey, bits: u8) {
         let h = self.hash_of(&reply);
-        self.set_reply_hashed(i, reply, h, bits);
+        self.unchecked = true;
+        self.set_reply_hashed(i, reply, h, bits, false);
     }
 
-    /// [`Self::set_reply`] with the reply tuple's [`Self::hash_of`], `h`.
-    pub(crate) fn set_reply_hashed(&mut self, i: u16, reply: FlowKey, h: u64, bits: u8) {
+    /// A pending connection's tuples may now clash with another's in ways the checks
+    /// so far did not see (a replay at commit).
+    pub(crate) fn mark_unchecked(&mut self) {
+        self.unchecked = true;
+    }
+
+    /// [`Self::set_reply`] with the reply tuple's [`Self::hash_of`], `h`, for a
+    /// reply tuple checked against the table and the other pending connections
+    /// ([`Self::holder`]): `free` when no entry at all had it.
+    pub(crate) fn set_reply_hashed(&mut self, i: u16, reply: FlowKey, h: u64, bits: u8, free: bool) {
         debug_assert_eq!(h, self.hash_of(&reply), "stale reply hash");
         let Some(p) = self.pending.get_mut(usize::from(i)) else { return };
         p.status |= bits;
+        p.reply_free = free;
         if p.reply == reply {
             return;
         }
@@ -475,11 +518,22 @@ impl Conntrack {
         self.link(h, (u32::from(i) << 1) | 1);
     }
 
-    /// True when a live connection, committed or pending, has `key` (whose
-    /// [`Self::hash_of`] is `h`) as its original or reply tuple: a NAT choice giving a
-    /// new connection that reply tuple would clash (`nf_nat_used_tuple`).
-    pub(crate) fn taken_hashed(&self, key: &FlowKey, h: u64, now: Instant) -> bool {
-        self.find_hashed(key, h, now).is_some()
+    /// Who has `key` (whose [`Self::hash_of`] is `h`) as its original or reply
+    /// tuple: a live connection, committed or pending, makes a NAT choice giving a
+    /// new connection that reply tuple a clash (`nf_nat_used_tuple`).
+    #[inline(always)]
+    pub(crate) fn holder(&self, key: &FlowKey, h: u64, now: Instant) -> Holder {
+        let found = if key.v6 {
+            self.v6.find_any_hashed(&tuple6(key), h).map(|(id, _)| self.v6.get(id).is_some_and(|e| e.expires > now))
+        } else {
+            self.v4.find_any_hashed(&tuple4(key), h).map(|(id, _)| self.v4.get(id).is_some_and(|e| e.expires > now))
+        };
+        match found {
+            Some(true) => Holder::Live,
+            _ if self.find_pending_only(key, h).is_some() => Holder::Live,
+            Some(false) => Holder::Expired,
+            None => Holder::Nobody,
+        }
     }
 
     /// Forget a connection (a TCP reopen, a RST answering the first packet).
@@ -501,22 +555,32 @@ impl Conntrack {
 
     /// Commit pending connection `i` (one of its packets survived every verdict);
     /// `None` when it was ended in the batch (a RST answering its first packet).
+    ///
+    /// A tuple its look-up or its source NAT found in no entry at all is not looked
+    /// for in the table again (one probe each, 26 instructions a tuple): since then
+    /// only this batch's connections were inserted, and each of their tuples was
+    /// checked against this one's, unless a reply tuple changed unchecked (then
+    /// every tuple is looked for, as without the pending index).
     pub(crate) fn commit(&mut self, i: usize, now: Instant) -> Result<Option<CtRef>, InsertError> {
+        let trusted = self.cfg.fixes.pending_visible && !self.unchecked;
         let Some(p) = self.pending.get(i).filter(|p| !p.dead) else { return Ok(None) };
+        let free = (trusted && p.met == Met::Nothing, trusted && p.reply_free);
         if p.key.v6 {
             let (o, r) = (tuple6(&p.key), tuple6(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
             self.v6
-                .insert_hashed(e, (p.key_hash, p.reply_hash), now, |e| e.proto.closing())
+                .insert_known(e, (p.key_hash, p.reply_hash), now, |e| e.proto.closing(), free)
                 .map(|id| Some(CtRef::V6(id)))
         } else {
             let (o, r) = (tuple4(&p.key), tuple4(&p.reply));
             let e = CtEntry { original: o, reply: r, expires: p.expires, status: p.status, serial: 0, proto: p.proto };
-            let (hashes, recycle) = ((p.key_hash, p.reply_hash), p.recycle);
-            if let Some(done) = recycle.and_then(|old| self.v4.replace_expired(old, e, hashes.1, now)) {
+            let hashes = (p.key_hash, p.reply_hash);
+            if let Met::Expired(id, serial) = p.met
+                && let Some(done) = self.v4.replace_expired((id, serial), e, (hashes.1, free.1), now)
+            {
                 return done.map(|id| Some(CtRef::V4(id)));
             }
-            self.v4.insert_hashed(e, hashes, now, |e| e.proto.closing()).map(|id| Some(CtRef::V4(id)))
+            self.v4.insert_known(e, hashes, now, |e| e.proto.closing(), free).map(|id| Some(CtRef::V4(id)))
         }
     }
 

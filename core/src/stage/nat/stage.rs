@@ -20,7 +20,7 @@ use super::rules::NatConfig;
 use crate::buf::{Batch, L3Kind, PktFlags};
 use crate::pipeline::{Context, Disposition, DropReason, Stage, StageEvent};
 use crate::stage::conntrack::lookup::{View, related, view_generated};
-use crate::stage::conntrack::state::{Conntrack, CtRef, SharedConntrack, info, pack, unpack};
+use crate::stage::conntrack::state::{Conntrack, CtRef, Holder, SharedConntrack, info, pack, unpack};
 use crate::stage::lb::{ServiceTable, Verdict};
 use crate::table::conntrack::status;
 use crate::wire::flow::FlowKey;
@@ -153,7 +153,7 @@ impl NatStage {
         reply: &FlowKey,
         st: u8,
         (out_port, marked): (crate::buf::PortId, bool),
-    ) -> Result<Option<(Endpoint, u64)>, Refused> {
+    ) -> Result<Option<(Endpoint, u64, bool)>, Refused> {
         if reply.v6 {
             return Ok(None);
         }
@@ -173,24 +173,26 @@ impl NatStage {
         };
         let now = cx.now;
         let has_ports = matches!(proto, 6 | 17 | 132 | 136 | 1 | 58);
-        // The last candidate checked, with its hash: the one chosen.
+        // The last candidate checked, with its hash and whether no entry at all had
+        // it: the one chosen.
         let mut last = None;
         let mut taken = |p: u16| {
             let c = candidate(p);
             let h = ct.hash_of(&c);
-            last = Some((p, h));
-            ct.taken_hashed(&c, h, now)
+            let holder = ct.holder(&c, h, now);
+            last = Some((p, h, holder == Holder::Nobody));
+            holder == Holder::Live
         };
         if has_ports {
             to.port = self.ports.choose(proto, sport, cx.rng, &mut taken).ok_or(Refused::NoPort)?;
         } else if taken(0) {
             return Err(Refused::NoPort);
         }
-        let h = match last {
-            Some((p, h)) if p == to.port => h,
-            _ => ct.hash_of(&candidate(to.port)),
+        let (h, free) = match last {
+            Some((p, h, free)) if p == to.port => (h, free),
+            _ => (ct.hash_of(&candidate(to.port)), false),
         };
-        Ok(Some((to, h)))
+        Ok(Some((to, h, free)))
     }
 
     /// The `dnat` hook's decision for pending connection `k`, whose first packet
@@ -252,7 +254,7 @@ impl NatStage {
                 ct.add_status(k, status::SRC_NAT_DONE);
                 Ok(want)
             }
-            Ok(Some((to, h))) => {
+            Ok(Some((to, h, free))) => {
                 // SNAT leaves the reply's source: the client's after a hairpin's DNAT.
                 let hairpin = p.status & status::DST_NAT != 0 && p.key.src == p.reply.src;
                 cx.count(if hairpin { StageEvent::NatHairpin } else { StageEvent::SnatNew });
@@ -260,7 +262,7 @@ impl NatStage {
                 let mut reply = p.reply;
                 set_side(&mut reply, Manip::Dst, to);
                 let want = side(&reply, Manip::Dst);
-                ct.set_reply_hashed(k, reply, h, status::SRC_NAT | status::SRC_NAT_DONE);
+                ct.set_reply_hashed(k, reply, h, status::SRC_NAT | status::SRC_NAT_DONE, free);
                 Ok(want)
             }
             Err(Refused::NoPort) => Err(DropReason::NatPortExhausted),

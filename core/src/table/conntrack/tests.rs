@@ -113,18 +113,21 @@ fn a_new_connection_takes_over_the_slot_of_an_expired_one_with_its_original_tupl
     // not expired yet, another original tuple.
     let r_new = Tuple { dport: 61001, ..r_old };
     let h = t.hash(&r_new);
-    assert_eq!(t.replace_expired((id, serial + 1), entry(o, r_new, 500, 0), h, later), None);
-    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, Instant::from_nanos(99)), None);
+    assert_eq!(t.replace_expired((id, serial + 1), entry(o, r_new, 500, 0), (h, false), later), None);
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), (h, false), Instant::from_nanos(99)), None);
     let o2 = tuple(3, 9, 40000, 53, 17);
-    assert_eq!(t.replace_expired((id, serial), entry(o2, r_new, 500, 0), h, later), None);
+    assert_eq!(t.replace_expired((id, serial), entry(o2, r_new, 500, 0), (h, false), later), None);
     // A live connection holding the new reply tuple: a clash, the expired one kept.
     let holder = Tuple { src: Ipv4Addr::new(10, 0, 0, 7), ..r_new.reversed() };
     let other = t.insert(entry(holder, r_new, 1_000, 0), T0, |_| false).unwrap();
-    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, later), Some(Err(InsertError::Clash)));
+    assert_eq!(
+        t.replace_expired((id, serial), entry(o, r_new, 500, 0), (h, false), later),
+        Some(Err(InsertError::Clash))
+    );
     assert_eq!(t.get(id).map(|e| e.reply), Some(r_old));
     // Expired too: it goes, and the new connection takes the slot.
     t.get_mut(other).unwrap().expires = later;
-    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), h, later), Some(Ok(id)));
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 500, 0), (h, false), later), Some(Ok(id)));
     assert!(t.get(other).is_none(), "the expired holder of the new reply tuple was removed");
     assert_eq!(t.len(), 1);
     assert!(t.serial(id) != serial, "a cache naming the old connection must not reach the new one");
@@ -138,7 +141,7 @@ fn a_new_connection_takes_over_the_slot_of_an_expired_one_with_its_original_tupl
     assert_eq!(ended, vec![r_old]);
     // The same reply tuple again (no NAT change): nothing moves in the index.
     let (serial, end) = (t.serial(id), Instant::from_nanos(500));
-    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 900, 0), h, end), Some(Ok(id)));
+    assert_eq!(t.replace_expired((id, serial), entry(o, r_new, 900, 0), (h, false), end), Some(Ok(id)));
     assert_eq!(t.lookup(&r_new, end), Some((id, Dir::Reply)));
     // Removal still finds both index entries.
     assert!(t.remove(id));
@@ -306,7 +309,7 @@ proptest! {
                     let status = if assured { status::ASSURED } else { 0 };
                     let e = entry(o, r, now + ttl, status);
                     let hint = t.lookup_mut_or_expired(&o, t.hash(&o), at).err().flatten().filter(|_| take_over);
-                    let got = match hint.and_then(|h| t.replace_expired(h, e, t.hash(&r), at)) {
+                    let got = match hint.and_then(|h| t.replace_expired(h, e, (t.hash(&r), false), at)) {
                         Some(got) => {
                             prop_assert!(got.is_err() || got == Ok(hint.unwrap().0), "the slot taken over");
                             got
