@@ -146,7 +146,7 @@ fn chain(h: u64) -> usize {
     (h >> 32) as usize % PENDING_BUCKETS
 }
 
-/// Who has a tuple ([`Conntrack::holder`]).
+/// Who has a tuple ([`Conntrack::holder4`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Holder {
     /// A live connection, committed or pending.
@@ -502,7 +502,7 @@ impl Conntrack {
 
     /// [`Self::set_reply`] with the reply tuple's [`Self::hash_of`], `h`, for a
     /// reply tuple checked against the table and the other pending connections
-    /// ([`Self::holder`]): `free` when no entry at all had it.
+    /// ([`Self::holder4`]): `free` when no entry at all had it.
     pub(crate) fn set_reply_hashed(&mut self, i: u16, reply: FlowKey, h: u64, bits: u8, free: bool) {
         debug_assert_eq!(h, self.hash_of(&reply), "stale reply hash");
         let Some(p) = self.pending.get_mut(usize::from(i)) else { return };
@@ -518,16 +518,13 @@ impl Conntrack {
         self.link(h, (u32::from(i) << 1) | 1);
     }
 
-    /// Who has `key` (whose [`Self::hash_of`] is `h`) as its original or reply
-    /// tuple: a live connection, committed or pending, makes a NAT choice giving a
-    /// new connection that reply tuple a clash (`nf_nat_used_tuple`).
+    /// Who has IPv4 tuple `t` (flow key `key`, [`Self::hash_of`] `h`) as its
+    /// original or reply tuple: a live connection, committed or pending, makes a NAT
+    /// choice giving a new connection that reply tuple a clash (`nf_nat_used_tuple`).
+    /// (Masquerade is IPv4 only.)
     #[inline(always)]
-    pub(crate) fn holder(&self, key: &FlowKey, h: u64, now: Instant) -> Holder {
-        let found = if key.v6 {
-            self.v6.find_any_hashed(&tuple6(key), h).map(|(id, _)| self.v6.get(id).is_some_and(|e| e.expires > now))
-        } else {
-            self.v4.find_any_hashed(&tuple4(key), h).map(|(id, _)| self.v4.get(id).is_some_and(|e| e.expires > now))
-        };
+    pub(crate) fn holder4(&self, t: &Tuple<Ipv4Addr>, key: &FlowKey, h: u64, now: Instant) -> Holder {
+        let found = self.v4.find_any_hashed(t, h).map(|(id, _)| self.v4.get(id).is_some_and(|e| e.expires > now));
         match found {
             Some(true) => Holder::Live,
             _ if self.find_pending_only(key, h).is_some() => Holder::Live,

@@ -200,6 +200,7 @@ fn set_l4(
 /// every checksum that covers them, and the flow key. A later fragment (no transport
 /// header) has only its address changed. `None` when the headers are not where the
 /// metadata says (nothing is then half-written but the address).
+#[inline(always)]
 pub fn rewrite(b: &mut [u8], m: &mut PktMeta, manip: Manip, to: Endpoint) -> Option<()> {
     if let Some(done) = rewrite_v4_fast(b, m, manip, to) {
         return done;
@@ -223,6 +224,7 @@ pub fn rewrite(b: &mut [u8], m: &mut PktMeta, manip: Manip, to: Endpoint) -> Opt
 /// checksum: both headers taken as one slice each, the address as a 32-bit word.
 /// `None` when the case does not apply (the general path runs instead). Measured on
 /// the service path: 341 -> about 100 instructions per translated packet.
+#[inline(always)]
 fn rewrite_v4_fast(b: &mut [u8], m: &mut PktMeta, manip: Manip, to: Endpoint) -> Option<Option<()>> {
     let proto = m.ip_proto;
     if m.l3_kind != L3Kind::Ipv4

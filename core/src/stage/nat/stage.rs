@@ -20,7 +20,7 @@ use super::rules::NatConfig;
 use crate::buf::{Batch, L3Kind, PktFlags};
 use crate::pipeline::{Context, Disposition, DropReason, Stage, StageEvent};
 use crate::stage::conntrack::lookup::{View, related, view_generated};
-use crate::stage::conntrack::state::{Conntrack, CtRef, Holder, SharedConntrack, info, pack, unpack};
+use crate::stage::conntrack::state::{Conntrack, CtRef, Holder, SharedConntrack, info, pack, tuple4, unpack};
 use crate::stage::lb::{ServiceTable, Verdict};
 use crate::table::conntrack::status;
 use crate::wire::flow::FlowKey;
@@ -178,8 +178,9 @@ impl NatStage {
         let mut last = None;
         let mut taken = |p: u16| {
             let c = candidate(p);
-            let h = ct.hash_of(&c);
-            let holder = ct.holder(&c, h, now);
+            let t = tuple4(&c);
+            let h = ct.v4.hash(&t);
+            let holder = ct.holder4(&t, &c, h, now);
             last = Some((p, h, holder == Holder::Nobody));
             holder == Holder::Live
         };
@@ -198,7 +199,7 @@ impl NatStage {
     /// The `dnat` hook's decision for pending connection `k`, whose first packet
     /// `pkt` passes: recorded on the connection (its reply tuple and status), and
     /// the destination the packet must have; the reason when it is dropped.
-    #[inline(never)]
+    #[inline(always)]
     fn first_dnat(
         (services, cfg): (&mut ServiceTable, &NatConfig),
         ct: &mut Conntrack,
