@@ -570,11 +570,16 @@ fn track_rest(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, start
             let r = match segment(cx.pool.slot(batch.pkt(i)), l3, l4, false) {
                 None => Err(DropReason::CtInvalid),
                 Some(seg) => {
-                    let found = match ct.v4.lookup_mut_or_reap(&t, h, now) {
-                        Some((id, dir, _)) => Some((CtRef::V4(id), dir)),
-                        None => ct.find_pending_only(&key, h),
+                    let found = match ct.v4.lookup_mut_or_expired(&t, h, now) {
+                        Ok((id, dir, _)) => Some((CtRef::V4(id), dir)),
+                        Err(met) => {
+                            ct.met = met.map_or(Met::Nothing, |(id, serial)| Met::Expired(id, serial));
+                            ct.find_pending_only(&key, h)
+                        }
                     };
-                    track_found(ct, &cfg, &key, Some(&seg), i, now, true, (found, h))
+                    let r = track_found(ct, &cfg, &key, Some(&seg), i, now, true, (found, h));
+                    ct.met = Met::Unknown;
+                    r
                 }
             };
             settle(&cfg, cx, batch, i, r);
