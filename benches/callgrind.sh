@@ -28,7 +28,7 @@ ir() { # mode batches -> total instructions
 }
 
 declare -A per
-for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_bridge_pairs parse_route1m parse_route parse_route_vxlan parse_decap_route node_route node_route1m node_route_vxlan parse_route6_100k parse_ct_1m parse_xconnect_spread parse_ct_1m_spread parse_xconnect_tcp parse_ct_1m_tcp parse_ct_snat_new svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k svc_slow_10; do
+for mode in baseline parse_one xconnect parse_xconnect parse_bridge parse_bridge_pairs parse_route1m parse_route parse_route_vxlan parse_decap_route node_route node_route1m node_route_vxlan parse_route6_100k parse_ct_1m parse_xconnect_spread parse_ct_1m_spread parse_xconnect_tcp parse_ct_1m_tcp parse_ct_snat_new parse_ct_snat_fresh svc_est_10 svc_est_1k svc_est_100k svc_new_10 svc_new_1k svc_new_100k svc_slow_10; do
   a=$(ir "$mode" $N1); b=$(ir "$mode" $N2)
   per[$mode]=$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.1f", (b - a) / n }')
 done
@@ -55,6 +55,7 @@ printf '%-44s %10s\n' "conntrack hit, 1M entries (lookup + commit)" "$(d "${per[
 printf '%-44s %10s\n' "conntrack hit, 1M entries, a flow per packet" "$(d "${per[parse_ct_1m_spread]}" "${per[parse_xconnect_spread]}")"
 printf '%-44s %10s\n' "conntrack hit, TCP data segment, 1M entries" "$(d "${per[parse_ct_1m_tcp]}" "${per[parse_xconnect_tcp]}")"
 printf '%-44s %10s\n' "new connection + masquerade, 1M entries" "$(d "${per[parse_ct_snat_new]}" "${per[parse_xconnect]}")"
+printf '%-44s %10s\n' "  the same, every flow never seen before" "$(d "${per[parse_ct_snat_fresh]}" "${per[parse_xconnect_spread]}")"
 for n in 10 1k 100k; do
   printf '%-44s %10s\n' "service, established: all stages, $n svcs" "$(d "${per[svc_est_$n]}" "${per[baseline]}")"
 done
@@ -73,7 +74,7 @@ llm() { # mode batches -> LL misses
   grep -E 'Collected :' "$tmp/llcerr.$1.$2" | awk '{print $(NF-2) + $(NF-1) + $NF}'
 }
 printf '\nlast-level cache misses per packet (callgrind --cache-sim=yes)\n'
-for mode in parse_xconnect parse_ct_1m parse_ct_1m_spread parse_ct_snat_new svc_est_10 svc_est_100k svc_new_10 svc_new_100k; do
+for mode in parse_xconnect parse_ct_1m parse_ct_1m_spread parse_ct_snat_new parse_ct_snat_fresh svc_est_10 svc_est_100k svc_new_10 svc_new_100k; do
   a=$(llm "$mode" $N1); b=$(llm "$mode" $N2)
   printf '%-44s %10s\n' "$mode" "$(awk -v a="$a" -v b="$b" -v n=$(( (N2 - N1) * BATCH )) 'BEGIN { printf "%.2f", (b - a) / n }')"
 done

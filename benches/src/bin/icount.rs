@@ -41,8 +41,9 @@
 //!   2,048 flows comes 31 s after the last, so each packet starts a connection again
 //!   in place of its own expired one (found by its look-up). `parse_ct_snat_fresh`:
 //!   the same with every packet on a flow of its own (`_spread`'s port rewriting),
-//!   never seen before, into the free room of the table (no connection expires; the
-//!   sweep's removals are the `ct_sweep` figure of `ct_churn`).
+//!   never seen before, into the free room of the table: no connection expires, so
+//!   the figure holds no removal (the sweep removes a connection once it expires,
+//!   later, as `parse_ct_snat_new`'s look-ups would have).
 //! - `svc_est_N` / `svc_new_N` (N = 10, 1k, 100k services of 10 endpoints, so up to
 //!   a million endpoints): the whole node path of a pod calling a ClusterIP whose
 //!   endpoints are behind a VXLAN peer, `parse → source_check → decap → conntrack →

@@ -450,9 +450,10 @@ impl NatStage {
             let want = if reply_dir || p.status & done != 0 {
                 side(if reply_dir { &p.key } else { &p.reply }, manip.other())
             } else {
-                // A new connection's first packet through this hook decides (out of
-                // line, one function per hook: in the loop, shared by both, the
-                // decision cost a new connection about 100 instructions more).
+                // A new connection's first packet through this hook decides, in a
+                // function per hook (in the loop, shared by both, the decision cost
+                // a new connection about 100 instructions more); `snat`'s out of
+                // line (inlined, it cost 25 more: registers).
                 let decided = match manip {
                     Manip::Dst => Self::first_dnat((&mut self.services, &self.cfg), &mut ct, cx, pkt, k),
                     Manip::Src => self.first_snat(&mut ct, cx, k, (out_port, flags)),
