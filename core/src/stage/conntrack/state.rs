@@ -205,8 +205,11 @@ pub struct Conntrack {
     /// A pending connection's reply tuple changed in this batch without a check
     /// against the other pending connections (destination NAT, a replay at commit):
     /// the commit then checks every tuple in the table again, whatever was found
-    /// free (see [`Conntrack::commit`]).
+    /// free (see [`Conntrack::commit`]). Also set when a connection is started after
+    /// a NAT decision of the batch (whose checks could not see it).
     unchecked: bool,
+    /// A NAT decision was recorded in this batch.
+    decided: bool,
     /// The clock reading (ns) up to which the sweep has kept pace, and the time
     /// (ns, at least 1) that one slot's sweep stands for: `sweep_every / capacity`.
     sweep_next: u64,
@@ -260,6 +263,7 @@ impl Conntrack {
             last: Instant::ZERO,
             met: Met::Unknown,
             unchecked: false,
+            decided: false,
             sweep_next: 0,
             sweep_step: step,
         }
@@ -389,6 +393,7 @@ impl Conntrack {
         debug_assert_eq!(p.key_hash, self.hash_of(&p.key), "stale key hash");
         p.reply_hash = self.hash_of(&p.reply);
         let (hk, hr) = (p.key_hash, p.reply_hash);
+        self.unchecked |= self.decided;
         self.pending.push(p);
         self.link(hk, u32::from(i) << 1);
         self.link(hr, (u32::from(i) << 1) | 1);
@@ -433,6 +438,7 @@ impl Conntrack {
     pub(crate) fn clear_pending(&mut self) {
         self.pending.clear();
         self.unchecked = false;
+        self.decided = false;
         self.links.clear();
         self.heads = [NO_LINK; PENDING_BUCKETS];
     }
@@ -480,6 +486,7 @@ impl Conntrack {
     /// tuple).
     #[inline(always)]
     pub(crate) fn add_status(&mut self, i: u16, bits: u8) {
+        self.decided = true;
         if let Some(p) = self.pending.get_mut(usize::from(i)) {
             p.status |= bits;
         }
@@ -505,6 +512,7 @@ impl Conntrack {
     /// ([`Self::holder4`]): `free` when no entry at all had it.
     pub(crate) fn set_reply_hashed(&mut self, i: u16, reply: FlowKey, h: u64, bits: u8, free: bool) {
         debug_assert_eq!(h, self.hash_of(&reply), "stale reply hash");
+        self.decided = true;
         let Some(p) = self.pending.get_mut(usize::from(i)) else { return };
         p.status |= bits;
         p.reply_free = free;

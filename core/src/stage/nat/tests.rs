@@ -409,6 +409,24 @@ fn a_new_connection_dropped_after_nat_leaves_nothing_behind() {
 }
 
 #[test]
+fn a_new_connection_whose_tuple_another_took_by_dnat_in_the_same_batch_clashes() {
+    // The backend's packet to the client's port is looked up before the query's DNAT
+    // gives the query's connection that tuple as its reply: the commit must still
+    // find the clash (the commit skips looking for tuples found free only while no
+    // reply changed unchecked in the batch; without that rule it inserted both).
+    let mut n = Node::new(masq_config(), CtConfig::default());
+    let frames = [(0, udp4(POD, VIP, 40000, 53, b"q")), (1, udp4(POD_B, POD, 5353, 40000, b"not an answer"))];
+    let out = n.run(T0, &frames);
+    assert_eq!(out.iter().map(|f| dst(f)).collect::<Vec<_>>(), vec![(POD_B, 5353)]);
+    assert_eq!(n.drops("ct_commit", DropReason::CtClash), 1);
+    let c = n.ct.lock().unwrap();
+    assert_eq!(c.len(), (1, 0));
+    // Each tuple in the table once: the query's reply tuple is its own.
+    let reply = crate::table::conntrack::Tuple::new(POD_B, POD, 5353, 40000, 17, 0);
+    assert_eq!(c.v4().lookup(&reply, T0).map(|(_, d)| d), Some(crate::stage::conntrack::tcp::Dir::Reply));
+}
+
+#[test]
 fn connections_are_listed_as_conntrack_l_prints_them_and_flushed_by_filter() {
     let cfg = NatConfig { mode: PortMode::KeepPort, ..masq_config() };
     let mut n = Node::new(cfg, CtConfig::default());
