@@ -333,28 +333,6 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
         (self.slots.get(id.0 as usize)?.expires > now).then_some((id, dir))
     }
 
-    /// [`Self::lookup_hashed`] with the entry, writable (tuples must not be changed:
-    /// they are indexed; nor the serial): one look-up for a hit that is then
-    /// refreshed. An entry it finds expired is removed, as the kernel's
-    /// `nf_conntrack_find()` reaps one it meets: a new connection's insert then finds
-    /// the tuple free, and no later look-up meets the corpse again.
-    #[inline(always)]
-    pub fn lookup_mut_or_reap(
-        &mut self,
-        t: &Tuple<A>,
-        hash: u64,
-        now: Instant,
-    ) -> Option<(CtId, Dir, &mut CtEntry<A, P>)> {
-        let (id, dir) = self.find_any_hashed(t, hash)?;
-        // What a probe finds is taken (a free slot's tuples match nothing).
-        if self.slots.get(id.0 as usize).is_none_or(|e| e.expires <= now) {
-            self.reap(id, dir, hash);
-            return None;
-        }
-        let e = self.slots.get_mut(id.0 as usize)?;
-        Some((id, dir, e))
-    }
-
     /// [`Self::lookup_hashed`] with the entry, writable (tuples and serial must not
     /// be changed): what a hit is refreshed through. An expired entry is a miss and
     /// stays (see [`Self::find_mut`]).
@@ -377,7 +355,7 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
     /// misses: an expired entry met by its original tuple (the new connection's) is
     /// handed back, its slot and serial, for the new connection to take over at
     /// commit ([`Self::replace_expired`]); one met by its reply tuple is removed now,
-    /// as [`Self::lookup_mut_or_reap`] does.
+    /// as the kernel's `nf_conntrack_find()` reaps one it meets.
     ///
     /// # Errors
     /// A miss, with the expired entry to take over if there is one.

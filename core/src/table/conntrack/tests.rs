@@ -76,19 +76,19 @@ fn serials_never_reach_the_free_slots_bit_and_no_free_slot_answers_for_one() {
 }
 
 #[test]
-fn a_lookup_that_meets_an_expired_entry_removes_it() {
+fn a_lookup_that_meets_an_expired_entry_by_its_reply_tuple_removes_it() {
     let mut t: CtTable<Ipv4Addr, ()> = CtTable::new(8, 1);
     let o = tuple(2, 9, 40000, 53, 17);
     let r = Tuple { dst: Ipv4Addr::new(10, 0, 0, 100), dport: 61000, ..o.reversed() };
     let id = t.insert(entry(o, r, 100, 0), T0, |_| false).unwrap();
     // Live: a hit, by either direction, and nothing removed.
     let at = Instant::from_nanos(99);
-    assert_eq!(t.lookup_mut_or_reap(&r, t.hash(&r), at).map(|(i, d, _)| (i, d)), Some((id, Dir::Reply)));
+    assert_eq!(t.lookup_mut_or_expired(&r, t.hash(&r), at).map(|(i, d, _)| (i, d)), Ok((id, Dir::Reply)));
     assert_eq!(t.len(), 1);
     // Expired, met by its reply tuple: a miss, and the entry gone with both index
     // entries (the original tuple is not found even as expired).
     let later = Instant::from_nanos(100);
-    assert!(t.lookup_mut_or_reap(&r, t.hash(&r), later).is_none());
+    assert_eq!(t.lookup_mut_or_expired(&r, t.hash(&r), later).err(), Some(None));
     assert_eq!(t.len(), 0);
     assert!(t.get(id).is_none());
     assert_eq!(t.find_any_hashed(&o, t.hash(&o)), None);
