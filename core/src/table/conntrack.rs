@@ -335,7 +335,8 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
 
     /// [`Self::lookup_hashed`] with the entry, writable (tuples and serial must not
     /// be changed): what a hit is refreshed through. An expired entry is a miss and
-    /// stays (see [`Self::find_mut`]).
+    /// stays (a look-up that may start a connection takes
+    /// [`Self::lookup_mut_or_expired`]).
     #[inline(always)]
     pub fn lookup_live_mut(
         &mut self,
@@ -380,21 +381,15 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
 
     /// [`Self::lookup_mut_or_expired`]'s expired entry `id`, met through its `dir`
     /// tuple of hash `hash`: handed back when met by its original tuple, else
-    /// removed. Out of line, so that the hits around the look-up keep their
-    /// registers.
+    /// removed, as the kernel's `nf_conntrack_find()` reaps one it meets. (Out of
+    /// line, it cost a new connection 37 instructions, `benches/callgrind.sh`.)
     #[inline(always)]
     fn met_expired(&mut self, id: CtId, dir: Dir, hash: u64) -> Option<(CtId, u32)> {
         if dir == Dir::Original {
             return self.get(id).map(|e| (id, e.serial));
         }
-        self.reap(id, dir, hash);
-        None
-    }
-
-    /// Remove entry `id`, which a look-up met through its `dir` tuple of hash `hash`
-    /// (expired: as the kernel's `nf_conntrack_find()` reaps one it meets).
-    pub fn reap(&mut self, id: CtId, dir: Dir, hash: u64) {
         self.remove_known(id, Some((dir, hash)));
+        None
     }
 
     /// Put a new connection in the slot of the expired connection `id` (inserted
@@ -439,13 +434,9 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
             }
             let h_old = self.hash(&old_reply);
             self.index.remove(h_old, handle(id.0, Dir::Reply));
-            let slots = &self.slots;
-            let hasher = &self.hasher;
-            let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
-            self.index.insert(hr, handle(id.0, Dir::Reply), rehash);
+            self.index_insert(hr, handle(id.0, Dir::Reply));
         }
-        let serial = self.next_serial;
-        self.next_serial = if serial >= FREE - 1 { 1 } else { serial + 1 };
+        let serial = self.take_serial();
         if let Some(s) = self.slots.get_mut(id.0 as usize) {
             *s = CtEntry { serial, ..entry };
         }
@@ -534,20 +525,33 @@ impl<A: TupleAddr, P: Copy + Default> CtTable<A, P> {
             return Err(InsertError::Full);
         }
         let slot = self.free;
+        let serial = self.take_serial();
         let Some(s) = self.slots.get_mut(slot as usize).filter(|e| e.is_free()) else {
             return Err(InsertError::Full);
         };
         self.free = s.serial & !FREE;
-        *s = CtEntry { serial: self.next_serial, ..entry };
-        // Serials run from 1 to 2^31 - 1 and round again: below [`FREE`], never 0.
-        self.next_serial = if self.next_serial >= FREE - 1 { 1 } else { self.next_serial + 1 };
-        let slots = &self.slots;
-        let hasher = &self.hasher;
-        let rehash = |&h: &u32| Self::tuple_of(slots, h).map_or(0, |t| hasher.hash_one(t));
-        self.index.insert(ho, handle(slot, Dir::Original), rehash);
-        self.index.insert(hr, handle(slot, Dir::Reply), rehash);
+        *s = CtEntry { serial, ..entry };
+        self.index_insert(ho, handle(slot, Dir::Original));
+        self.index_insert(hr, handle(slot, Dir::Reply));
         self.live += 1;
         Ok(CtId(slot))
+    }
+
+    /// The serial the next insert gives its entry, and the one after it ready:
+    /// serials run from 1 to 2^31 - 1 and round again, below [`FREE`], never 0.
+    #[inline(always)]
+    fn take_serial(&mut self) -> u32 {
+        let serial = self.next_serial;
+        self.next_serial = if serial >= FREE - 1 { 1 } else { serial + 1 };
+        serial
+    }
+
+    /// Index handle `h` under `hash` (hashbrown asks any handle's hash, from the
+    /// tuple its entry holds, only when a shard must grow).
+    #[inline(always)]
+    fn index_insert(&mut self, hash: u64, h: u32) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert(hash, h, |&x| Self::tuple_of(slots, x).map_or(0, |t| hasher.hash_one(t)));
     }
 
     /// The entry holding `t` (whose hash is `hash`), expired or not.

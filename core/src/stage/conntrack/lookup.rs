@@ -550,7 +550,7 @@ fn track_rest(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, start
                         record_hit(m, hit, &cfg.other, now);
                         continue;
                     }
-                    Err(met) => ct.met = met.map_or(Met::Nothing, |(id, serial)| Met::Expired(id, serial)),
+                    Err(expired) => ct.met = Met::after_miss(expired),
                 }
                 // Missed in the table already: a new connection, or a pending one.
                 let found = ct.find_pending_only(&m.flow, h);
@@ -572,8 +572,8 @@ fn track_rest(ct: &mut Conntrack, cx: &mut Context<'_>, batch: &mut Batch, start
                 Some(seg) => {
                     let found = match ct.v4.lookup_mut_or_expired(&t, h, now) {
                         Ok((id, dir, _)) => Some((CtRef::V4(id), dir)),
-                        Err(met) => {
-                            ct.met = met.map_or(Met::Nothing, |(id, serial)| Met::Expired(id, serial));
+                        Err(expired) => {
+                            ct.met = Met::after_miss(expired);
                             ct.find_pending_only(&key, h)
                         }
                     };

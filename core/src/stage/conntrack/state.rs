@@ -146,6 +146,15 @@ fn chain(h: u64) -> usize {
     (h >> 32) as usize % PENDING_BUCKETS
 }
 
+impl Met {
+    /// What a look-up that missed met: the expired connection to take over that
+    /// [`CtTable::lookup_mut_or_expired`] handed back, or nothing.
+    #[inline(always)]
+    pub(crate) fn after_miss(expired: Option<(CtId, u32)>) -> Self {
+        expired.map_or(Met::Nothing, |(id, serial)| Met::Expired(id, serial))
+    }
+}
+
 /// Who has a tuple ([`Conntrack::holder4`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Holder {
